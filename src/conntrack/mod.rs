@@ -1,0 +1,17 @@
+//! Connection tracking: flow entries found from either direction, protocol
+//! state close to Linux conntrack, timeouts, limits and bounded expiry.
+//!
+//! Pure: time is passed in as [`Time`], nothing here reads a clock, opens a
+//! socket or starts a thread. The table is shared by all workers.
+
+mod state;
+mod table;
+
+pub use state::{
+    Dir, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpEvent, TcpState, Time, Timeouts, Transition,
+    tcp_transition,
+};
+pub use table::{
+    FlowId, FlowRecord, FlowTable, Hit, InsertError, Lookup, MAX_FLOWS_LIMIT, NewFlow, PacketInfo,
+    flags,
+};

@@ -1,0 +1,746 @@
+//! The flow table: one entry per flow, found from either direction's tuple.
+//!
+//! Layout (chosen for the fast path and for memory per flow):
+//! - Flow entries live in a slab of fixed-size slots whose fields are all
+//!   atomics, allocated in chunks of 64 Ki slots on demand (RSS grows with
+//!   use, never moves, so a slot index stays valid).
+//! - Two index entries per flow (original and reply tuple) live in 256
+//!   lock-sharded open-addressing tables of `u64` words: a 32-bit hash tag
+//!   plus the slot index and direction. Linear probing, backward-shift
+//!   deletion, growth by doubling per shard at 75% load.
+//! - A lookup takes one shard's read lock, compares the tag, then the tuple
+//!   stored in the slot, and updates the slot's state, timer and counters
+//!   with atomic operations while still holding that read lock.
+//! - Removing a flow takes the write locks of both of its index shards (in
+//!   shard order), so no reader can be looking at a slot being freed; a
+//!   per-slot generation makes stale [`FlowId`]s harmless.
+//!
+//! The two tuples of a flow usually hash to different shards, so the reply
+//! of a flow may be handled on another worker thread than its original
+//! direction without any hand-off.
+
+use super::state::{Dir, TcpEvent, TcpState, Time, Timeouts, Transition, tcp_transition};
+use crate::packet::{Tuple, proto};
+use crossbeam_utils::CachePadded;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release};
+
+const SHARD_BITS: u32 = 8;
+const SHARDS: usize = 1 << SHARD_BITS;
+const CHUNK_BITS: u32 = 16;
+const CHUNK: usize = 1 << CHUNK_BITS;
+/// Largest supported `max_flows` (slot index + 1 must fit in 31 bits).
+pub const MAX_FLOWS_LIMIT: u32 = 1 << 30;
+
+/// Flag bits stored with the flow's protocol state.
+pub mod flags {
+    /// A packet was seen in the reply direction.
+    pub const SEEN_REPLY: u32 = 1 << 8;
+    /// The flow is established (TCP) or two-way (UDP); early-drop spares it.
+    pub const ASSURED: u32 = 1 << 9;
+    /// First bit free for the NAT layer's own flags.
+    pub const USER_SHIFT: u32 = 16;
+    pub const STATE_MASK: u32 = 0xff;
+}
+
+/// Identifies a flow slot and the life of the flow in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowId {
+    idx: u32,
+    gen_: u32,
+}
+
+#[derive(Default)]
+struct Slot {
+    tuples: [[AtomicU64; 2]; 2],
+    /// Deadline in nanoseconds; 0 marks a free slot.
+    expires: AtomicU64,
+    /// Low byte: TCP state; above it: [`flags`].
+    state: AtomicU32,
+    gen_: AtomicU32,
+    /// Opaque word for the NAT layer (e.g. the rule that created the flow).
+    mark: AtomicU32,
+    packets: [AtomicU64; 2],
+    bytes: [AtomicU64; 2],
+}
+
+impl Slot {
+    #[inline]
+    fn tuple(&self, d: usize) -> Tuple {
+        Tuple::unpack([
+            self.tuples[d][0].load(Relaxed),
+            self.tuples[d][1].load(Relaxed),
+        ])
+    }
+
+    fn record(&self) -> FlowRecord {
+        let st = self.state.load(Relaxed);
+        FlowRecord {
+            orig: self.tuple(0),
+            reply: self.tuple(1),
+            tcp_state: TcpState::from_u8((st & flags::STATE_MASK) as u8),
+            flags: st & !flags::STATE_MASK,
+            mark: self.mark.load(Relaxed),
+            expires: Time(self.expires.load(Relaxed)),
+            packets: [self.packets[0].load(Relaxed), self.packets[1].load(Relaxed)],
+            bytes: [self.bytes[0].load(Relaxed), self.bytes[1].load(Relaxed)],
+        }
+    }
+}
+
+/// A flow as plain data: what listings print and snapshots store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// Tuple of the packet that created the flow, as received.
+    pub orig: Tuple,
+    /// Tuple a reply has on arrival (the inverse of the translated original).
+    pub reply: Tuple,
+    pub tcp_state: TcpState,
+    /// [`flags`] bits (state byte masked out).
+    pub flags: u32,
+    pub mark: u32,
+    /// Deadline on the table's clock.
+    pub expires: Time,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+impl FlowRecord {
+    pub fn remaining(&self, now: Time) -> Time {
+        self.expires.saturating_sub(now)
+    }
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// What a packet told the tracker, besides its tuple.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketInfo {
+    /// TCP flags for TCP segments, `None` otherwise.
+    pub tcp_flags: Option<u8>,
+    /// Bytes of the IP datagram.
+    pub len: u32,
+}
+
+/// A packet matched a live flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub id: FlowId,
+    pub dir: Dir,
+    /// The tuple of the other direction; the packet leaves as its inverse.
+    pub other: Tuple,
+    /// Flags after this packet (state byte masked out).
+    pub flags: u32,
+    pub mark: u32,
+    /// The TCP segment did not fit the state machine (state kept).
+    pub tcp_invalid: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit(Hit),
+    /// No live flow has this tuple.
+    Miss,
+    /// A flow has the tuple but its timer ran out; remove it, then treat
+    /// the packet as a miss.
+    Expired(FlowId),
+}
+
+/// Why a flow could not be inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// `max_flows` live flows already.
+    Full,
+    /// A flow with the same original tuple exists (a concurrent insert won).
+    OrigExists,
+    /// Another flow already uses the reply tuple: pick another mapping.
+    ReplyTaken,
+}
+
+/// Initial state of a new flow.
+#[derive(Debug, Clone, Copy)]
+pub struct NewFlow {
+    pub orig: Tuple,
+    pub reply: Tuple,
+    /// TCP flags of the first segment (TCP only).
+    pub tcp_flags: Option<u8>,
+    /// Extra [`flags`] bits (NAT-layer flags above `USER_SHIFT`).
+    pub flags: u32,
+    pub mark: u32,
+    pub len: u32,
+}
+
+/// Open-addressing index of one shard.
+struct Index {
+    words: Vec<u64>,
+    len: usize,
+}
+
+#[inline]
+fn encode(tag: u32, idx: u32, dir: Dir) -> u64 {
+    ((tag as u64) << 32) | (((idx as u64) + 1) << 1) | dir as u64
+}
+
+#[inline]
+fn decode(w: u64) -> (u32, u32, Dir) {
+    let tag = (w >> 32) as u32;
+    let idx = ((w as u32) >> 1) - 1;
+    let dir = if w & 1 == 0 { Dir::Orig } else { Dir::Reply };
+    (tag, idx, dir)
+}
+
+impl Index {
+    fn new() -> Index {
+        Index {
+            words: vec![0; 64],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.words.len() - 1
+    }
+
+    /// Position of the entry with `tag` for which `eq(idx, dir)` holds.
+    #[inline]
+    fn find(&self, tag: u32, mut eq: impl FnMut(u32, Dir) -> bool) -> Option<usize> {
+        let mask = self.mask();
+        let mut i = tag as usize & mask;
+        loop {
+            let w = self.words[i];
+            if w == 0 {
+                return None;
+            }
+            let (t, idx, dir) = decode(w);
+            if t == tag && eq(idx, dir) {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn insert(&mut self, w: u64) {
+        if (self.len + 1) * 4 > self.words.len() * 3 {
+            self.grow();
+        }
+        self.place(w);
+        self.len += 1;
+    }
+
+    fn place(&mut self, w: u64) {
+        let mask = self.mask();
+        let mut i = (w >> 32) as usize & mask;
+        while self.words[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.words[i] = w;
+    }
+
+    fn grow(&mut self) {
+        let doubled = vec![0; self.words.len() * 2];
+        let old = std::mem::replace(&mut self.words, doubled);
+        for w in old.into_iter().filter(|&w| w != 0) {
+            self.place(w);
+        }
+    }
+
+    /// Removes the entry at `pos`, shifting later entries of the run back.
+    fn remove_at(&mut self, mut pos: usize) {
+        let mask = self.mask();
+        self.words[pos] = 0;
+        self.len -= 1;
+        let mut j = pos;
+        loop {
+            j = (j + 1) & mask;
+            let w = self.words[j];
+            if w == 0 {
+                return;
+            }
+            let home = (w >> 32) as usize & mask;
+            // Entry j may move to the hole at `pos` unless its home lies
+            // cyclically in (pos, j].
+            let stays = if pos <= j {
+                pos < home && home <= j
+            } else {
+                pos < home || home <= j
+            };
+            if !stays {
+                self.words[pos] = w;
+                self.words[j] = 0;
+                pos = j;
+            }
+        }
+    }
+}
+
+struct SlotAlloc {
+    next: u32,
+    free: Vec<u32>,
+}
+
+/// The shared flow table. See the module docs for its layout.
+pub struct FlowTable {
+    shards: Box<[CachePadded<RwLock<Index>>]>,
+    chunks: Box<[OnceLock<Box<[Slot]>>]>,
+    alloc: Mutex<SlotAlloc>,
+    live: AtomicUsize,
+    max: usize,
+    seed: [u64; 3],
+    sweep_cursor: AtomicU32,
+    timeouts: Timeouts,
+}
+
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let r = (a as u128).wrapping_mul(b as u128);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+impl FlowTable {
+    /// A table for up to `max_flows` flows. `seed` keys the hash so that
+    /// outsiders cannot aim many tuples at one shard.
+    pub fn new(max_flows: u32, timeouts: Timeouts, seed: u64) -> FlowTable {
+        let max = max_flows.clamp(1, MAX_FLOWS_LIMIT) as usize;
+        let chunks = max.div_ceil(CHUNK);
+        let mix = |k: u64| fold_mul(seed ^ k, 0x9e37_79b9_7f4a_7c15) | 1;
+        FlowTable {
+            shards: (0..SHARDS)
+                .map(|_| CachePadded::new(RwLock::new(Index::new())))
+                .collect(),
+            chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
+            alloc: Mutex::new(SlotAlloc {
+                next: 0,
+                free: Vec::new(),
+            }),
+            live: AtomicUsize::new(0),
+            max,
+            seed: [mix(1), mix(2), mix(3)],
+            sweep_cursor: AtomicU32::new(0),
+            timeouts,
+        }
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Live flows (including expired ones not yet swept).
+    pub fn len(&self) -> usize {
+        self.live.load(Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.max
+    }
+
+    #[inline]
+    fn hash(&self, t: &Tuple) -> u64 {
+        let [a, b] = t.pack();
+        fold_mul(fold_mul(a ^ self.seed[0], b ^ self.seed[1]), self.seed[2])
+    }
+
+    #[inline]
+    fn shard(&self, h: u64) -> &RwLock<Index> {
+        &self.shards[h as usize & (SHARDS - 1)]
+    }
+
+    #[inline]
+    fn slot(&self, idx: u32) -> Option<&Slot> {
+        let chunk = self.chunks.get((idx >> CHUNK_BITS) as usize)?.get()?;
+        chunk.get(idx as usize & (CHUNK - 1))
+    }
+
+    /// Finds the flow of a packet with tuple `key` and, on a hit, advances
+    /// its protocol state, timer and counters.
+    #[inline]
+    pub fn track(&self, key: &Tuple, pkt: PacketInfo, now: Time) -> Lookup {
+        let h = self.hash(key);
+        let tag = (h >> 32) as u32;
+        let index = self.shard(h).read();
+        let found = index.find(tag, |idx, dir| {
+            self.slot(idx).is_some_and(|s| s.tuple(dir.index()) == *key)
+        });
+        let Some(pos) = found else {
+            return Lookup::Miss;
+        };
+        let (_, idx, dir) = decode(index.words[pos]);
+        let Some(s) = self.slot(idx) else {
+            return Lookup::Miss;
+        };
+        let id = FlowId {
+            idx,
+            gen_: s.gen_.load(Relaxed),
+        };
+        if s.expires.load(Relaxed) <= now.0 {
+            return Lookup::Expired(id);
+        }
+        let (st, timeout, tcp_invalid) = self.advance(s, key.proto, dir, pkt.tcp_flags);
+        s.expires.store(
+            now.0.saturating_add(timeout as u64 * 1_000_000_000),
+            Relaxed,
+        );
+        let d = dir.index();
+        s.packets[d].fetch_add(1, Relaxed);
+        s.bytes[d].fetch_add(pkt.len as u64, Relaxed);
+        Lookup::Hit(Hit {
+            id,
+            dir,
+            other: s.tuple(1 - d),
+            flags: st & !flags::STATE_MASK,
+            mark: s.mark.load(Relaxed),
+            tcp_invalid,
+        })
+    }
+
+    /// Protocol state machine step; returns the new state word, the timeout
+    /// that now applies and whether a TCP segment was out of state.
+    fn advance(&self, s: &Slot, p: u8, dir: Dir, tcp_flags: Option<u8>) -> (u32, u32, bool) {
+        let t = &self.timeouts;
+        let mut invalid = false;
+        let mut st = 0;
+        // The closure may run more than once if another worker changes the
+        // state word concurrently; `st` and `invalid` end up describing the
+        // value that was finally stored (or kept).
+        let _ = s.state.fetch_update(Relaxed, Relaxed, |old| {
+            let mut new = old;
+            invalid = false;
+            if dir == Dir::Reply {
+                new |= flags::SEEN_REPLY;
+            }
+            match (p, tcp_flags) {
+                (proto::TCP, Some(f)) => {
+                    let cur = TcpState::from_u8((old & flags::STATE_MASK) as u8);
+                    match tcp_transition(dir, TcpEvent::from_flags(f), cur) {
+                        Transition::To(n) => {
+                            if cur == TcpState::SynRecv && n == TcpState::Established {
+                                new |= flags::ASSURED;
+                            }
+                            new = (new & !flags::STATE_MASK) | n as u32;
+                        }
+                        Transition::Ignore => {}
+                        Transition::Invalid => invalid = true,
+                    }
+                }
+                (proto::UDP, _) if new & flags::SEEN_REPLY != 0 => new |= flags::ASSURED,
+                _ => {}
+            }
+            st = new;
+            (new != old).then_some(new)
+        });
+        let timeout = match p {
+            proto::TCP => t.tcp(TcpState::from_u8((st & flags::STATE_MASK) as u8)),
+            proto::UDP if st & flags::SEEN_REPLY != 0 => t.udp_stream,
+            proto::UDP => t.udp,
+            proto::ICMP => t.icmp,
+            _ => t.generic,
+        };
+        (st, timeout, invalid)
+    }
+
+    /// Finds the live flow of `key` without touching its state or timer
+    /// (ICMP errors and TTL checks use this). Returns the direction of
+    /// `key` and the other direction's tuple.
+    pub fn peek(&self, key: &Tuple, now: Time) -> Option<(Dir, Tuple)> {
+        let h = self.hash(key);
+        let index = self.shard(h).read();
+        let pos = index.find((h >> 32) as u32, |idx, dir| {
+            self.slot(idx).is_some_and(|s| s.tuple(dir.index()) == *key)
+        })?;
+        let (_, idx, dir) = decode(index.words[pos]);
+        let s = self.slot(idx)?;
+        (s.expires.load(Relaxed) > now.0).then(|| (dir, s.tuple(1 - dir.index())))
+    }
+
+    /// True if some live or not-yet-swept flow uses `key` in either direction.
+    pub fn contains(&self, key: &Tuple) -> bool {
+        let h = self.hash(key);
+        let index = self.shard(h).read();
+        index
+            .find((h >> 32) as u32, |idx, dir| {
+                self.slot(idx).is_some_and(|s| s.tuple(dir.index()) == *key)
+            })
+            .is_some()
+    }
+
+    /// Inserts a new flow. Fails without side effects if the table is full,
+    /// the original tuple is already tracked, or the reply tuple is taken.
+    pub fn insert(&self, f: &NewFlow, now: Time) -> Result<FlowId, InsertError> {
+        if self.live.fetch_add(1, Relaxed) >= self.max {
+            self.live.fetch_sub(1, Relaxed);
+            return Err(InsertError::Full);
+        }
+        let Some(idx) = self.alloc_slot() else {
+            self.live.fetch_sub(1, Relaxed);
+            return Err(InsertError::Full);
+        };
+        let Some(s) = self.slot(idx) else {
+            self.live.fetch_sub(1, Relaxed);
+            return Err(InsertError::Full);
+        };
+        let (mut st, mut timeout) = match (f.orig.proto, f.tcp_flags) {
+            (proto::TCP, Some(fl)) => {
+                // A SYN opens SYN_SENT; anything but RST picks up mid-stream
+                // (Linux nf_conntrack_tcp_loose=1).
+                match tcp_transition(Dir::Orig, TcpEvent::from_flags(fl), TcpState::None) {
+                    Transition::To(n) => (n as u32, self.timeouts.tcp(n)),
+                    _ => (TcpState::SynSent as u32, self.timeouts.tcp_syn_sent),
+                }
+            }
+            (proto::UDP, _) => (0, self.timeouts.udp),
+            (proto::ICMP, _) => (0, self.timeouts.icmp),
+            _ => (0, self.timeouts.generic),
+        };
+        if st == TcpState::Established as u32 {
+            st |= flags::ASSURED;
+            timeout = self.timeouts.tcp_established;
+        }
+        let exp = now.0.saturating_add(timeout as u64 * 1_000_000_000);
+        let rec = FlowRecord {
+            orig: f.orig,
+            reply: f.reply,
+            tcp_state: TcpState::from_u8(st as u8),
+            flags: (st & !flags::STATE_MASK) | f.flags,
+            mark: f.mark,
+            expires: Time(exp.max(1)),
+            packets: [1, 0],
+            bytes: [f.len as u64, 0],
+        };
+        self.link(idx, s, &rec)
+    }
+
+    /// Inserts a flow from a record (snapshot restore, state sync).
+    pub fn insert_record(&self, rec: &FlowRecord) -> Result<FlowId, InsertError> {
+        if self.live.fetch_add(1, Relaxed) >= self.max {
+            self.live.fetch_sub(1, Relaxed);
+            return Err(InsertError::Full);
+        }
+        let slot = self.alloc_slot().and_then(|i| self.slot(i).map(|s| (i, s)));
+        let Some((idx, s)) = slot else {
+            self.live.fetch_sub(1, Relaxed);
+            return Err(InsertError::Full);
+        };
+        self.link(idx, s, rec)
+    }
+
+    /// Fills slot `idx` from `rec` and links both tuples into the index.
+    fn link(&self, idx: u32, s: &Slot, rec: &FlowRecord) -> Result<FlowId, InsertError> {
+        for (d, t) in [rec.orig, rec.reply].iter().enumerate() {
+            let [a, b] = t.pack();
+            s.tuples[d][0].store(a, Relaxed);
+            s.tuples[d][1].store(b, Relaxed);
+        }
+        s.state.store(
+            rec.tcp_state as u32 | (rec.flags & !flags::STATE_MASK),
+            Relaxed,
+        );
+        s.mark.store(rec.mark, Relaxed);
+        for d in 0..2 {
+            s.packets[d].store(rec.packets[d], Relaxed);
+            s.bytes[d].store(rec.bytes[d], Relaxed);
+        }
+        s.expires.store(rec.expires.0.max(1), Release);
+        let id = FlowId {
+            idx,
+            gen_: s.gen_.load(Relaxed),
+        };
+
+        let (h1, h2) = (self.hash(&rec.orig), self.hash(&rec.reply));
+        let result = self.with_two_shards(h1, h2, |a, b| {
+            let eq = |key: Tuple| {
+                move |i: u32, d: Dir| self.slot(i).is_some_and(|s| s.tuple(d.index()) == key)
+            };
+            let ia: &Index = a;
+            if ia.find((h1 >> 32) as u32, eq(rec.orig)).is_some() {
+                return Err(InsertError::OrigExists);
+            }
+            let ib: &Index = b.as_deref().unwrap_or(ia);
+            if ib.find((h2 >> 32) as u32, eq(rec.reply)).is_some() {
+                return Err(InsertError::ReplyTaken);
+            }
+            a.insert(encode((h1 >> 32) as u32, idx, Dir::Orig));
+            match b {
+                Some(b) => b.insert(encode((h2 >> 32) as u32, idx, Dir::Reply)),
+                None => a.insert(encode((h2 >> 32) as u32, idx, Dir::Reply)),
+            }
+            Ok(id)
+        });
+        if result.is_err() {
+            s.expires.store(0, Relaxed);
+            self.free_slot(idx, s);
+        }
+        result
+    }
+
+    /// Runs `f` with the write locks of the shards of `h1` and `h2` (the
+    /// second is `None` when both hash to the same shard). Locks are taken
+    /// in shard order so two removers never deadlock.
+    fn with_two_shards<R>(
+        &self,
+        h1: u64,
+        h2: u64,
+        f: impl FnOnce(&mut Index, Option<&mut Index>) -> R,
+    ) -> R {
+        let (s1, s2) = (h1 as usize & (SHARDS - 1), h2 as usize & (SHARDS - 1));
+        if s1 == s2 {
+            let mut a = self.shards[s1].write();
+            return f(&mut a, None);
+        }
+        let (lo, hi) = (s1.min(s2), s1.max(s2));
+        let mut g_lo = self.shards[lo].write();
+        let mut g_hi = self.shards[hi].write();
+        if s1 == lo {
+            f(&mut g_lo, Some(&mut g_hi))
+        } else {
+            f(&mut g_hi, Some(&mut g_lo))
+        }
+    }
+
+    fn alloc_slot(&self) -> Option<u32> {
+        let mut a = self.alloc.lock();
+        let idx = match a.free.pop() {
+            Some(i) => i,
+            None => {
+                if a.next as usize >= self.chunks.len() * CHUNK {
+                    return None;
+                }
+                a.next += 1;
+                a.next - 1
+            }
+        };
+        drop(a);
+        let chunk = self.chunks.get((idx >> CHUNK_BITS) as usize)?;
+        chunk.get_or_init(|| (0..CHUNK).map(|_| Slot::default()).collect());
+        Some(idx)
+    }
+
+    fn free_slot(&self, idx: u32, s: &Slot) {
+        s.gen_.fetch_add(1, Relaxed);
+        self.alloc.lock().free.push(idx);
+        self.live.fetch_sub(1, Relaxed);
+    }
+
+    /// Removes flow `id` if it still exists (and, with `if_expired_at`, only
+    /// if its timer has run out by then). Returns what it held.
+    pub fn remove(&self, id: FlowId, if_expired_at: Option<Time>) -> Option<FlowRecord> {
+        let s = self.slot(id.idx)?;
+        if s.gen_.load(Relaxed) != id.gen_ || s.expires.load(Relaxed) == 0 {
+            return None;
+        }
+        let (orig, reply) = (s.tuple(0), s.tuple(1));
+        let (h1, h2) = (self.hash(&orig), self.hash(&reply));
+        let rec = self.with_two_shards(h1, h2, |a, b| {
+            // Re-check under the locks: another remover may have won.
+            let exp = s.expires.load(Relaxed);
+            if s.gen_.load(Relaxed) != id.gen_ || exp == 0 {
+                return None;
+            }
+            if if_expired_at.is_some_and(|now| exp > now.0) {
+                return None;
+            }
+            let rec = s.record();
+            let mine = |want: Dir| move |i: u32, d: Dir| i == id.idx && d == want;
+            if let Some(p) = a.find((h1 >> 32) as u32, mine(Dir::Orig)) {
+                a.remove_at(p);
+            }
+            let b: &mut Index = match b {
+                Some(b) => b,
+                None => a,
+            };
+            if let Some(p) = b.find((h2 >> 32) as u32, mine(Dir::Reply)) {
+                b.remove_at(p);
+            }
+            s.expires.store(0, Relaxed);
+            // Bump the generation while the shards are locked, so a remover
+            // that raced us sees the slot changed hands.
+            s.gen_.fetch_add(1, Relaxed);
+            Some(rec)
+        })?;
+        self.alloc.lock().free.push(id.idx);
+        self.live.fetch_sub(1, Relaxed);
+        Some(rec)
+    }
+
+    /// Conntrack-style early drop: looks at up to 64 flows near `key`'s
+    /// slot in its shard and removes the first one that is expired or not
+    /// assured. Returns the removed flow.
+    pub fn evict_unassured(&self, key: &Tuple, now: Time) -> Option<FlowRecord> {
+        let h = self.hash(key);
+        let victim = {
+            let index = self.shard(h).read();
+            let mask = index.mask();
+            let start = (h >> 32) as usize & mask;
+            (0..64.min(index.words.len())).find_map(|k| {
+                let w = index.words[(start + k) & mask];
+                if w == 0 {
+                    return None;
+                }
+                let (_, idx, _) = decode(w);
+                let s = self.slot(idx)?;
+                let expired = s.expires.load(Relaxed) <= now.0;
+                let assured = s.state.load(Relaxed) & flags::ASSURED != 0;
+                (expired || !assured).then(|| FlowId {
+                    idx,
+                    gen_: s.gen_.load(Relaxed),
+                })
+            })
+        };
+        self.remove(victim?, None)
+    }
+
+    /// Visits up to `budget` slots from where the last sweep stopped and
+    /// removes the flows whose timer ran out by `now`, handing each to `out`.
+    /// Returns how many were removed.
+    pub fn sweep(&self, now: Time, budget: usize, mut out: impl FnMut(FlowRecord)) -> usize {
+        let high = self.alloc.lock().next;
+        if high == 0 {
+            return 0;
+        }
+        let start = self.sweep_cursor.fetch_add(budget as u32, Relaxed) % high;
+        let mut removed = 0;
+        for k in 0..(budget as u32).min(high) {
+            let idx = (start + k) % high;
+            let Some(s) = self.slot(idx) else { continue };
+            let exp = s.expires.load(Relaxed);
+            if exp == 0 || exp > now.0 {
+                continue;
+            }
+            let id = FlowId {
+                idx,
+                gen_: s.gen_.load(Relaxed),
+            };
+            if let Some(rec) = self.remove(id, Some(now)) {
+                removed += 1;
+                out(rec);
+            }
+        }
+        removed
+    }
+
+    /// Calls `f` for every live flow (a moment's view; flows may come and
+    /// go meanwhile).
+    pub fn for_each(&self, mut f: impl FnMut(FlowId, FlowRecord)) {
+        let high = self.alloc.lock().next;
+        for idx in 0..high {
+            let Some(s) = self.slot(idx) else { continue };
+            if s.expires.load(Relaxed) == 0 {
+                continue;
+            }
+            let id = FlowId {
+                idx,
+                gen_: s.gen_.load(Relaxed),
+            };
+            let rec = s.record();
+            if rec.expires.0 != 0 {
+                f(id, rec);
+            }
+        }
+    }
+}

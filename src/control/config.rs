@@ -1,0 +1,810 @@
+//! The TOML config file: parse, validate, build the engine's inputs.
+//!
+//! Every error names the file, line and column, and the field at fault
+//! (`natgw.toml:14:7: rule[2].oif: no interface named "wan1"`). Validation
+//! is complete before anything is built, so a bad file changes nothing.
+//! The format is documented in the README with a full example.
+
+use crate::conntrack::{MAX_FLOWS_LIMIT, Timeouts};
+use crate::engine::{EngineConfig, Interface, Ipv6Policy, Role, Route, Unmatched};
+use crate::nat::{
+    Action, AddrPool, AddrSet, IfAddr, IfId, Match, PortRange, Prefix, Rule, Ruleset, Sets,
+    SnatSpec,
+};
+use crate::packet::proto;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use toml::Spanned;
+
+/// A config error, located in its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{col}: {msg}")]
+    Invalid {
+        file: String,
+        line: usize,
+        col: usize,
+        msg: String,
+    },
+}
+
+/// The validated config.
+pub struct Config {
+    pub path: PathBuf,
+    pub engine: EngineConfig,
+    pub ruleset: Ruleset,
+    pub sets: Sets,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    ipv6: Option<Spanned<String>>,
+    unmatched: Option<Spanned<String>>,
+    hairpin: Option<bool>,
+    icmp_rate: Option<u32>,
+    seed: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_flows: Option<Spanned<u32>>,
+    early_drop: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    name: Spanned<String>,
+    role: Spanned<String>,
+    address: Spanned<String>,
+    #[serde(default)]
+    extra_addresses: Vec<Spanned<String>>,
+    mac: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    to: Spanned<String>,
+    via: Option<Spanned<String>>,
+    dev: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSet {
+    name: Spanned<String>,
+    #[serde(default)]
+    timeout: u32,
+    #[serde(default)]
+    elements: Vec<Spanned<String>>,
+}
+
+/// A port, or a range written as a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPorts {
+    One(u16),
+    Range(String),
+}
+
+/// `to` as one string or a list of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTo {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<String>,
+    iif: Option<Spanned<String>>,
+    oif: Option<Spanned<String>>,
+    src: Option<Spanned<String>>,
+    dst: Option<Spanned<String>>,
+    proto: Option<Spanned<String>>,
+    sport: Option<Spanned<RawPorts>>,
+    dport: Option<Spanned<RawPorts>>,
+    src_set: Option<Spanned<String>>,
+    dst_set: Option<Spanned<String>>,
+    action: Spanned<String>,
+    to: Option<Spanned<RawTo>>,
+    ports: Option<Spanned<RawPorts>>,
+    persistent: Option<Spanned<bool>>,
+    mapping: Option<Spanned<String>>,
+    filtering: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default, rename = "interface")]
+    interfaces: Vec<Spanned<RawInterface>>,
+    #[serde(default, rename = "route")]
+    routes: Vec<Spanned<RawRoute>>,
+    #[serde(default, rename = "set")]
+    sets: Vec<Spanned<RawSet>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+/// Turns byte spans into `file:line:col` errors.
+struct Src<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Src<'_> {
+    fn err(&self, span: Range<usize>, msg: impl Into<String>) -> ConfigError {
+        let at = span.start.min(self.text.len());
+        let before = &self.text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = at - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            line,
+            col,
+            msg: msg.into(),
+        }
+    }
+
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    /// Parses a spanned string with `f`, locating its error.
+    fn parse<T>(
+        &self,
+        field: &str,
+        v: &Spanned<String>,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        f(v.get_ref()).map_err(|e| self.err(v.span(), format!("{field}: {e}")))
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            file: path.display().to_string(),
+            source: e,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config `text` (named `path` in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let src = Src {
+            file: path.display().to_string(),
+            text,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            src.err(span, e.message().trim().to_string())
+        })?;
+        build(raw, &src, path)
+    }
+
+    /// Name of interface `id` (for listings).
+    pub fn ifname(&self, id: IfId) -> String {
+        self.engine
+            .interfaces
+            .get(id as usize)
+            .map_or_else(|| format!("#{id}"), |i| i.name.clone())
+    }
+}
+
+fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigError> {
+    let mut cfg = EngineConfig {
+        timeouts: raw.timeouts,
+        ..EngineConfig::default()
+    };
+
+    // [gateway]
+    let g = &raw.gateway;
+    if let Some(v) = &g.ipv6 {
+        cfg.ipv6 = src.parse("gateway.ipv6", v, |s| match s {
+            "pass" => Ok(Ipv6Policy::Pass),
+            "drop" => Ok(Ipv6Policy::Drop),
+            _ => Err(format!("`{s}` is not one of \"pass\", \"drop\"")),
+        })?;
+    }
+    if let Some(v) = &g.unmatched {
+        cfg.unmatched = src.parse("gateway.unmatched", v, |s| match s {
+            "forward" => Ok(Unmatched::Forward),
+            "drop" => Ok(Unmatched::Drop),
+            _ => Err(format!("`{s}` is not one of \"forward\", \"drop\"")),
+        })?;
+    }
+    cfg.hairpin = g.hairpin.unwrap_or(cfg.hairpin);
+    cfg.icmp_rate = g.icmp_rate.unwrap_or(cfg.icmp_rate);
+    cfg.seed = g.seed.unwrap_or(cfg.seed);
+
+    // [limits]
+    if let Some(m) = &raw.limits.max_flows {
+        let v = *m.get_ref();
+        if v == 0 || v > MAX_FLOWS_LIMIT {
+            return Err(src.err(
+                m.span(),
+                format!("limits.max_flows: must be 1..={MAX_FLOWS_LIMIT}, not {v}"),
+            ));
+        }
+        cfg.max_flows = v;
+    }
+    cfg.early_drop = raw.limits.early_drop.unwrap_or(cfg.early_drop);
+
+    // [[interface]]
+    if raw.interfaces.is_empty() {
+        return Err(src.err(
+            0..0,
+            "no [[interface]] sections: natgw needs at least one interface",
+        ));
+    }
+    let mut names: HashMap<String, IfId> = HashMap::new();
+    for (i, ri) in raw.interfaces.iter().enumerate() {
+        let r = ri.get_ref();
+        let f = |name: &str| format!("interface[{i}].{name}");
+        let name = r.name.get_ref().clone();
+        if name.is_empty() || name.len() > 15 {
+            return Err(src.err(
+                r.name.span(),
+                format!("{}: interface names are 1-15 characters", f("name")),
+            ));
+        }
+        if names.insert(name.clone(), i as IfId).is_some() {
+            return Err(src.err(
+                r.name.span(),
+                format!("{}: interface `{name}` is listed twice", f("name")),
+            ));
+        }
+        let role = src.parse(&f("role"), &r.role, |s| match s {
+            "inside" => Ok(Role::Inside),
+            "outside" => Ok(Role::Outside),
+            _ => Err(format!("`{s}` is not one of \"inside\", \"outside\"")),
+        })?;
+        let addr: IfAddr = src.parse(&f("address"), &r.address, |s| s.parse())?;
+        let extra = r
+            .extra_addresses
+            .iter()
+            .map(|a| src.parse(&f("extra_addresses"), a, |s| parse_addr(s)))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let mac = match &r.mac {
+            Some(m) => Some(src.parse(&f("mac"), m, parse_mac)?),
+            None => None,
+        };
+        cfg.interfaces.push(Interface {
+            name,
+            role,
+            addr,
+            extra,
+            mac,
+        });
+    }
+    let iface = |field: &str, v: &Spanned<String>| -> Result<IfId, ConfigError> {
+        names.get(v.get_ref()).copied().ok_or_else(|| {
+            let known: Vec<&str> = cfg.interfaces.iter().map(|i| i.name.as_str()).collect();
+            src.err(
+                v.span(),
+                format!(
+                    "{field}: no interface named `{}` (known: {})",
+                    v.get_ref(),
+                    known.join(", ")
+                ),
+            )
+        })
+    };
+
+    // [[route]]
+    let connected = crate::engine::RouteTable::new(&cfg.interfaces, &[]);
+    let mut routes = Vec::new();
+    for (i, rr) in raw.routes.iter().enumerate() {
+        let r = rr.get_ref();
+        let f = |name: &str| format!("route[{i}].{name}");
+        let prefix: Prefix = src.parse(&f("to"), &r.to, |s| s.parse())?;
+        let via = match &r.via {
+            Some(v) => Some(src.parse(&f("via"), v, |s| parse_addr(s))?),
+            None => None,
+        };
+        let oif = match (&r.dev, via) {
+            (Some(d), _) => iface(&f("dev"), d)?,
+            (None, Some(v)) => match connected.lookup(v) {
+                Some(h) => h.oif,
+                None => {
+                    let span = r.via.as_ref().map_or(rr.span(), |v| v.span());
+                    return Err(src.err(
+                        span,
+                        format!(
+                            "{}: gateway is on no interface's network; add `dev`",
+                            f("via")
+                        ),
+                    ));
+                }
+            },
+            (None, None) => {
+                return Err(src.err(rr.span(), format!("route[{i}]: needs `via`, `dev` or both")));
+            }
+        };
+        routes.push(Route { prefix, oif, via });
+    }
+    cfg.routes = routes;
+
+    // [[set]]
+    let mut sets: Sets = HashMap::new();
+    for (i, rs) in raw.sets.iter().enumerate() {
+        let r = rs.get_ref();
+        let name = r.name.get_ref();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(src.err(
+                r.name.span(),
+                format!("set[{i}].name: use letters, digits, `_` and `-`"),
+            ));
+        }
+        let set = AddrSet::new(name, r.timeout);
+        for e in &r.elements {
+            let p: Prefix = src.parse(&format!("set[{i}].elements"), e, |s| s.parse())?;
+            // Elements written in the config are permanent.
+            set.add(p, Some(0), crate::conntrack::Time(0));
+        }
+        if sets.insert(name.clone(), Arc::new(set)).is_some() {
+            return Err(src.err(
+                r.name.span(),
+                format!("set[{i}].name: set `{name}` is defined twice"),
+            ));
+        }
+    }
+
+    // [[rule]]
+    let mut rules = Vec::new();
+    for (i, rr) in raw.rules.iter().enumerate() {
+        rules.push(build_rule(i, rr, src, &iface, &sets)?);
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        engine: cfg,
+        ruleset: Ruleset { rules },
+        sets,
+    })
+}
+
+fn parse_addr(s: &str) -> Result<u32, String> {
+    s.parse::<std::net::Ipv4Addr>()
+        .map(u32::from)
+        .map_err(|_| format!("`{s}` is not an IPv4 address"))
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bytes: Option<Vec<u8>> = parts
+        .iter()
+        .map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
+    match bytes {
+        Some(b) if b.len() == 6 && parts.iter().all(|p| p.len() == 2) => {
+            Ok([b[0], b[1], b[2], b[3], b[4], b[5]])
+        }
+        _ => Err(format!("`{s}` is not a MAC address like 02:00:00:00:00:01")),
+    }
+}
+
+fn ports(src: &Src<'_>, field: &str, v: &Spanned<RawPorts>) -> Result<PortRange, ConfigError> {
+    match v.get_ref() {
+        RawPorts::One(p) => Ok(PortRange { lo: *p, hi: *p }),
+        RawPorts::Range(s) => s
+            .parse()
+            .map_err(|e| src.err(v.span(), format!("{field}: {e}"))),
+    }
+}
+
+fn build_rule(
+    i: usize,
+    rr: &Spanned<RawRule>,
+    src: &Src<'_>,
+    iface: &dyn Fn(&str, &Spanned<String>) -> Result<IfId, ConfigError>,
+    sets: &Sets,
+) -> Result<Rule, ConfigError> {
+    let r = rr.get_ref();
+    let f = |name: &str| format!("rule[{i}].{name}");
+    let prefix = |name: &str, v: &Option<Spanned<String>>| -> Result<Option<Prefix>, ConfigError> {
+        v.as_ref()
+            .map(|v| src.parse(&f(name), v, |s| s.parse()))
+            .transpose()
+    };
+    let set =
+        |name: &str, v: &Option<Spanned<String>>| -> Result<Option<Arc<AddrSet>>, ConfigError> {
+            v.as_ref()
+                .map(|v| {
+                    sets.get(v.get_ref()).cloned().ok_or_else(|| {
+                        src.err(
+                            v.span(),
+                            format!("{}: no [[set]] named `{}`", f(name), v.get_ref()),
+                        )
+                    })
+                })
+                .transpose()
+        };
+    let mut m = Match {
+        iif: r.iif.as_ref().map(|v| iface(&f("iif"), v)).transpose()?,
+        oif: r.oif.as_ref().map(|v| iface(&f("oif"), v)).transpose()?,
+        src: prefix("src", &r.src)?,
+        dst: prefix("dst", &r.dst)?,
+        proto: None,
+        sport: r
+            .sport
+            .as_ref()
+            .map(|v| ports(src, &f("sport"), v))
+            .transpose()?,
+        dport: r
+            .dport
+            .as_ref()
+            .map(|v| ports(src, &f("dport"), v))
+            .transpose()?,
+        src_set: set("src_set", &r.src_set)?,
+        dst_set: set("dst_set", &r.dst_set)?,
+    };
+    if let Some(p) = &r.proto {
+        m.proto = Some(src.parse(&f("proto"), p, |s| match s {
+            "tcp" => Ok(proto::TCP),
+            "udp" => Ok(proto::UDP),
+            "icmp" => Ok(proto::ICMP),
+            _ => Err(format!("`{s}` is not one of \"tcp\", \"udp\", \"icmp\"")),
+        })?);
+    }
+    let l4 = matches!(m.proto, Some(proto::TCP | proto::UDP));
+    for (name, v) in [("sport", &r.sport), ("dport", &r.dport)] {
+        if let Some(v) = v {
+            if !l4 {
+                return Err(src.err(
+                    v.span(),
+                    format!("{}: port matches need proto = \"tcp\" or \"udp\"", f(name)),
+                ));
+            }
+        }
+    }
+
+    let action_name = r.action.get_ref().as_str();
+    const ACTIONS: [&str; 6] = ["snat", "masquerade", "dnat", "netmap", "accept", "drop"];
+    if !ACTIONS.contains(&action_name) {
+        return Err(src.err(
+            r.action.span(),
+            format!(
+                "{}: `{action_name}` is not one of {}",
+                f("action"),
+                ACTIONS.join(", ")
+            ),
+        ));
+    }
+    let is_snat = matches!(action_name, "snat" | "masquerade");
+    // Options that only some actions take.
+    let reject = |name: &str, span: Option<Range<usize>>| -> Result<(), ConfigError> {
+        match span {
+            Some(s) => Err(src.err(
+                s,
+                format!("{}: not allowed with action = \"{action_name}\"", f(name)),
+            )),
+            None => Ok(()),
+        }
+    };
+    if !is_snat {
+        reject("ports", r.ports.as_ref().map(|v| v.span()))?;
+        reject("persistent", r.persistent.as_ref().map(|v| v.span()))?;
+        reject("mapping", r.mapping.as_ref().map(|v| v.span()))?;
+        reject("filtering", r.filtering.as_ref().map(|v| v.span()))?;
+    }
+    let to_strings = |need: bool| -> Result<Vec<(String, Range<usize>)>, ConfigError> {
+        match &r.to {
+            None if need => Err(src.err(
+                r.action.span(),
+                format!("{}: action = \"{action_name}\" needs `to`", f("to")),
+            )),
+            None => Ok(vec![]),
+            Some(v) => {
+                let list = match v.get_ref() {
+                    RawTo::One(s) => vec![s.clone()],
+                    RawTo::Many(l) => l.clone(),
+                };
+                if list.is_empty() {
+                    return Err(src.err(v.span(), format!("{}: empty list", f("to"))));
+                }
+                Ok(list.into_iter().map(|s| (s, v.span())).collect())
+            }
+        }
+    };
+    let snat_spec = |pool: AddrPool| -> Result<SnatSpec, ConfigError> {
+        let ports = r
+            .ports
+            .as_ref()
+            .map(|v| ports(src, &f("ports"), v))
+            .transpose()?;
+        let eim = match &r.mapping {
+            Some(v) => src.parse(&f("mapping"), v, |s| match s {
+                "endpoint-independent" => Ok(true),
+                "address-and-port-dependent" => Ok(false),
+                _ => Err(format!(
+                    "`{s}` is not one of \"endpoint-independent\", \"address-and-port-dependent\""
+                )),
+            })?,
+            None => false,
+        };
+        let eif = match &r.filtering {
+            Some(v) => {
+                let open = src.parse(&f("filtering"), v, |s| match s {
+                    "endpoint-independent" => Ok(true),
+                    "address-and-port-dependent" => Ok(false),
+                    _ => Err(format!("`{s}` is not one of \"endpoint-independent\", \"address-and-port-dependent\"")),
+                })?;
+                if open && !eim {
+                    return Err(src.err(v.span(), format!("{}: endpoint-independent filtering needs mapping = \"endpoint-independent\"", f("filtering"))));
+                }
+                open
+            }
+            None => false,
+        };
+        Ok(SnatSpec {
+            pool,
+            ports: ports.unwrap_or(PortRange::NAT_DEFAULT),
+            persistent: r.persistent.as_ref().is_some_and(|p| *p.get_ref()),
+            eim,
+            eif,
+        })
+    };
+    let action = match action_name {
+        "snat" => {
+            let mut pool = AddrPool::default();
+            for (s, span) in to_strings(true)? {
+                pool.add_str(&s)
+                    .map_err(|e| src.err(span, format!("{}: {e}", f("to"))))?;
+            }
+            if pool.len() > 1 << 24 {
+                return Err(src.err(
+                    r.action.span(),
+                    format!("{}: pool larger than a /8", f("to")),
+                ));
+            }
+            Action::Snat(snat_spec(pool)?)
+        }
+        "masquerade" => {
+            if let Some(v) = &r.to {
+                return Err(src.err(v.span(), format!("{}: masquerade takes the output interface's address; use action = \"snat\" to name one", f("to"))));
+            }
+            if let Some(v) = &r.persistent {
+                return Err(src.err(
+                    v.span(),
+                    format!(
+                        "{}: masquerade has one address; persistent is for snat pools",
+                        f("persistent")
+                    ),
+                ));
+            }
+            Action::Masquerade(snat_spec(AddrPool::default())?)
+        }
+        "dnat" => {
+            let to = to_strings(true)?;
+            let (s, span) = &to[0];
+            if to.len() > 1 {
+                return Err(src.err(
+                    span.clone(),
+                    format!("{}: dnat takes one address[:port]", f("to")),
+                ));
+            }
+            let (a, port) = match s.split_once(':') {
+                Some((a, p)) => {
+                    let p: u16 = p.parse().map_err(|_| {
+                        src.err(span.clone(), format!("{}: `{p}` is not a port", f("to")))
+                    })?;
+                    if !l4 {
+                        return Err(src.err(
+                            span.clone(),
+                            format!("{}: a port needs proto = \"tcp\" or \"udp\"", f("to")),
+                        ));
+                    }
+                    (a, Some(p))
+                }
+                None => (s.as_str(), None),
+            };
+            let addr =
+                parse_addr(a).map_err(|e| src.err(span.clone(), format!("{}: {e}", f("to"))))?;
+            Action::Dnat { addr, port }
+        }
+        "netmap" => {
+            let to = to_strings(true)?;
+            let (s, span) = &to[0];
+            let outside: Prefix = s
+                .parse()
+                .map_err(|e| src.err(span.clone(), format!("{}: {e}", f("to"))))?;
+            let Some(inside) = m.src else {
+                return Err(src.err(
+                    r.action.span(),
+                    format!("{}: netmap maps `src` 1:1 onto `to`; set src", f("src")),
+                ));
+            };
+            if inside.len != outside.len {
+                return Err(src.err(
+                    span.clone(),
+                    format!("{}: {outside} and src {inside} differ in size", f("to")),
+                ));
+            }
+            Action::Netmap { inside, outside }
+        }
+        "accept" | "drop" => {
+            if let Some(v) = &r.to {
+                return Err(src.err(
+                    v.span(),
+                    format!("{}: not allowed with action = \"{action_name}\"", f("to")),
+                ));
+            }
+            if action_name == "accept" {
+                Action::Accept
+            } else {
+                Action::Drop
+            }
+        }
+        _ => unreachable!("action names were checked against ACTIONS above"),
+    };
+    Ok(Rule {
+        name: r.name.clone(),
+        m,
+        action,
+        line: src.line_of(&rr.span()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[gateway]
+ipv6 = "drop"
+
+[limits]
+max_flows = 1000
+
+[[interface]]
+name = "lan0"
+role = "inside"
+address = "10.0.0.1/24"
+
+[[interface]]
+name = "wan0"
+role = "outside"
+address = "203.0.113.1/24"
+
+[[route]]
+to = "0.0.0.0/0"
+via = "203.0.113.254"
+
+[[set]]
+name = "vip"
+elements = ["10.0.0.0/28"]
+
+[[rule]]
+iif = "wan0"
+proto = "tcp"
+dport = 8080
+action = "dnat"
+to = "10.0.0.5:80"
+
+[[rule]]
+oif = "wan0"
+src_set = "vip"
+action = "snat"
+to = ["198.51.100.10-198.51.100.11"]
+persistent = true
+
+[[rule]]
+oif = "wan0"
+src = "10.0.0.0/24"
+action = "masquerade"
+mapping = "endpoint-independent"
+"#;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn good_config_builds() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.engine.interfaces.len(), 2);
+        assert_eq!(c.engine.max_flows, 1000);
+        assert_eq!(c.engine.ipv6, Ipv6Policy::Drop);
+        assert_eq!(c.engine.routes[0].oif, 1);
+        assert_eq!(c.ruleset.rules.len(), 3);
+        assert!(matches!(
+            c.ruleset.rules[0].action,
+            Action::Dnat { port: Some(80), .. }
+        ));
+        assert_eq!(
+            c.ruleset.rules[0].line, 26,
+            "the line of the [[rule]] header"
+        );
+    }
+
+    fn err_of(s: &str) -> String {
+        match parse(s) {
+            Ok(_) => panic!("config should be refused"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let bad = GOOD.replace(
+            "oif = \"wan0\"\nsrc = \"10.0.0.0/24\"",
+            "oif = \"wan1\"\nsrc = \"10.0.0.0/24\"",
+        );
+        let e = err_of(&bad);
+        assert!(
+            e.starts_with("t.toml:41:7: rule[2].oif: no interface named `wan1`"),
+            "{e}"
+        );
+
+        let e = err_of(&GOOD.replace("to = \"10.0.0.5:80\"", "to = \"10.0.0.5:http\""));
+        assert!(e.contains("rule[0].to: `http` is not a port"), "{e}");
+
+        let e = err_of(&GOOD.replace("max_flows = 1000", "max_flows = 0"));
+        assert!(e.starts_with("t.toml:6:13: limits.max_flows"), "{e}");
+
+        let e = err_of(&GOOD.replace("action = \"masquerade\"", "action = \"masq\""));
+        assert!(e.contains("`masq` is not one of snat, masquerade"), "{e}");
+
+        let e = err_of(&GOOD.replace("[limits]", "[limits]\nmax_flow = 5"));
+        assert!(
+            e.starts_with("t.toml:6:1:") && e.contains("unknown field `max_flow`"),
+            "{e}"
+        );
+
+        let e = err_of(&GOOD.replace("10.0.0.0/28", "10.0.0.1/28"));
+        assert!(
+            e.contains("set[0].elements: `10.0.0.1/28` has host bits set"),
+            "{e}"
+        );
+
+        let e = err_of(&GOOD.replace("dport = 8080\n", "dport = 8080\nports = \"1-2\"\n"));
+        assert!(
+            e.contains("rule[0].ports: not allowed with action = \"dnat\""),
+            "{e}"
+        );
+
+        let e = err_of("[gateway]\nipv6 = \"pass\"\n");
+        assert!(e.contains("no [[interface]] sections"), "{e}");
+
+        let e = err_of(&GOOD.replace("[[set]]", "[[set]\n"));
+        assert!(e.starts_with("t.toml:22:"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let e = Config::load(Path::new("/nonexistent/natgw.toml"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("/nonexistent/natgw.toml: cannot read"), "{e}");
+    }
+}

@@ -1,0 +1,683 @@
+//! The per-packet pipeline: parse, track, classify new flows, translate,
+//! route, and return a [`Verdict`] for the I/O shell to carry out.
+//!
+//! `Engine::process` is the whole data path of a worker. It is pure in the
+//! sense of the crate docs: frame bytes and `now` in, a verdict out; the
+//! engine's state (flow table, NAT state, ruleset) is shared by all
+//! workers and needs no lock held across a batch.
+//!
+//! Order of work for one packet, mirroring Linux's netfilter hooks:
+//! 1. parse; non-IPv4 is passed or dropped (IPv6 by config);
+//! 2. TTL check (a router's job): expiring packets get ICMP time-exceeded;
+//! 3. flow lookup by tuple (either direction) — the fast path ends here
+//!    with an in-place rewrite to the other direction's inverse tuple;
+//! 4. on a miss: destination phase of the rules, route lookup, source phase
+//!    of the rules, outside address/port choice, insert (both tuples);
+//! 5. ICMP errors are matched on the datagram they quote and translated
+//!    inside and out; non-first fragments reuse their first fragment's
+//!    translation.
+
+mod frag;
+mod route;
+mod stats;
+
+pub use frag::{FRAG_TIMEOUT_SECS, FragTable};
+pub use route::{Interface, NextHop, Role, Route, RouteTable};
+pub use stats::{CounterSnapshot, Counters, DropReason};
+
+use crate::conntrack::{FlowRecord, FlowTable, Lookup, NewFlow, PacketInfo, Time, Timeouts, flags};
+use crate::nat::{
+    AllocError, DstNat, IfId, Meta, NatState, PortRange, Ruleset, Sets, Source, SrcNat, SrcRequest,
+    nat_flags,
+};
+use crate::packet::{
+    self, EtherKind, Frag, IcmpErrorInfo, L4, Link, ParseError, Parsed, Tuple, proto,
+};
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// What to do with IPv6 frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Policy {
+    /// Hand them to the host stack untranslated (counted as `passed`).
+    Pass,
+    /// Drop them (counted as `ipv6`).
+    Drop,
+}
+
+/// What to do with new flows that no rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmatched {
+    /// Route them untranslated (Linux with `ip_forward=1` and no NAT rule).
+    Forward,
+    /// Drop them (counted as `unmatched`).
+    Drop,
+}
+
+/// Everything the engine needs besides the ruleset.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub interfaces: Vec<Interface>,
+    pub routes: Vec<Route>,
+    pub timeouts: Timeouts,
+    pub max_flows: u32,
+    /// Evict an unassured flow when the table is full (conntrack early drop).
+    pub early_drop: bool,
+    pub ipv6: Ipv6Policy,
+    pub unmatched: Unmatched,
+    /// Source-NAT DNATed flows that leave by the interface they came in on
+    /// to that interface's address, so the server replies via natgw.
+    pub hairpin: bool,
+    /// ICMP errors natgw itself may send per second (time exceeded).
+    pub icmp_rate: u32,
+    /// Keys the flow-table hash and port choice.
+    pub seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            interfaces: Vec::new(),
+            routes: Vec::new(),
+            timeouts: Timeouts::default(),
+            max_flows: 262_144,
+            early_drop: true,
+            ipv6: Ipv6Policy::Pass,
+            unmatched: Unmatched::Forward,
+            hairpin: true,
+            icmp_rate: 1000,
+            seed: 0x6e61_7467_7700_0001,
+        }
+    }
+}
+
+/// What the I/O shell must do with the frame.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the rewritten frame out of `oif` to `next_hop` (resolve its
+    /// link-layer address; fill in the Ethernet header).
+    Forward {
+        oif: IfId,
+        next_hop: u32,
+    },
+    /// The frame was replaced by a reply of `len` bytes (from the start of
+    /// the buffer); send it like `Forward`.
+    Reply {
+        oif: IfId,
+        next_hop: u32,
+        len: usize,
+    },
+    /// Addressed to the gateway itself and not a NAT flow.
+    Local,
+    /// Not for natgw (ARP, IPv6 when passed): give it to the host unchanged.
+    Pass,
+    Drop(DropReason),
+}
+
+/// The NAT gateway's data path and shared state.
+pub struct Engine {
+    cfg: EngineConfig,
+    routes: ArcSwap<RouteTable>,
+    /// Address ranges the gateway owns: interface addresses, their
+    /// `extra` addresses, SNAT pools and netmap outside prefixes.
+    local: ArcSwap<Vec<(u32, u32)>>,
+    table: FlowTable,
+    nat: NatState,
+    ruleset: ArcSwap<Ruleset>,
+    sets: Sets,
+    frags: FragTable,
+    icmp_window: AtomicU64,
+    icmp_sent: AtomicU32,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, ruleset: Ruleset, sets: Sets) -> Engine {
+        let routes = RouteTable::new(&cfg.interfaces, &cfg.routes);
+        let local = local_ranges(&cfg, &ruleset);
+        Engine {
+            table: FlowTable::new(cfg.max_flows, cfg.timeouts, cfg.seed),
+            nat: NatState::new(cfg.seed.rotate_left(29)),
+            routes: ArcSwap::from_pointee(routes),
+            local: ArcSwap::from_pointee(local),
+            ruleset: ArcSwap::from_pointee(ruleset),
+            sets,
+            frags: FragTable::new(4096),
+            icmp_window: AtomicU64::new(0),
+            icmp_sent: AtomicU32::new(0),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn table(&self) -> &FlowTable {
+        &self.table
+    }
+
+    pub fn nat(&self) -> &NatState {
+        &self.nat
+    }
+
+    pub fn sets(&self) -> &Sets {
+        &self.sets
+    }
+
+    pub fn ruleset(&self) -> Arc<Ruleset> {
+        self.ruleset.load_full()
+    }
+
+    /// Replaces the ruleset atomically. Existing flows keep their
+    /// translation; the next new flow sees the new rules.
+    pub fn swap_ruleset(&self, rs: Ruleset) {
+        self.local.store(Arc::new(local_ranges(&self.cfg, &rs)));
+        self.ruleset.store(Arc::new(rs));
+    }
+
+    pub fn interface(&self, id: IfId) -> Option<&Interface> {
+        self.cfg.interfaces.get(id as usize)
+    }
+
+    pub fn interface_id(&self, name: &str) -> Option<IfId> {
+        self.cfg
+            .interfaces
+            .iter()
+            .position(|i| i.name == name)
+            .map(|i| i as IfId)
+    }
+
+    pub fn route(&self, dst: u32) -> Option<NextHop> {
+        self.routes.load().lookup(dst)
+    }
+
+    /// Replaces the routing table (e.g. after reading the kernel's).
+    pub fn set_routes(&self, extra: &[Route]) {
+        self.routes
+            .store(Arc::new(RouteTable::new(&self.cfg.interfaces, extra)));
+    }
+
+    /// True for addresses the gateway owns (see [`local_ranges`]).
+    #[inline]
+    pub fn is_local(&self, a: u32) -> bool {
+        self.local.load().iter().any(|&(lo, hi)| lo <= a && a <= hi)
+    }
+
+    /// Handles one frame of `len` bytes at the start of `buf` (the rest of
+    /// `buf` is room for a reply), received on `iif`.
+    pub fn process(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        link: Link,
+        iif: IfId,
+        now: Time,
+        c: &Counters,
+    ) -> Verdict {
+        let v = self.process_inner(buf, len.min(buf.len()), link, iif, now, c);
+        match v {
+            Verdict::Drop(r) => c.drop(r),
+            Verdict::Local => Counters::bump(&c.local),
+            Verdict::Pass => Counters::bump(&c.passed),
+            Verdict::Forward { .. } | Verdict::Reply { .. } => {}
+        }
+        v
+    }
+
+    fn process_inner(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        link: Link,
+        iif: IfId,
+        now: Time,
+        c: &Counters,
+    ) -> Verdict {
+        let p = match packet::parse(&buf[..len], link) {
+            Ok(p) => p,
+            Err(ParseError::NotIpv4(EtherKind::Arp)) => return Verdict::Pass,
+            Err(ParseError::NotIpv4(EtherKind::Ipv6)) => {
+                return match self.cfg.ipv6 {
+                    Ipv6Policy::Pass => Verdict::Pass,
+                    Ipv6Policy::Drop => Verdict::Drop(DropReason::Ipv6),
+                };
+            }
+            Err(e) => return Verdict::Drop(e.into()),
+        };
+        if p.ttl <= 1 {
+            return self.ttl_expired(buf, &p, iif, now, c);
+        }
+        let frame = &mut buf[..len];
+        if p.frag == Frag::Later {
+            return self.later_fragment(frame, &p, now, c);
+        }
+        let tcp_flags = match p.kind {
+            L4::Tcp { flags } => Some(flags),
+            L4::IcmpError(e) => return self.icmp_error(frame, &p, &e, now, c),
+            _ => None,
+        };
+        let info = PacketInfo {
+            tcp_flags,
+            len: (p.end - p.l3) as u32,
+        };
+        let out = match self.table.track(&p.tuple, info, now) {
+            Lookup::Hit(h) => {
+                if h.tcp_invalid {
+                    Counters::bump(&c.tcp_invalid);
+                }
+                Counters::bump(&c.fast_path);
+                h.other.invert()
+            }
+            Lookup::Expired(id) => {
+                if let Some(r) = self.table.remove(id, Some(now)) {
+                    self.nat.release(&r);
+                }
+                match self.new_flow(&p, iif, tcp_flags, now, c) {
+                    Ok(t) => t,
+                    Err(v) => return v,
+                }
+            }
+            Lookup::Miss => match self.new_flow(&p, iif, tcp_flags, now, c) {
+                Ok(t) => t,
+                Err(v) => return v,
+            },
+        };
+        let Some(hop) = self.route(out.dst) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        packet::rewrite_tuple(frame, &p, &out);
+        if p.frag == Frag::First {
+            let key = (p.tuple.src, p.tuple.dst, p.tuple.proto, p.ip_id);
+            self.frags.record(key, out.src, out.dst, now);
+        }
+        Verdict::Forward {
+            oif: hop.oif,
+            next_hop: hop.addr,
+        }
+    }
+
+    /// Creates the flow of a packet that matched none; returns the tuple
+    /// the packet leaves with, or the verdict to give instead.
+    fn new_flow(
+        &self,
+        p: &Parsed,
+        iif: IfId,
+        tcp_flags: Option<u8>,
+        now: Time,
+        c: &Counters,
+    ) -> Result<Tuple, Verdict> {
+        let key = p.tuple;
+        match p.kind {
+            L4::Tcp { flags } if flags & crate::conntrack::TCP_RST != 0 => {
+                return Err(Verdict::Drop(DropReason::TcpRstNoFlow));
+            }
+            L4::IcmpEcho if key.sport == 0 => {
+                return Err(Verdict::Drop(DropReason::IcmpReplyNoFlow));
+            }
+            _ => {}
+        }
+        let len = (p.end - p.l3) as u32;
+        let mut base = NewFlow {
+            orig: key,
+            reply: key.invert(),
+            tcp_flags,
+            flags: 0,
+            mark: 0,
+            len,
+        };
+
+        // Endpoint-independent filtering: a remote reaching an EIM mapping.
+        if key.proto == proto::UDP && self.is_local(key.dst) {
+            if let Some(inside) = self.nat.eif_target(key.dst, key.dport) {
+                return self.eif_flow(&base, inside, now, c);
+            }
+        }
+
+        let rs = self.ruleset.load();
+        let meta = Meta {
+            tuple: key,
+            iif,
+            oif: None,
+            now,
+        };
+        let (dnat, pre_rule) = rs.dst_nat(&meta);
+        let (mut dst, mut dport) = (key.dst, key.dport);
+        match dnat {
+            DstNat::Drop => return Err(Verdict::Drop(DropReason::RuleDrop)),
+            DstNat::To { addr, port } => {
+                dst = addr;
+                if let (Some(pt), proto::TCP | proto::UDP) = (port, key.proto) {
+                    dport = pt;
+                }
+                base.flags |= nat_flags::DNAT;
+            }
+            DstNat::None => {
+                if self.is_local(dst) {
+                    return Err(Verdict::Local);
+                }
+            }
+        }
+        let Some(hop) = self.route(dst) else {
+            return Err(Verdict::Drop(DropReason::NoRoute));
+        };
+        let meta = Meta {
+            tuple: Tuple { dst, dport, ..key },
+            iif,
+            oif: Some(hop.oif),
+            now,
+        };
+        let (snat, post_rule) = rs.src_nat(&meta);
+        let default_ports = match p.kind {
+            L4::Tcp { .. } | L4::Udp => PortRange::NAT_DEFAULT,
+            L4::IcmpEcho => PortRange::ICMP_IDS,
+            _ => PortRange { lo: 0, hi: 0 },
+        };
+        let has_ports = matches!(p.kind, L4::Tcp { .. } | L4::Udp);
+        let ports_of = |r: PortRange| if has_ports { r } else { default_ports };
+        let iface_addr = |i: IfId| self.interface(i).map(|f| f.addr.addr).unwrap_or(0);
+        let keep = |translated| SrcRequest {
+            source: Source::Addr(key.src),
+            ports: default_ports,
+            eim: false,
+            eif: false,
+            translated,
+        };
+        let req = match snat {
+            SrcNat::Drop => return Err(Verdict::Drop(DropReason::RuleDrop)),
+            SrcNat::Snat(s) => SrcRequest {
+                source: Source::Pool {
+                    pool: &s.pool,
+                    persistent: s.persistent,
+                },
+                ports: ports_of(s.ports),
+                eim: s.eim,
+                eif: s.eif,
+                translated: true,
+            },
+            SrcNat::Masquerade(s) => SrcRequest {
+                source: Source::Addr(iface_addr(hop.oif)),
+                ports: ports_of(s.ports),
+                eim: s.eim,
+                eif: s.eif,
+                translated: true,
+            },
+            SrcNat::Addr(a) => SrcRequest {
+                source: Source::Addr(a),
+                ..keep(true)
+            },
+            SrcNat::Accept | SrcNat::Unmatched
+                if self.cfg.hairpin && base.flags & nat_flags::DNAT != 0 && hop.oif == iif =>
+            {
+                base.flags |= nat_flags::HAIRPIN;
+                SrcRequest {
+                    source: Source::Addr(iface_addr(iif)),
+                    ..keep(true)
+                }
+            }
+            SrcNat::Unmatched if pre_rule.is_none() && self.cfg.unmatched == Unmatched::Drop => {
+                return Err(Verdict::Drop(DropReason::Unmatched));
+            }
+            SrcNat::Accept | SrcNat::Unmatched => keep(false),
+        };
+        let rule_no = |r: Option<usize>| r.map_or(0, |i| i as u32 + 1);
+        base.mark = (rule_no(pre_rule) << 16) | rule_no(post_rule);
+
+        let mut evicted = false;
+        loop {
+            match self.nat.create(&self.table, &base, dst, dport, &req, now) {
+                Ok((_, reply)) => {
+                    Counters::bump(&c.flows_created);
+                    return Ok(reply.invert());
+                }
+                Err(AllocError::Full) if self.cfg.early_drop && !evicted => {
+                    evicted = true;
+                    match self.table.evict_unassured(&key, now) {
+                        Some(r) => {
+                            self.nat.release(&r);
+                            Counters::bump(&c.early_drops);
+                        }
+                        None => return Err(Verdict::Drop(DropReason::FlowTableFull)),
+                    }
+                }
+                Err(AllocError::Full) => return Err(Verdict::Drop(DropReason::FlowTableFull)),
+                Err(AllocError::Exhausted) => return Err(Verdict::Drop(DropReason::PortExhausted)),
+                Err(AllocError::OrigExists) => {
+                    // Another worker created this flow a moment ago: use it.
+                    let info = PacketInfo { tcp_flags, len };
+                    return match self.table.track(&key, info, now) {
+                        Lookup::Hit(h) => Ok(h.other.invert()),
+                        _ => Err(Verdict::Drop(DropReason::FlowRace)),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Inbound flow to an EIM mapping with endpoint-independent filtering.
+    fn eif_flow(
+        &self,
+        base: &NewFlow,
+        inside: (u32, u16),
+        now: Time,
+        c: &Counters,
+    ) -> Result<Tuple, Verdict> {
+        let mut nf = *base;
+        let out = Tuple {
+            dst: inside.0,
+            dport: inside.1,
+            ..base.orig
+        };
+        nf.reply = out.invert();
+        nf.flags |= nat_flags::DNAT | nat_flags::EIF_IN;
+        match self.table.insert(&nf, now) {
+            Ok(_) => {
+                self.nat.eif_ref(inside);
+                Counters::bump(&c.flows_created);
+                Ok(out)
+            }
+            Err(crate::conntrack::InsertError::Full) => {
+                Err(Verdict::Drop(DropReason::FlowTableFull))
+            }
+            Err(_) => Err(Verdict::Drop(DropReason::FlowRace)),
+        }
+    }
+
+    /// Translates an ICMP error by the flow of the datagram it quotes.
+    ///
+    /// The error travels opposite to the quoted datagram, so the quoted
+    /// tuple inverted is the tuple of direction `d` of the flow. The quoted
+    /// datagram is restored to how its sender sent it (the other
+    /// direction's tuple), and the outer addresses are translated the way
+    /// a packet of direction `d` is — as Linux's
+    /// `nf_nat_icmp_reply_translation` does: the outer source is rewritten
+    /// only when direction `d` has its source translated.
+    fn icmp_error(
+        &self,
+        frame: &mut [u8],
+        p: &Parsed,
+        e: &IcmpErrorInfo,
+        now: Time,
+        c: &Counters,
+    ) -> Verdict {
+        let key = e.inner.invert();
+        let Some((_dir, other)) = self.table.peek(&key, now) else {
+            if self.is_local(p.tuple.dst) {
+                return Verdict::Local;
+            }
+            return Verdict::Drop(DropReason::IcmpErrorNoFlow);
+        };
+        let src = if key.src != other.dst {
+            other.dst
+        } else {
+            p.tuple.src
+        };
+        let dst = if key.dst != other.src {
+            other.src
+        } else {
+            p.tuple.dst
+        };
+        let Some(hop) = self.route(dst) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        packet::rewrite_icmp_error(frame, p, e, src, dst, &other);
+        Counters::bump(&c.icmp_errors_translated);
+        Verdict::Forward {
+            oif: hop.oif,
+            next_hop: hop.addr,
+        }
+    }
+
+    fn later_fragment(&self, frame: &mut [u8], p: &Parsed, now: Time, c: &Counters) -> Verdict {
+        let key = (p.tuple.src, p.tuple.dst, p.tuple.proto, p.ip_id);
+        let Some((src, dst)) = self.frags.lookup(key, now) else {
+            return Verdict::Drop(DropReason::FragNoFlow);
+        };
+        let Some(hop) = self.route(dst) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        packet::rewrite_l3_only(frame, p, src, dst);
+        Counters::bump(&c.frags_translated);
+        Verdict::Forward {
+            oif: hop.oif,
+            next_hop: hop.addr,
+        }
+    }
+
+    /// A packet whose TTL would reach zero if forwarded. Packets for the
+    /// gateway itself are delivered; the rest get an ICMP time-exceeded
+    /// from the input interface's address (rate-limited) and create no flow.
+    fn ttl_expired(
+        &self,
+        buf: &mut [u8],
+        p: &Parsed,
+        iif: IfId,
+        now: Time,
+        c: &Counters,
+    ) -> Verdict {
+        let to_me = self.is_local(p.tuple.dst);
+        let nat_flow = p.has_ports() && self.table.peek(&p.tuple, now).is_some();
+        if to_me && !nat_flow {
+            return Verdict::Local;
+        }
+        // Never answer an ICMP error with another.
+        if matches!(p.kind, L4::IcmpError(_)) || !self.icmp_allowed(now) {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let Some(from) = self.interface(iif).map(|i| i.addr.addr) else {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        };
+        let Some(hop) = self.route(p.tuple.src) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        match packet::build_time_exceeded(buf, p, from) {
+            Some(len) => {
+                Counters::bump(&c.ttl_exceeded_sent);
+                Verdict::Reply {
+                    oif: hop.oif,
+                    next_hop: hop.addr,
+                    len,
+                }
+            }
+            None => Verdict::Drop(DropReason::TtlExceeded),
+        }
+    }
+
+    /// Token check for ICMP messages natgw originates (per second window).
+    fn icmp_allowed(&self, now: Time) -> bool {
+        let sec = now.0 / 1_000_000_000;
+        if self.icmp_window.swap(sec, Relaxed) != sec {
+            self.icmp_sent.store(0, Relaxed);
+        }
+        self.icmp_sent.fetch_add(1, Relaxed) < self.cfg.icmp_rate
+    }
+
+    /// Bounded expiry work: visits up to `budget` flow slots, removes the
+    /// flows whose timer ran out, and prunes fragment and set entries.
+    /// Returns the number of flows removed.
+    pub fn expire(&self, now: Time, budget: usize) -> usize {
+        let n = self.table.sweep(now, budget, |r| self.nat.release(&r));
+        self.frags.prune(now);
+        n
+    }
+
+    /// Removes expired entries from every address set.
+    pub fn prune_sets(&self, now: Time) -> usize {
+        self.sets.values().map(|s| s.prune(now)).sum()
+    }
+
+    /// A moment's list of live flows.
+    pub fn flows(&self, now: Time) -> Vec<FlowRecord> {
+        let mut v = Vec::new();
+        self.table.for_each(|_, r| {
+            if r.expires > now {
+                v.push(r)
+            }
+        });
+        v
+    }
+
+    /// Removes every flow matching `pred`; returns how many.
+    pub fn flush(&self, mut pred: impl FnMut(&FlowRecord) -> bool) -> usize {
+        let mut ids = Vec::new();
+        self.table.for_each(|id, r| {
+            if pred(&r) {
+                ids.push(id)
+            }
+        });
+        ids.into_iter()
+            .filter_map(|id| self.table.remove(id, None))
+            .inspect(|r| self.nat.release(r))
+            .count()
+    }
+}
+
+/// Addresses a packet can be sent to and be "for the gateway": interface
+/// addresses and their extras, SNAT pool addresses and netmap outside
+/// prefixes (replies and new inbound flows arrive there).
+pub fn local_ranges(cfg: &EngineConfig, rs: &Ruleset) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = cfg
+        .interfaces
+        .iter()
+        .flat_map(|i| std::iter::once(i.addr.addr).chain(i.extra.iter().copied()))
+        .map(|a| (a, a))
+        .collect();
+    for r in &rs.rules {
+        match &r.action {
+            crate::nat::Action::Snat(s) => v.extend_from_slice(s.pool.ranges()),
+            crate::nat::Action::Netmap { outside, .. } => {
+                v.push((outside.addr, outside.addr | !outside.mask()))
+            }
+            _ => {}
+        }
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Which flag bits a record shows in listings.
+pub fn flag_names(r: &FlowRecord) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if r.has(flags::ASSURED) {
+        v.push("ASSURED");
+    } else if !r.has(flags::SEEN_REPLY) {
+        v.push("UNREPLIED");
+    }
+    for (bit, name) in [
+        (nat_flags::SNAT, "SNAT"),
+        (nat_flags::DNAT, "DNAT"),
+        (nat_flags::HAIRPIN, "HAIRPIN"),
+        (nat_flags::EIM, "EIM"),
+        (nat_flags::EIF_IN, "EIF"),
+    ] {
+        if r.has(bit) {
+            v.push(name);
+        }
+    }
+    v
+}

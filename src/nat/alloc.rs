@@ -1,0 +1,345 @@
+//! Choosing the outside address and port of a new flow.
+//!
+//! Uniqueness is the flow table's: a mapping is free when no live flow has
+//! the reply tuple it would create (`remote -> outside addr:port`), which is
+//! what Linux NAT checks (`nf_nat_used_tuple`). So one outside port can
+//! serve several flows to different remote endpoints, the inside port is
+//! kept whenever that tuple is free, and insertion itself is the atomic
+//! check (two workers can never hand out the same mapping).
+//!
+//! On top of that:
+//! - `persistent` pools hash the inside address alone, so a host always
+//!   gets the same pool address; otherwise the hash includes the remote and
+//!   other pool addresses are tried when one is exhausted;
+//! - UDP endpoint-independent mapping (RFC 4787 EIM) keeps a table from
+//!   inside endpoint to outside endpoint, reference-counted by the flows
+//!   that use it; a port held by such a mapping is not given to anyone else;
+//! - per (outside address, protocol) counters of flows and exhaustion.
+
+use super::addr::{AddrPool, PortRange};
+use crate::conntrack::{FlowId, FlowRecord, FlowTable, InsertError, NewFlow, Time, flags};
+use crate::packet::{Tuple, proto};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// NAT-layer flow flags (stored above `flags::USER_SHIFT`).
+pub mod nat_flags {
+    use super::flags::USER_SHIFT;
+    /// The source was translated; counted in port usage of `reply.dst`.
+    pub const SNAT: u32 = 1 << USER_SHIFT;
+    /// The destination was translated.
+    pub const DNAT: u32 = 1 << (USER_SHIFT + 1);
+    /// Holds a reference on the EIM mapping of `orig.src:orig.sport`.
+    pub const EIM: u32 = 1 << (USER_SHIFT + 2);
+    /// Inbound flow let in by endpoint-independent filtering; holds a
+    /// reference on the EIM mapping of `reply.src:reply.sport`.
+    pub const EIF_IN: u32 = 1 << (USER_SHIFT + 3);
+    /// Hairpinned: both addresses translated back into the inside network.
+    pub const HAIRPIN: u32 = 1 << (USER_SHIFT + 4);
+}
+
+/// Most ports tried per address before a new flow counts as exhausted.
+const MAX_PORT_ATTEMPTS: u32 = 2048;
+/// Most pool addresses tried (non-persistent pools).
+const MAX_ADDR_ATTEMPTS: u64 = 16;
+
+#[derive(Default)]
+struct Usage {
+    flows: AtomicU64,
+    exhausted: AtomicU64,
+}
+
+/// Port use of one outside address and protocol, for `natgw stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortUsage {
+    pub addr: std::net::Ipv4Addr,
+    pub proto: String,
+    /// Live flows whose source was translated to this address.
+    pub flows: u64,
+    /// New flows refused because no port was free.
+    pub exhausted: u64,
+}
+
+/// An endpoint-independent mapping (inside endpoint -> outside endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EimMapping {
+    pub inside: (u32, u16),
+    pub outside: (u32, u16),
+    /// Flows using it.
+    pub refs: u32,
+    /// Endpoint-independent filtering: any remote may open a flow to it.
+    pub eif: bool,
+}
+
+/// Where a new flow's source goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// One address (masquerade, netmap, hairpin, untranslated).
+    Addr(u32),
+    /// A pool; `persistent` hashes the inside address only.
+    Pool {
+        pool: &'a AddrPool,
+        persistent: bool,
+    },
+}
+
+/// A source-NAT request for one new flow.
+#[derive(Debug, Clone, Copy)]
+pub struct SrcRequest<'a> {
+    pub source: Source<'a>,
+    /// Ports (or ICMP ids) to pick from when the inside one is taken.
+    pub ports: PortRange,
+    /// UDP EIM / EIF as configured on the rule.
+    pub eim: bool,
+    pub eif: bool,
+    /// Whether the source counts as translated (for flags and usage).
+    pub translated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocError {
+    Exhausted,
+    Full,
+    OrigExists,
+}
+
+/// Shared NAT state besides the flows themselves.
+pub struct NatState {
+    usage: DashMap<(u32, u8), Usage>,
+    eim: DashMap<(u32, u16), EimMapping>,
+    eim_rev: DashMap<(u32, u16), (u32, u16)>,
+    seed: u64,
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    let r = (a ^ 0x243f_6a88_85a3_08d3).wrapping_mul(b | 1) as u128 * 0x9e37_79b9_7f4a_7c15u128;
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+impl NatState {
+    pub fn new(seed: u64) -> NatState {
+        NatState {
+            usage: DashMap::new(),
+            eim: DashMap::new(),
+            eim_rev: DashMap::new(),
+            seed,
+        }
+    }
+
+    /// Creates the flow for `orig` whose destination becomes `dst:dport`,
+    /// choosing its source per `req`. `base` carries everything else
+    /// (flags, mark, first segment's TCP flags, length).
+    pub fn create(
+        &self,
+        table: &FlowTable,
+        base: &NewFlow,
+        dst: u32,
+        dport: u16,
+        req: &SrcRequest<'_>,
+        now: Time,
+    ) -> Result<(FlowId, Tuple), AllocError> {
+        let orig = base.orig;
+        let p = orig.proto;
+        // ICMP echo carries its id in sport (request) or dport (reply).
+        let keep = orig.sport;
+        let eim = req.eim && p == proto::UDP;
+        if eim {
+            if let Some(m) = self.eim.get(&(orig.src, orig.sport)).map(|m| *m) {
+                let mut nf = *base;
+                nf.reply = Tuple {
+                    src: dst,
+                    dst: m.outside.0,
+                    sport: dport,
+                    dport: m.outside.1,
+                    proto: p,
+                };
+                nf.flags |= nat_flags::EIM | if req.translated { nat_flags::SNAT } else { 0 };
+                match table.insert(&nf, now) {
+                    Ok(id) => {
+                        if let Some(mut e) = self.eim.get_mut(&(orig.src, orig.sport)) {
+                            e.refs += 1;
+                        }
+                        self.count_flow(&nf);
+                        return Ok((id, nf.reply));
+                    }
+                    Err(InsertError::Full) => return Err(AllocError::Full),
+                    Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
+                    // The mapping's port is taken towards this remote by a
+                    // flow that is not ours: fall back to a fresh mapping.
+                    Err(InsertError::ReplyTaken) => {}
+                }
+            }
+        }
+        // Pool position to start from, and how many addresses to try.
+        let (base_idx, tries) = match req.source {
+            Source::Addr(_) => (0, 1),
+            Source::Pool {
+                pool,
+                persistent: true,
+            } => (mix(orig.src as u64, self.seed), 1.min(pool.len())),
+            Source::Pool {
+                pool,
+                persistent: false,
+            } => (
+                mix(((orig.src as u64) << 32) | dst as u64, self.seed),
+                pool.len().min(MAX_ADDR_ATTEMPTS),
+            ),
+        };
+        let addr_at = |a: u64| match req.source {
+            Source::Addr(x) => x,
+            Source::Pool { pool, .. } => pool.nth(base_idx.wrapping_add(a)),
+        };
+        let [w0, w1] = orig.pack();
+        let start = mix(w0 ^ w1.rotate_left(17), self.seed) as u32;
+        let attempts = req.ports.len().min(MAX_PORT_ATTEMPTS);
+        for a in 0..tries {
+            let addr = addr_at(a);
+            let keep_ok = req.ports.contains(keep);
+            for k in 0..attempts + keep_ok as u32 {
+                let port = if keep_ok && k == 0 {
+                    keep
+                } else {
+                    req.ports.nth(start.wrapping_add(k))
+                };
+                if keep_ok && k > 0 && port == keep {
+                    continue;
+                }
+                if !self.eim_rev.is_empty()
+                    && self.eim_rev.contains_key(&(addr, port))
+                    && p == proto::UDP
+                {
+                    continue;
+                }
+                let mut nf = *base;
+                let translated = Tuple {
+                    src: addr,
+                    sport: port,
+                    dst,
+                    dport,
+                    proto: p,
+                };
+                nf.reply = translated.invert();
+                if req.translated || addr != orig.src || port != orig.sport {
+                    nf.flags |= nat_flags::SNAT;
+                }
+                if eim {
+                    nf.flags |= nat_flags::EIM;
+                }
+                match table.insert(&nf, now) {
+                    Ok(id) => {
+                        if eim {
+                            self.add_eim((orig.src, orig.sport), (addr, port), req.eif);
+                        }
+                        self.count_flow(&nf);
+                        return Ok((id, nf.reply));
+                    }
+                    Err(InsertError::ReplyTaken) => continue,
+                    Err(InsertError::Full) => return Err(AllocError::Full),
+                    Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
+                }
+            }
+        }
+        self.usage
+            .entry((addr_at(0), p))
+            .or_default()
+            .exhausted
+            .fetch_add(1, Relaxed);
+        Err(AllocError::Exhausted)
+    }
+
+    fn add_eim(&self, inside: (u32, u16), outside: (u32, u16), eif: bool) {
+        use dashmap::mapref::entry::Entry;
+        match self.eim.entry(inside) {
+            Entry::Vacant(v) => {
+                v.insert(EimMapping {
+                    inside,
+                    outside,
+                    refs: 1,
+                    eif,
+                });
+                self.eim_rev.insert(outside, inside);
+            }
+            Entry::Occupied(mut o) => {
+                // Normally the mapping is ours; if a concurrent flow created
+                // it with another port first, this flow keeps its own port
+                // and still holds a reference so release() stays balanced.
+                o.get_mut().refs += 1;
+            }
+        }
+    }
+
+    fn count_flow(&self, nf: &NewFlow) {
+        if nf.flags & nat_flags::SNAT != 0 {
+            self.usage
+                .entry((nf.reply.dst, nf.orig.proto))
+                .or_default()
+                .flows
+                .fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The EIM mapping that owns outside endpoint `addr:port`, if it lets
+    /// any remote in (endpoint-independent filtering).
+    pub fn eif_target(&self, addr: u32, port: u16) -> Option<(u32, u16)> {
+        if self.eim_rev.is_empty() {
+            return None;
+        }
+        let inside = *self.eim_rev.get(&(addr, port))?;
+        self.eim.get(&inside).filter(|m| m.eif).map(|m| m.inside)
+    }
+
+    /// Takes a reference on the EIM mapping of `inside` for an EIF flow.
+    pub fn eif_ref(&self, inside: (u32, u16)) -> bool {
+        self.eim.get_mut(&inside).map(|mut m| m.refs += 1).is_some()
+    }
+
+    /// Bookkeeping when a flow goes away (expiry, eviction, flush).
+    pub fn release(&self, r: &FlowRecord) {
+        if r.flags & nat_flags::SNAT != 0 {
+            if let Some(u) = self.usage.get(&(r.reply.dst, r.orig.proto)) {
+                let _ = u.flows.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+            }
+        }
+        let key = if r.flags & nat_flags::EIM != 0 {
+            Some((r.orig.src, r.orig.sport))
+        } else if r.flags & nat_flags::EIF_IN != 0 {
+            Some((r.reply.src, r.reply.sport))
+        } else {
+            None
+        };
+        if let Some(k) = key {
+            let gone = self.eim.get_mut(&k).map(|mut m| {
+                m.refs = m.refs.saturating_sub(1);
+                (m.refs == 0).then_some(m.outside)
+            });
+            if let Some(Some(outside)) = gone {
+                self.eim.remove_if(&k, |_, m| m.refs == 0);
+                self.eim_rev.remove_if(&outside, |_, v| *v == k);
+            }
+        }
+    }
+
+    /// Port use per outside address and protocol, sorted.
+    pub fn port_usage(&self) -> Vec<PortUsage> {
+        let mut v: Vec<PortUsage> = self
+            .usage
+            .iter()
+            .map(|e| PortUsage {
+                addr: e.key().0.into(),
+                proto: crate::packet::proto_name(e.key().1).into(),
+                flows: e.value().flows.load(Relaxed),
+                exhausted: e.value().exhausted.load(Relaxed),
+            })
+            .collect();
+        v.sort_by(|a, b| (a.addr, &a.proto).cmp(&(b.addr, &b.proto)));
+        v
+    }
+
+    /// Live EIM mappings.
+    pub fn eim_mappings(&self) -> Vec<EimMapping> {
+        let mut v: Vec<EimMapping> = self.eim.iter().map(|e| *e.value()).collect();
+        v.sort_by_key(|m| m.inside);
+        v
+    }
+}

@@ -1,0 +1,366 @@
+//! In-place rewrite of parsed frames with incremental checksum updates.
+//!
+//! Each function takes the [`Parsed`] view that [`super::parse`] returned
+//! for the same bytes; parse guaranteed that every offset used here is in
+//! bounds. Every forwarding rewrite also decrements the TTL, as a router
+//! does, and folds that into the same IP header checksum update.
+
+use super::checksum::{self, Delta};
+use super::parse::{ICMP_TIME_EXCEEDED, IcmpErrorInfo, L4};
+use super::{Parsed, Tuple, be16, proto};
+
+#[inline]
+fn put16(b: &mut [u8], off: usize, v: u16) {
+    b[off..off + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+#[inline]
+fn put32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Sets an address field at `off` to `new`, recording the change.
+#[inline]
+fn set_addr(b: &mut [u8], off: usize, old: u32, new: u32, d: &mut Delta) {
+    if old != new {
+        put32(b, off, new);
+        d.addr(old, new);
+    }
+}
+
+/// Sets a 16-bit field at `off` to `new`, recording the change.
+#[inline]
+fn set_port(b: &mut [u8], off: usize, old: u16, new: u16, d: &mut Delta) {
+    if old != new {
+        put16(b, off, new);
+        d.word(old, new);
+    }
+}
+
+/// Decrements the TTL at `l3`, recording the change of the TTL/protocol word.
+#[inline]
+fn dec_ttl(b: &mut [u8], l3: usize, d: &mut Delta) {
+    let old = be16(b, l3 + 8);
+    let new = old.wrapping_sub(0x0100);
+    put16(b, l3 + 8, new);
+    d.word(old, new);
+}
+
+/// Decrements the TTL only (a forwarded packet without translation and
+/// without ports, e.g. an untracked protocol).
+pub fn decrement_ttl(b: &mut [u8], p: &Parsed) {
+    let mut ip = Delta::default();
+    dec_ttl(b, p.l3, &mut ip);
+    put16(b, p.l3 + 10, ip.apply(be16(b, p.l3 + 10)));
+}
+
+/// Rewrites a packet whose tuple is `p.tuple` so that it carries `to`:
+/// addresses, TCP/UDP ports or the ICMP echo identifier, with the IPv4 and
+/// transport checksums updated incrementally (a zero UDP checksum stays
+/// zero). Decrements the TTL.
+pub fn rewrite_tuple(b: &mut [u8], p: &Parsed, to: &Tuple) {
+    let from = &p.tuple;
+    let mut ip = Delta::default();
+    set_addr(b, p.l3 + 12, from.src, to.src, &mut ip);
+    set_addr(b, p.l3 + 16, from.dst, to.dst, &mut ip);
+    // TCP/UDP checksums cover the addresses through the pseudo-header.
+    let mut l4 = ip;
+    dec_ttl(b, p.l3, &mut ip);
+    put16(b, p.l3 + 10, ip.apply(be16(b, p.l3 + 10)));
+    match p.kind {
+        L4::Tcp { .. } => {
+            set_port(b, p.l4, from.sport, to.sport, &mut l4);
+            set_port(b, p.l4 + 2, from.dport, to.dport, &mut l4);
+            put16(b, p.l4 + 16, l4.apply(be16(b, p.l4 + 16)));
+        }
+        L4::Udp => {
+            set_port(b, p.l4, from.sport, to.sport, &mut l4);
+            set_port(b, p.l4 + 2, from.dport, to.dport, &mut l4);
+            put16(b, p.l4 + 6, l4.apply_udp(be16(b, p.l4 + 6)));
+        }
+        L4::IcmpEcho => {
+            // ICMP has no pseudo-header: only the identifier counts.
+            let mut ic = Delta::default();
+            let (old, new) = (from.sport | from.dport, to.sport | to.dport);
+            set_port(b, p.l4 + 4, old, new, &mut ic);
+            put16(b, p.l4 + 2, ic.apply(be16(b, p.l4 + 2)));
+        }
+        // Later fragments and untracked protocols: addresses only. A first
+        // fragment's transport checksum covers the whole datagram, and was
+        // updated with the first fragment.
+        L4::IcmpError(_) | L4::IcmpOther { .. } | L4::Other => {}
+    }
+}
+
+/// Rewrites only the IPv4 addresses (a non-first fragment), and the TTL.
+pub fn rewrite_l3_only(b: &mut [u8], p: &Parsed, src: u32, dst: u32) {
+    let mut ip = Delta::default();
+    set_addr(b, p.l3 + 12, p.tuple.src, src, &mut ip);
+    set_addr(b, p.l3 + 16, p.tuple.dst, dst, &mut ip);
+    dec_ttl(b, p.l3, &mut ip);
+    put16(b, p.l3 + 10, ip.apply(be16(b, p.l3 + 10)));
+}
+
+/// Translates an ICMP error: the outer addresses become `outer_src` /
+/// `outer_dst`, the quoted datagram's tuple becomes `inner_to` (its IP
+/// header checksum, its transport checksum when quoted, and the outer ICMP
+/// checksum all follow). Decrements the outer TTL.
+pub fn rewrite_icmp_error(
+    b: &mut [u8],
+    p: &Parsed,
+    e: &IcmpErrorInfo,
+    outer_src: u32,
+    outer_dst: u32,
+    inner_to: &Tuple,
+) {
+    let from = &e.inner;
+    // Every byte of the quoted datagram is covered by the outer ICMP checksum.
+    let mut icmp = Delta::default();
+
+    // Inner IP header: addresses and its own checksum.
+    let mut inner_ip = Delta::default();
+    set_addr(b, e.inner_l3 + 12, from.src, inner_to.src, &mut inner_ip);
+    set_addr(b, e.inner_l3 + 16, from.dst, inner_to.dst, &mut inner_ip);
+    icmp.add(inner_ip);
+    let old_csum = be16(b, e.inner_l3 + 10);
+    let new_csum = inner_ip.apply(old_csum);
+    set_port(b, e.inner_l3 + 10, old_csum, new_csum, &mut icmp);
+
+    // Inner transport header: ports (or echo id) and its checksum if quoted.
+    let il4 = e.inner_l4;
+    match from.proto {
+        proto::TCP | proto::UDP => {
+            let mut l4 = inner_ip;
+            set_port(b, il4, from.sport, inner_to.sport, &mut l4);
+            set_port(b, il4 + 2, from.dport, inner_to.dport, &mut l4);
+            // Ports changed inside the ICMP body.
+            let mut ports = Delta::default();
+            ports.word(from.sport, inner_to.sport);
+            ports.word(from.dport, inner_to.dport);
+            icmp.add(ports);
+            let csum_off = if from.proto == proto::TCP {
+                il4 + 16
+            } else {
+                il4 + 6
+            };
+            if csum_off + 2 <= p.end {
+                let old = be16(b, csum_off);
+                let new = if from.proto == proto::UDP {
+                    l4.apply_udp(old)
+                } else {
+                    l4.apply(old)
+                };
+                set_port(b, csum_off, old, new, &mut icmp);
+            }
+        }
+        proto::ICMP => {
+            let (old_id, new_id) = (from.sport | from.dport, inner_to.sport | inner_to.dport);
+            let mut ic = Delta::default();
+            set_port(b, il4 + 4, old_id, new_id, &mut ic);
+            icmp.add(ic);
+            let old = be16(b, il4 + 2);
+            set_port(b, il4 + 2, old, ic.apply(old), &mut icmp);
+        }
+        _ => {}
+    }
+
+    // Outer header (ICMP has no pseudo-header, so only the IP checksum).
+    let mut ip = Delta::default();
+    set_addr(b, p.l3 + 12, p.tuple.src, outer_src, &mut ip);
+    set_addr(b, p.l3 + 16, p.tuple.dst, outer_dst, &mut ip);
+    dec_ttl(b, p.l3, &mut ip);
+    put16(b, p.l3 + 10, ip.apply(be16(b, p.l3 + 10)));
+    put16(b, p.l4 + 2, icmp.apply(be16(b, p.l4 + 2)));
+}
+
+/// Replaces the frame with an ICMP time-exceeded message from `from` to the
+/// packet's sender, quoting its IP header and first 8 bytes (RFC 792). The
+/// link-layer header (bytes before `p.l3`) is left for the caller. Returns
+/// the new frame length, or `None` if `buf` is too small to hold it.
+pub fn build_time_exceeded(buf: &mut [u8], p: &Parsed, from: u32) -> Option<usize> {
+    let hlen = p.l4 - p.l3;
+    let quote_len = (hlen + 8).min(p.end - p.l3);
+    let mut quote = [0u8; 60 + 8];
+    quote[..quote_len].copy_from_slice(&buf[p.l3..p.l3 + quote_len]);
+    let total = 20 + 8 + quote_len;
+    let new_len = p.l3 + total;
+    if buf.len() < new_len {
+        return None;
+    }
+    let to = p.tuple.src;
+    let o = p.l3;
+    let ip = &mut buf[o..o + 20];
+    ip.copy_from_slice(&[
+        0x45,
+        0xc0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        64,
+        proto::ICMP,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]);
+    put16(ip, 2, total as u16);
+    put32(ip, 12, from);
+    put32(ip, 16, to);
+    let c = checksum::checksum(ip);
+    put16(ip, 10, c);
+    let icmp = &mut buf[o + 20..new_len];
+    icmp[..8].copy_from_slice(&[ICMP_TIME_EXCEEDED, 0, 0, 0, 0, 0, 0, 0]);
+    icmp[8..].copy_from_slice(&quote[..quote_len]);
+    let c = checksum::checksum(icmp);
+    put16(icmp, 2, c);
+    Some(new_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{Link, parse};
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+    use std::net::Ipv4Addr;
+
+    fn udp(csum: bool) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 2], [192, 0, 2, 1], 64)
+            .udp(40000, 53);
+        let mut out = Vec::new();
+        b.write(&mut out, b"hello").unwrap();
+        if !csum {
+            out[40..42].copy_from_slice(&[0, 0]);
+        }
+        out
+    }
+
+    /// Verifies IPv4 and transport checksums with etherparse (independent code).
+    fn assert_checksums_ok(f: &[u8]) {
+        let s = SlicedPacket::from_ethernet(f).expect("etherparse parses");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = s.net else {
+            panic!("not ipv4")
+        };
+        let h = ip.header().to_header();
+        assert_eq!(
+            h.header_checksum,
+            h.calc_header_checksum(),
+            "ip header checksum"
+        );
+        let payload = ip.payload().payload;
+        match s.transport {
+            Some(TransportSlice::Udp(u)) => {
+                let uh = u.to_header();
+                if uh.checksum != 0 {
+                    assert_eq!(uh.checksum, uh.calc_checksum_ipv4(&h, u.payload()).unwrap());
+                }
+            }
+            Some(TransportSlice::Tcp(t)) => {
+                let th = t.to_header();
+                assert_eq!(th.checksum, th.calc_checksum_ipv4(&h, t.payload()).unwrap());
+            }
+            Some(TransportSlice::Icmpv4(_)) => {
+                assert_eq!(checksum::checksum(payload), 0, "icmp checksum");
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn udp_rewrite_keeps_checksums_valid() {
+        let mut f = udp(true);
+        let p = parse(&f, Link::Ethernet).unwrap();
+        let to = Tuple::new(
+            Ipv4Addr::new(203, 0, 113, 1),
+            1024,
+            Ipv4Addr::new(192, 0, 2, 1),
+            53,
+            17,
+        );
+        rewrite_tuple(&mut f, &p, &to);
+        let q = parse(&f, Link::Ethernet).unwrap();
+        assert_eq!(q.tuple, to);
+        assert_eq!(q.ttl, 63);
+        assert_checksums_ok(&f);
+    }
+
+    #[test]
+    fn zero_udp_checksum_stays_zero() {
+        let mut f = udp(false);
+        let p = parse(&f, Link::Ethernet).unwrap();
+        let to = Tuple::new(
+            Ipv4Addr::new(203, 0, 113, 1),
+            1024,
+            Ipv4Addr::new(192, 0, 2, 1),
+            53,
+            17,
+        );
+        rewrite_tuple(&mut f, &p, &to);
+        assert_eq!(&f[40..42], &[0, 0]);
+        assert_checksums_ok(&f);
+    }
+
+    #[test]
+    fn tcp_and_echo_rewrite() {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 2], [192, 0, 2, 1], 64)
+            .tcp(40000, 80, 1000, 65535)
+            .syn()
+            .write(&mut f, &[])
+            .unwrap();
+        let p = parse(&f, Link::Ethernet).unwrap();
+        let to = Tuple {
+            src: 0xcb007101,
+            sport: 2000,
+            ..p.tuple
+        };
+        rewrite_tuple(&mut f, &p, &to);
+        assert_eq!(parse(&f, Link::Ethernet).unwrap().tuple, to);
+        assert_checksums_ok(&f);
+
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 2], [192, 0, 2, 1], 64)
+            .icmpv4_echo_request(0x1234, 7)
+            .write(&mut f, b"ping")
+            .unwrap();
+        let p = parse(&f, Link::Ethernet).unwrap();
+        assert_eq!((p.tuple.sport, p.tuple.dport), (0x1234, 0));
+        let to = Tuple {
+            src: 0xcb007101,
+            sport: 0x9999,
+            ..p.tuple
+        };
+        rewrite_tuple(&mut f, &p, &to);
+        assert_eq!(parse(&f, Link::Ethernet).unwrap().tuple, to);
+        assert_checksums_ok(&f);
+    }
+
+    #[test]
+    fn time_exceeded_quotes_the_header() {
+        let mut f = udp(true);
+        f.resize(200, 0);
+        let p = parse(&f, Link::Ethernet).unwrap();
+        let n = build_time_exceeded(&mut f, &p, 0x0a000001).unwrap();
+        f.truncate(n);
+        let q = parse(&f, Link::Ethernet).unwrap();
+        let L4::IcmpError(e) = q.kind else {
+            panic!("not an icmp error: {:?}", q.kind)
+        };
+        assert_eq!(e.ty, ICMP_TIME_EXCEEDED);
+        assert_eq!(e.inner, p.tuple);
+        assert_eq!(q.tuple.src, 0x0a000001);
+        assert_eq!(q.tuple.dst, p.tuple.src);
+        assert_checksums_ok(&f);
+    }
+}
