@@ -1,0 +1,231 @@
+//! Offline replay: run the engine over a pcap capture and write what the
+//! gateway would transmit.
+//!
+//! - The clock is the capture's: each packet's timestamp is `now`, and
+//!   expiry runs every 64 packets with that time.
+//! - The ingress interface of each packet is the one the gateway would
+//!   reach its sender by (a reverse route lookup of the source address),
+//!   unless `--iif` names one for all packets.
+//! - Output frames get the egress interface's MAC (`mac` in the config, or
+//!   `02:00:00:00:00:NN` with NN the interface number) as source, and as
+//!   destination the MAC the capture showed for the next hop (learned from
+//!   the source MACs of earlier frames), else the broadcast address.
+//! - Only forwarded frames and replies natgw generates are written;
+//!   dropped, local and passed frames are summarised.
+
+use crate::conntrack::Time;
+use crate::engine::{CounterSnapshot, Counters, Engine, Verdict};
+use crate::nat::IfId;
+use crate::packet::{self, Link};
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("reading capture: {0}")]
+    Read(pcap_file::PcapError),
+    #[error("writing capture: {0}")]
+    Write(pcap_file::PcapError),
+    #[error("capture link type {0:?} is not supported (use Ethernet or raw IPv4)")]
+    LinkType(DataLink),
+    #[error("--iif: no interface named `{0}`")]
+    NoSuchInterface(String),
+}
+
+/// What happened to one packet.
+#[derive(Debug, Clone, Serialize)]
+pub struct PacketLine {
+    /// 1-based position in the capture.
+    pub n: u64,
+    /// Seconds since the first packet.
+    pub t: f64,
+    pub iif: String,
+    pub oif: Option<String>,
+    /// `new` (created a flow), `fwd`, `reply` (natgw answered), `local`,
+    /// `pass`, or `drop:<reason>`.
+    pub verdict: String,
+    pub before: String,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    pub packets_in: u64,
+    pub written: u64,
+    pub packets: Vec<PacketLine>,
+    pub counters: CounterSnapshot,
+    pub flows: Vec<super::format::FlowView>,
+    /// `conntrack -L`-style lines of the flows left at the end.
+    pub flow_lines: Vec<String>,
+}
+
+fn describe(buf: &[u8], link: Link) -> String {
+    match packet::parse(buf, link) {
+        Ok(p) => match p.kind {
+            packet::L4::IcmpError(e) => format!(
+                "icmp {} > {} type={} code={} quoting [{}]",
+                p.tuple.src_ip(),
+                p.tuple.dst_ip(),
+                e.ty,
+                e.code,
+                e.inner
+            ),
+            _ if p.frag == packet::Frag::Later => {
+                format!("{} {} > {} fragment id={}", packet::proto_name(p.tuple.proto), p.tuple.src_ip(), p.tuple.dst_ip(), p.ip_id)
+            }
+            _ => p.tuple.to_string(),
+        },
+        Err(e) => format!("unparsed ({e:?})"),
+    }
+}
+
+/// Replays `input` through `engine`, writing transmitted frames to `output`.
+pub fn replay(
+    engine: &Engine,
+    input: impl Read,
+    output: impl Write,
+    iif: Option<&str>,
+) -> Result<ReplayReport, ReplayError> {
+    let mut reader = PcapReader::new(input).map_err(ReplayError::Read)?;
+    let header = reader.header();
+    let link = match header.datalink {
+        DataLink::ETHERNET => Link::Ethernet,
+        DataLink::RAW | DataLink::IPV4 => Link::Ip,
+        other => return Err(ReplayError::LinkType(other)),
+    };
+    let fixed_iif = match iif {
+        Some(n) => Some(engine.interface_id(n).ok_or_else(|| ReplayError::NoSuchInterface(n.into()))?),
+        None => None,
+    };
+    let mut writer = PcapWriter::with_header(output, PcapHeader { ..header }).map_err(ReplayError::Write)?;
+    let counters = Counters::default();
+    let mut neigh: HashMap<u32, [u8; 6]> = HashMap::new();
+    let mut report = ReplayReport {
+        packets_in: 0,
+        written: 0,
+        packets: Vec::new(),
+        counters: CounterSnapshot::default(),
+        flows: Vec::new(),
+        flow_lines: Vec::new(),
+    };
+    let ifname = |i: IfId| engine.interface(i).map_or_else(|| format!("#{i}"), |f| f.name.clone());
+    let mut first_ts: Option<Duration> = None;
+    let mut now = Time(0);
+    let mut buf = vec![0u8; 65_536 + 128];
+    while let Some(pkt) = reader.next_packet() {
+        let pkt = pkt.map_err(ReplayError::Read)?;
+        report.packets_in += 1;
+        let ts = pkt.timestamp;
+        let t0 = *first_ts.get_or_insert(ts);
+        now = Time(ts.as_nanos() as u64);
+        let len = pkt.data.len().min(buf.len());
+        buf[..len].copy_from_slice(&pkt.data[..len]);
+        Counters::bump(&counters.rx_packets);
+        Counters::add(&counters.rx_bytes, len as u64);
+
+        let parsed = packet::parse(&buf[..len], link).ok();
+        if let (Link::Ethernet, Some(p)) = (link, &parsed) {
+            neigh.insert(p.tuple.src, buf[6..12].try_into().unwrap_or([0; 6]));
+        }
+        let in_if = fixed_iif
+            .or_else(|| parsed.as_ref().and_then(|p| engine.route(p.tuple.src)).map(|h| h.oif))
+            .unwrap_or(0);
+        let before = describe(&buf[..len], link);
+        let created_before = counters.flows_created.load(std::sync::atomic::Ordering::Relaxed);
+        let v = engine.process(&mut buf, len, link, in_if, now, &counters);
+        let created = counters.flows_created.load(std::sync::atomic::Ordering::Relaxed) > created_before;
+        let (verdict, out) = match v {
+            Verdict::Forward { oif, next_hop } => (if created { "new" } else { "fwd" }.to_string(), Some((oif, next_hop, len))),
+            Verdict::Reply { oif, next_hop, len } => ("reply".to_string(), Some((oif, next_hop, len))),
+            Verdict::Local => ("local".to_string(), None),
+            Verdict::Pass => ("pass".to_string(), None),
+            Verdict::Drop(r) => (format!("drop:{}", r.name()), None),
+        };
+        let mut line = PacketLine {
+            n: report.packets_in,
+            t: (ts.saturating_sub(t0)).as_secs_f64(),
+            iif: ifname(in_if),
+            oif: None,
+            verdict,
+            before,
+            after: None,
+        };
+        if let Some((oif, next_hop, out_len)) = out {
+            if link == Link::Ethernet && out_len >= 12 {
+                let src = engine.interface(oif).and_then(|f| f.mac).unwrap_or([2, 0, 0, 0, 0, oif as u8 + 1]);
+                let dst = neigh.get(&next_hop).copied().unwrap_or([0xff; 6]);
+                buf[0..6].copy_from_slice(&dst);
+                buf[6..12].copy_from_slice(&src);
+            }
+            line.oif = Some(ifname(oif));
+            line.after = Some(describe(&buf[..out_len], link));
+            let o = PcapPacket::new(ts, out_len as u32, &buf[..out_len]);
+            writer.write_packet(&o).map_err(ReplayError::Write)?;
+            Counters::bump(&counters.tx_packets);
+            Counters::add(&counters.tx_bytes, out_len as u64);
+            report.written += 1;
+        }
+        report.packets.push(line);
+        if report.packets_in % 64 == 0 {
+            let _ = engine.expire(now, 4096);
+        }
+    }
+    writer.into_writer().flush().map_err(|e| ReplayError::Write(pcap_file::PcapError::IoError(e)))?;
+    report.counters = counters.snapshot();
+    let mut flows = engine.flows(now);
+    flows.sort_by_key(|f| f.orig);
+    report.flow_lines = flows.iter().map(|f| super::format::flow_line(f, now)).collect();
+    report.flows = flows.iter().map(|f| super::format::FlowView::new(f, now)).collect();
+    Ok(report)
+}
+
+/// Human-readable rendering of a report.
+pub fn render(r: &ReplayReport, quiet: bool) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if !quiet {
+        let _ = writeln!(s, "{:>4} {:>9}  {:<6} {:<6} {:<24} {}", "#", "time", "in", "out", "verdict", "packet  =>  as transmitted");
+        for p in &r.packets {
+            let after = p.after.as_ref().map(|a| format!("  =>  {a}")).unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "{:>4} {:>9.6}  {:<6} {:<6} {:<24} {}{}",
+                p.n,
+                p.t,
+                p.iif,
+                p.oif.as_deref().unwrap_or("-"),
+                p.verdict,
+                p.before,
+                after
+            );
+        }
+        let _ = writeln!(s);
+    }
+    let c = &r.counters;
+    let _ = writeln!(
+        s,
+        "packets in {}, written {}, new flows {}, fast path {}, icmp errors translated {}, fragments translated {}, ttl-exceeded sent {}, local {}, passed {}, dropped {}",
+        r.packets_in,
+        r.written,
+        c.flows_created,
+        c.fast_path,
+        c.icmp_errors_translated,
+        c.frags_translated,
+        c.ttl_exceeded_sent,
+        c.local,
+        c.passed,
+        c.total_drops()
+    );
+    for (k, v) in &c.drops {
+        let _ = writeln!(s, "  dropped {k}: {v}");
+    }
+    let _ = writeln!(s, "flows at the end of the capture ({}):", r.flow_lines.len());
+    for l in &r.flow_lines {
+        let _ = writeln!(s, "  {l}");
+    }
+    s
+}
