@@ -73,13 +73,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", format::config_summary(&c));
             }
         }
-        Cmd::Replay { config, input, output, iif, quiet, json } => {
+        Cmd::Replay {
+            config,
+            input,
+            output,
+            iif,
+            quiet,
+            json,
+        } => {
             let c = Config::load(&config)?;
             let engine = Engine::new(c.engine, c.ruleset, c.sets);
             let inf = File::open(&input).with_context(|| format!("opening {}", input.display()))?;
-            let outf = File::create(&output).with_context(|| format!("creating {}", output.display()))?;
-            let report = replay::replay(&engine, BufReader::new(inf), BufWriter::new(outf), iif.as_deref())
-                .with_context(|| format!("replaying {}", input.display()))?;
+            let outf =
+                File::create(&output).with_context(|| format!("creating {}", output.display()))?;
+            let report = replay::replay(
+                &engine,
+                BufReader::new(inf),
+                BufWriter::new(outf),
+                iif.as_deref(),
+            )
+            .with_context(|| format!("replaying {}", input.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

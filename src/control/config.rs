@@ -288,7 +288,7 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
         let extra = r
             .extra_addresses
             .iter()
-            .map(|a| src.parse(&f("extra_addresses"), a, |s| parse_addr(s)))
+            .map(|a| src.parse(&f("extra_addresses"), a, parse_addr))
             .collect::<Result<Vec<u32>, _>>()?;
         let mac = match &r.mac {
             Some(m) => Some(src.parse(&f("mac"), m, parse_mac)?),
@@ -324,7 +324,7 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
         let f = |name: &str| format!("route[{i}].{name}");
         let prefix: Prefix = src.parse(&f("to"), &r.to, |s| s.parse())?;
         let via = match &r.via {
-            Some(v) => Some(src.parse(&f("via"), v, |s| parse_addr(s))?),
+            Some(v) => Some(src.parse(&f("via"), v, parse_addr)?),
             None => None,
         };
         let oif = match (&r.dev, via) {
@@ -392,6 +392,9 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
     })
 }
 
+/// Resolves an interface name field to its id.
+type IfaceLookup<'a> = dyn Fn(&str, &Spanned<String>) -> Result<IfId, ConfigError> + 'a;
+
 fn parse_addr(s: &str) -> Result<u32, String> {
     s.parse::<std::net::Ipv4Addr>()
         .map(u32::from)
@@ -425,7 +428,7 @@ fn build_rule(
     i: usize,
     rr: &Spanned<RawRule>,
     src: &Src<'_>,
-    iface: &dyn Fn(&str, &Spanned<String>) -> Result<IfId, ConfigError>,
+    iface: &IfaceLookup<'_>,
     sets: &Sets,
 ) -> Result<Rule, ConfigError> {
     let r = rr.get_ref();
@@ -477,13 +480,13 @@ fn build_rule(
     }
     let l4 = matches!(m.proto, Some(proto::TCP | proto::UDP));
     for (name, v) in [("sport", &r.sport), ("dport", &r.dport)] {
-        if let Some(v) = v {
-            if !l4 {
-                return Err(src.err(
-                    v.span(),
-                    format!("{}: port matches need proto = \"tcp\" or \"udp\"", f(name)),
-                ));
-            }
+        if let Some(v) = v
+            && !l4
+        {
+            return Err(src.err(
+                v.span(),
+                format!("{}: port matches need proto = \"tcp\" or \"udp\"", f(name)),
+            ));
         }
     }
 

@@ -13,8 +13,16 @@ use std::net::Ipv4Addr;
 fn tuple_fields(t: &Tuple) -> String {
     match t.proto {
         proto::ICMP => {
-            let (ty, id) = if t.sport != 0 || t.dport == 0 { (8, t.sport) } else { (0, t.dport) };
-            format!("src={} dst={} type={ty} code=0 id={id}", t.src_ip(), t.dst_ip())
+            let (ty, id) = if t.sport != 0 || t.dport == 0 {
+                (8, t.sport)
+            } else {
+                (0, t.dport)
+            };
+            format!(
+                "src={} dst={} type={ty} code=0 id={id}",
+                t.src_ip(),
+                t.dst_ip()
+            )
         }
         proto::TCP | proto::UDP => format!(
             "src={} dst={} sport={} dport={}",
@@ -32,7 +40,13 @@ fn tuple_fields(t: &Tuple) -> String {
 pub fn flow_line(r: &FlowRecord, now: Time) -> String {
     let mut s = String::new();
     let p = r.orig.proto;
-    let _ = write!(s, "{:<5} {:<2} {} ", crate::packet::proto_name(p), p, r.remaining(now).0 / 1_000_000_000);
+    let _ = write!(
+        s,
+        "{:<5} {:<2} {} ",
+        crate::packet::proto_name(p),
+        p,
+        r.remaining(now).0 / 1_000_000_000
+    );
     if p == proto::TCP {
         let _ = write!(s, "{} ", r.tcp_state.name());
     }
@@ -75,7 +89,12 @@ pub struct TupleView {
 
 impl From<&Tuple> for TupleView {
     fn from(t: &Tuple) -> TupleView {
-        TupleView { src: t.src_ip(), dst: t.dst_ip(), sport: t.sport, dport: t.dport }
+        TupleView {
+            src: t.src_ip(),
+            dst: t.dst_ip(),
+            sport: t.sport,
+            dport: t.dport,
+        }
     }
 }
 
@@ -127,20 +146,40 @@ pub fn config_summary(c: &Config) -> String {
                 s,
                 "  {n} (default timeout {}s): {}",
                 set.default_timeout(),
-                if members.is_empty() { "empty".to_string() } else { members.join(", ") }
+                if members.is_empty() {
+                    "empty".to_string()
+                } else {
+                    members.join(", ")
+                }
             );
         }
     }
-    let _ = writeln!(s, "rules (first match wins; dnat before routing, snat after):");
+    let _ = writeln!(
+        s,
+        "rules (first match wins; dnat before routing, snat after):"
+    );
     if c.ruleset.rules.is_empty() {
-        let _ = writeln!(s, "  none: every flow is {}", match e.unmatched {
-            crate::engine::Unmatched::Forward => "forwarded untranslated",
-            crate::engine::Unmatched::Drop => "dropped",
-        });
+        let _ = writeln!(
+            s,
+            "  none: every flow is {}",
+            match e.unmatched {
+                crate::engine::Unmatched::Forward => "forwarded untranslated",
+                crate::engine::Unmatched::Drop => "dropped",
+            }
+        );
     }
     let ifname = |i| c.ifname(i);
     for (n, r) in c.ruleset.rules.iter().enumerate() {
-        let _ = writeln!(s, "  {:>2}. {}  (line {})", n + 1, RuleDisplay { rule: r, ifname: &ifname }, r.line);
+        let _ = writeln!(
+            s,
+            "  {:>2}. {}  (line {})",
+            n + 1,
+            RuleDisplay {
+                rule: r,
+                ifname: &ifname
+            },
+            r.line
+        );
     }
     let t = &e.timeouts;
     let _ = writeln!(
@@ -151,8 +190,17 @@ pub fn config_summary(c: &Config) -> String {
     let _ = writeln!(
         s,
         "timeouts (s): tcp syn_sent {} syn_recv {} established {} fin_wait {} close_wait {} last_ack {} time_wait {} close {}; udp {} stream {}; icmp {}",
-        t.tcp_syn_sent, t.tcp_syn_recv, t.tcp_established, t.tcp_fin_wait, t.tcp_close_wait,
-        t.tcp_last_ack, t.tcp_time_wait, t.tcp_close, t.udp, t.udp_stream, t.icmp
+        t.tcp_syn_sent,
+        t.tcp_syn_recv,
+        t.tcp_established,
+        t.tcp_fin_wait,
+        t.tcp_close_wait,
+        t.tcp_last_ack,
+        t.tcp_time_wait,
+        t.tcp_close,
+        t.udp,
+        t.udp_stream,
+        t.icmp
     );
     s
 }

@@ -75,7 +75,13 @@ fn describe(buf: &[u8], link: Link) -> String {
                 e.inner
             ),
             _ if p.frag == packet::Frag::Later => {
-                format!("{} {} > {} fragment id={}", packet::proto_name(p.tuple.proto), p.tuple.src_ip(), p.tuple.dst_ip(), p.ip_id)
+                format!(
+                    "{} {} > {} fragment id={}",
+                    packet::proto_name(p.tuple.proto),
+                    p.tuple.src_ip(),
+                    p.tuple.dst_ip(),
+                    p.ip_id
+                )
             }
             _ => p.tuple.to_string(),
         },
@@ -98,10 +104,15 @@ pub fn replay(
         other => return Err(ReplayError::LinkType(other)),
     };
     let fixed_iif = match iif {
-        Some(n) => Some(engine.interface_id(n).ok_or_else(|| ReplayError::NoSuchInterface(n.into()))?),
+        Some(n) => Some(
+            engine
+                .interface_id(n)
+                .ok_or_else(|| ReplayError::NoSuchInterface(n.into()))?,
+        ),
         None => None,
     };
-    let mut writer = PcapWriter::with_header(output, PcapHeader { ..header }).map_err(ReplayError::Write)?;
+    let mut writer =
+        PcapWriter::with_header(output, PcapHeader { ..header }).map_err(ReplayError::Write)?;
     let counters = Counters::default();
     let mut neigh: HashMap<u32, [u8; 6]> = HashMap::new();
     let mut report = ReplayReport {
@@ -112,7 +123,11 @@ pub fn replay(
         flows: Vec::new(),
         flow_lines: Vec::new(),
     };
-    let ifname = |i: IfId| engine.interface(i).map_or_else(|| format!("#{i}"), |f| f.name.clone());
+    let ifname = |i: IfId| {
+        engine
+            .interface(i)
+            .map_or_else(|| format!("#{i}"), |f| f.name.clone())
+    };
     let mut first_ts: Option<Duration> = None;
     let mut now = Time(0);
     let mut buf = vec![0u8; 65_536 + 128];
@@ -132,15 +147,30 @@ pub fn replay(
             neigh.insert(p.tuple.src, buf[6..12].try_into().unwrap_or([0; 6]));
         }
         let in_if = fixed_iif
-            .or_else(|| parsed.as_ref().and_then(|p| engine.route(p.tuple.src)).map(|h| h.oif))
+            .or_else(|| {
+                parsed
+                    .as_ref()
+                    .and_then(|p| engine.route(p.tuple.src))
+                    .map(|h| h.oif)
+            })
             .unwrap_or(0);
         let before = describe(&buf[..len], link);
-        let created_before = counters.flows_created.load(std::sync::atomic::Ordering::Relaxed);
+        let created_before = counters
+            .flows_created
+            .load(std::sync::atomic::Ordering::Relaxed);
         let v = engine.process(&mut buf, len, link, in_if, now, &counters);
-        let created = counters.flows_created.load(std::sync::atomic::Ordering::Relaxed) > created_before;
+        let created = counters
+            .flows_created
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > created_before;
         let (verdict, out) = match v {
-            Verdict::Forward { oif, next_hop } => (if created { "new" } else { "fwd" }.to_string(), Some((oif, next_hop, len))),
-            Verdict::Reply { oif, next_hop, len } => ("reply".to_string(), Some((oif, next_hop, len))),
+            Verdict::Forward { oif, next_hop } => (
+                if created { "new" } else { "fwd" }.to_string(),
+                Some((oif, next_hop, len)),
+            ),
+            Verdict::Reply { oif, next_hop, len } => {
+                ("reply".to_string(), Some((oif, next_hop, len)))
+            }
             Verdict::Local => ("local".to_string(), None),
             Verdict::Pass => ("pass".to_string(), None),
             Verdict::Drop(r) => (format!("drop:{}", r.name()), None),
@@ -156,7 +186,14 @@ pub fn replay(
         };
         if let Some((oif, next_hop, out_len)) = out {
             if link == Link::Ethernet && out_len >= 12 {
-                let src = engine.interface(oif).and_then(|f| f.mac).unwrap_or([2, 0, 0, 0, 0, oif as u8 + 1]);
+                let src = engine.interface(oif).and_then(|f| f.mac).unwrap_or([
+                    2,
+                    0,
+                    0,
+                    0,
+                    0,
+                    oif as u8 + 1,
+                ]);
                 let dst = neigh.get(&next_hop).copied().unwrap_or([0xff; 6]);
                 buf[0..6].copy_from_slice(&dst);
                 buf[6..12].copy_from_slice(&src);
@@ -170,16 +207,25 @@ pub fn replay(
             report.written += 1;
         }
         report.packets.push(line);
-        if report.packets_in % 64 == 0 {
+        if report.packets_in.is_multiple_of(64) {
             let _ = engine.expire(now, 4096);
         }
     }
-    writer.into_writer().flush().map_err(|e| ReplayError::Write(pcap_file::PcapError::IoError(e)))?;
+    writer
+        .into_writer()
+        .flush()
+        .map_err(|e| ReplayError::Write(pcap_file::PcapError::IoError(e)))?;
     report.counters = counters.snapshot();
     let mut flows = engine.flows(now);
     flows.sort_by_key(|f| f.orig);
-    report.flow_lines = flows.iter().map(|f| super::format::flow_line(f, now)).collect();
-    report.flows = flows.iter().map(|f| super::format::FlowView::new(f, now)).collect();
+    report.flow_lines = flows
+        .iter()
+        .map(|f| super::format::flow_line(f, now))
+        .collect();
+    report.flows = flows
+        .iter()
+        .map(|f| super::format::FlowView::new(f, now))
+        .collect();
     Ok(report)
 }
 
@@ -188,9 +234,17 @@ pub fn render(r: &ReplayReport, quiet: bool) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     if !quiet {
-        let _ = writeln!(s, "{:>4} {:>9}  {:<6} {:<6} {:<24} {}", "#", "time", "in", "out", "verdict", "packet  =>  as transmitted");
+        let _ = writeln!(
+            s,
+            "{:>4} {:>9}  {:<6} {:<6} {:<24} packet  =>  as transmitted",
+            "#", "time", "in", "out", "verdict"
+        );
         for p in &r.packets {
-            let after = p.after.as_ref().map(|a| format!("  =>  {a}")).unwrap_or_default();
+            let after = p
+                .after
+                .as_ref()
+                .map(|a| format!("  =>  {a}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 s,
                 "{:>4} {:>9.6}  {:<6} {:<6} {:<24} {}{}",
@@ -223,7 +277,11 @@ pub fn render(r: &ReplayReport, quiet: bool) -> String {
     for (k, v) in &c.drops {
         let _ = writeln!(s, "  dropped {k}: {v}");
     }
-    let _ = writeln!(s, "flows at the end of the capture ({}):", r.flow_lines.len());
+    let _ = writeln!(
+        s,
+        "flows at the end of the capture ({}):",
+        r.flow_lines.len()
+    );
     for l in &r.flow_lines {
         let _ = writeln!(s, "  {l}");
     }

@@ -332,10 +332,11 @@ impl Engine {
         };
 
         // Endpoint-independent filtering: a remote reaching an EIM mapping.
-        if key.proto == proto::UDP && self.is_local(key.dst) {
-            if let Some(inside) = self.nat.eif_target(key.dst, key.dport) {
-                return self.eif_flow(&base, inside, now, c);
-            }
+        if key.proto == proto::UDP
+            && self.is_local(key.dst)
+            && let Some(inside) = self.nat.eif_target(key.dst, key.dport)
+        {
+            return self.eif_flow(&base, inside, now, c);
         }
 
         let rs = self.ruleset.load();

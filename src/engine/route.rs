@@ -65,7 +65,7 @@ impl RouteTable {
             .collect();
         routes.extend_from_slice(extra);
         // Stable: among equal prefixes the first listed wins.
-        routes.sort_by(|a, b| b.prefix.len.cmp(&a.prefix.len));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len));
         RouteTable { routes }
     }
 

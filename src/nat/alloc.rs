@@ -144,31 +144,29 @@ impl NatState {
         // ICMP echo carries its id in sport (request) or dport (reply).
         let keep = orig.sport;
         let eim = req.eim && p == proto::UDP;
-        if eim {
-            if let Some(m) = self.eim.get(&(orig.src, orig.sport)).map(|m| *m) {
-                let mut nf = *base;
-                nf.reply = Tuple {
-                    src: dst,
-                    dst: m.outside.0,
-                    sport: dport,
-                    dport: m.outside.1,
-                    proto: p,
-                };
-                nf.flags |= nat_flags::EIM | if req.translated { nat_flags::SNAT } else { 0 };
-                match table.insert(&nf, now) {
-                    Ok(id) => {
-                        if let Some(mut e) = self.eim.get_mut(&(orig.src, orig.sport)) {
-                            e.refs += 1;
-                        }
-                        self.count_flow(&nf);
-                        return Ok((id, nf.reply));
+        if eim && let Some(m) = self.eim.get(&(orig.src, orig.sport)).map(|m| *m) {
+            let mut nf = *base;
+            nf.reply = Tuple {
+                src: dst,
+                dst: m.outside.0,
+                sport: dport,
+                dport: m.outside.1,
+                proto: p,
+            };
+            nf.flags |= nat_flags::EIM | if req.translated { nat_flags::SNAT } else { 0 };
+            match table.insert(&nf, now) {
+                Ok(id) => {
+                    if let Some(mut e) = self.eim.get_mut(&(orig.src, orig.sport)) {
+                        e.refs += 1;
                     }
-                    Err(InsertError::Full) => return Err(AllocError::Full),
-                    Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
-                    // The mapping's port is taken towards this remote by a
-                    // flow that is not ours: fall back to a fresh mapping.
-                    Err(InsertError::ReplyTaken) => {}
+                    self.count_flow(&nf);
+                    return Ok((id, nf.reply));
                 }
+                Err(InsertError::Full) => return Err(AllocError::Full),
+                Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
+                // The mapping's port is taken towards this remote by a
+                // flow that is not ours: fall back to a fresh mapping.
+                Err(InsertError::ReplyTaken) => {}
             }
         }
         // Pool position to start from, and how many addresses to try.
@@ -296,10 +294,10 @@ impl NatState {
 
     /// Bookkeeping when a flow goes away (expiry, eviction, flush).
     pub fn release(&self, r: &FlowRecord) {
-        if r.flags & nat_flags::SNAT != 0 {
-            if let Some(u) = self.usage.get(&(r.reply.dst, r.orig.proto)) {
-                let _ = u.flows.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
-            }
+        if r.flags & nat_flags::SNAT != 0
+            && let Some(u) = self.usage.get(&(r.reply.dst, r.orig.proto))
+        {
+            let _ = u.flows.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
         }
         let key = if r.flags & nat_flags::EIM != 0 {
             Some((r.orig.src, r.orig.sport))
