@@ -3,7 +3,7 @@
 //!
 //! - 10.0.0.10 fetches a web page from 198.51.100.80 (TCP open, data, close)
 //!   and pings it;
-//! - 10.0.0.11 asks a DNS server 192.0.2.53 (UDP) and sends to a closed port,
+//! - 10.0.0.11 plays on a game server 192.0.2.53:27015 (UDP) and sends to a closed port,
 //!   which answers with ICMP port unreachable;
 //! - 10.0.0.70 (in the "vip" set) opens a connection: it leaves from the pool;
 //! - an outside client 192.0.2.77 opens 203.0.113.1:8080, forwarded to the
@@ -118,7 +118,7 @@ fn main() {
     push_icmp(&mut cap, ping(cm, GW_LAN, c, s), true);
     push_icmp(&mut cap, ping(ROUTER, GW_WAN, s, g), false);
 
-    // 3. DNS from 10.0.0.11:53000 to 192.0.2.53:53 and its answer.
+    // 3. A UDP game session 10.0.0.11:53000 -> 192.0.2.53:27015 and an answer.
     let c2 = [10, 0, 0, 11];
     let dns = [192, 0, 2, 53];
     let udp = |sm, dm, a: [u8; 4], ap, b: [u8; 4], bp| {
@@ -133,25 +133,25 @@ fn main() {
         };
     push_udp(
         &mut cap,
-        udp(host_mac(11), GW_LAN, c2, 53000, dns, 53),
-        b"query example.org A",
+        udp(host_mac(11), GW_LAN, c2, 53000, dns, 27015),
+        b"join",
     );
     push_udp(
         &mut cap,
-        udp(ROUTER, GW_WAN, dns, 53, g, 53000),
-        b"answer 198.51.100.80",
+        udp(ROUTER, GW_WAN, dns, 27015, g, 53000),
+        b"welcome",
     );
 
     // 4. UDP to a closed port, and the port unreachable that comes back
     //    quoting the translated datagram.
     push_udp(
         &mut cap,
-        udp(host_mac(11), GW_LAN, c2, 5353, s, 9999),
+        udp(host_mac(11), GW_LAN, c2, 40002, s, 9999),
         b"anyone?",
     );
     let mut quoted = Vec::new();
     PacketBuilder::ipv4(g, s, 63)
-        .udp(5353, 9999)
+        .udp(40002, 9999)
         .write(&mut quoted, b"anyone?")
         .expect("write");
     let mut o = Vec::new();
@@ -193,7 +193,7 @@ fn main() {
     let mut o = Vec::new();
     PacketBuilder::ethernet2(cm, GW_LAN)
         .ipv4(c, s, 64)
-        .udp(40001, 53)
+        .udp(40001, 27015)
         .write(&mut o, b"corrupt")
         .expect("write");
     o[24] ^= 0xff; // IPv4 header checksum

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what natgw's demo and tests need, idempotently: Debian packages
+# (only the missing ones), the bpffs mount. Safe to run again and again.
+#   scripts/setup.sh [--quiet]
+set -euo pipefail
+quiet=${1:-}
+say() { [ "$quiet" = "--quiet" ] || echo "setup: $*"; }
+
+# Tools the tests and demo call (tcpdump reads replay output).
+PACKAGES=(tcpdump)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: not root; skipping package installs (need: ${PACKAGES[*]})" >&2
+else
+    missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        say "packages present"
+    fi
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo not found; natgw needs a Rust toolchain (rustup)" >&2
+    exit 1
+fi

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs natgw's whole test suite: formatting, lints, unit, property,
+# scenario and CLI tests, and checks that the benchmarks build.
+# Installs what it needs first (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== benchmarks build"
+cargo build --release --benches --quiet
+echo "== tests"
+cargo test --release --lib --bins --tests --examples
