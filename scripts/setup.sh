@@ -6,6 +6,9 @@ set -euo pipefail
 quiet=${1:-}
 say() { [ "$quiet" = "--quiet" ] || echo "setup: $*"; }
 
+# Needed to build natgw's AF_XDP backend (xsk-rs builds libxdp/libbpf, and
+# clang compiles natgw's XDP program).
+BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc)
 # Tools the tests and demo call (tcpdump reads replay output).
 PACKAGES=(tcpdump)
 
@@ -13,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "setup: not root; skipping package installs (need: ${PACKAGES[*]})" >&2
 else
     missing=()
-    for p in "${PACKAGES[@]}"; do
+    for p in "${BUILD_PACKAGES[@]}" "${PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then

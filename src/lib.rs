@@ -17,6 +17,7 @@
 
 pub mod conntrack;
 pub mod control;
+pub mod dataplane;
 pub mod engine;
 pub mod nat;
 pub mod packet;

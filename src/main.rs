@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use natgw::control::config::Config;
-use natgw::control::{format, replay};
+use natgw::control::socket::{self, FlowFilter, FlowsReport, Request, StatsReport};
+use natgw::control::{daemon, format, replay};
 use natgw::engine::Engine;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -51,6 +52,80 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run the gateway in the foreground until SIGINT/SIGTERM.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Counters, drops by reason, flow-table fill, port use and fast-path
+    /// latency of the running gateway.
+    Stats {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List flows like `conntrack -L` (filters combine with AND).
+    Flows {
+        #[command(flatten)]
+        target: Target,
+        /// Original source address or prefix (conntrack -s).
+        #[arg(long)]
+        src: Option<String>,
+        /// Original destination address or prefix (conntrack -d).
+        #[arg(long)]
+        dst: Option<String>,
+        /// Reply source address or prefix (conntrack -r).
+        #[arg(long)]
+        reply_src: Option<String>,
+        /// Reply destination address or prefix (conntrack -q).
+        #[arg(long)]
+        reply_dst: Option<String>,
+        /// Any address of either direction.
+        #[arg(long)]
+        addr: Option<String>,
+        /// tcp, udp or icmp.
+        #[arg(long, short)]
+        proto: Option<String>,
+        /// Original source port.
+        #[arg(long)]
+        sport: Option<u16>,
+        /// Original destination port.
+        #[arg(long)]
+        dport: Option<u16>,
+        /// Any port of either direction.
+        #[arg(long)]
+        port: Option<u16>,
+        /// TCP state (ESTABLISHED, TIME_WAIT, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// Print only the number of matching flows.
+        #[arg(long)]
+        count: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which running natgw to talk to.
+#[derive(clap::Args)]
+struct Target {
+    /// Control socket path.
+    #[arg(long, short)]
+    socket: Option<PathBuf>,
+    /// Take the control socket path from this config file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl Target {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        Ok(match (&self.socket, &self.config) {
+            (Some(s), _) => s.clone(),
+            (None, Some(c)) => Config::load(c)?.run.control_socket,
+            (None, None) => PathBuf::from(natgw::control::config::DEFAULT_CONTROL_SOCKET),
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -97,6 +172,65 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", replay::render(&report, quiet));
+            }
+        }
+        Cmd::Run { config } => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                .format_timestamp_millis()
+                .init();
+            daemon::run(&config).map_err(anyhow::Error::msg)?;
+        }
+        Cmd::Stats { target, json } => {
+            let data =
+                socket::call(&target.path()?, &Request::Stats).map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let r: StatsReport = serde_json::from_value(data)?;
+                print!("{}", format::stats_text(&r));
+            }
+        }
+        Cmd::Flows {
+            target,
+            src,
+            dst,
+            reply_src,
+            reply_dst,
+            addr,
+            proto,
+            sport,
+            dport,
+            port,
+            state,
+            count,
+            json,
+        } => {
+            let filter = FlowFilter {
+                src,
+                dst,
+                reply_src,
+                reply_dst,
+                addr,
+                proto,
+                sport,
+                dport,
+                port,
+                state,
+            };
+            // Check the filter here too, so a typo fails before connecting.
+            filter.compile().map_err(anyhow::Error::msg)?;
+            let data = socket::call(&target.path()?, &Request::Flows { filter })
+                .map_err(anyhow::Error::msg)?;
+            let r: FlowsReport = serde_json::from_value(data)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r.flows)?);
+            } else if count {
+                println!("{}", r.flows.len());
+            } else {
+                for l in &r.lines {
+                    println!("{l}");
+                }
+                eprintln!("natgw: {} flow(s) shown of {} live", r.lines.len(), r.total);
             }
         }
     }

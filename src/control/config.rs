@@ -42,11 +42,108 @@ pub struct Config {
     pub engine: EngineConfig,
     pub ruleset: Ruleset,
     pub sets: Sets,
+    /// How `natgw run` moves packets and where it listens.
+    pub run: RunConfig,
+}
+
+/// Which I/O shell carries packets in `natgw run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// AF_XDP sockets on the interfaces' queues (the fast path).
+    Afxdp,
+    /// TUN devices that policy routing steers traffic through (fallback).
+    Tun,
+}
+
+/// XDP attach mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode where the driver has it, else generic.
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AfxdpConfig {
+    pub mode: XdpMode,
+    /// Ask for zero-copy (needs a NIC driver that supports it; veth does not).
+    pub zero_copy: bool,
+    /// UMEM frames per worker (shared by that worker's sockets).
+    pub frames: u32,
+    /// Frames per receive/transmit batch.
+    pub batch: u32,
+    /// Queues per interface to serve (0 = all of the interface's RX queues).
+    pub queues: u32,
+    /// CPU for worker i is `cpus[i % len]`; empty = worker i on CPU i.
+    pub cpus: Vec<usize>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TunConfig {
+    /// TUN device name prefix; the device for interface X is prefix + X.
+    pub prefix: String,
+    /// First policy-routing table and rule preference natgw uses.
+    pub table_base: u32,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunConfig {
+    pub backend: Backend,
+    pub control_socket: PathBuf,
+    pub afxdp: AfxdpConfig,
+    pub tun: TunConfig,
+}
+
+/// Where the control socket is when the config does not say.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/natgw/natgw.sock";
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            backend: Backend::Afxdp,
+            control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            afxdp: AfxdpConfig {
+                mode: XdpMode::Auto,
+                zero_copy: false,
+                frames: 4096,
+                batch: 64,
+                queues: 0,
+                cpus: vec![],
+            },
+            tun: TunConfig {
+                prefix: "ngw-".into(),
+                table_base: 7100,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAfxdp {
+    mode: Option<Spanned<String>>,
+    zero_copy: Option<bool>,
+    frames: Option<Spanned<u32>>,
+    batch: Option<Spanned<u32>>,
+    queues: Option<u32>,
+    cpus: Option<Vec<usize>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTun {
+    prefix: Option<Spanned<String>>,
+    table_base: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawGateway {
+    backend: Option<Spanned<String>>,
+    control_socket: Option<String>,
     ipv6: Option<Spanned<String>>,
     unmatched: Option<Spanned<String>>,
     hairpin: Option<bool>,
@@ -136,6 +233,10 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     timeouts: Timeouts,
+    #[serde(default)]
+    afxdp: RawAfxdp,
+    #[serde(default)]
+    tun: RawTun,
     #[serde(default, rename = "interface")]
     interfaces: Vec<Spanned<RawInterface>>,
     #[serde(default, rename = "route")]
@@ -384,16 +485,83 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
     for (i, rr) in raw.rules.iter().enumerate() {
         rules.push(build_rule(i, rr, src, &iface, &sets)?);
     }
+    let run = build_run(&raw, src)?;
     Ok(Config {
         path: path.to_path_buf(),
         engine: cfg,
         ruleset: Ruleset { rules },
         sets,
+        run,
     })
 }
 
 /// Resolves an interface name field to its id.
 type IfaceLookup<'a> = dyn Fn(&str, &Spanned<String>) -> Result<IfId, ConfigError> + 'a;
+
+fn build_run(raw: &RawConfig, src: &Src<'_>) -> Result<RunConfig, ConfigError> {
+    let mut run = RunConfig::default();
+    if let Some(b) = &raw.gateway.backend {
+        run.backend = src.parse("gateway.backend", b, |s| match s {
+            "afxdp" => Ok(Backend::Afxdp),
+            "tun" => Ok(Backend::Tun),
+            _ => Err(format!("`{s}` is not one of \"afxdp\", \"tun\"")),
+        })?;
+    }
+    if let Some(p) = &raw.gateway.control_socket {
+        run.control_socket = PathBuf::from(p);
+    }
+    let a = &raw.afxdp;
+    if let Some(m) = &a.mode {
+        run.afxdp.mode = src.parse("afxdp.mode", m, |s| match s {
+            "auto" => Ok(XdpMode::Auto),
+            "native" => Ok(XdpMode::Native),
+            "generic" => Ok(XdpMode::Generic),
+            _ => Err(format!(
+                "`{s}` is not one of \"auto\", \"native\", \"generic\""
+            )),
+        })?;
+    }
+    run.afxdp.zero_copy = a.zero_copy.unwrap_or(false);
+    if let Some(f) = &a.frames {
+        let v = *f.get_ref();
+        if !(256..=1 << 20).contains(&v) || !v.is_power_of_two() {
+            return Err(src.err(
+                f.span(),
+                format!("afxdp.frames: a power of two from 256 to 1048576, not {v}"),
+            ));
+        }
+        run.afxdp.frames = v;
+    }
+    if let Some(b) = &a.batch {
+        let v = *b.get_ref();
+        if !(1..=256).contains(&v) {
+            return Err(src.err(b.span(), format!("afxdp.batch: 1 to 256, not {v}")));
+        }
+        run.afxdp.batch = v;
+    }
+    run.afxdp.queues = a.queues.unwrap_or(0);
+    run.afxdp.cpus = a.cpus.clone().unwrap_or_default();
+    if let Some(p) = &raw.tun.prefix {
+        let longest = raw
+            .interfaces
+            .iter()
+            .map(|i| i.get_ref().name.get_ref().len())
+            .max()
+            .unwrap_or(0);
+        if p.get_ref().len() + longest > 15 {
+            return Err(src.err(
+                p.span(),
+                format!(
+                    "tun.prefix: `{}` + the longest interface name is over 15 characters",
+                    p.get_ref()
+                ),
+            ));
+        }
+        run.tun.prefix = p.get_ref().clone();
+    }
+    run.tun.table_base = raw.tun.table_base.unwrap_or(run.tun.table_base);
+    Ok(run)
+}
 
 fn parse_addr(s: &str) -> Result<u32, String> {
     s.parse::<std::net::Ipv4Addr>()

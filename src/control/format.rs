@@ -204,3 +204,127 @@ pub fn config_summary(c: &Config) -> String {
     );
     s
 }
+
+/// `natgw stats` as text.
+pub fn stats_text(r: &super::socket::StatsReport) -> String {
+    let mut s = String::new();
+    let fill = if r.max_flows > 0 {
+        100.0 * r.flows as f64 / r.max_flows as f64
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        s,
+        "natgw: backend {}, up {:.0}s, {} worker(s)",
+        r.backend,
+        r.uptime_secs,
+        r.workers.len()
+    );
+    let _ = writeln!(s, "flows: {} of {} ({fill:.1}%)", r.flows, r.max_flows);
+    let _ = writeln!(
+        s,
+        "{:<6} {:>12} {:>14} {:>12} {:>14} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "worker",
+        "rx_packets",
+        "rx_bytes",
+        "tx_packets",
+        "tx_bytes",
+        "new_flows",
+        "dropped",
+        "p50_ns",
+        "p99_ns",
+        "p999_ns"
+    );
+    for w in &r.workers {
+        let c = &w.counters;
+        let _ = writeln!(
+            s,
+            "{:<6} {:>12} {:>14} {:>12} {:>14} {:>10} {:>10} {:>8} {:>8} {:>8}",
+            w.name,
+            c.rx_packets,
+            c.rx_bytes,
+            c.tx_packets,
+            c.tx_bytes,
+            c.flows_created,
+            c.total_drops(),
+            w.latency_ns[0],
+            w.latency_ns[2],
+            w.latency_ns[3]
+        );
+    }
+    let t = &r.total;
+    let _ = writeln!(
+        s,
+        "{:<6} {:>12} {:>14} {:>12} {:>14} {:>10} {:>10}",
+        "total",
+        t.rx_packets,
+        t.rx_bytes,
+        t.tx_packets,
+        t.tx_bytes,
+        t.flows_created,
+        t.total_drops()
+    );
+    let _ = writeln!(
+        s,
+        "fast path {}, icmp errors translated {}, fragments {}, ttl-exceeded sent {}, tcp invalid {}, early drops {}, local {}, passed {}",
+        t.fast_path,
+        t.icmp_errors_translated,
+        t.frags_translated,
+        t.ttl_exceeded_sent,
+        t.tcp_invalid,
+        t.early_drops,
+        t.local,
+        t.passed
+    );
+    let ring: u64 = r
+        .workers
+        .iter()
+        .map(|w| w.rx_ring_full + w.fill_ring_empty + w.kernel_dropped)
+        .sum();
+    if r.backend == "afxdp" {
+        let _ = writeln!(
+            s,
+            "af_xdp rings: rx ring full {}, fill ring empty {}, kernel dropped {}{}",
+            r.workers.iter().map(|w| w.rx_ring_full).sum::<u64>(),
+            r.workers.iter().map(|w| w.fill_ring_empty).sum::<u64>(),
+            r.workers.iter().map(|w| w.kernel_dropped).sum::<u64>(),
+            if ring == 0 {
+                ""
+            } else {
+                " (see MACHINE-NOTES: copy mode)"
+            }
+        );
+    }
+    if t.drops.is_empty() {
+        let _ = writeln!(s, "drops: none");
+    } else {
+        let _ = writeln!(s, "drops by reason:");
+        for (k, v) in &t.drops {
+            let why = crate::engine::DropReason::ALL
+                .iter()
+                .find(|r| r.name() == k)
+                .map_or("", |r| r.describe());
+            let _ = writeln!(s, "  {k:<22} {v:>10}  {why}");
+        }
+    }
+    if !r.port_usage.is_empty() {
+        let _ = writeln!(
+            s,
+            "port use (outside address, protocol: live flows, exhausted):"
+        );
+        for u in &r.port_usage {
+            let _ = writeln!(
+                s,
+                "  {:<15} {:<4} {:>8} {:>8}",
+                u.addr, u.proto, u.flows, u.exhausted
+            );
+        }
+    }
+    if !r.neighbours.is_empty() {
+        let _ = writeln!(s, "neighbours:");
+        for (i, a, m, age) in &r.neighbours {
+            let _ = writeln!(s, "  {i:<15} {a:<15} {m}  {age}s");
+        }
+    }
+    s
+}

@@ -2,5 +2,7 @@
 //! renderings the CLI prints.
 
 pub mod config;
+pub mod daemon;
 pub mod format;
 pub mod replay;
+pub mod socket;

@@ -173,6 +173,31 @@ pub fn rewrite_icmp_error(
     put16(b, p.l4 + 2, icmp.apply(be16(b, p.l4 + 2)));
 }
 
+/// Turns an ICMP echo request into its reply in place (the gateway
+/// answering a ping to its own address): addresses swapped, type 0,
+/// TTL 64, checksums updated. Returns false if `p` is not an echo request.
+pub fn echo_reply_in_place(b: &mut [u8], p: &Parsed) -> bool {
+    if p.kind != L4::IcmpEcho || b[p.l4] != super::parse::ICMP_ECHO_REQUEST {
+        return false;
+    }
+    // Swapping the addresses leaves the header sum unchanged.
+    put32(b, p.l3 + 12, p.tuple.dst);
+    put32(b, p.l3 + 16, p.tuple.src);
+    let mut ip = Delta::default();
+    let old = be16(b, p.l3 + 8);
+    let new = (64u16 << 8) | (old & 0xff);
+    put16(b, p.l3 + 8, new);
+    ip.word(old, new);
+    put16(b, p.l3 + 10, ip.apply(be16(b, p.l3 + 10)));
+    let mut ic = Delta::default();
+    let old = be16(b, p.l4);
+    let new = old & 0x00ff; // type 0, same code
+    put16(b, p.l4, new);
+    ic.word(old, new);
+    put16(b, p.l4 + 2, ic.apply(be16(b, p.l4 + 2)));
+    true
+}
+
 /// Replaces the frame with an ICMP time-exceeded message from `from` to the
 /// packet's sender, quoting its IP header and first 8 bytes (RFC 792). The
 /// link-layer header (bytes before `p.l3`) is left for the caller. Returns
@@ -344,6 +369,25 @@ mod tests {
         rewrite_tuple(&mut f, &p, &to);
         assert_eq!(parse(&f, Link::Ethernet).unwrap().tuple, to);
         assert_checksums_ok(&f);
+    }
+
+    #[test]
+    fn echo_reply_in_place_answers_a_ping() {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 5)
+            .icmpv4_echo_request(7, 1)
+            .write(&mut f, b"abc")
+            .unwrap();
+        let p = parse(&f, Link::Ethernet).unwrap();
+        assert!(echo_reply_in_place(&mut f, &p));
+        let q = parse(&f, Link::Ethernet).unwrap();
+        assert_eq!(
+            (q.tuple.src, q.tuple.dst, q.tuple.dport, q.ttl),
+            (p.tuple.dst, p.tuple.src, 7, 64)
+        );
+        assert_checksums_ok(&f);
+        assert!(!echo_reply_in_place(&mut f, &q), "a reply is not answered");
     }
 
     #[test]

@@ -1,0 +1,248 @@
+//! The control socket: a Unix stream socket speaking one JSON request per
+//! connection (a line), answered by one JSON response (a line).
+//!
+//! Requests: `{"cmd":"stats"}`, `{"cmd":"flows","filter":{...}}`.
+//! Responses: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
+//! The socket is created with mode 0600 (root's); a stale socket file left
+//! by a dead process is replaced, a live one is refused ("already running").
+
+use super::format::FlowView;
+use crate::conntrack::{FlowRecord, TcpState};
+use crate::dataplane::WorkerSnapshot;
+use crate::engine::CounterSnapshot;
+use crate::nat::{PortUsage, Prefix};
+use crate::packet::proto;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    Stats,
+    Flows {
+        #[serde(default)]
+        filter: FlowFilter,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+/// `conntrack -L`-style filters; every given field must match.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FlowFilter {
+    /// Original-direction source (like conntrack `-s`).
+    pub src: Option<String>,
+    /// Original-direction destination (`-d`).
+    pub dst: Option<String>,
+    /// Reply-direction source (`-r`).
+    pub reply_src: Option<String>,
+    /// Reply-direction destination (`-q`).
+    pub reply_dst: Option<String>,
+    /// Any address of either tuple.
+    pub addr: Option<String>,
+    pub proto: Option<String>,
+    /// Original-direction ports.
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    /// Any port of either tuple.
+    pub port: Option<u16>,
+    /// TCP state name (ESTABLISHED, TIME_WAIT, ...).
+    pub state: Option<String>,
+}
+
+/// A filter with its strings parsed.
+pub struct CompiledFilter {
+    src: Option<Prefix>,
+    dst: Option<Prefix>,
+    reply_src: Option<Prefix>,
+    reply_dst: Option<Prefix>,
+    addr: Option<Prefix>,
+    proto: Option<u8>,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    port: Option<u16>,
+    state: Option<TcpState>,
+}
+
+impl FlowFilter {
+    /// Checks every field; errors name the bad one.
+    pub fn compile(&self) -> Result<CompiledFilter, String> {
+        let pre = |name: &str, v: &Option<String>| -> Result<Option<Prefix>, String> {
+            v.as_deref()
+                .map(|s| s.parse::<Prefix>().map_err(|e| format!("--{name}: {e}")))
+                .transpose()
+        };
+        let proto = match self.proto.as_deref() {
+            None => None,
+            Some("tcp") => Some(proto::TCP),
+            Some("udp") => Some(proto::UDP),
+            Some("icmp") => Some(proto::ICMP),
+            Some(p) => return Err(format!("--proto: `{p}` is not one of tcp, udp, icmp")),
+        };
+        let state = match self.state.as_deref() {
+            None => None,
+            Some(s) => Some(TcpState::parse(s).ok_or_else(|| {
+                let names: Vec<&str> = TcpState::ALL[1..].iter().map(|t| t.name()).collect();
+                format!("--state: `{s}` is not a TCP state ({})", names.join(", "))
+            })?),
+        };
+        Ok(CompiledFilter {
+            src: pre("src", &self.src)?,
+            dst: pre("dst", &self.dst)?,
+            reply_src: pre("reply-src", &self.reply_src)?,
+            reply_dst: pre("reply-dst", &self.reply_dst)?,
+            addr: pre("addr", &self.addr)?,
+            proto,
+            sport: self.sport,
+            dport: self.dport,
+            port: self.port,
+            state,
+        })
+    }
+}
+
+impl CompiledFilter {
+    pub fn matches(&self, r: &FlowRecord) -> bool {
+        let (o, y) = (&r.orig, &r.reply);
+        let has_ports = matches!(o.proto, proto::TCP | proto::UDP);
+        self.src.is_none_or(|p| p.contains(o.src))
+            && self.dst.is_none_or(|p| p.contains(o.dst))
+            && self.reply_src.is_none_or(|p| p.contains(y.src))
+            && self.reply_dst.is_none_or(|p| p.contains(y.dst))
+            && self
+                .addr
+                .is_none_or(|p| [o.src, o.dst, y.src, y.dst].iter().any(|&a| p.contains(a)))
+            && self.proto.is_none_or(|p| p == o.proto)
+            && self.sport.is_none_or(|p| has_ports && o.sport == p)
+            && self.dport.is_none_or(|p| has_ports && o.dport == p)
+            && self
+                .port
+                .is_none_or(|p| has_ports && [o.sport, o.dport, y.sport, y.dport].contains(&p))
+            && self
+                .state
+                .is_none_or(|s| o.proto == proto::TCP && r.tcp_state == s)
+    }
+}
+
+/// What `natgw stats` shows.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct StatsReport {
+    pub backend: String,
+    pub uptime_secs: f64,
+    pub flows: usize,
+    pub max_flows: usize,
+    pub workers: Vec<WorkerSnapshot>,
+    /// All workers summed.
+    pub total: CounterSnapshot,
+    pub port_usage: Vec<PortUsage>,
+    /// Neighbours natgw resolved (AF_XDP): interface, address, MAC, age.
+    pub neighbours: Vec<(String, std::net::Ipv4Addr, String, u64)>,
+}
+
+/// What `natgw flows` returns.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct FlowsReport {
+    pub total: usize,
+    pub flows: Vec<FlowView>,
+    /// `conntrack -L`-style lines, same order.
+    pub lines: Vec<String>,
+}
+
+/// Binds the control socket at `path`, replacing a stale one.
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another natgw is running (its control socket {} answers); stop it first",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("removing stale socket {}: {e}", path.display()))?;
+    }
+    let l =
+        UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    l.set_nonblocking(true)
+        .map_err(|e| format!("control socket: {e}"))?;
+    Ok(l)
+}
+
+/// Serves one connection: reads a request line, answers with `handle`.
+pub fn serve_one(
+    stream: UnixStream,
+    handle: impl FnOnce(Request) -> Result<serde_json::Value, String>,
+) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    let mut reader = BufReader::new(&stream);
+    let resp = match reader.read_line(&mut line) {
+        Ok(_) => match serde_json::from_str::<Request>(line.trim()) {
+            Ok(req) => match handle(req) {
+                Ok(v) => Response {
+                    ok: true,
+                    error: None,
+                    data: Some(v),
+                },
+                Err(e) => Response {
+                    ok: false,
+                    error: Some(e),
+                    data: None,
+                },
+            },
+            Err(e) => Response {
+                ok: false,
+                error: Some(format!("bad request: {e}")),
+                data: None,
+            },
+        },
+        Err(e) => Response {
+            ok: false,
+            error: Some(format!("reading request: {e}")),
+            data: None,
+        },
+    };
+    let mut w = &stream;
+    if let Ok(s) = serde_json::to_string(&resp) {
+        let _ = w.write_all(s.as_bytes());
+        let _ = w.write_all(b"\n");
+    }
+}
+
+/// Sends `req` to the daemon at `path` and returns its data.
+pub fn call(path: &Path, req: &Request) -> Result<serde_json::Value, String> {
+    let mut s = UnixStream::connect(path).map_err(|e| {
+        format!("cannot reach natgw at {}: {e} (is `natgw run` running? --socket or --config names another socket)", path.display())
+    })?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let body = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    s.write_all(body.as_bytes())
+        .and_then(|_| s.write_all(b"\n"))
+        .map_err(|e| format!("sending request: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(&s)
+        .read_line(&mut line)
+        .map_err(|e| format!("reading reply: {e}"))?;
+    let resp: Response =
+        serde_json::from_str(line.trim()).map_err(|e| format!("bad reply from natgw: {e}"))?;
+    match (resp.ok, resp.data, resp.error) {
+        (true, Some(d), _) => Ok(d),
+        (_, _, Some(e)) => Err(e),
+        _ => Err("empty reply from natgw".into()),
+    }
+}

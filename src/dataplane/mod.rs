@@ -1,0 +1,157 @@
+//! The I/O shells around the engine: AF_XDP (the fast path) and TUN (the
+//! fallback), the XDP program, ARP and neighbours, and host facts. This is
+//! the only part of natgw with `unsafe` code (`xdp`, `afxdp`), each block
+//! with a `// SAFETY:` comment naming its invariant.
+//!
+//! A backend's `start` validates the host against the config (interfaces
+//! exist, addresses are on them, queues in range) before it attaches or
+//! creates anything, then starts its workers and returns a [`Running`]
+//! whose [`Running::shutdown`] joins them and removes what was attached.
+
+pub mod afxdp;
+pub mod neigh;
+pub mod sys;
+pub mod tun;
+pub mod xdp;
+
+use crate::control::config::{Backend, Config};
+use crate::engine::{CounterSnapshot, Counters, Engine};
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::thread::JoinHandle;
+
+/// A setup error, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DataplaneError(pub String);
+
+/// Counters and latency of one worker thread.
+pub struct WorkerStats {
+    pub name: String,
+    pub counters: Counters,
+    /// Fast-path processing time per packet (batch average), nanoseconds.
+    latency: Mutex<Histogram<u64>>,
+    ring_full: AtomicU64,
+    fill_empty: AtomicU64,
+    kernel_dropped: AtomicU64,
+    frames_free: AtomicU64,
+    frames_total: AtomicU64,
+}
+
+/// Plain copy of a worker's stats for `natgw stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WorkerSnapshot {
+    pub name: String,
+    pub counters: CounterSnapshot,
+    /// Per-packet processing time percentiles in ns: p50, p90, p99, p99.9, max.
+    pub latency_ns: [u64; 5],
+    pub latency_samples: u64,
+    /// AF_XDP: frames the kernel dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// AF_XDP: times the kernel found the fill ring empty.
+    pub fill_ring_empty: u64,
+    /// AF_XDP: frames the kernel dropped for other reasons.
+    pub kernel_dropped: u64,
+    /// AF_XDP: UMEM frames free in the worker's pool / in total.
+    pub frames_free: u64,
+    pub frames_total: u64,
+}
+
+impl WorkerStats {
+    pub fn new(name: String) -> WorkerStats {
+        WorkerStats {
+            name,
+            counters: Counters::default(),
+            // 1 ns .. 10 s, 3 significant digits; the bounds are valid, so
+            // construction cannot fail.
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid bounds"),
+            ),
+            ring_full: AtomicU64::new(0),
+            fill_empty: AtomicU64::new(0),
+            kernel_dropped: AtomicU64::new(0),
+            frames_free: AtomicU64::new(0),
+            frames_total: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a batch of `n` packets that took `ns` in all.
+    pub fn record_batch(&self, n: usize, ns: u64) {
+        if n > 0 {
+            let per = (ns / n as u64).max(1);
+            let _ = self.latency.lock().record_n(per, n as u64);
+        }
+    }
+
+    pub fn set_ring_stats(&self, full: u64, empty: u64, dropped: u64) {
+        self.ring_full.store(full, Relaxed);
+        self.fill_empty.store(empty, Relaxed);
+        self.kernel_dropped.store(dropped, Relaxed);
+    }
+
+    pub fn set_frames(&self, free: u64, total: u64) {
+        self.frames_free.store(free, Relaxed);
+        self.frames_total.store(total, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        let h = self.latency.lock();
+        let q = |p: f64| h.value_at_quantile(p);
+        WorkerSnapshot {
+            name: self.name.clone(),
+            counters: self.counters.snapshot(),
+            latency_ns: [q(0.5), q(0.9), q(0.99), q(0.999), h.max()],
+            latency_samples: h.len(),
+            rx_ring_full: self.ring_full.load(Relaxed),
+            fill_ring_empty: self.fill_empty.load(Relaxed),
+            kernel_dropped: self.kernel_dropped.load(Relaxed),
+            frames_free: self.frames_free.load(Relaxed),
+            frames_total: self.frames_total.load(Relaxed),
+        }
+    }
+}
+
+/// A started backend.
+#[derive(Default)]
+pub struct Running {
+    pub workers: Vec<JoinHandle<Result<(), String>>>,
+    pub stats: Vec<Arc<WorkerStats>>,
+    pub neigh: Option<Arc<neigh::Neighbours>>,
+    /// Attached XDP programs; dropping them detaches.
+    xdp: Vec<xdp::XdpProg>,
+    /// TUN devices and routes; dropping it removes them.
+    tun: Option<tun::TunGuard>,
+}
+
+impl Running {
+    /// Joins the workers (the caller set the stop flag), then detaches and
+    /// removes what the backend installed. Returns worker errors.
+    pub fn shutdown(self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for w in self.workers {
+            match w.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push("a worker thread panicked".into()),
+            }
+        }
+        drop(self.xdp);
+        drop(self.tun);
+        errors
+    }
+}
+
+/// Starts the backend the config names.
+pub fn start(
+    cfg: &Config,
+    engine: Arc<Engine>,
+    stop: Arc<AtomicBool>,
+) -> Result<Running, DataplaneError> {
+    match cfg.run.backend {
+        Backend::Afxdp => afxdp::start(cfg, engine, stop),
+        Backend::Tun => tun::start(cfg, engine, stop),
+    }
+}

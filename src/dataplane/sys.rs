@@ -1,0 +1,63 @@
+//! Facts about the host's interfaces and CPUs, read without `unsafe`
+//! (sysfs and nix's safe wrappers).
+
+use crate::conntrack::Time;
+use std::io;
+
+/// Kernel interface index of `name`.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    nix::net::if_::if_nametoindex(name)
+        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("interface `{name}`: {e}")))
+}
+
+/// MAC address of `name`.
+pub fn mac(name: &str) -> io::Result<[u8; 6]> {
+    let s = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))?;
+    let b: Vec<u8> = s
+        .trim()
+        .split(':')
+        .filter_map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
+    b.try_into()
+        .map_err(|_| io::Error::other(format!("interface `{name}`: unreadable MAC `{}`", s.trim())))
+}
+
+/// Number of receive queues of `name`.
+pub fn rx_queues(name: &str) -> io::Result<u32> {
+    let n = std::fs::read_dir(format!("/sys/class/net/{name}/queues"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Ok(n.max(1) as u32)
+}
+
+/// True if `name` carries IPv4 address `addr`.
+pub fn has_ipv4(name: &str, addr: u32) -> io::Result<bool> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+    Ok(addrs.filter(|a| a.interface_name == name).any(|a| {
+        a.address
+            .and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))
+            .is_some_and(|ip| u32::from(ip) == addr)
+    }))
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).map_err(io::Error::from)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::from)
+}
+
+/// Number of CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The monotonic clock (shared by all processes on the host, so a snapshot
+/// taken by one process means the same to the next).
+pub fn now() -> Time {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC);
+    ts.map_or(Time(0), |t| {
+        Time(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+    })
+}
