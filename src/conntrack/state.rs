@@ -23,6 +23,9 @@ impl Time {
     pub fn saturating_sub(self, o: Time) -> Time {
         Time(self.0.saturating_sub(o.0))
     }
+    pub fn saturating_add(self, o: Time) -> Time {
+        Time(self.0.saturating_add(o.0))
+    }
     pub fn plus_secs(self, s: u32) -> Time {
         Time(self.0.saturating_add(s as u64 * 1_000_000_000))
     }

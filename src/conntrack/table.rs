@@ -291,6 +291,7 @@ pub struct FlowTable {
     max: usize,
     seed: [u64; 3],
     sweep_cursor: AtomicU32,
+    evict_cursor: AtomicU32,
     timeouts: Timeouts,
 }
 
@@ -307,7 +308,7 @@ impl FlowTable {
         let max = max_flows.clamp(1, MAX_FLOWS_LIMIT) as usize;
         let chunks = max.div_ceil(CHUNK);
         let mix = |k: u64| fold_mul(seed ^ k, 0x9e37_79b9_7f4a_7c15) | 1;
-        FlowTable {
+        let table = FlowTable {
             shards: (0..SHARDS)
                 .map(|_| CachePadded::new(RwLock::new(Index::new())))
                 .collect(),
@@ -320,8 +321,14 @@ impl FlowTable {
             max,
             seed: [mix(1), mix(2), mix(3)],
             sweep_cursor: AtomicU32::new(0),
+            evict_cursor: AtomicU32::new(0),
             timeouts,
+        };
+        // Allocate the first chunk now rather than under the first packet.
+        if let Some(c) = table.chunks.first() {
+            c.get_or_init(|| (0..CHUNK).map(|_| Slot::default()).collect());
         }
+        table
     }
 
     pub fn timeouts(&self) -> &Timeouts {
@@ -668,31 +675,30 @@ impl FlowTable {
         Some(rec)
     }
 
-    /// Conntrack-style early drop: looks at up to 64 flows near `key`'s
-    /// slot in its shard and removes the first one that is expired or not
-    /// assured. Returns the removed flow.
-    pub fn evict_unassured(&self, key: &Tuple, now: Time) -> Option<FlowRecord> {
-        let h = self.hash(key);
-        let victim = {
-            let index = self.shard(h).read();
-            let mask = index.mask();
-            let start = (h >> 32) as usize & mask;
-            (0..64.min(index.words.len())).find_map(|k| {
-                let w = index.words[(start + k) & mask];
-                if w == 0 {
-                    return None;
-                }
-                let (_, idx, _) = decode(w);
-                let s = self.slot(idx)?;
-                let expired = s.expires.load(Relaxed) <= now.0;
-                let assured = s.state.load(Relaxed) & flags::ASSURED != 0;
-                (expired || !assured).then(|| FlowId {
-                    idx,
-                    gen_: s.gen_.load(Relaxed),
-                })
+    /// Conntrack-style early drop: samples up to 128 flow slots (from a
+    /// cursor that moves on with every call, so the whole table is
+    /// covered over time whatever its size) and removes the first flow
+    /// that is expired or not assured. Returns the removed flow.
+    pub fn evict_unassured(&self, now: Time) -> Option<FlowRecord> {
+        let high = self.alloc.lock().next;
+        if high == 0 {
+            return None;
+        }
+        let start = self.evict_cursor.fetch_add(128, Relaxed) % high;
+        let victim = (0..128.min(high)).find_map(|k| {
+            let idx = (start + k) % high;
+            let s = self.slot(idx)?;
+            let exp = s.expires.load(Relaxed);
+            if exp == 0 {
+                return None;
+            }
+            let assured = s.state.load(Relaxed) & flags::ASSURED != 0;
+            (exp <= now.0 || !assured).then(|| FlowId {
+                idx,
+                gen_: s.gen_.load(Relaxed),
             })
-        };
-        self.remove(victim?, None)
+        })?;
+        self.remove(victim, None)
     }
 
     /// Visits up to `budget` slots from where the last sweep stopped and

@@ -738,7 +738,7 @@ fn build_rule(
         };
         Ok(SnatSpec {
             pool,
-            ports: ports.unwrap_or(PortRange::NAT_DEFAULT),
+            ports,
             persistent: r.persistent.as_ref().is_some_and(|p| *p.get_ref()),
             eim,
             eif,

@@ -36,6 +36,10 @@ use xsk_rs::config::{
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 const FRAME_SIZE: u32 = 2048;
+/// Frames a worker holds while their next hop is being resolved.
+const HOLD_MAX: usize = 256;
+/// How long a held frame waits for its ARP reply.
+const HOLD_TIME: crate::conntrack::Time = crate::conntrack::Time::from_millis(1000);
 /// Frames per `sendto` kick in copy mode (kernel TX batch).
 const KICK_BATCH: usize = 32;
 
@@ -69,6 +73,9 @@ struct Worker {
     batch: usize,
     /// ARP requests to send after this batch: (interface, target).
     want_arp: Vec<(IfId, u32)>,
+    /// Frames waiting for their next hop's MAC: (frame, oif, next hop,
+    /// length, deadline).
+    held: Vec<(FrameDesc, IfId, u32, usize, crate::conntrack::Time)>,
 }
 
 /// Validates the interfaces, attaches the XDP program, opens the sockets
@@ -221,6 +228,7 @@ pub fn start(
             stats,
             batch: a.batch as usize,
             want_arp: Vec::new(),
+            held: Vec::new(),
         });
     }
 
@@ -277,12 +285,16 @@ impl Worker {
                 let t1 = sys::now();
                 self.stats.record_batch(n, t1.saturating_sub(t0).0);
             }
+            if !self.held.is_empty() {
+                self.release_held(sys::now());
+            }
             for p in 0..self.ports.len() {
                 self.flush(p, &mut cqbuf)
                     .map_err(|e| format!("transmit: {e}"))?;
             }
             debug_assert_eq!(
                 self.pool.len()
+                    + self.held.len()
                     + self
                         .ports
                         .iter()
@@ -297,7 +309,7 @@ impl Worker {
                 self.housekeeping();
             }
             if work == 0 && self.ports.iter().all(|p| p.in_tx == 0) {
-                self.sleep(10);
+                self.sleep(if self.held.is_empty() { 10 } else { 1 });
             }
         }
         Ok(())
@@ -361,12 +373,10 @@ impl Worker {
             Verdict::Drop(_) => None,
         };
         let Some((oif, next_hop, out_len, direct)) = out else {
-            drop(data);
             self.pool.push(d);
             return;
         };
         let Some(port_out) = self.ports.get(oif as usize) else {
-            drop(data);
             self.stats.counters.drop(DropReason::NoRoute);
             self.pool.push(d);
             return;
@@ -379,17 +389,19 @@ impl Worker {
                     self.want_arp.push((oif, next_hop));
                     m
                 }
-                Resolve::Request => {
-                    self.want_arp.push((oif, next_hop));
-                    self.stats.counters.drop(DropReason::NoNeighbour);
-                    drop(data);
-                    self.pool.push(d);
-                    return;
-                }
-                Resolve::Pending => {
-                    self.stats.counters.drop(DropReason::NoNeighbour);
-                    drop(data);
-                    self.pool.push(d);
+                r @ (Resolve::Request | Resolve::Pending) => {
+                    if r == Resolve::Request {
+                        self.want_arp.push((oif, next_hop));
+                    }
+                    data.cursor().set_pos(out_len);
+                    // Hold the frame until the reply comes (or drop it).
+                    if self.held.len() < HOLD_MAX {
+                        self.held
+                            .push((d, oif, next_hop, out_len, now.saturating_add(HOLD_TIME)));
+                    } else {
+                        self.stats.counters.drop(DropReason::NoNeighbour);
+                        self.pool.push(d);
+                    }
                     return;
                 }
             };
@@ -398,7 +410,6 @@ impl Worker {
             buf[6..12].copy_from_slice(&port_out.mac);
         }
         data.cursor().set_pos(out_len);
-        drop(data);
         self.ports[oif as usize].pending.push(d);
     }
 
@@ -472,11 +483,9 @@ impl Worker {
                     Some(n) => {
                         buf[n..60].fill(0);
                         data.cursor().set_pos(60);
-                        drop(data);
                         self.ports[oif as usize].pending.push(d);
                     }
                     None => {
-                        drop(data);
                         self.pool.push(d);
                     }
                 }
@@ -511,6 +520,42 @@ impl Worker {
             kicks -= 1;
         }
         Ok(())
+    }
+
+    /// Sends held frames whose next hop is now known; drops (and counts)
+    /// those that waited too long.
+    fn release_held(&mut self, now: crate::conntrack::Time) {
+        let mut i = 0;
+        while i < self.held.len() {
+            let (mut d, oif, hop, len, deadline) = self.held[i];
+            let mac = match self.neigh.resolve(oif, hop, now) {
+                Resolve::Known(m) | Resolve::Refresh(m) => Some(m),
+                Resolve::Request => {
+                    self.want_arp.push((oif, hop));
+                    None
+                }
+                Resolve::Pending => None,
+            };
+            match mac {
+                Some(mac) => {
+                    self.held.swap_remove(i);
+                    let src = self.ports[oif as usize].mac;
+                    // SAFETY: a held frame is ours (taken off an RX ring).
+                    let mut data = unsafe { self.umem.data_mut(&mut d) };
+                    let buf = data.contents_mut();
+                    buf[0..6].copy_from_slice(&mac);
+                    buf[6..12].copy_from_slice(&src);
+                    data.cursor().set_pos(len);
+                    self.ports[oif as usize].pending.push(d);
+                }
+                None if now >= deadline => {
+                    self.held.swap_remove(i);
+                    self.stats.counters.drop(DropReason::NoNeighbour);
+                    self.pool.push(d);
+                }
+                None => i += 1,
+            }
+        }
     }
 
     /// Once a second: kernel ring statistics into the worker's counters.

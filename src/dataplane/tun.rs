@@ -1,20 +1,1093 @@
-//! TUN backend (fallback where AF_XDP is not available). Not written yet.
+//! TUN backend: the fallback where AF_XDP is not available. The kernel
+//! keeps doing link-layer work (ARP, Ethernet, routing, fragmentation on
+//! output) and policy routing steers every IPv4 packet that arrives on a
+//! data interface through natgw.
+//!
+//! # Data path
+//!
+//! For each configured interface `X` (index `i` in the config) natgw opens
+//! a TUN device `{tun.prefix}X` (default `ngw-X`; IFF_TUN | IFF_NO_PI, so
+//! a read gives one bare IPv4 packet: [`Link::Ip`]), with `X`'s MTU, up.
+//! One worker thread per TUN device reads a batch of up to [`BATCH`]
+//! packets, runs [`Engine::process`] on each with `iif` = `i`, and writes
+//! every `Forward`, `Reply` and `Local` packet back into the same TUN
+//! device; `Pass` (IPv6) goes back unchanged; `Drop` was counted by the
+//! engine. A packet written into a TUN device is a packet *received* on
+//! it: the kernel routes the translated packet by its own tables, so the
+//! verdict's `oif`/`next_hop` are not needed here (the engine still needs
+//! its routes to choose the masquerade address; keep `[[route]]` in the
+//! config in line with the kernel's: a destination the engine has no
+//! route for is dropped as `no_route`). The kernel, natgw and the kernel
+//! again each decrement the TTL: a traceroute through the gateway shows it
+//! at two hops (the kernel's and natgw's time-exceeded) and a silent third
+//! (the kernel's error goes to the already translated source, the gateway).
+//!
+//! ```text
+//!  lan0 --rule iif lan0--> table 7100: default dev ngw-lan0 --> natgw (iif 0)
+//!                                                                  | rewrite
+//!  wan0 <--main table, local table (pref 32000)-- ngw-lan0 <-------+
+//! ```
+//!
+//! # Routing
+//!
+//! With `T = tun.table_base + i` (default 7100 + i):
+//!
+//! ```text
+//! ip rule add iif X lookup T pref T
+//! ip route replace default dev {prefix}X table T            # while running
+//! ip route replace blackhole default metric 4294967295 table T   # backstop
+//! ip rule add pref 32000 lookup local; ip rule del pref 0 lookup local
+//! ```
+//!
+//! - Packets *from* the TUN devices match no `iif` rule and are routed by
+//!   the `local` and `main` tables as usual; a packet written into a TUN
+//!   can never be routed back into one, so there is no loop.
+//! - Masquerade and DNAT traffic is addressed to the gateway itself, so the
+//!   `local` table must be looked up *after* natgw's rules: its rule moves
+//!   from pref 0 to [`LOCAL_PREF`] (32000, before `main` at 32766). Only
+//!   packets received on the data interfaces are affected; locally
+//!   generated ones match no `iif X` rule.
+//! - The blackhole route has the worst metric, so the TUN route wins while
+//!   natgw runs; when the TUN device goes away (stop, crash, SIGKILL) the
+//!   kernel drops its route and the blackhole is what is left: packets on
+//!   the data interfaces are dropped — never forwarded untranslated, never
+//!   delivered locally (where the kernel would RST natgw's flows).
+//! - ARP: the kernel decides whether to answer an ARP request by routing
+//!   its target address with `iif X`, which now finds the TUN route, not
+//!   a `local` one, so it would no longer answer for its own addresses.
+//!   natgw therefore adds proxy ARP entries (`ip neigh add proxy A dev X`)
+//!   for every address it owns on `X`'s network (the interface address,
+//!   `extra_addresses`, SNAT pool and netmap addresses there; at most
+//!   [`MAX_PROXY`] per interface) and sets `X`'s `neigh/proxy_delay` to 0.
+//!   The kernel answers proxied addresses only while the TUN route is
+//!   there: a stopped natgw is invisible on its data interfaces.
+//!
+//! Rules and routes are made with the `ip` command (iproute2) through
+//! `std::process::Command`, reading its JSON output (`ip -N -j`): natgw has
+//! no netlink crate yet, `ip` is on every host that can run natgw, and
+//! every step is a command an operator can read in the error and replay.
+//! Each exit status is checked; a failure is a [`DataplaneError`] naming
+//! the command and quoting its stderr.
+//!
+//! # Sysctls
+//!
+//! `net.ipv4.ip_forward = 1` and `forwarding = 1` on the data interfaces and
+//! TUN devices. Reverse-path filtering must be off on the TUN devices (they
+//! have no address, so even loose mode drops what natgw writes back); the
+//! kernel uses max(`all`, device), so a non-zero `conf/all/rp_filter` is
+//! set to 0 after raising every other device's own value (and `default`'s)
+//! to the old `all` value, which leaves their effective mode unchanged.
+//! Strict mode on a data interface becomes loose (2). The TUN devices also
+//! get `accept_local = 1` (translated packets may carry a gateway address
+//! as source) and IPv6 disabled. These settings are not undone on stop.
+//!
+//! # Startup and idempotence
+//!
+//! Everything is checked before anything changes: the interfaces exist and
+//! carry their configured addresses, no device has a TUN name yet (another
+//! natgw?), the tables and rule preferences are free of other software's
+//! rules and routes, and no `lookup local` rule sits before natgw's. Rules
+//! and routes natgw left behind (its guard, below) are recognised and
+//! reused, so `natgw run` starts cleanly after a stop or a crash. Setup
+//! order keeps traffic safe at every step: proxy entries, then table `T`
+//! (blackhole first), then the rule into it, then the `local` move, then
+//! the workers. If a step fails, what is left is at most the guard.
+//!
+//! # Stop, and the guard left behind
+//!
+//! [`TunGuard`]'s drop (after the workers are joined, see
+//! [`Running::shutdown`]) deletes the TUN routes, the proxy ARP entries and,
+//! with the workers gone, the TUN devices. It deliberately leaves the
+//! guard: the `iif X lookup T` rules, the blackhole in each table `T` and
+//! the `local` rule at pref 32000, so that a stopped natgw leaks nothing.
+//! After a crash (no drop at all) the TUN routes still go with the devices;
+//! the proxy ARP entries stay, answer nothing while only the blackhole is
+//! there, and are taken over by the next start.
+//! The log says so at stop and prints the commands that hand the
+//! interfaces back to the kernel ([`release_commands`]); for the defaults
+//! and two interfaces:
+//!
+//! ```text
+//! ip rule add pref 0 lookup local
+//! ip rule del pref 32000 lookup local
+//! ip rule del pref 7100 iif lan0 lookup 7100
+//! ip route flush table 7100
+//! ip rule del pref 7101 iif wan0 lookup 7101
+//! ip route flush table 7101
+//! ```
+//!
+//! # Limits
+//!
+//! One queue and one thread per interface; a syscall per packet each way
+//! (TUN has no batch interface without vnet headers). Replies to the
+//! gateway's own connections on data interfaces go through natgw: TCP and
+//! UDP are handed back as `Local`, but an ICMP echo reply (the gateway's own
+//! ping) or a lone RST matches no flow and is dropped. `Local` packets for
+//! addresses the host does not have (pool or netmap addresses) are dropped
+//! as `local_undeliverable` rather than handed back, where the kernel would
+//! route them out again. The host's addresses and the proxy ARP entries
+//! are read and made at start; a ruleset reload or an address added later
+//! does not change them.
 
-use super::{DataplaneError, Running};
+use super::{DataplaneError, Running, WorkerStats, sys};
 use crate::control::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Counters, DropReason, Engine, Verdict, local_ranges};
+use crate::nat::IfId;
+use crate::packet::Link;
+use serde_json::Value;
+use std::io::{ErrorKind, Read, Write};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-/// TUN devices and policy routes natgw installed; removed on drop.
-pub struct TunGuard;
+/// Packets a worker reads and processes before it records their latency.
+pub const BATCH: usize = 64;
+/// How long a worker waits for a packet before it looks at the stop flag.
+const WAIT: Duration = Duration::from_millis(100);
+/// A worker's one buffer: the largest IPv4 packet, with the rest as room
+/// for a reply the engine writes in place.
+const BUF_LEN: usize = 65_536;
+/// Where natgw moves the `lookup local` rule: after its own rules (from
+/// `table_base`), before `main` (32766).
+pub const LOCAL_PREF: u32 = 32_000;
+/// The backstop's metric: the worst there is, so the TUN route wins.
+const BLACKHOLE_METRIC: u32 = u32::MAX;
+/// Proxy ARP entries natgw installs per interface at most.
+pub const MAX_PROXY: usize = 4096;
+/// Transmit queue of the TUN devices (the kernel's default is 500): the
+/// burst that waits for a worker.
+const TXQUEUELEN: &str = "4096";
+/// Kernel routing table ids that are taken (unspec, default, main, local).
+const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
+const LOCAL_TABLE: u32 = 255;
 
+/// What natgw installs for one data interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Steer {
+    ifid: IfId,
+    ifname: String,
+    tun: String,
+    /// Routing table, and the preference of the rule that looks it up.
+    table: u32,
+    /// Addresses natgw owns on the interface's network: proxy ARP entries.
+    proxies: Vec<u32>,
+}
+
+/// The TUN backend's footprint on the host; dropping it removes all but
+/// the guard (see the module docs). The TUN devices themselves belong to
+/// the workers and go away when those end.
+pub struct TunGuard {
+    steers: Vec<Steer>,
+    /// Proxy ARP entries added so far, per steer (a prefix of `proxies`).
+    proxied: Vec<usize>,
+}
+
+/// Validates the host, installs TUN devices, routes and rules, and starts
+/// one worker per interface. On error nothing but the guard is left.
 pub fn start(
-    _cfg: &Config,
-    _engine: Arc<Engine>,
-    _stop: Arc<AtomicBool>,
+    cfg: &Config,
+    engine: Arc<Engine>,
+    stop: Arc<AtomicBool>,
 ) -> Result<Running, DataplaneError> {
-    Err(DataplaneError(
-        "backend = \"tun\" is not implemented yet".into(),
-    ))
+    // 1. Check everything; change nothing.
+    let steers = plan(cfg)?;
+    for (s, i) in steers.iter().zip(&cfg.engine.interfaces) {
+        sys::ifindex(&s.ifname)
+            .map_err(|e| DataplaneError(format!("{e} (config interface `{}`)", s.ifname)))?;
+        if !sys::has_ipv4(&s.ifname, i.addr.addr).map_err(|e| DataplaneError(e.to_string()))? {
+            return Err(DataplaneError(format!(
+                "address {} is not on interface `{}` (add it: ip addr add {} dev {})",
+                Ipv4Addr::from(i.addr.addr),
+                s.ifname,
+                i.addr,
+                s.ifname
+            )));
+        }
+        if sys::ifindex(&s.tun).is_ok() {
+            return Err(DataplaneError(format!(
+                "a device named `{}` exists already: is another natgw running? \
+                 (choose another [tun] prefix; if the device is stale: ip link del {})",
+                s.tun, s.tun
+            )));
+        }
+    }
+    let rules = parse_rules(&ip(&["-N", "-j", "rule", "show"])?)
+        .map_err(|e| DataplaneError(format!("reading `ip -N -j rule show`: {e}")))?;
+    let rule_plan = check_rules(&rules, &steers).map_err(DataplaneError)?;
+    for w in &rule_plan.warnings {
+        log::warn!("{w}");
+    }
+    let mut have_blackhole = Vec::new();
+    for s in &steers {
+        let t = s.table.to_string();
+        let routes = match ip(&["-N", "-j", "route", "show", "table", &t]) {
+            Ok(out) => {
+                parse_routes(&out).map_err(|e| DataplaneError(format!("reading table {t}: {e}")))?
+            }
+            // A table with no routes does not exist for the kernel.
+            Err(e) if e.0.contains("does not exist") => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        have_blackhole.push(check_routes(&routes, s).map_err(DataplaneError)?);
+    }
+    let mtus = steers
+        .iter()
+        .map(|s| read_mtu(&s.ifname))
+        .collect::<Result<Vec<u16>, _>>()?;
+    let host_addrs: Arc<[u32]> = host_ipv4()?.into();
+
+    // 2. TUN devices (closed, hence gone, if anything below fails).
+    let mut devs = Vec::new();
+    for (s, &mtu) in steers.iter().zip(&mtus) {
+        let mut c = tun::Configuration::default();
+        // Down until its sysctls are set (no IPv6 chatter at link-up).
+        c.tun_name(&s.tun).layer(tun::Layer::L3).mtu(mtu).down();
+        let dev = tun::create(&c)
+            .map_err(|e| DataplaneError(format!("creating TUN device `{}`: {e}", s.tun)))?;
+        dev.set_nonblock()
+            .map_err(|e| DataplaneError(format!("{}: O_NONBLOCK: {e}", s.tun)))?;
+        devs.push(dev);
+    }
+
+    // 3. Sysctls, then proxy ARP, routes, rules, the local move. The guard
+    // exists from here on, so an error removes the proxy entries again.
+    set_sysctls(&steers)?;
+    for s in &steers {
+        ip(&["link", "set", "dev", &s.tun, "txqueuelen", TXQUEUELEN, "up"])?;
+    }
+    let mut guard = TunGuard {
+        proxied: vec![0; steers.len()],
+        steers,
+    };
+    for k in 0..guard.steers.len() {
+        let s = &guard.steers[k];
+        let lines: Vec<String> = s
+            .proxies
+            .iter()
+            .map(|&a| format!("neigh replace proxy {} dev {}", Ipv4Addr::from(a), s.ifname))
+            .collect();
+        // Counted first: a batch that fails half-way is undone in full.
+        guard.proxied[k] = lines.len();
+        ip_batch(&lines, false)?;
+    }
+    for (s, &blackhole) in guard.steers.iter().zip(&have_blackhole) {
+        let t = s.table.to_string();
+        if !blackhole {
+            let m = BLACKHOLE_METRIC.to_string();
+            ip(&[
+                "route",
+                "replace",
+                "blackhole",
+                "default",
+                "metric",
+                &m,
+                "table",
+                &t,
+            ])?;
+        }
+        ip(&["route", "replace", "default", "dev", &s.tun, "table", &t])?;
+    }
+    for (pref, iif) in &rule_plan.stale {
+        let p = pref.to_string();
+        ip(&["rule", "del", "pref", &p, "iif", iif, "lookup", &p])?;
+    }
+    for &k in &rule_plan.add {
+        let s = &guard.steers[k];
+        let t = s.table.to_string();
+        ip(&["rule", "add", "iif", &s.ifname, "lookup", &t, "pref", &t])?;
+    }
+    // Add the late `local` lookup before removing the early one, so that
+    // there is always one.
+    if !rule_plan.local_moved {
+        let p = LOCAL_PREF.to_string();
+        ip(&["rule", "add", "pref", &p, "lookup", "local"])?;
+    }
+    if rule_plan.local_at_0 {
+        ip(&["rule", "del", "pref", "0", "lookup", "local"])?;
+    }
+
+    // 4. Workers.
+    let mut running = Running::default();
+    for (s, dev) in guard.steers.iter().zip(devs) {
+        let stats = Arc::new(WorkerStats::new(s.tun.clone()));
+        running.stats.push(stats.clone());
+        let w = Worker {
+            ifid: s.ifid,
+            name: s.tun.clone(),
+            dev,
+            engine: engine.clone(),
+            stats,
+            host_addrs: host_addrs.clone(),
+        };
+        let stop = stop.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("natgw-{}", s.ifname))
+            .spawn(move || w.run(&stop))
+            .map_err(|e| DataplaneError(format!("spawning worker: {e}")))?;
+        running.workers.push(h);
+    }
+    log::info!(
+        "tun: steering {} through natgw (policy tables {})",
+        guard
+            .steers
+            .iter()
+            .map(|s| format!("{} via {}", s.ifname, s.tun))
+            .collect::<Vec<_>>()
+            .join(", "),
+        guard
+            .steers
+            .iter()
+            .map(|s| s.table.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    running.tun = Some(guard);
+    Ok(running)
+}
+
+/// The commands that hand the data interfaces back to the kernel after
+/// natgw has stopped (removing the guard it leaves; see the module docs).
+pub fn release_commands(cfg: &Config) -> Vec<String> {
+    release_lines(
+        cfg.engine
+            .interfaces
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_str(), cfg.run.tun.table_base + i as u32)),
+    )
+}
+
+/// [`release_commands`] for (interface, table) pairs.
+fn release_lines<'a>(steers: impl IntoIterator<Item = (&'a str, u32)>) -> Vec<String> {
+    let mut v = vec![
+        "ip rule add pref 0 lookup local".to_string(),
+        format!("ip rule del pref {LOCAL_PREF} lookup local"),
+    ];
+    for (name, t) in steers {
+        v.push(format!("ip rule del pref {t} iif {name} lookup {t}"));
+        v.push(format!("ip route flush table {t}"));
+    }
+    v
+}
+
+impl Drop for TunGuard {
+    fn drop(&mut self) {
+        for (s, &n) in self.steers.iter().zip(&self.proxied) {
+            // The TUN route went with the device if the worker has ended;
+            // delete it now in case it has not, so traffic stops here.
+            if sys::ifindex(&s.tun).is_ok() {
+                let t = s.table.to_string();
+                if let Err(e) = ip(&["route", "del", "default", "dev", &s.tun, "table", &t]) {
+                    log::warn!("{e}");
+                }
+            }
+            let lines: Vec<String> = s.proxies[..n]
+                .iter()
+                .map(|&a| format!("neigh del proxy {} dev {}", Ipv4Addr::from(a), s.ifname))
+                .collect();
+            if let Err(e) = ip_batch(&lines, true) {
+                log::warn!("removing proxy ARP entries: {e}");
+            }
+        }
+        let names: Vec<&str> = self.steers.iter().map(|s| s.ifname.as_str()).collect();
+        let release = release_lines(self.steers.iter().map(|s| (s.ifname.as_str(), s.table)));
+        log::info!(
+            "tun: TUN devices removed; IPv4 arriving on {} is now dropped (rules to \
+             blackhole routes, `local` looked up at pref {LOCAL_PREF}) until natgw runs \
+             again. To give the interfaces back to the kernel: {}",
+            names.join(", "),
+            release.join("; ")
+        );
+    }
+}
+
+/// One TUN device's worker.
+struct Worker {
+    ifid: IfId,
+    name: String,
+    dev: tun::Device,
+    engine: Arc<Engine>,
+    stats: Arc<WorkerStats>,
+    /// IPv4 addresses the host has: `Local` packets for them go back to
+    /// the kernel, others are dropped.
+    host_addrs: Arc<[u32]>,
+}
+
+impl Worker {
+    fn run(mut self, stop: &AtomicBool) -> Result<(), String> {
+        // The one buffer, reused for every packet.
+        let mut buf = vec![0u8; BUF_LEN];
+        while !stop.load(Ordering::Relaxed) {
+            // Sleep in poll() until a packet comes or WAIT passes.
+            let mut len = match self.dev.recv_timeout(&mut buf, WAIT) {
+                Ok(n) => n,
+                Err(e) if quiet(&e) => continue,
+                Err(e) => return Err(format!("{}: read: {e}", self.name)),
+            };
+            let mut n = 0;
+            let mut busy = 0;
+            loop {
+                busy += self.handle(&mut buf, len)?;
+                n += 1;
+                if n == BATCH {
+                    break;
+                }
+                // The fd is non-blocking: take what is queued, then record.
+                len = match self.dev.read(&mut buf) {
+                    Ok(l) => l,
+                    Err(e) if quiet(&e) => break,
+                    Err(e) => return Err(format!("{}: read: {e}", self.name)),
+                };
+            }
+            self.stats.record_batch(n, busy);
+        }
+        Ok(())
+    }
+
+    /// One packet of `len` bytes at the start of `buf`: run the engine and
+    /// write back what it lets through. Returns the engine's time in ns.
+    fn handle(&mut self, buf: &mut [u8], len: usize) -> Result<u64, String> {
+        let c = &self.stats.counters;
+        Counters::bump(&c.rx_packets);
+        Counters::add(&c.rx_bytes, len as u64);
+        let t0 = sys::now();
+        let v = self.engine.process(buf, len, Link::Ip, self.ifid, t0, c);
+        let ns = sys::now().saturating_sub(t0).0;
+        let out = match v {
+            Verdict::Forward { .. } | Verdict::Pass => len,
+            Verdict::Reply { len, .. } => len,
+            // `process` parsed an IPv4 header, so bytes 16..20 are there.
+            Verdict::Local if self.host_addrs.contains(&ipv4_dst(buf)) => len,
+            Verdict::Local => {
+                c.drop(DropReason::LocalUndeliverable);
+                return Ok(ns);
+            }
+            Verdict::Drop(_) => return Ok(ns),
+        };
+        match self.dev.write(&buf[..out]) {
+            Ok(_) => {
+                Counters::bump(&c.tx_packets);
+                Counters::add(&c.tx_bytes, out as u64);
+            }
+            // The kernel refused this packet (queue full, no memory):
+            // count it and go on.
+            Err(e) if quiet(&e) || e.raw_os_error() == Some(libc::ENOBUFS) => {
+                c.drop(DropReason::TxFull);
+            }
+            Err(e) => {
+                c.drop(DropReason::TxFull);
+                log::debug!("{}: write: {e}", self.name);
+                if e.raw_os_error() == Some(libc::EBADFD) {
+                    return Err(format!("{}: write: {e}", self.name));
+                }
+            }
+        }
+        Ok(ns)
+    }
+}
+
+/// Errors that only mean "nothing now": no packet, a timeout, a signal.
+fn quiet(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
+}
+
+fn ipv4_dst(b: &[u8]) -> u32 {
+    match b.get(16..20) {
+        Some(d) => u32::from_be_bytes([d[0], d[1], d[2], d[3]]),
+        None => 0,
+    }
+}
+
+/// Names, tables and proxy addresses for the config (no host access).
+fn plan(cfg: &Config) -> Result<Vec<Steer>, DataplaneError> {
+    let t = &cfg.run.tun;
+    let ifs = &cfg.engine.interfaces;
+    let last = t.table_base as u64 + ifs.len() as u64 - 1;
+    if t.table_base == 0 || last >= LOCAL_PREF as u64 {
+        return Err(DataplaneError(format!(
+            "tun.table_base = {}: natgw needs tables and rule preferences {}..={last}, \
+             which must lie in 1..{LOCAL_PREF} (it moves the `local` lookup to {LOCAL_PREF})",
+            t.table_base, t.table_base
+        )));
+    }
+    let ranges = local_ranges(&cfg.engine, &cfg.ruleset);
+    let mut steers = Vec::new();
+    for (i, f) in ifs.iter().enumerate() {
+        let table = t.table_base + i as u32;
+        if RESERVED_TABLES.contains(&table) {
+            return Err(DataplaneError(format!(
+                "tun.table_base = {}: table {table} (for `{}`) is one of the kernel's \
+                 (253 default, 254 main, 255 local); choose another table_base",
+                t.table_base, f.name
+            )));
+        }
+        let tun = format!("{}{}", t.prefix, f.name);
+        if tun.len() > 15 {
+            return Err(DataplaneError(format!(
+                "TUN device name `{tun}` is over 15 characters: set a shorter [tun] prefix"
+            )));
+        }
+        let proxies = proxies(&ranges, f.addr.network());
+        if proxies.len() > MAX_PROXY {
+            return Err(DataplaneError(format!(
+                "{} addresses natgw owns lie in `{}`'s network {}; the tun backend answers \
+                 ARP for each with a proxy entry and allows at most {MAX_PROXY} per interface",
+                proxies.len(),
+                f.name,
+                f.addr.network()
+            )));
+        }
+        steers.push(Steer {
+            ifid: i as IfId,
+            ifname: f.name.clone(),
+            tun,
+            table,
+            proxies,
+        });
+    }
+    Ok(steers)
+}
+
+/// The addresses of `ranges` (inclusive) inside `net`, without its network
+/// and broadcast addresses; stops just past [`MAX_PROXY`].
+fn proxies(ranges: &[(u32, u32)], net: crate::nat::Prefix) -> Vec<u32> {
+    let first = net.addr;
+    let last = net.addr | !net.mask();
+    let (lo_ok, hi_ok) = if net.len <= 30 {
+        (first + 1, last - 1)
+    } else {
+        (first, last)
+    };
+    let mut v = Vec::new();
+    for &(lo, hi) in ranges {
+        let (lo, hi) = (lo.max(lo_ok), hi.min(hi_ok));
+        let mut a = lo;
+        while a <= hi && v.len() <= MAX_PROXY {
+            v.push(a);
+            if a == u32::MAX {
+                break;
+            }
+            a += 1;
+        }
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// One `ip rule`, as far as natgw cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IpRule {
+    pref: u32,
+    table: Option<u32>,
+    iif: Option<String>,
+    /// No selector but (at most) `iif`, and a plain `lookup` action.
+    plain: bool,
+    /// As `ip rule` would show it (roughly), for messages.
+    text: String,
+}
+
+/// An `ip -j` object as `key value ...` (roughly `ip`'s own text), for
+/// messages; `skip` names keys left out.
+fn render(o: &serde_json::Map<String, Value>, skip: &[&str]) -> String {
+    let mut v = Vec::new();
+    for (k, x) in o {
+        if skip.contains(&k.as_str()) {
+            continue;
+        }
+        match x {
+            Value::Null => v.push(k.clone()),
+            Value::Array(a) if a.is_empty() => {}
+            Value::String(s) => v.push(format!("{k} {s}")),
+            x => v.push(format!("{k} {x}")),
+        }
+    }
+    v.join(" ")
+}
+
+fn s_or(o: &serde_json::Map<String, Value>, k: &str) -> String {
+    o.get(k)
+        .and_then(Value::as_str)
+        .map_or_else(|| "?".into(), String::from)
+}
+
+/// Parses `ip -N -j rule show`.
+fn parse_rules(json: &str) -> Result<Vec<IpRule>, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let list = v.as_array().ok_or("not a JSON array")?;
+    // Keys a rule of the form `[iif X] lookup T` has.
+    const PLAIN: [&str; 6] = [
+        "priority",
+        "src",
+        "iif",
+        "iif_detached",
+        "table",
+        "protocol",
+    ];
+    list.iter()
+        .map(|r| {
+            let o = r.as_object().ok_or("a rule is not a JSON object")?;
+            let pref = o
+                .get("priority")
+                .and_then(Value::as_u64)
+                .ok_or("a rule without a priority")? as u32;
+            let table = o
+                .get("table")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok());
+            let iif = o.get("iif").and_then(Value::as_str).map(String::from);
+            let plain = o.keys().all(|k| PLAIN.contains(&k.as_str()))
+                && o.get("src")
+                    .and_then(Value::as_str)
+                    .is_none_or(|s| s == "all")
+                && table.is_some();
+            Ok(IpRule {
+                pref,
+                table,
+                iif,
+                plain,
+                text: format!(
+                    "{} lookup {}",
+                    render(o, &["priority", "table"]),
+                    s_or(o, "table")
+                ),
+            })
+        })
+        .collect()
+}
+
+/// What to change in the rule list.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RulePlan {
+    /// Steers (indices) whose rule is missing.
+    add: Vec<usize>,
+    /// natgw-shaped rules in natgw's range for another interface (a
+    /// previous config): (pref, iif), deleted before `add`.
+    stale: Vec<(u32, String)>,
+    /// `pref 0 lookup local` is there (to delete).
+    local_at_0: bool,
+    /// `pref 32000 lookup local` is there already.
+    local_moved: bool,
+    warnings: Vec<String>,
+}
+
+/// Checks the host's rules against what natgw needs; an `Err` names the
+/// rules in the way.
+fn check_rules(rules: &[IpRule], steers: &[Steer]) -> Result<RulePlan, String> {
+    let ours = |pref: u32| steers.iter().position(|s| s.table == pref);
+    let last = steers.iter().map(|s| s.table).max().unwrap_or(0);
+    let mut plan = RulePlan::default();
+    let mut have = vec![false; steers.len()];
+    let mut conflicts = Vec::new();
+    for r in rules {
+        let is_local = r.plain && r.iif.is_none() && r.table == Some(LOCAL_TABLE);
+        if let Some(k) = ours(r.pref) {
+            let s = &steers[k];
+            if r.plain && r.table == Some(s.table) && r.iif.as_deref() == Some(&s.ifname) {
+                have[k] = true;
+            } else if r.plain && r.table == Some(r.pref) && r.iif.is_some() {
+                plan.stale.push((r.pref, r.iif.clone().unwrap_or_default()));
+            } else {
+                conflicts.push(format!("pref {}: {}", r.pref, r.text));
+            }
+        } else if let Some(t) = r.table.filter(|&t| ours(t).is_some()) {
+            conflicts.push(format!(
+                "pref {} looks up natgw's table {t}: {}",
+                r.pref, r.text
+            ));
+        } else if r.pref == LOCAL_PREF {
+            if is_local {
+                plan.local_moved = true;
+            } else {
+                conflicts.push(format!("pref {LOCAL_PREF}: {}", r.text));
+            }
+        } else if r.pref == 0 && r.table == Some(LOCAL_TABLE) {
+            plan.local_at_0 = true;
+        } else if r.table == Some(LOCAL_TABLE) && r.pref <= last {
+            conflicts.push(format!(
+                "pref {} looks up the `local` table before natgw's rules: {}",
+                r.pref, r.text
+            ));
+        } else if r.pref < last {
+            plan.warnings.push(format!(
+                "tun: ip rule pref {} comes before natgw's and may steer traffic past it: {}",
+                r.pref, r.text
+            ));
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(format!(
+            "the policy-routing rules natgw needs (prefs and tables {}..={last}, and \
+             `lookup local` at {LOCAL_PREF}) are in use: {}; remove those rules or set \
+             [tun] table_base to a free range",
+            steers.first().map_or(0, |s| s.table),
+            conflicts.join("; ")
+        ));
+    }
+    plan.add = (0..steers.len()).filter(|&k| !have[k]).collect();
+    Ok(plan)
+}
+
+/// One route of `ip -N -j route show table T`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IpRoute {
+    kind: String,
+    dst: String,
+    dev: Option<String>,
+    metric: u64,
+    text: String,
+}
+
+fn parse_routes(json: &str) -> Result<Vec<IpRoute>, String> {
+    let json = json.trim();
+    if json.is_empty() {
+        return Ok(Vec::new());
+    }
+    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let list = v.as_array().ok_or("not a JSON array")?;
+    list.iter()
+        .map(|r| {
+            let o = r.as_object().ok_or("a route is not a JSON object")?;
+            let s = |k: &str| o.get(k).and_then(Value::as_str).map(String::from);
+            Ok(IpRoute {
+                // Unicast routes have no "type"; `-N` prints the number
+                // (6 is RTN_BLACKHOLE).
+                kind: match s("type").as_deref() {
+                    None => "unicast".into(),
+                    Some("6") => "blackhole".into(),
+                    Some(t) => t.into(),
+                },
+                dst: s("dst").unwrap_or_default(),
+                dev: s("dev"),
+                metric: o.get("metric").and_then(Value::as_u64).unwrap_or(0),
+                text: render(o, &[]),
+            })
+        })
+        .collect()
+}
+
+/// Checks table `s.table`: only natgw's blackhole (and TUN route) may be
+/// there. Returns whether the blackhole is.
+fn check_routes(routes: &[IpRoute], s: &Steer) -> Result<bool, String> {
+    let mut blackhole = false;
+    let mut foreign = Vec::new();
+    for r in routes {
+        if r.kind == "blackhole" && r.dst == "default" && r.metric == BLACKHOLE_METRIC as u64 {
+            blackhole = true;
+        } else if !(r.kind == "unicast" && r.dst == "default" && r.dev.as_deref() == Some(&s.tun)) {
+            foreign.push(r.text.clone());
+        }
+    }
+    if foreign.is_empty() {
+        Ok(blackhole)
+    } else {
+        Err(format!(
+            "routing table {} (natgw's for `{}`) holds routes natgw did not add: {}; \
+             set [tun] table_base to a free range, or empty it: ip route flush table {}",
+            s.table,
+            s.ifname,
+            foreign.join(", "),
+            s.table
+        ))
+    }
+}
+
+/// Forwarding on, reverse-path filtering off where natgw needs it, ARP
+/// answers without delay (see the module docs).
+fn set_sysctls(steers: &[Steer]) -> Result<(), DataplaneError> {
+    const CONF: &str = "/proc/sys/net/ipv4/conf";
+    let tuns: Vec<&str> = steers.iter().map(|s| s.tun.as_str()).collect();
+    let old_all: u32 = read_sysctl(&format!("{CONF}/all/rp_filter"))?;
+    if old_all != 0 {
+        let dir = std::fs::read_dir(CONF).map_err(|e| DataplaneError(format!("{CONF}: {e}")))?;
+        for d in dir.filter_map(Result::ok) {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if name == "all" || tuns.contains(&name.as_str()) {
+                continue;
+            }
+            let path = format!("{CONF}/{name}/rp_filter");
+            if read_sysctl(&path)? < old_all {
+                write_sysctl(&path, old_all)?;
+            }
+        }
+        write_sysctl(&format!("{CONF}/all/rp_filter"), 0)?;
+        log::warn!(
+            "tun: set net.ipv4.conf.all.rp_filter from {old_all} to 0 (the TUN devices need \
+             it off) and raised other devices' own rp_filter to {old_all}, which keeps their \
+             effective mode"
+        );
+    }
+    for s in steers {
+        let t = &s.tun;
+        write_sysctl(&format!("{CONF}/{t}/rp_filter"), 0)?;
+        write_sysctl(&format!("{CONF}/{t}/accept_local"), 1)?;
+        write_sysctl(&format!("{CONF}/{t}/forwarding"), 1)?;
+        // No IPv6 on the TUN devices: nothing to route there, and no
+        // router solicitations for natgw to read.
+        let v6 = format!("/proc/sys/net/ipv6/conf/{t}/disable_ipv6");
+        if std::path::Path::new(&v6).exists() {
+            write_sysctl(&v6, 1)?;
+        }
+        let x = &s.ifname;
+        if read_sysctl(&format!("{CONF}/{x}/rp_filter"))? == 1 {
+            write_sysctl(&format!("{CONF}/{x}/rp_filter"), 2)?;
+            log::info!("tun: {x}: rp_filter strict -> loose (2)");
+        }
+        write_sysctl(&format!("{CONF}/{x}/forwarding"), 1)?;
+        write_sysctl(&format!("/proc/sys/net/ipv4/neigh/{x}/proxy_delay"), 0)?;
+    }
+    write_sysctl("/proc/sys/net/ipv4/ip_forward", 1)
+}
+
+fn read_sysctl(path: &str) -> Result<u32, DataplaneError> {
+    let s = std::fs::read_to_string(path).map_err(|e| DataplaneError(format!("{path}: {e}")))?;
+    s.trim()
+        .parse()
+        .map_err(|_| DataplaneError(format!("{path}: `{}` is not a number", s.trim())))
+}
+
+/// Writes `v` to sysctl `path` unless it holds `v` already.
+fn write_sysctl(path: &str, v: u32) -> Result<(), DataplaneError> {
+    if read_sysctl(path)? == v {
+        return Ok(());
+    }
+    std::fs::write(path, format!("{v}\n"))
+        .map_err(|e| DataplaneError(format!("setting {path} to {v}: {e}")))
+}
+
+fn read_mtu(ifname: &str) -> Result<u16, DataplaneError> {
+    let path = format!("/sys/class/net/{ifname}/mtu");
+    let mtu: u32 = read_sysctl(&path)?;
+    // TUN takes at most 65535; a larger MTU is capped there.
+    Ok(mtu.min(u16::MAX as u32) as u16)
+}
+
+/// Every IPv4 address the host has, on any device.
+fn host_ipv4() -> Result<Vec<u32>, DataplaneError> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| DataplaneError(format!("listing addresses: {e}")))?;
+    let mut v: Vec<u32> = addrs
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| u32::from(s.ip())))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+/// Runs `ip ARGS`; returns its stdout, or an error with the command and
+/// its stderr.
+fn ip(args: &[&str]) -> Result<String, DataplaneError> {
+    let cmd = format!("ip {}", args.join(" "));
+    let out = Command::new("ip").args(args).output().map_err(|e| {
+        DataplaneError(format!(
+            "cannot run `{cmd}`: {e} (the tun backend needs iproute2)"
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(DataplaneError(format!(
+            "`{cmd}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `lines` through one `ip -batch -` (with `-force`: past failures).
+fn ip_batch(lines: &[String], force: bool) -> Result<(), DataplaneError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let fail = |e: String| DataplaneError(format!("`ip -batch -` ({}, ...): {e}", lines[0]));
+    let mut child = Command::new("ip")
+        .args(if force {
+            &["-force", "-batch", "-"][..]
+        } else {
+            &["-batch", "-"][..]
+        })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run: {e} (the tun backend needs iproute2)")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let text = lines.join("\n") + "\n";
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const CFG: &str = r#"
+[gateway]
+backend = "tun"
+[[interface]]
+name = "lan0"
+role = "inside"
+address = "10.0.0.1/24"
+[[interface]]
+name = "wan0"
+role = "outside"
+address = "203.0.113.1/24"
+extra_addresses = ["203.0.113.2"]
+[[rule]]
+oif = "wan0"
+src = "10.0.0.0/24"
+action = "snat"
+to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
+"#;
+
+    fn cfg(text: &str) -> Config {
+        Config::parse(text, Path::new("t.toml")).unwrap()
+    }
+
+    fn steers() -> Vec<Steer> {
+        plan(&cfg(CFG)).unwrap()
+    }
+
+    fn ip_of(s: &str) -> u32 {
+        u32::from(s.parse::<Ipv4Addr>().unwrap())
+    }
+
+    #[test]
+    fn plan_names_tables_and_proxies() {
+        let s = steers();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].tun.as_str(), s[0].table), ("ngw-lan0", 7100));
+        assert_eq!((s[1].tun.as_str(), s[1].table), ("ngw-wan0", 7101));
+        assert_eq!(s[0].proxies, vec![ip_of("10.0.0.1")]);
+        // Interface and extra address, and the pool part on wan0's network;
+        // 198.51.100.1 is on no interface's network.
+        let want: Vec<u32> = ["203.0.113.1", "203.0.113.2", "203.0.113.10", "203.0.113.11"]
+            .iter()
+            .map(|a| ip_of(a))
+            .collect();
+        assert_eq!(s[1].proxies, want);
+    }
+
+    #[test]
+    fn plan_refuses_bad_tables_and_names() {
+        let e = plan(&cfg(&format!("[tun]\ntable_base = 31999\n{CFG}")))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("31999..=32000"), "{e}");
+        let e = plan(&cfg(&format!("[tun]\ntable_base = 252\n{CFG}")))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("table 253"), "{e}");
+        let long = CFG.replace("\"lan0\"", "\"enp0s31f6long\"");
+        let e = plan(&cfg(&long)).unwrap_err().0;
+        assert!(e.contains("`ngw-enp0s31f6long` is over 15"), "{e}");
+    }
+
+    #[test]
+    fn proxies_skip_network_and_broadcast_and_stop_past_the_limit() {
+        let net = crate::nat::Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 24);
+        let base = ip_of("10.0.0.0");
+        assert_eq!(
+            proxies(&[(base, base + 2), (base + 255, base + 255)], net),
+            vec![base + 1, base + 2]
+        );
+        let wide = crate::nat::Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 8);
+        assert_eq!(
+            proxies(&[(base, base + 100_000)], wide).len(),
+            MAX_PROXY + 1
+        );
+        let p31 = crate::nat::Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 31);
+        assert_eq!(proxies(&[(base, base + 1)], p31), vec![base, base + 1]);
+    }
+
+    /// `ip -N -j rule show` on a fresh host, as iproute2 6.1 prints it.
+    const FRESH: &str = r#"[{"priority":0,"src":"all","table":"255"},{"priority":32766,"src":"all","table":"254"},{"priority":32767,"src":"all","table":"253"}]"#;
+
+    #[test]
+    fn fresh_host_needs_every_rule_and_the_local_move() {
+        let rules = parse_rules(FRESH).unwrap();
+        let p = check_rules(&rules, &steers()).unwrap();
+        assert_eq!(p.add, vec![0, 1]);
+        assert!(p.local_at_0 && !p.local_moved);
+        assert!(p.stale.is_empty() && p.warnings.is_empty());
+    }
+
+    #[test]
+    fn leftover_guard_is_reused() {
+        let json = r#"[{"priority":7100,"src":"all","iif":"lan0","table":"7100"},
+            {"priority":7101,"src":"all","iif":"wan0","iif_detached":null,"table":"7101"},
+            {"priority":32000,"src":"all","table":"255"},
+            {"priority":32766,"src":"all","table":"254"},{"priority":32767,"src":"all","table":"253"}]"#;
+        let p = check_rules(&parse_rules(json).unwrap(), &steers()).unwrap();
+        assert_eq!(
+            p,
+            RulePlan {
+                local_moved: true,
+                ..RulePlan::default()
+            }
+        );
+    }
+
+    #[test]
+    fn stale_natgw_rule_is_replaced() {
+        let json = r#"[{"priority":7100,"src":"all","iif":"eth9","table":"7100"}]"#;
+        let p = check_rules(&parse_rules(json).unwrap(), &steers()).unwrap();
+        assert_eq!(p.stale, vec![(7100, "eth9".to_string())]);
+        assert_eq!(p.add, vec![0, 1]);
+    }
+
+    #[test]
+    fn foreign_rules_in_the_range_are_refused() {
+        for json in [
+            r#"[{"priority":7100,"src":"10.0.0.0","srclen":8,"iif":"lan0","table":"7100"}]"#,
+            r#"[{"priority":7101,"src":"all","fwmark":"0x1","table":"7101"}]"#,
+            r#"[{"priority":500,"src":"all","table":"7101"}]"#,
+            r#"[{"priority":32000,"src":"all","table":"254"}]"#,
+            r#"[{"priority":100,"src":"all","table":"255"}]"#,
+        ] {
+            let e = check_rules(&parse_rules(json).unwrap(), &steers()).unwrap_err();
+            assert!(e.contains("are in use"), "{json}: {e}");
+        }
+        // Something early but elsewhere is only a warning.
+        let json = r#"[{"priority":50,"src":"all","fwmark":"0x1","table":"9"}]"#;
+        let p = check_rules(&parse_rules(json).unwrap(), &steers()).unwrap();
+        assert_eq!(p.warnings.len(), 1);
+    }
+
+    #[test]
+    fn routes_of_natgw_and_others() {
+        let s = &steers()[0];
+        let ours = r#"[{"dst":"default","dev":"ngw-lan0","scope":"253","flags":[]},
+            {"type":"6","dst":"default","metric":4294967295,"flags":[]}]"#;
+        assert_eq!(check_routes(&parse_routes(ours).unwrap(), s), Ok(true));
+        assert_eq!(check_routes(&parse_routes("").unwrap(), s), Ok(false));
+        let theirs = r#"[{"dst":"10.9.0.0/16","gateway":"10.0.0.254","dev":"lan0","flags":[]}]"#;
+        let e = check_routes(&parse_routes(theirs).unwrap(), s).unwrap_err();
+        assert!(e.contains("ip route flush table 7100"), "{e}");
+    }
+
+    #[test]
+    fn release_commands_undo_the_guard() {
+        let v = release_commands(&cfg(CFG));
+        assert_eq!(v[0], "ip rule add pref 0 lookup local");
+        assert_eq!(v[1], "ip rule del pref 32000 lookup local");
+        assert_eq!(v[2], "ip rule del pref 7100 iif lan0 lookup 7100");
+        assert_eq!(v[5], "ip route flush table 7101");
+    }
 }

@@ -316,7 +316,7 @@ impl Engine {
             L4::Tcp { flags } if flags & crate::conntrack::TCP_RST != 0 => {
                 return Err(Verdict::Drop(DropReason::TcpRstNoFlow));
             }
-            L4::IcmpEcho if key.sport == 0 => {
+            L4::IcmpEcho if p.icmp_type == packet::ICMP_ECHO_REPLY => {
                 return Err(Verdict::Drop(DropReason::IcmpReplyNoFlow));
             }
             _ => {}
@@ -379,11 +379,17 @@ impl Engine {
             _ => PortRange { lo: 0, hi: 0 },
         };
         let has_ports = matches!(p.kind, L4::Tcp { .. } | L4::Udp);
-        let ports_of = |r: PortRange| if has_ports { r } else { default_ports };
+        // An explicit range binds TCP/UDP; otherwise the inside port is
+        // kept when free (Linux keeps privileged ports like 123 too).
+        let ports_of = |r: Option<PortRange>| match r {
+            Some(r) if has_ports => (r, false),
+            _ => (default_ports, true),
+        };
         let iface_addr = |i: IfId| self.interface(i).map(|f| f.addr.addr).unwrap_or(0);
         let keep = |translated| SrcRequest {
             source: Source::Addr(key.src),
             ports: default_ports,
+            keep_any: true,
             eim: false,
             eif: false,
             translated,
@@ -395,14 +401,16 @@ impl Engine {
                     pool: &s.pool,
                     persistent: s.persistent,
                 },
-                ports: ports_of(s.ports),
+                ports: ports_of(s.ports).0,
+                keep_any: ports_of(s.ports).1,
                 eim: s.eim,
                 eif: s.eif,
                 translated: true,
             },
             SrcNat::Masquerade(s) => SrcRequest {
                 source: Source::Addr(iface_addr(hop.oif)),
-                ports: ports_of(s.ports),
+                ports: ports_of(s.ports).0,
+                keep_any: ports_of(s.ports).1,
                 eim: s.eim,
                 eif: s.eif,
                 translated: true,
@@ -437,7 +445,7 @@ impl Engine {
                 }
                 Err(AllocError::Full) if self.cfg.early_drop && !evicted => {
                     evicted = true;
-                    match self.table.evict_unassured(&key, now) {
+                    match self.table.evict_unassured(now) {
                         Some(r) => {
                             self.nat.release(&r);
                             Counters::bump(&c.early_drops);
@@ -561,9 +569,18 @@ impl Engine {
         c: &Counters,
     ) -> Verdict {
         let to_me = self.is_local(p.tuple.dst);
-        let nat_flow = p.has_ports() && self.table.peek(&p.tuple, now).is_some();
-        if to_me && !nat_flow {
-            return Verdict::Local;
+        if to_me && self.table.peek(&p.tuple, now).is_none() {
+            // Not a reply of a NAT flow; a new flow a DNAT rule would take
+            // is forwarded too (and so expires here), anything else is ours.
+            let meta = Meta {
+                tuple: p.tuple,
+                iif,
+                oif: None,
+                now,
+            };
+            if !matches!(self.ruleset.load().dst_nat(&meta).0, DstNat::To { .. }) {
+                return Verdict::Local;
+            }
         }
         // Never answer an ICMP error with another.
         if matches!(p.kind, L4::IcmpError(_)) || !self.icmp_allowed(now) {

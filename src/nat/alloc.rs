@@ -90,6 +90,9 @@ pub struct SrcRequest<'a> {
     pub source: Source<'a>,
     /// Ports (or ICMP ids) to pick from when the inside one is taken.
     pub ports: PortRange,
+    /// Try the inside port first even outside `ports` (no explicit range
+    /// was configured, or the source is not translated).
+    pub keep_any: bool,
     /// UDP EIM / EIF as configured on the rule.
     pub eim: bool,
     pub eif: bool,
@@ -193,7 +196,7 @@ impl NatState {
         let attempts = req.ports.len().min(MAX_PORT_ATTEMPTS);
         for a in 0..tries {
             let addr = addr_at(a);
-            let keep_ok = req.ports.contains(keep);
+            let keep_ok = req.keep_any || req.ports.contains(keep);
             for k in 0..attempts + keep_ok as u32 {
                 let port = if keep_ok && k == 0 {
                     keep

@@ -45,8 +45,9 @@ pub struct Match {
 pub struct SnatSpec {
     /// Addresses to use; empty for masquerade (the output interface's).
     pub pool: AddrPool,
-    /// Ports for TCP/UDP (ICMP identifiers use their whole range).
-    pub ports: PortRange,
+    /// Ports for TCP/UDP when given (ICMP identifiers use their whole
+    /// range). `None`: keep the inside port when free, else 1024-65535.
+    pub ports: Option<PortRange>,
     /// Same inside address -> same pool address, every time.
     pub persistent: bool,
     /// UDP endpoint-independent mapping (RFC 4787 EIM).
@@ -294,7 +295,10 @@ impl fmt::Display for RuleDisplay<'_> {
 }
 
 fn snat_opts(s: &SnatSpec) -> String {
-    let mut o = format!(" ports {}", s.ports);
+    let mut o = match s.ports {
+        Some(p) => format!(" ports {p}"),
+        None => String::new(),
+    };
     if s.persistent {
         o.push_str(" persistent");
     }

@@ -16,7 +16,10 @@ pub mod checksum;
 mod parse;
 mod rewrite;
 
-pub use parse::{EtherKind, Frag, IcmpErrorInfo, L4, Link, ParseError, Parsed, be16, be32, parse};
+pub use parse::{
+    EtherKind, Frag, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpErrorInfo, L4, Link, ParseError,
+    Parsed, be16, be32, parse,
+};
 pub use rewrite::{
     build_time_exceeded, decrement_ttl, echo_reply_in_place, rewrite_icmp_error, rewrite_l3_only,
     rewrite_tuple,

@@ -106,6 +106,8 @@ pub struct Parsed {
     pub kind: L4,
     /// VLAN id of the outer 802.1Q tag, if any.
     pub vlan: Option<u16>,
+    /// ICMP type for ICMP messages (0 otherwise).
+    pub icmp_type: u8,
 }
 
 impl Parsed {
@@ -177,6 +179,11 @@ pub fn parse(frame: &[u8], link: Link) -> Result<Parsed, ParseError> {
             k => k?,
         }
     };
+    let icmp_type = if p == proto::ICMP && frag != Frag::Later {
+        frame[l4]
+    } else {
+        0
+    };
     Ok(Parsed {
         l3,
         l4,
@@ -187,6 +194,7 @@ pub fn parse(frame: &[u8], link: Link) -> Result<Parsed, ParseError> {
         frag,
         kind,
         vlan,
+        icmp_type,
     })
 }
 

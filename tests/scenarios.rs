@@ -1,0 +1,1573 @@
+//! The stories of SCENARIOS.md 1 (share one public address) and 2 (publish
+//! an inside server), driven through the pure core with a virtual clock.
+//!
+//! Topology in every test (see `common::BASE_INTERFACES`):
+//!
+//! ```text
+//!   inside hosts 10.0.0.0/24 --- lan0 10.0.0.1 [natgw] wan0 203.0.113.1 --- 203.0.113.254 --- internet
+//! ```
+//!
+//! Each test asserts what a user would check with tcpdump on either side:
+//! the addresses and ports the far side sees, that replies reach the right
+//! inside host, and that every frame natgw emits has valid checksums (the
+//! fixture verifies those independently on every forwarded frame).
+
+mod common;
+
+use common::*;
+use natgw::engine::{DropReason, flag_names};
+use std::collections::{BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+
+/// `masquerade` for the LAN on the way out of wan0 (iptables
+/// `-s 10.0.0.0/24 -o wan0 -j MASQUERADE`).
+const MASQ: &str = r#"
+[[rule]]
+name = "lan-out"
+oif = "wan0"
+src = "10.0.0.0/24"
+action = "masquerade"
+"#;
+
+/// Port forwarding `public:8080 -> 10.0.0.5:80` for outside clients, and
+/// masquerade for the LAN.
+const DNAT_AND_MASQ: &str = r#"
+[[rule]]
+name = "web"
+iif = "wan0"
+proto = "tcp"
+dport = 8080
+action = "dnat"
+to = "10.0.0.5:80"
+
+[[rule]]
+name = "lan-out"
+oif = "wan0"
+src = "10.0.0.0/24"
+action = "masquerade"
+"#;
+
+const GW_OUT: &str = "203.0.113.1";
+const GW_IN: &str = "10.0.0.1";
+const UPSTREAM: &str = "203.0.113.254";
+
+fn gw_out() -> Ipv4Addr {
+    ip(GW_OUT)
+}
+
+/// `203.0.113.1:<port>` as text, for building replies.
+fn public(port: u16) -> String {
+    format!("{GW_OUT}:{port}")
+}
+
+// ---------------------------------------------------------------------------
+// Story 1: share one public address
+
+#[test]
+fn masquerade_inside_host_reaches_server_and_gets_reply() {
+    let gw = Gw::with("", MASQ);
+
+    // The inside host opens a connection to a web server.
+    let out = gw.on_lan(&tcp("10.0.0.2:40000", "198.51.100.20:80", SYN, b""));
+    assert_eq!(out.oif(), gw.wan, "leaves by the outside interface");
+    assert_eq!(out.next_hop(), ip(UPSTREAM), "towards the default gateway");
+    let seen = out.seen();
+    assert_eq!(seen.src, gw_out(), "the server sees the gateway's address");
+    assert_eq!(seen.dst_sa(), sa("198.51.100.20:80"));
+    assert_eq!(seen.tcp_flags, SYN);
+    assert_eq!(seen.ttl, 63, "forwarding decrements the TTL");
+    let port = seen.sport;
+
+    // The server answers the gateway; the inside host gets the answer.
+    let back = gw.on_wan(&tcp_seq(
+        "198.51.100.20:80",
+        &public(port),
+        SYN | ACK,
+        7000,
+        1001,
+        b"",
+    ));
+    assert_eq!(back.oif(), gw.lan);
+    assert_eq!(back.next_hop(), ip("10.0.0.2"));
+    let seen = back.seen();
+    assert_eq!(seen.src_sa(), sa("198.51.100.20:80"));
+    assert_eq!(seen.dst_sa(), sa("10.0.0.2:40000"));
+    assert_eq!(seen.tcp_flags, SYN | ACK);
+
+    // Data goes both ways untouched apart from the addresses.
+    let req = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+    let seen = gw
+        .on_lan(&tcp_seq(
+            "10.0.0.2:40000",
+            "198.51.100.20:80",
+            PSH | ACK,
+            1001,
+            7001,
+            req,
+        ))
+        .seen();
+    assert_eq!((seen.src, seen.sport), (gw_out(), port));
+    assert_eq!(seen.payload, req);
+    let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi";
+    let seen = gw
+        .on_wan(&tcp_seq(
+            "198.51.100.20:80",
+            &public(port),
+            PSH | ACK,
+            7001,
+            1034,
+            resp,
+        ))
+        .seen();
+    assert_eq!(seen.dst_sa(), sa("10.0.0.2:40000"));
+    assert_eq!(seen.payload, resp);
+
+    // A second inside host using the same source port to the same server
+    // needs another public port, and each gets its own replies.
+    let seen2 = gw
+        .on_lan(&tcp("10.0.0.3:40000", "198.51.100.20:80", SYN, b""))
+        .seen();
+    assert_eq!(seen2.src, gw_out());
+    assert_ne!(
+        seen2.sport, port,
+        "two flows cannot share one outside tuple"
+    );
+    let back2 = gw.on_wan(&tcp_seq(
+        "198.51.100.20:80",
+        &public(seen2.sport),
+        SYN | ACK,
+        9000,
+        1001,
+        b"",
+    ));
+    assert_eq!(back2.next_hop(), ip("10.0.0.3"));
+    assert_eq!(back2.seen().dst_sa(), sa("10.0.0.3:40000"));
+
+    let flows = gw.flows();
+    assert_eq!(flows.len(), 2);
+    assert!(flows.iter().all(|f| flag_names(f).contains(&"SNAT")));
+    assert_eq!(gw.counters.snapshot().total_drops(), 0);
+}
+
+#[test]
+fn masquerade_udp_round_trip() {
+    let gw = Gw::with("", MASQ);
+    let seen = gw
+        .on_lan(&udp("10.0.0.2:5353", "198.51.100.53:53", b"dns query"))
+        .seen();
+    assert_eq!(seen.src, gw_out());
+    assert_eq!(seen.dst_sa(), sa("198.51.100.53:53"));
+    assert_eq!(seen.payload, b"dns query");
+    let back = gw.on_wan(&udp("198.51.100.53:53", &public(seen.sport), b"dns answer"));
+    assert_eq!(back.next_hop(), ip("10.0.0.2"));
+    let seen = back.seen();
+    assert_eq!(seen.src_sa(), sa("198.51.100.53:53"));
+    assert_eq!(seen.dst_sa(), sa("10.0.0.2:5353"));
+    assert_eq!(seen.payload, b"dns answer");
+}
+
+/// RFC 768: a UDP checksum that computes to zero is sent as 0xffff (zero
+/// means "no checksum"). Craft a datagram whose translated checksum is zero.
+#[test]
+fn udp_checksum_that_computes_to_zero_is_sent_as_ffff() {
+    let gw = Gw::with("", MASQ);
+    let first = gw
+        .on_lan(&udp("10.0.0.2:40000", "198.51.100.20:53", b"\0\0"))
+        .seen();
+    // The datagram as it will leave, with a zero payload word: its checksum
+    // c0 is the complement of the sum of everything else; a payload word of
+    // c0 makes the sum all ones, i.e. a computed checksum of zero.
+    let out_ip = Ip::new(first.src, first.dst);
+    let probe = out_ip.udp(first.sport, 53, &[0, 0]);
+    let c0 = [probe[40], probe[41]];
+    let crafted = out_ip.udp(first.sport, 53, &c0);
+    assert_eq!(
+        &crafted[40..42],
+        &[0xff, 0xff],
+        "etherparse agrees the sum is zero"
+    );
+
+    let sent = gw.on_lan(&udp("10.0.0.2:40000", "198.51.100.20:53", &c0));
+    let f = sent.forwarded();
+    assert_eq!(view(f).src_sa(), first.src_sa());
+    assert_eq!(
+        &f[40..42],
+        &[0xff, 0xff],
+        "a computed zero goes out as 0xffff"
+    );
+}
+
+const POOL_PERSISTENT: &str = r#"
+[[rule]]
+name = "pool"
+oif = "wan0"
+src = "10.0.0.0/24"
+action = "snat"
+to = ["192.0.2.10-192.0.2.13"]
+persistent = true
+"#;
+
+#[test]
+fn snat_pool_persistent_same_host_same_address() {
+    let gw = Gw::with("", POOL_PERSISTENT);
+    let pool: Vec<Ipv4Addr> = (10..=13).map(|i| Ipv4Addr::new(192, 0, 2, i)).collect();
+
+    // One host, many flows to many servers, TCP and UDP: always one address.
+    let mut used = BTreeSet::new();
+    for i in 0..40u16 {
+        let server = format!("198.51.100.{}:{}", 20 + i % 7, 80 + i);
+        let src = format!("10.0.0.2:{}", 40000 + i);
+        let f = if i % 2 == 0 {
+            tcp(&src, &server, SYN, b"")
+        } else {
+            udp(&src, &server, b"x")
+        };
+        let seen = gw.on_lan(&f).seen();
+        assert!(pool.contains(&seen.src), "{} is not in the pool", seen.src);
+        used.insert(seen.src);
+
+        // The reply to the pool address reaches the host.
+        let reply = if i % 2 == 0 {
+            tcp_seq(
+                &server,
+                &format!("{}:{}", seen.src, seen.sport),
+                SYN | ACK,
+                1,
+                1001,
+                b"",
+            )
+        } else {
+            udp(&server, &format!("{}:{}", seen.src, seen.sport), b"y")
+        };
+        let back = gw.on_wan(&reply);
+        assert_eq!(back.seen().dst_sa(), sa(&src));
+    }
+    assert_eq!(
+        used.len(),
+        1,
+        "persistent: one host always gets one address"
+    );
+
+    // Ping from the same host uses the same address too.
+    let seen = gw.on_lan(&ping("10.0.0.2", "198.51.100.1", 7, 1)).seen();
+    assert_eq!(Some(&seen.src), used.first());
+
+    // Many hosts spread over the whole pool, each consistently.
+    let mut by_host = std::collections::BTreeMap::new();
+    for h in 3..=60u8 {
+        for k in 0..3u16 {
+            let src = format!("10.0.0.{h}:{}", 30000 + k);
+            let dst = format!("198.51.100.{}:443", 30 + k);
+            let seen = gw.on_lan(&tcp(&src, &dst, SYN, b"")).seen();
+            let prev = by_host.insert(h, seen.src);
+            assert!(
+                prev.is_none_or(|p| p == seen.src),
+                "host 10.0.0.{h} moved from {prev:?} to {}",
+                seen.src
+            );
+        }
+    }
+    let spread: BTreeSet<_> = by_host.values().copied().collect();
+    assert_eq!(
+        spread.len(),
+        pool.len(),
+        "58 hosts should use every address of a 4-address pool: {spread:?}"
+    );
+}
+
+const EIM: &str = r#"
+[[rule]]
+name = "lan-out"
+oif = "wan0"
+src = "10.0.0.0/24"
+action = "masquerade"
+mapping = "endpoint-independent"
+"#;
+
+const EIM_EIF: &str = r#"
+[[rule]]
+name = "lan-out"
+oif = "wan0"
+src = "10.0.0.0/24"
+action = "masquerade"
+mapping = "endpoint-independent"
+filtering = "endpoint-independent"
+"#;
+
+/// A peer-to-peer client talks to a STUN server, then to a second server:
+/// both see the same public address and port (RFC 4787 REQ-1).
+#[test]
+fn udp_endpoint_independent_mapping_keeps_outside_port() {
+    let gw = Gw::with("", EIM);
+    let a = gw
+        .on_lan(&udp(
+            "10.0.0.2:5000",
+            "198.51.100.20:3478",
+            b"binding request",
+        ))
+        .seen();
+    let b = gw
+        .on_lan(&udp("10.0.0.2:5000", "192.0.2.50:3478", b"binding request"))
+        .seen();
+    let c = gw
+        .on_lan(&udp("10.0.0.2:5000", "192.0.2.51:9999", b"hello peer"))
+        .seen();
+    assert_eq!(a.src, gw_out());
+    assert_eq!(
+        a.src_sa(),
+        b.src_sa(),
+        "same mapping towards a second server"
+    );
+    assert_eq!(a.src_sa(), c.src_sa(), "same mapping towards a peer");
+
+    // Another inside host with the same port gets a different mapping, and
+    // keeps it too.
+    let d = gw
+        .on_lan(&udp(
+            "10.0.0.3:5000",
+            "198.51.100.20:3478",
+            b"binding request",
+        ))
+        .seen();
+    let e = gw
+        .on_lan(&udp("10.0.0.3:5000", "192.0.2.50:3478", b"binding request"))
+        .seen();
+    assert_ne!(d.src_sa(), a.src_sa());
+    assert_eq!(d.src_sa(), e.src_sa());
+
+    // Each server's answer reaches the right host.
+    for (server, host, m) in [
+        ("198.51.100.20:3478", "10.0.0.2:5000", a.sport),
+        ("192.0.2.50:3478", "10.0.0.2:5000", a.sport),
+        ("198.51.100.20:3478", "10.0.0.3:5000", d.sport),
+        ("192.0.2.50:3478", "10.0.0.3:5000", d.sport),
+    ] {
+        let back = gw.on_wan(&udp(server, &public(m), b"binding response"));
+        assert_eq!(back.seen().dst_sa(), sa(host), "answer from {server}");
+    }
+    let maps = gw.engine.nat().eim_mappings();
+    assert_eq!(maps.len(), 2, "{maps:?}");
+}
+
+/// Without endpoint-independent filtering, a remote the inside endpoint
+/// never sent to cannot use the mapping; once the inside sends to it, it can.
+#[test]
+fn udp_eim_without_eif_filters_unknown_remotes() {
+    let gw = Gw::with("", EIM);
+    let m = gw
+        .on_lan(&udp(
+            "10.0.0.2:5000",
+            "198.51.100.20:3478",
+            b"binding request",
+        ))
+        .seen()
+        .sport;
+    let stranger = gw.on_wan(&udp("192.0.2.77:6000", &public(m), b"knock knock"));
+    assert!(
+        !stranger.is_forward(),
+        "an unknown remote must not reach the inside host: {}",
+        stranger.short()
+    );
+    // The inside host sends to that peer (hole punching): now it gets in.
+    let seen = gw
+        .on_lan(&udp("10.0.0.2:5000", "192.0.2.77:6000", b"punch"))
+        .seen();
+    assert_eq!(seen.sport, m);
+    let back = gw.on_wan(&udp("192.0.2.77:6000", &public(m), b"knock knock"));
+    assert_eq!(back.seen().dst_sa(), sa("10.0.0.2:5000"));
+}
+
+/// With endpoint-independent filtering, any remote can reach the mapping
+/// (RFC 4787 REQ-8 "full cone"), and the inside host's answer goes out
+/// from the mapped address and port.
+#[test]
+fn udp_eim_with_eif_lets_new_remote_in() {
+    let mut gw = Gw::with("", EIM_EIF);
+    let m = gw
+        .on_lan(&udp(
+            "10.0.0.2:5000",
+            "198.51.100.20:3478",
+            b"binding request",
+        ))
+        .seen()
+        .sport;
+    let inbound = gw.on_wan(&udp("192.0.2.77:6000", &public(m), b"hello from a peer"));
+    assert_eq!(inbound.oif(), gw.lan);
+    assert_eq!(inbound.next_hop(), ip("10.0.0.2"));
+    let seen = inbound.seen();
+    assert_eq!(
+        seen.src_sa(),
+        sa("192.0.2.77:6000"),
+        "the peer's real address"
+    );
+    assert_eq!(seen.dst_sa(), sa("10.0.0.2:5000"));
+    assert_eq!(seen.payload, b"hello from a peer");
+
+    let answer = gw
+        .on_lan(&udp("10.0.0.2:5000", "192.0.2.77:6000", b"hi peer"))
+        .seen();
+    assert_eq!(
+        answer.src_sa(),
+        sa(&public(m)),
+        "answers come from the mapping"
+    );
+    assert_eq!(answer.dst_sa(), sa("192.0.2.77:6000"));
+
+    // A port nobody mapped stays closed.
+    let other = if m == 5001 { 5002 } else { 5001 };
+    let closed = gw.on_wan(&udp("192.0.2.77:6000", &public(other), b"scan"));
+    assert!(!closed.is_forward(), "{}", closed.short());
+
+    // When every flow of the mapping has timed out, the mapping goes too,
+    // and the port is closed again.
+    assert_eq!(gw.engine.nat().eim_mappings().len(), 1);
+    gw.advance_secs(gw.engine.config().timeouts.udp_stream as u64);
+    assert_eq!(gw.sweep(), 2);
+    assert!(gw.engine.nat().eim_mappings().is_empty());
+    let late = gw.on_wan(&udp("192.0.2.78:6000", &public(m), b"too late"));
+    assert!(!late.is_forward(), "{}", late.short());
+    let usage = gw.engine.nat().port_usage();
+    assert!(usage.iter().all(|u| u.flows == 0), "{usage:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Story 2: publish an inside server
+
+#[test]
+fn dnat_port_forward_server_sees_real_client() {
+    let gw = Gw::with("", DNAT_AND_MASQ);
+    let client = "198.51.100.99:50000";
+
+    let out = gw.on_wan(&tcp(client, &public(8080), SYN, b""));
+    assert_eq!(out.oif(), gw.lan);
+    assert_eq!(out.next_hop(), ip("10.0.0.5"));
+    let seen = out.seen();
+    assert_eq!(seen.src_sa(), sa(client), "the server sees the real client");
+    assert_eq!(seen.dst_sa(), sa("10.0.0.5:80"), "port 8080 mapped to 80");
+
+    let back = gw.on_lan(&tcp_seq("10.0.0.5:80", client, SYN | ACK, 500, 1001, b""));
+    assert_eq!(back.oif(), gw.wan);
+    assert_eq!(back.next_hop(), ip(UPSTREAM));
+    let seen = back.seen();
+    assert_eq!(
+        seen.src_sa(),
+        sa(&public(8080)),
+        "the client sees the public address"
+    );
+    assert_eq!(seen.dst_sa(), sa(client));
+
+    let seen = gw
+        .on_wan(&tcp_seq(
+            client,
+            &public(8080),
+            PSH | ACK,
+            1001,
+            501,
+            b"GET /",
+        ))
+        .seen();
+    assert_eq!(seen.dst_sa(), sa("10.0.0.5:80"));
+    assert_eq!(seen.payload, b"GET /");
+
+    let flows = gw.flows();
+    assert_eq!(flows.len(), 1);
+    assert!(
+        flag_names(&flows[0]).contains(&"DNAT"),
+        "{:?}",
+        flag_names(&flows[0])
+    );
+    assert_eq!(flows[0].tcp_state.name(), "ESTABLISHED");
+
+    // Other ports of the public address are not forwarded.
+    let other = gw.on_wan(&tcp(client, &public(8081), SYN, b""));
+    assert!(!other.is_forward(), "{}", other.short());
+}
+
+/// An NTP client on the internet queries from port 123; the published NTP
+/// server must see the client's real address *and port* (DNAT changes the
+/// destination only).
+#[test]
+fn dnat_server_sees_client_privileged_source_port() {
+    let gw = Gw::with(
+        "",
+        &format!(
+            r#"
+[[rule]]
+name = "ntp"
+iif = "wan0"
+proto = "udp"
+dport = 123
+action = "dnat"
+to = "10.0.0.6:123"
+{MASQ}"#
+        ),
+    );
+    let seen = gw
+        .on_wan(&udp("198.51.100.99:123", &public(123), b"ntp request"))
+        .seen();
+    assert_eq!(seen.dst_sa(), sa("10.0.0.6:123"));
+    assert_eq!(
+        seen.src_sa(),
+        sa("198.51.100.99:123"),
+        "DNAT must not rewrite the client's source port"
+    );
+    let back = gw.on_lan(&udp(
+        "10.0.0.6:123",
+        &seen.src_sa().to_string(),
+        b"ntp reply",
+    ));
+    assert_eq!(back.seen().dst_sa(), sa("198.51.100.99:123"));
+    assert_eq!(back.seen().src_sa(), sa(&public(123)));
+}
+
+/// With no NAT rule and `unmatched = "forward"`, natgw routes like Linux
+/// with ip_forward=1: addresses and ports leave as they came, privileged
+/// source ports included.
+#[test]
+fn unmatched_flows_are_routed_untranslated() {
+    let gw = Gw::with("unmatched = \"forward\"", "");
+    for src in ["10.0.0.2:40000", "10.0.0.2:53", "10.0.0.2:123"] {
+        let seen = gw.on_lan(&udp(src, "198.51.100.20:53", b"q")).seen();
+        assert_eq!(seen.src_sa(), sa(src), "untranslated source {src}");
+        assert_eq!(seen.dst_sa(), sa("198.51.100.20:53"));
+    }
+    let seen = gw
+        .on_lan(&tcp("10.0.0.2:22", "198.51.100.20:22", SYN, b""))
+        .seen();
+    assert_eq!(seen.src_sa(), sa("10.0.0.2:22"));
+}
+
+/// "A whole address can be mapped 1:1" (netmap): the inside server
+/// 10.0.0.5 is 203.0.113.5 to the world, both ways, with ports untouched.
+#[test]
+fn one_to_one_mapping_both_ways_keeps_ports() {
+    let gw = Gw::with(
+        "",
+        &format!(
+            r#"
+[[rule]]
+name = "server-1to1"
+src = "10.0.0.5/32"
+action = "netmap"
+to = "203.0.113.5/32"
+{MASQ}"#
+        ),
+    );
+    // New inbound flows to the public address reach the server, which sees
+    // the real client.
+    let inbound = gw.on_wan(&tcp("198.51.100.99:50000", "203.0.113.5:22", SYN, b""));
+    assert_eq!(inbound.next_hop(), ip("10.0.0.5"));
+    let seen = inbound.seen();
+    assert_eq!(seen.src_sa(), sa("198.51.100.99:50000"));
+    assert_eq!(seen.dst_sa(), sa("10.0.0.5:22"));
+    let back = gw.on_lan(&tcp_seq(
+        "10.0.0.5:22",
+        "198.51.100.99:50000",
+        SYN | ACK,
+        1,
+        1001,
+        b"",
+    ));
+    assert_eq!(back.seen().src_sa(), sa("203.0.113.5:22"));
+
+    // Outbound flows of the server leave from its own public address, with
+    // their ports (an NTP client uses 123 on both ends).
+    for src_port in [40000u16, 123] {
+        let seen = gw
+            .on_lan(&udp(
+                &format!("10.0.0.5:{src_port}"),
+                "198.51.100.20:123",
+                b"ntp",
+            ))
+            .seen();
+        assert_eq!(
+            seen.src_sa(),
+            sa(&format!("203.0.113.5:{src_port}")),
+            "1:1 mapping changes the address only"
+        );
+    }
+    // Other inside hosts still share the gateway's address.
+    let seen = gw
+        .on_lan(&udp("10.0.0.6:40000", "198.51.100.20:123", b"ntp"))
+        .seen();
+    assert_eq!(seen.src, gw_out());
+}
+
+/// An inside client uses the public address of a server that is also
+/// inside. The server sees the gateway's inside address (so it answers via
+/// natgw), and the answer reaches the client from the public address.
+#[test]
+fn hairpin_inside_client_reaches_inside_server_by_public_address() {
+    let rules = r#"
+[[rule]]
+name = "web-public"
+dst = "203.0.113.1"
+proto = "tcp"
+dport = 8080
+action = "dnat"
+to = "10.0.0.5:80"
+
+[[rule]]
+name = "lan-out"
+oif = "wan0"
+src = "10.0.0.0/24"
+action = "masquerade"
+"#;
+    let gw = Gw::with("", rules);
+    let out = gw.on_lan(&tcp("10.0.0.7:40001", &public(8080), SYN, b""));
+    assert_eq!(out.oif(), gw.lan, "back out of the interface it came in");
+    assert_eq!(out.next_hop(), ip("10.0.0.5"));
+    let seen = out.seen();
+    assert_eq!(
+        seen.src,
+        ip(GW_IN),
+        "the server sees the gateway's inside address"
+    );
+    assert_eq!(seen.dst_sa(), sa("10.0.0.5:80"));
+
+    let back = gw.on_lan(&tcp_seq(
+        "10.0.0.5:80",
+        &seen.src_sa().to_string(),
+        SYN | ACK,
+        100,
+        1001,
+        b"",
+    ));
+    assert_eq!(back.oif(), gw.lan);
+    assert_eq!(back.next_hop(), ip("10.0.0.7"));
+    let seen = back.seen();
+    assert_eq!(
+        seen.src_sa(),
+        sa(&public(8080)),
+        "the client sees the public address"
+    );
+    assert_eq!(seen.dst_sa(), sa("10.0.0.7:40001"));
+
+    let flows = gw.flows();
+    assert_eq!(flows.len(), 1);
+    let names = flag_names(&flows[0]);
+    assert!(
+        names.contains(&"HAIRPIN") && names.contains(&"DNAT"),
+        "{names:?}"
+    );
+
+    // The same rule still serves outside clients, who are seen as they are.
+    let seen = gw
+        .on_wan(&tcp("198.51.100.99:50000", &public(8080), SYN, b""))
+        .seen();
+    assert_eq!(seen.src_sa(), sa("198.51.100.99:50000"));
+    assert_eq!(seen.dst_sa(), sa("10.0.0.5:80"));
+}
+
+// ---------------------------------------------------------------------------
+// ping and ICMP errors through the NAT
+
+#[test]
+fn ping_through_nat_two_hosts_same_id() {
+    let gw = Gw::with("", MASQ);
+    let id = 0x04d2;
+    let a = gw.on_lan(&ping("10.0.0.2", "198.51.100.20", id, 1)).seen();
+    let b = gw.on_lan(&ping("10.0.0.3", "198.51.100.20", id, 1)).seen();
+    assert_eq!((a.src, b.src), (gw_out(), gw_out()));
+    assert_eq!(a.icmp().ty, ICMP_ECHO_REQUEST);
+    let (ida, idb) = (a.icmp().echo_id(), b.icmp().echo_id());
+    assert_ne!(
+        ida, idb,
+        "two pings through one address need two identifiers"
+    );
+
+    // Replies arrive in the opposite order; each reaches its sender with
+    // the identifier it used.
+    for (pub_id, host) in [(idb, "10.0.0.3"), (ida, "10.0.0.2")] {
+        let back = gw.on_wan(&pong("198.51.100.20", GW_OUT, pub_id, 1));
+        assert_eq!(back.next_hop(), ip(host));
+        let seen = back.seen();
+        assert_eq!((seen.src, seen.dst), (ip("198.51.100.20"), ip(host)));
+        let icmp = seen.icmp();
+        assert_eq!(icmp.ty, ICMP_ECHO_REPLY);
+        assert_eq!((icmp.echo_id(), icmp.echo_seq()), (id, 1));
+        assert_eq!(seen.payload, b"natgw ping payload");
+    }
+
+    // The next pings of both keep their identifiers.
+    let a2 = gw.on_lan(&ping("10.0.0.2", "198.51.100.20", id, 2)).seen();
+    let b2 = gw.on_lan(&ping("10.0.0.3", "198.51.100.20", id, 2)).seen();
+    assert_eq!((a2.icmp().echo_id(), b2.icmp().echo_id()), (ida, idb));
+    assert_eq!(gw.counters.snapshot().fast_path, 4);
+
+    // A stray echo reply matches nothing and is counted.
+    let stray = gw.on_wan(&pong("198.51.100.20", GW_OUT, ida ^ idb ^ 0x5555, 1));
+    assert!(!stray.is_forward(), "{}", stray.short());
+}
+
+/// Identifier 0 is a valid echo identifier (RFC 792); a ping using it must
+/// work like any other.
+#[test]
+fn ping_with_identifier_zero_works() {
+    let gw = Gw::with("", MASQ);
+    let out = gw.on_lan(&ping("10.0.0.2", "198.51.100.20", 0, 1));
+    let seen = out.seen();
+    assert_eq!(seen.src, gw_out());
+    let back = gw.on_wan(&pong("198.51.100.20", GW_OUT, seen.icmp().echo_id(), 1));
+    let seen = back.seen();
+    assert_eq!(seen.dst, ip("10.0.0.2"));
+    assert_eq!(seen.icmp().echo_id(), 0);
+}
+
+/// A UDP flow 10.0.0.2:40000 -> 198.51.100.20:53 through masquerade;
+/// returns the gateway and the frame as the server received it.
+fn udp_flow() -> (Gw, Vec<u8>) {
+    let gw = Gw::with("", MASQ);
+    let out = gw.on_lan(&udp("10.0.0.2:40000", "198.51.100.20:53", b"dns query"));
+    let frame = out.forwarded().to_vec();
+    (gw, frame)
+}
+
+/// A TCP flow 10.0.0.2:40000 -> 198.51.100.20:443 (handshake done, one
+/// data segment); returns the gateway and the data segment as it left.
+fn tcp_flow() -> (Gw, Vec<u8>) {
+    let gw = Gw::with("", MASQ);
+    let syn = gw.on_lan(&tcp("10.0.0.2:40000", "198.51.100.20:443", SYN, b""));
+    let port = syn.seen().sport;
+    let _ = gw.on_wan(&tcp_seq(
+        "198.51.100.20:443",
+        &public(port),
+        SYN | ACK,
+        1,
+        1001,
+        b"",
+    ));
+    let _ = gw.on_lan(&tcp_seq(
+        "10.0.0.2:40000",
+        "198.51.100.20:443",
+        ACK,
+        1001,
+        2,
+        b"",
+    ));
+    let data = vec![0xabu8; 600];
+    let out = gw.on_lan(&tcp_seq(
+        "10.0.0.2:40000",
+        "198.51.100.20:443",
+        PSH | ACK,
+        1001,
+        2,
+        &data,
+    ));
+    let frame = out.forwarded().to_vec();
+    (gw, frame)
+}
+
+/// Checks an ICMP error that came back to the inside host 10.0.0.2 about
+/// its packet `inside_src -> server`.
+#[track_caller]
+fn assert_error_reached_host(
+    gw: &Gw,
+    out: &Out,
+    from: &str,
+    kind: IcmpKind,
+    inside_src: &str,
+    server: &str,
+) -> View {
+    assert_eq!(out.oif(), gw.lan, "{}", out.short());
+    assert_eq!(out.next_hop(), ip("10.0.0.2"));
+    let seen = out.seen();
+    assert_eq!(seen.src, ip(from), "the error still comes from its sender");
+    assert_eq!(
+        seen.dst,
+        ip("10.0.0.2"),
+        "outer destination translated back"
+    );
+    let icmp = seen.icmp();
+    assert_eq!((icmp.ty, icmp.code), kind.type_code());
+    let inner = seen.inner();
+    assert_eq!(
+        inner.src_sa(),
+        sa(inside_src),
+        "quoted source translated back"
+    );
+    assert_eq!(inner.dst_sa(), sa(server), "quoted destination unchanged");
+    seen
+}
+
+#[test]
+fn icmp_port_unreachable_reaches_inside_host() {
+    for quote in [Quote::Full, Quote::HeaderPlus8] {
+        let (gw, sent) = udp_flow();
+        let kind = IcmpKind::PortUnreachable;
+        let err = icmp_error("198.51.100.20", GW_OUT, kind, &sent, quote);
+        let out = gw.on_wan(&err);
+        let seen = assert_error_reached_host(
+            &gw,
+            &out,
+            "198.51.100.20",
+            kind,
+            "10.0.0.2:40000",
+            "198.51.100.20:53",
+        );
+        assert_eq!(seen.inner().proto, PROTO_UDP);
+        if quote == Quote::Full {
+            assert_eq!(seen.inner().payload, b"dns query");
+        }
+        assert_eq!(gw.counters.snapshot().icmp_errors_translated, 1);
+    }
+}
+
+#[test]
+fn icmp_fragmentation_needed_reaches_inside_host_with_mtu() {
+    // Path MTU discovery: a router on the path cannot forward the segment.
+    for quote in [Quote::HeaderPlus8, Quote::Full] {
+        let (gw, sent) = tcp_flow();
+        let kind = IcmpKind::FragNeeded { mtu: 576 };
+        let err = icmp_error("198.51.100.1", GW_OUT, kind, &sent, quote);
+        let out = gw.on_wan(&err);
+        let seen = assert_error_reached_host(
+            &gw,
+            &out,
+            "198.51.100.1",
+            kind,
+            "10.0.0.2:40000",
+            "198.51.100.20:443",
+        );
+        assert_eq!(seen.icmp().mtu(), 576, "the next-hop MTU is kept");
+        assert_eq!(seen.inner().proto, PROTO_TCP);
+    }
+}
+
+#[test]
+fn icmp_time_exceeded_reaches_inside_host_traceroute() {
+    // UDP traceroute: the probe leaves with TTL 1 and dies at the next router.
+    let gw = Gw::with("", MASQ);
+    let probe = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
+        .ttl(2)
+        .udp(33434, 33435, b"probe");
+    let sent = gw.on_lan(&probe);
+    assert_eq!(sent.seen().ttl, 1);
+    let kind = IcmpKind::TimeExceeded;
+    let err = icmp_error(UPSTREAM, GW_OUT, kind, sent.forwarded(), Quote::HeaderPlus8);
+    let out = gw.on_wan(&err);
+    assert_error_reached_host(
+        &gw,
+        &out,
+        UPSTREAM,
+        kind,
+        "10.0.0.2:33434",
+        "198.51.100.20:33435",
+    );
+
+    // ICMP traceroute (traceroute -I / mtr): the quoted echo request has its
+    // identifier translated back.
+    let probe = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
+        .ttl(2)
+        .echo_request(0x3131, 5, b"probe");
+    let _ = gw.on_lan(&Ip::new(ip("10.0.0.3"), ip("198.51.100.20")).echo_request(0x3131, 1, b"x"));
+    let sent = gw.on_lan(&probe);
+    let err = icmp_error(UPSTREAM, GW_OUT, kind, sent.forwarded(), Quote::Full);
+    let out = gw.on_wan(&err);
+    assert_eq!(out.next_hop(), ip("10.0.0.2"));
+    let seen = out.seen();
+    assert_eq!((seen.src, seen.dst), (ip(UPSTREAM), ip("10.0.0.2")));
+    let inner = seen.inner();
+    assert_eq!(
+        (inner.src, inner.dst),
+        (ip("10.0.0.2"), ip("198.51.100.20"))
+    );
+    let q = inner.icmp();
+    assert_eq!(
+        (q.ty, q.echo_id(), q.echo_seq()),
+        (ICMP_ECHO_REQUEST, 0x3131, 5)
+    );
+}
+
+#[test]
+fn icmp_parameter_problem_reaches_inside_host() {
+    let (gw, sent) = tcp_flow();
+    let kind = IcmpKind::ParamProblem { pointer: 20 };
+    let err = icmp_error("198.51.100.20", GW_OUT, kind, &sent, Quote::Full);
+    let out = gw.on_wan(&err);
+    let seen = assert_error_reached_host(
+        &gw,
+        &out,
+        "198.51.100.20",
+        kind,
+        "10.0.0.2:40000",
+        "198.51.100.20:443",
+    );
+    assert_eq!(seen.icmp().rest[0], 20, "the pointer is kept");
+}
+
+#[test]
+fn icmp_host_unreachable_for_ping_reaches_the_right_host() {
+    let gw = Gw::with("", MASQ);
+    let _ = gw.on_lan(&ping("10.0.0.3", "198.51.100.77", 9, 1));
+    let sent = gw.on_lan(&ping("10.0.0.2", "198.51.100.77", 9, 1));
+    let kind = IcmpKind::HostUnreachable;
+    let err = icmp_error("198.51.100.1", GW_OUT, kind, sent.forwarded(), Quote::Full);
+    let out = gw.on_wan(&err);
+    assert_eq!(out.next_hop(), ip("10.0.0.2"));
+    let seen = out.seen();
+    assert_eq!(seen.dst, ip("10.0.0.2"));
+    assert_eq!(seen.inner().icmp().echo_id(), 9);
+    assert_eq!(seen.inner().src, ip("10.0.0.2"));
+}
+
+/// The inside host rejects an answer with port unreachable (its socket
+/// closed): the server must get the error about *its* packet, addressed
+/// from and quoting the public address.
+#[test]
+fn icmp_error_from_inside_host_goes_out_translated() {
+    let (gw, sent) = udp_flow();
+    let port = view(&sent).sport;
+    let answer = gw.on_wan(&udp("198.51.100.20:53", &public(port), b"late answer"));
+    let received = answer.forwarded().to_vec();
+    let kind = IcmpKind::PortUnreachable;
+    let err = icmp_error("10.0.0.2", "198.51.100.20", kind, &received, Quote::Full);
+    let out = gw.on_lan(&err);
+    assert_eq!(out.oif(), gw.wan);
+    let seen = out.seen();
+    assert_eq!(seen.src, gw_out(), "the inside address must not leak");
+    assert_eq!(seen.dst, ip("198.51.100.20"));
+    let inner = seen.inner();
+    assert_eq!(inner.src_sa(), sa("198.51.100.20:53"));
+    assert_eq!(
+        inner.dst_sa(),
+        sa(&public(port)),
+        "quotes the packet the server sent"
+    );
+}
+
+/// The published server rejects a datagram: the outside client gets the
+/// error from the public address, quoting what it sent.
+#[test]
+fn icmp_error_from_published_server_reaches_client() {
+    let gw = Gw::with(
+        "",
+        r#"
+[[rule]]
+iif = "wan0"
+proto = "udp"
+dport = 5353
+action = "dnat"
+to = "10.0.0.5:53"
+"#,
+    );
+    let client = "198.51.100.99:40000";
+    let received = gw.on_wan(&udp(client, &public(5353), b"query"));
+    let kind = IcmpKind::PortUnreachable;
+    let err = icmp_error(
+        "10.0.0.5",
+        "198.51.100.99",
+        kind,
+        received.forwarded(),
+        Quote::Full,
+    );
+    let out = gw.on_lan(&err);
+    assert_eq!(out.oif(), gw.wan);
+    let seen = out.seen();
+    assert_eq!(seen.src, gw_out());
+    assert_eq!(seen.dst, ip("198.51.100.99"));
+    let inner = seen.inner();
+    assert_eq!(inner.src_sa(), sa(client));
+    assert_eq!(inner.dst_sa(), sa(&public(5353)));
+}
+
+#[test]
+fn icmp_error_about_unknown_flow_is_not_forwarded() {
+    let gw = Gw::with("", MASQ);
+    let never_sent = Ip::new(gw_out(), ip("198.51.100.20")).udp(4444, 53, b"x");
+    let err = icmp_error(
+        "198.51.100.20",
+        GW_OUT,
+        IcmpKind::PortUnreachable,
+        &never_sent,
+        Quote::Full,
+    );
+    let out = gw.on_wan(&err);
+    assert!(!out.is_forward(), "{}", out.short());
+    let about_inside = Ip::new(ip("10.0.0.9"), ip("198.51.100.20")).udp(4444, 53, b"x");
+    let err = icmp_error(
+        "198.51.100.20",
+        "10.0.0.9",
+        IcmpKind::PortUnreachable,
+        &about_inside,
+        Quote::Full,
+    );
+    assert_eq!(gw.on_wan(&err), Out::Drop(DropReason::IcmpErrorNoFlow));
+}
+
+/// A packet that would leave with TTL 0 gets an ICMP time exceeded from the
+/// gateway's inside address (what makes the first hop of traceroute show).
+#[test]
+fn ttl_one_gets_time_exceeded_from_gateway() {
+    let gw = Gw::with("", MASQ);
+    let probe = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
+        .ttl(1)
+        .udp(33434, 33434, b"probe");
+    let out = gw.on_lan(&probe);
+    let Out::Reply {
+        oif,
+        next_hop,
+        frame,
+    } = &out
+    else {
+        panic!("expected an ICMP reply, got {}", out.short());
+    };
+    assert_eq!((*oif, *next_hop), (gw.lan, ip("10.0.0.2")));
+    let seen = view(frame);
+    assert_eq!(
+        seen.src,
+        ip(GW_IN),
+        "from the interface the probe came in on"
+    );
+    assert_eq!(seen.dst, ip("10.0.0.2"));
+    assert_eq!((seen.icmp().ty, seen.icmp().code), (ICMP_TIME_EXCEEDED, 0));
+    let inner = seen.inner();
+    assert_eq!(
+        inner.src_sa(),
+        sa("10.0.0.2:33434"),
+        "quotes the probe as sent"
+    );
+    assert_eq!(inner.dst_sa(), sa("198.51.100.20:33434"));
+    assert!(gw.flows().is_empty(), "an expiring packet creates no flow");
+    let snap = gw.counters.snapshot();
+    assert_eq!(snap.ttl_exceeded_sent, 1);
+
+    // TTL 2 is forwarded with TTL 1.
+    let probe = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
+        .ttl(2)
+        .udp(33434, 33435, b"probe");
+    assert_eq!(gw.on_lan(&probe).seen().ttl, 1);
+
+    // ICMP errors never get an ICMP error back.
+    let mut err = icmp_error(
+        "10.0.0.2",
+        "198.51.100.20",
+        IcmpKind::PortUnreachable,
+        &probe,
+        Quote::HeaderPlus8,
+    );
+    set_ttl(&mut err, 1);
+    assert_eq!(gw.on_lan(&err), Out::Drop(DropReason::TtlExceeded));
+}
+
+/// tcptraceroute to a published service: the probe that expires at the
+/// gateway gets a time-exceeded (as Linux does after DNAT in prerouting),
+/// rather than being handed to the gateway's own stack as if the gateway
+/// were the server.
+#[test]
+fn ttl_one_towards_published_port_gets_time_exceeded() {
+    let gw = Gw::with("", DNAT_AND_MASQ);
+    let probe = Ip::new(ip("198.51.100.99"), gw_out())
+        .ttl(1)
+        .tcp(50000, 8080, SYN, 1, 0, b"");
+    let out = gw.on_wan(&probe);
+    let Out::Reply { oif, frame, .. } = &out else {
+        panic!("expected an ICMP time exceeded, got {}", out.short());
+    };
+    assert_eq!(*oif, gw.wan);
+    let seen = view(frame);
+    assert_eq!((seen.src, seen.dst), (gw_out(), ip("198.51.100.99")));
+    assert_eq!(seen.icmp().ty, ICMP_TIME_EXCEEDED);
+    assert_eq!(seen.inner().dst_sa(), sa(&public(8080)));
+}
+
+// ---------------------------------------------------------------------------
+// TCP life cycle and timers
+
+#[test]
+fn tcp_flow_lifecycle_through_time_wait() {
+    let mut gw = Gw::with("", MASQ);
+    let c = "10.0.0.2:40000";
+    let s = "198.51.100.20:80";
+    let state = |gw: &Gw| {
+        let f = gw.flows();
+        assert_eq!(f.len(), 1, "{f:?}");
+        f[0].tcp_state.name()
+    };
+
+    let p = gw.on_lan(&tcp_seq(c, s, SYN, 100, 0, b"")).seen().sport;
+    let sp = public(p);
+    assert_eq!(state(&gw), "SYN_SENT");
+    assert!(flag_names(&gw.flows()[0]).contains(&"UNREPLIED"));
+
+    gw.advance_secs(1);
+    let _ = gw.on_wan(&tcp_seq(s, &sp, SYN | ACK, 900, 101, b"")).seen();
+    assert_eq!(state(&gw), "SYN_RECV");
+    let _ = gw.on_lan(&tcp_seq(c, s, ACK, 101, 901, b"")).seen();
+    assert_eq!(state(&gw), "ESTABLISHED");
+    assert!(flag_names(&gw.flows()[0]).contains(&"ASSURED"));
+
+    gw.advance_secs(1);
+    let _ = gw
+        .on_lan(&tcp_seq(c, s, PSH | ACK, 101, 901, b"request"))
+        .seen();
+    let back = gw.on_wan(&tcp_seq(s, &sp, PSH | ACK, 901, 108, b"response"));
+    assert_eq!(back.seen().dst_sa(), sa(c));
+    assert_eq!(state(&gw), "ESTABLISHED");
+
+    // The client closes first.
+    let _ = gw.on_lan(&tcp_seq(c, s, FIN | ACK, 108, 909, b"")).seen();
+    assert_eq!(state(&gw), "FIN_WAIT");
+    let _ = gw.on_wan(&tcp_seq(s, &sp, ACK, 909, 109, b"")).seen();
+    assert_eq!(state(&gw), "CLOSE_WAIT");
+    let _ = gw.on_wan(&tcp_seq(s, &sp, FIN | ACK, 909, 109, b"")).seen();
+    assert_eq!(state(&gw), "LAST_ACK");
+    let last = gw.on_lan(&tcp_seq(c, s, ACK, 109, 910, b""));
+    assert_eq!(last.seen().src_sa(), sa(&sp));
+    assert_eq!(state(&gw), "TIME_WAIT");
+    assert_eq!(gw.counters.snapshot().tcp_invalid, 0);
+
+    let tw = gw.engine.config().timeouts.tcp_time_wait as u64;
+    let t0 = gw.now;
+    assert_eq!(gw.flows()[0].expires.0, t0.0 + tw * 1_000_000_000);
+
+    // One nanosecond before the TIME_WAIT timer runs out: still there.
+    gw.advance_nanos(tw * 1_000_000_000 - 1);
+    assert_eq!(gw.sweep(), 0);
+    assert_eq!(state(&gw), "TIME_WAIT");
+
+    // At the deadline it is gone from listings, and a sweep frees it.
+    assert_eq!(gw.step_to_next_deadline(), 1);
+    assert_eq!(gw.now.0, t0.0 + tw * 1_000_000_000);
+    assert!(gw.flows().is_empty());
+    assert_eq!(gw.engine.table().len(), 0);
+    let usage = gw.engine.nat().port_usage();
+    assert!(usage.iter().all(|u| u.flows == 0), "{usage:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Limits: flow table and ports
+
+fn limits(max: u32, early_drop: bool) -> String {
+    format!("[limits]\nmax_flows = {max}\nearly_drop = {early_drop}\n{MASQ}")
+}
+
+#[test]
+fn flow_limit_drops_new_flow_without_early_drop() {
+    let mut gw = Gw::with("", &limits(4, false));
+    for i in 0..4 {
+        let _ = gw
+            .on_lan(&udp(
+                &format!("10.0.0.2:{}", 40000 + i),
+                "198.51.100.20:53",
+                b"q",
+            ))
+            .seen();
+    }
+    let out = gw.on_lan(&udp("10.0.0.2:40004", "198.51.100.20:53", b"q"));
+    assert_eq!(out, Out::Drop(DropReason::FlowTableFull));
+    assert_eq!(gw.drops(DropReason::FlowTableFull), 1);
+    assert_eq!(gw.engine.table().len(), 4);
+    assert_eq!(gw.engine.table().capacity(), 4);
+
+    // Existing flows keep working while the table is full.
+    let seen = gw
+        .on_lan(&udp("10.0.0.2:40000", "198.51.100.20:53", b"q2"))
+        .seen();
+    assert_eq!(seen.src, gw_out());
+
+    // Once flows time out and are swept, there is room again.
+    gw.advance_secs(gw.engine.config().timeouts.udp as u64);
+    assert_eq!(gw.sweep(), 4);
+    let _ = gw
+        .on_lan(&udp("10.0.0.2:40004", "198.51.100.20:53", b"q"))
+        .seen();
+}
+
+#[test]
+fn flow_limit_with_early_drop_evicts_unreplied_flow() {
+    let gw = Gw::with("", &limits(4, true));
+    // Flow 0 gets an answer (assured); flows 1-3 never do.
+    let mut ports = Vec::new();
+    for i in 0..4 {
+        let seen = gw
+            .on_lan(&udp(
+                &format!("10.0.0.2:{}", 40000 + i),
+                "198.51.100.20:53",
+                b"q",
+            ))
+            .seen();
+        ports.push(seen.sport);
+    }
+    let _ = gw
+        .on_wan(&udp("198.51.100.20:53", &public(ports[0]), b"a"))
+        .seen();
+    let _ = gw
+        .on_wan(&udp("198.51.100.20:53", &public(ports[0]), b"a"))
+        .seen();
+
+    let out = gw.on_lan(&udp("10.0.0.2:40004", "198.51.100.20:53", b"q"));
+    assert!(
+        out.is_forward(),
+        "a full table of unreplied flows must make room: {} (drops {:?})",
+        out.short(),
+        gw.nonzero_drops()
+    );
+    assert_eq!(gw.counters.snapshot().early_drops, 1);
+    assert_eq!(gw.engine.table().len(), 4);
+    // The assured flow survived.
+    let back = gw.on_wan(&udp("198.51.100.20:53", &public(ports[0]), b"a"));
+    assert_eq!(back.seen().dst_sa(), sa("10.0.0.2:40000"));
+}
+
+/// The same with a table big enough that every shard of the index holds
+/// flows: early drop finds a victim near the new flow.
+#[test]
+fn flow_limit_with_early_drop_large_table() {
+    let gw = Gw::with("", &limits(2048, true));
+    for i in 0..2048u32 {
+        let src = format!("10.0.0.{}:{}", 2 + i % 200, 20000 + i);
+        let _ = gw.on_lan(&udp(&src, "198.51.100.20:53", b"q")).seen();
+    }
+    let out = gw.on_lan(&udp("10.0.0.250:1999", "198.51.100.20:53", b"q"));
+    assert!(
+        out.is_forward(),
+        "{} (drops {:?})",
+        out.short(),
+        gw.nonzero_drops()
+    );
+    assert_eq!(gw.counters.snapshot().early_drops, 1);
+    assert_eq!(gw.engine.table().len(), 2048);
+}
+
+#[test]
+fn port_exhaustion_is_counted_and_visible() {
+    let rules = r#"
+[[rule]]
+name = "lan-out"
+oif = "wan0"
+src = "10.0.0.0/24"
+action = "masquerade"
+ports = "1000-1009"
+"#;
+    let mut gw = Gw::with("", rules);
+    let mut used = HashSet::new();
+    for h in 2..12 {
+        let seen = gw
+            .on_lan(&tcp(
+                &format!("10.0.0.{h}:40000"),
+                "198.51.100.20:80",
+                SYN,
+                b"",
+            ))
+            .seen();
+        assert_eq!(seen.src, gw_out());
+        assert!((1000..=1009).contains(&seen.sport), "port {}", seen.sport);
+        assert!(
+            used.insert(seen.sport),
+            "port {} handed out twice",
+            seen.sport
+        );
+    }
+    // The 11th concurrent flow to the same server has no port left.
+    let out = gw.on_lan(&tcp("10.0.0.12:40000", "198.51.100.20:80", SYN, b""));
+    assert_eq!(out, Out::Drop(DropReason::PortExhausted));
+    assert_eq!(gw.drops(DropReason::PortExhausted), 1);
+    let usage = gw.engine.nat().port_usage();
+    let u = usage
+        .iter()
+        .find(|u| u.addr == gw_out() && u.proto == "tcp")
+        .unwrap_or_else(|| panic!("no port usage for {GW_OUT}/tcp: {usage:?}"));
+    assert_eq!((u.flows, u.exhausted), (10, 1), "{usage:?}");
+
+    // Ports are per remote endpoint: another server still works.
+    let seen = gw
+        .on_lan(&tcp("10.0.0.12:40000", "198.51.100.21:80", SYN, b""))
+        .seen();
+    assert!((1000..=1009).contains(&seen.sport));
+
+    // When the unanswered SYNs time out, ports come back.
+    gw.advance_secs(gw.engine.config().timeouts.tcp_syn_sent as u64);
+    assert_eq!(gw.sweep(), 11);
+    let _ = gw
+        .on_lan(&tcp("10.0.0.12:40000", "198.51.100.20:80", SYN, b""))
+        .seen();
+}
+
+// ---------------------------------------------------------------------------
+// Fragments
+
+#[test]
+fn fragments_share_their_first_fragments_translation() {
+    let gw = Gw::with("", MASQ);
+    let payload: Vec<u8> = (0..64u8).collect();
+    let whole = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
+        .id(0x4242)
+        .udp(40000, 5000, &payload);
+    let (first, later) = fragment(&whole, 32);
+
+    let f1 = gw.on_lan(&first);
+    let s1 = f1.seen();
+    assert!(s1.more_fragments);
+    assert_eq!(s1.src, gw_out());
+    assert_eq!(s1.dst_sa(), sa("198.51.100.20:5000"));
+    let f2 = gw.on_lan(&later);
+    let s2 = f2.seen();
+    assert_eq!((s2.src, s2.dst), (gw_out(), ip("198.51.100.20")));
+    assert_eq!((s2.frag_offset, s2.ip_id), (4, 0x4242));
+    assert_eq!(gw.counters.snapshot().frags_translated, 1);
+
+    // The server reassembles a datagram whose UDP checksum holds.
+    let got = reassemble(&[f1.forwarded(), f2.forwarded()]);
+    assert_checksums(&got);
+    let seen = view(&got);
+    assert_eq!(seen.src_sa(), s1.src_sa());
+    assert_eq!(seen.payload, payload);
+
+    // The answer comes back fragmented, first fragment first (natgw does
+    // not queue fragments), and reaches the inside host whole.
+    let answer: Vec<u8> = (0..100u8).rev().collect();
+    let whole = Ip::new(ip("198.51.100.20"), gw_out())
+        .id(0x7777)
+        .udp(5000, s1.sport, &answer);
+    let (first, later) = fragment(&whole, 48);
+    let r1 = gw.on_wan(&first);
+    let r2 = gw.on_wan(&later);
+    assert_eq!(
+        (r1.next_hop(), r2.next_hop()),
+        (ip("10.0.0.2"), ip("10.0.0.2"))
+    );
+    let got = reassemble(&[r1.forwarded(), r2.forwarded()]);
+    assert_checksums(&got);
+    let seen = view(&got);
+    assert_eq!(seen.dst_sa(), sa("10.0.0.2:40000"));
+    assert_eq!(seen.payload, answer);
+}
+
+#[test]
+fn large_ping_fragments_keep_translated_identifier() {
+    let gw = Gw::with("", MASQ);
+    // Another host holds the identifier, so this ping's id must change.
+    let _ = gw
+        .on_lan(&ping("10.0.0.3", "198.51.100.20", 0x77, 1))
+        .seen();
+    let data = vec![0x5au8; 200];
+    let whole = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
+        .id(0x5151)
+        .echo_request(0x77, 1, &data);
+    let (first, later) = fragment(&whole, 104);
+    let o1 = gw.on_lan(&first);
+    let o2 = gw.on_lan(&later);
+    let got = reassemble(&[o1.forwarded(), o2.forwarded()]);
+    assert_checksums(&got);
+    let seen = view(&got);
+    assert_eq!(seen.src, gw_out());
+    let id = seen.icmp().echo_id();
+    assert_ne!(id, 0x77);
+    assert_eq!(seen.payload, data);
+    let back = gw.on_wan(&Ip::new(ip("198.51.100.20"), gw_out()).echo_reply(id, 1, &data));
+    assert_eq!(back.seen().dst, ip("10.0.0.2"));
+    assert_eq!(back.seen().icmp().echo_id(), 0x77);
+}
+
+#[test]
+fn later_fragment_without_first_is_dropped() {
+    let gw = Gw::with("", MASQ);
+    let whole = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
+        .id(0x9999)
+        .udp(40000, 5000, &[1u8; 64]);
+    let (_first, later) = fragment(&whole, 32);
+    assert_eq!(gw.on_lan(&later), Out::Drop(DropReason::FragNoFlow));
+    assert_eq!(gw.drops(DropReason::FragNoFlow), 1);
+    assert!(gw.flows().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Malformed frames, IPv6
+
+#[test]
+fn malformed_frames_are_dropped_and_counted() {
+    let gw = Gw::with("", MASQ);
+    let good = udp("10.0.0.2:40000", "198.51.100.20:53", b"hello");
+    let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = good.clone();
+        f(&mut v);
+        v
+    };
+    let total = |v: &mut Vec<u8>, n: u16| v[16..18].copy_from_slice(&n.to_be_bytes());
+    let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
+        (
+            "ethernet header cut",
+            good[..10].to_vec(),
+            DropReason::EthTruncated,
+        ),
+        (
+            "IP header cut",
+            good[..14 + 12].to_vec(),
+            DropReason::IpTruncated,
+        ),
+        (
+            "IHL 4",
+            edit(&|v| {
+                v[14] = 0x44;
+                fix_ip_checksum(v)
+            }),
+            DropReason::IpBadIhl,
+        ),
+        (
+            "IHL past the frame",
+            edit(&|v| {
+                v[14] = 0x4f;
+                fix_ip_checksum(v)
+            }),
+            DropReason::IpBadIhl,
+        ),
+        (
+            "total length past the frame",
+            edit(&|v| {
+                total(v, 200);
+                fix_ip_checksum(v)
+            }),
+            DropReason::IpBadLength,
+        ),
+        (
+            "total length below the header",
+            edit(&|v| {
+                total(v, 12);
+                fix_ip_checksum(v)
+            }),
+            DropReason::IpBadLength,
+        ),
+        (
+            "header checksum wrong",
+            edit(&|v| v[24] ^= 0x5a),
+            DropReason::IpBadChecksum,
+        ),
+        (
+            "version 6 in an IPv4 ethertype",
+            edit(&|v| {
+                v[14] = 0x65;
+                fix_ip_checksum(v)
+            }),
+            DropReason::IpBadVersion,
+        ),
+        (
+            "UDP header cut",
+            edit(&|v| {
+                total(v, 24);
+                fix_ip_checksum(v)
+            }),
+            DropReason::L4Truncated,
+        ),
+        (
+            "unknown ethertype",
+            edit(&|v| v[12..14].copy_from_slice(&[0x88, 0xcc])),
+            DropReason::NonIp,
+        ),
+    ];
+    for (what, frame, reason) in &cases {
+        let before = gw.drops(*reason);
+        assert_eq!(gw.on_lan(frame), Out::Drop(*reason), "{what}");
+        assert_eq!(
+            gw.drops(*reason),
+            before + 1,
+            "{what}: counted once as {}",
+            reason.name()
+        );
+    }
+    assert_eq!(gw.counters.snapshot().total_drops(), cases.len() as u64);
+    assert!(gw.flows().is_empty(), "malformed frames create no flow");
+
+    // The good frame still goes through.
+    let _ = gw.on_lan(&good).seen();
+}
+
+#[test]
+fn ipv6_frames_pass_or_drop_per_config() {
+    let v6 = ipv6_udp("2001:db8::2", "2001:db8:1::1", 5000, 53);
+
+    let gw = Gw::with("ipv6 = \"pass\"", MASQ);
+    assert_eq!(gw.on_lan(&v6), Out::Pass);
+    assert_eq!(gw.counters.snapshot().passed, 1);
+    assert_eq!(gw.counters.snapshot().total_drops(), 0);
+
+    let gw = Gw::with("ipv6 = \"drop\"", MASQ);
+    assert_eq!(gw.on_lan(&v6), Out::Drop(DropReason::Ipv6));
+    assert_eq!(gw.drops(DropReason::Ipv6), 1);
+    assert_eq!(gw.counters.snapshot().passed, 0);
+    assert!(gw.flows().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Atomic ruleset swap (story 4 as it touches stories 1 and 2)
+
+#[test]
+fn ruleset_swap_keeps_existing_flows_and_applies_to_new_ones() {
+    let gw = Gw::with("", MASQ);
+    let old = gw
+        .on_lan(&tcp("10.0.0.2:40000", "198.51.100.20:80", SYN, b""))
+        .seen();
+    assert_eq!(old.src, gw_out());
+    let _ = gw.on_wan(&tcp_seq(
+        "198.51.100.20:80",
+        &old.src_sa().to_string(),
+        SYN | ACK,
+        1,
+        1001,
+        b"",
+    ));
+    let before = gw.flows();
+
+    let new_rules = r#"
+[[rule]]
+name = "lan-out-v2"
+oif = "wan0"
+src = "10.0.0.0/24"
+action = "snat"
+to = "192.0.2.50"
+"#;
+    let cfg = natgw::control::config::Config::parse(
+        &config("", new_rules),
+        std::path::Path::new("v2.toml"),
+    )
+    .expect("new config");
+    gw.engine.swap_ruleset(cfg.ruleset);
+
+    // The established flow keeps its translation both ways.
+    let seen = gw
+        .on_lan(&tcp_seq(
+            "10.0.0.2:40000",
+            "198.51.100.20:80",
+            ACK,
+            1001,
+            2,
+            b"still here",
+        ))
+        .seen();
+    assert_eq!(seen.src_sa(), old.src_sa());
+    let back = gw.on_wan(&tcp_seq(
+        "198.51.100.20:80",
+        &old.src_sa().to_string(),
+        ACK,
+        2,
+        1011,
+        b"ok",
+    ));
+    assert_eq!(back.seen().dst_sa(), sa("10.0.0.2:40000"));
+
+    // A new flow uses the new rule, and its replies come back.
+    let new = gw
+        .on_lan(&tcp("10.0.0.2:40001", "198.51.100.20:80", SYN, b""))
+        .seen();
+    assert_eq!(new.src, ip("192.0.2.50"));
+    let back = gw.on_wan(&tcp_seq(
+        "198.51.100.20:80",
+        &new.src_sa().to_string(),
+        SYN | ACK,
+        1,
+        1001,
+        b"",
+    ));
+    assert_eq!(back.seen().dst_sa(), sa("10.0.0.2:40001"));
+
+    // Listings before/after: nothing established was lost.
+    let after = gw.flows();
+    assert_eq!(after.len(), 2);
+    for f in &before {
+        assert!(
+            after.iter().any(|g| g.orig == f.orig && g.reply == f.reply),
+            "flow {} lost in the swap",
+            f.orig
+        );
+    }
+}
