@@ -127,6 +127,17 @@ pub fn start(
         XdpMode::Native => Some(true),
         XdpMode::Generic => Some(false),
     };
+    let names: Vec<String> = ifs.iter().map(|i| i.name.clone()).collect();
+    match super::guard::install(&names) {
+        Ok(()) => log::info!(
+            "stop guard: nftables table inet {} drops NAT traffic on {} while natgw is not running",
+            super::guard::TABLE,
+            names.join(", ")
+        ),
+        Err(e) => log::warn!(
+            "no stop guard ({e}): while natgw is stopped the kernel may reset NATed connections"
+        ),
+    }
     let mut progs = Vec::new();
     for (i, f) in ifs.iter().zip(&facts) {
         let p = XdpProg::attach(&i.name, f.0, native).map_err(|e| DataplaneError(e.to_string()))?;

@@ -9,6 +9,7 @@
 //! whose [`Running::shutdown`] joins them and removes what was attached.
 
 pub mod afxdp;
+pub mod guard;
 pub mod neigh;
 pub mod sys;
 pub mod tun;
