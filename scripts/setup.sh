@@ -10,7 +10,7 @@ say() { [ "$quiet" = "--quiet" ] || echo "setup: $*"; }
 # clang compiles natgw's XDP program).
 BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc)
 # Tools the tests and demo call (tcpdump reads replay output).
-PACKAGES=(tcpdump)
+PACKAGES=(tcpdump iproute2 nftables ethtool procps socat iperf3 curl iputils-ping iputils-tracepath traceroute python3)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: not root; skipping package installs (need: ${PACKAGES[*]})" >&2
@@ -32,4 +32,9 @@ fi
 if ! command -v cargo >/dev/null; then
     echo "setup: cargo not found; natgw needs a Rust toolchain (rustup)" >&2
     exit 1
+fi
+
+# bpffs for pinned BPF objects (idempotent; root only).
+if [ "$(id -u)" -eq 0 ]; then
+    mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 fi

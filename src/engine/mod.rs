@@ -249,6 +249,10 @@ impl Engine {
             }
             Err(e) => return Verdict::Drop(e.into()),
         };
+        // 224.0.0.0/4 and 255.255.255.255: link-local chatter (IGMP, mDNS, ...).
+        if p.tuple.dst >> 28 == 0xe || p.tuple.dst == u32::MAX {
+            return Verdict::Drop(DropReason::NotUnicast);
+        }
         if p.ttl <= 1 {
             return self.ttl_expired(buf, &p, iif, now, c);
         }

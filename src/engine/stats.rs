@@ -66,6 +66,8 @@ drop_reasons! {
     TtlExceeded = "ttl_exceeded",
     /// No route to the (translated) destination.
     NoRoute = "no_route",
+    /// Multicast or limited-broadcast destination (a gateway does not route these).
+    NotUnicast = "not_unicast",
     /// A `drop` rule matched.
     RuleDrop = "rule_drop",
     /// No rule matched and the config says `unmatched = "drop"`.

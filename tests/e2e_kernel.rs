@@ -1,0 +1,85 @@
+//! The e2e scenarios (tests/netns/scenarios.rs) with the Linux kernel as
+//! the gateway: ip_forward plus the nftables ruleset equivalent to natgw's
+//! config (netns::KERNEL_RULESET). This is the reference natgw is held to;
+//! the same scenario functions run against natgw elsewhere.
+//!
+//! Needs root (network namespaces); skipped with a message otherwise.
+//! Each test builds its own namespaces (unique names), so they run in
+//! parallel; all are removed on drop, failures included.
+
+mod netns;
+
+use netns::{Spec, Topology, scenarios};
+
+/// A standard topology with the kernel as the gateway, or None (skip).
+fn kernel_gateway(test: &str) -> Option<Topology> {
+    let t = Topology::new_or_skip(Spec::standard(), test)?;
+    t.use_kernel_gateway();
+    Some(t)
+}
+
+macro_rules! kernel_scenario {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            let Some(t) = kernel_gateway(stringify!($name)) else { return };
+            scenarios::$name(&t);
+        }
+    )*};
+}
+
+kernel_scenario!(
+    masquerade_http,
+    udp_1000_flows,
+    ping_two_hosts,
+    dnat_port_forward,
+    hairpin,
+    icmp_errors,
+    tcp_1000_connections,
+);
+
+/// The natgw config the natgw runs use must say what the kernel ruleset
+/// says; at least it must be one natgw accepts.
+#[test]
+fn natgw_config_is_valid() {
+    let dir = std::env::temp_dir().join(format!("ngt-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("natgw.toml");
+    let text = netns::natgw_config(&dir.join("natgw.sock"), "ipv6 = \"drop\"");
+    std::fs::write(&path, &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_natgw"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run natgw check");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "natgw check rejected the e2e config:\n{text}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Without a gateway that forwards, nothing crosses: the scenarios can't
+/// pass by accident (e.g. through a path around the gateway).
+#[test]
+fn bare_gateway_forwards_nothing() {
+    let Some(t) = Topology::new_or_skip(Spec::standard(), "bare_gateway_forwards_nothing") else {
+        return;
+    };
+    // The hosts reach the gateway itself...
+    t.run("cl1", &format!("ping -n -q -c 1 -W 2 {}", netns::GW_LAN));
+    t.run("out", &format!("ping -n -q -c 1 -W 2 {}", netns::GW_WAN));
+    // ...and the outside router's far side is reachable from outside hosts...
+    t.run("out", &format!("ping -n -q -c 1 -W 2 {}", netns::FAR));
+    // ...but not through the bare gateway.
+    let o = t.exec("cl1", &format!("ping -n -q -c 1 -W 1 {}", netns::OUT));
+    assert!(!o.status.success(), "bare gateway forwarded a ping");
+    // And outside hosts have no route to the LAN at all.
+    let o = t.exec("out", &format!("ping -n -q -c 1 -W 1 {}", netns::CL1));
+    assert!(
+        !o.status.success(),
+        "outside host reached the LAN untranslated"
+    );
+}
