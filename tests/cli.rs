@@ -245,3 +245,45 @@ fn replay_refuses_an_unknown_interface() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--iif: no interface named `eth7`"));
 }
+
+#[test]
+fn stats_and_flows_without_a_daemon_say_so() {
+    let out = natgw(&["stats", "--socket", "/nonexistent/natgw.sock"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach natgw at /nonexistent/natgw.sock") && err.contains("natgw run"),
+        "{err}"
+    );
+    let out = natgw(&["flows", "--socket", "/nonexistent/natgw.sock", "--json"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn flows_refuses_a_bad_filter_before_connecting() {
+    for (args, want) in [
+        (
+            vec!["--state", "OPEN"],
+            "--state: `OPEN` is not a TCP state",
+        ),
+        (
+            vec!["--proto", "sctp"],
+            "--proto: `sctp` is not one of tcp, udp, icmp",
+        ),
+        (
+            vec!["--src", "10.0.0.300"],
+            "--src: `10.0.0.300` is not an IPv4 address",
+        ),
+    ] {
+        let mut a = vec!["flows", "--socket", "/nonexistent/natgw.sock"];
+        a.extend(args);
+        let out = natgw(&a);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+        assert!(
+            !err.contains("cannot reach"),
+            "filter checked after connecting: {err}"
+        );
+    }
+}
