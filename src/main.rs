@@ -62,6 +62,7 @@ enum Cmd {
     Stats {
         #[command(flatten)]
         target: Target,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -69,39 +70,12 @@ enum Cmd {
     Flows {
         #[command(flatten)]
         target: Target,
-        /// Original source address or prefix (conntrack -s).
-        #[arg(long)]
-        src: Option<String>,
-        /// Original destination address or prefix (conntrack -d).
-        #[arg(long)]
-        dst: Option<String>,
-        /// Reply source address or prefix (conntrack -r).
-        #[arg(long)]
-        reply_src: Option<String>,
-        /// Reply destination address or prefix (conntrack -q).
-        #[arg(long)]
-        reply_dst: Option<String>,
-        /// Any address of either direction.
-        #[arg(long)]
-        addr: Option<String>,
-        /// tcp, udp or icmp.
-        #[arg(long, short)]
-        proto: Option<String>,
-        /// Original source port.
-        #[arg(long)]
-        sport: Option<u16>,
-        /// Original destination port.
-        #[arg(long)]
-        dport: Option<u16>,
-        /// Any port of either direction.
-        #[arg(long)]
-        port: Option<u16>,
-        /// TCP state (ESTABLISHED, TIME_WAIT, ...).
-        #[arg(long)]
-        state: Option<String>,
+        #[command(flatten)]
+        filter: FlowFilter,
         /// Print only the number of matching flows.
         #[arg(long)]
         count: bool,
+        /// Print the flows as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -192,31 +166,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Flows {
             target,
-            src,
-            dst,
-            reply_src,
-            reply_dst,
-            addr,
-            proto,
-            sport,
-            dport,
-            port,
-            state,
+            filter,
             count,
             json,
         } => {
-            let filter = FlowFilter {
-                src,
-                dst,
-                reply_src,
-                reply_dst,
-                addr,
-                proto,
-                sport,
-                dport,
-                port,
-                state,
-            };
             // Check the filter here too, so a typo fails before connecting.
             filter.compile().map_err(anyhow::Error::msg)?;
             let data = socket::call(&target.path()?, &Request::Flows { filter })

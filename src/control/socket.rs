@@ -37,26 +37,39 @@ pub struct Response {
     pub data: Option<serde_json::Value>,
 }
 
-/// `conntrack -L`-style filters; every given field must match.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// `conntrack -L`-style filters; every given field must match. Also the
+/// `natgw flows` command-line options.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, clap::Args)]
 pub struct FlowFilter {
     /// Original-direction source (like conntrack `-s`).
+    #[arg(long)]
     pub src: Option<String>,
     /// Original-direction destination (`-d`).
+    #[arg(long)]
     pub dst: Option<String>,
     /// Reply-direction source (`-r`).
+    #[arg(long)]
     pub reply_src: Option<String>,
     /// Reply-direction destination (`-q`).
+    #[arg(long)]
     pub reply_dst: Option<String>,
     /// Any address of either tuple.
+    #[arg(long)]
     pub addr: Option<String>,
+    /// tcp, udp or icmp.
+    #[arg(long, short)]
     pub proto: Option<String>,
-    /// Original-direction ports.
+    /// Original-direction source port.
+    #[arg(long)]
     pub sport: Option<u16>,
+    /// Original-direction destination port.
+    #[arg(long)]
     pub dport: Option<u16>,
     /// Any port of either tuple.
+    #[arg(long)]
     pub port: Option<u16>,
     /// TCP state name (ESTABLISHED, TIME_WAIT, ...).
+    #[arg(long)]
     pub state: Option<String>,
 }
 
