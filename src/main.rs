@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use natgw::control::config::Config;
-use natgw::control::socket::{self, FlowFilter, FlowsReport, Request, StatsReport};
+use natgw::control::socket::{
+    self, FlowFilter, FlowsReport, ReloadReply, Request, SetOp, SetReport, StatsReport,
+};
 use natgw::control::{daemon, format, replay};
 use natgw::engine::Engine;
 use std::fs::File;
@@ -65,6 +67,49 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Replace rules, sets and routes of the running gateway from a config
+    /// file, atomically; validates it completely first. Flows keep their
+    /// translation. (SIGHUP reloads the file natgw started with.)
+    Reload {
+        /// The new config (default: the file natgw started with).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Control socket path (default: from --config, else the default).
+        #[arg(long, short)]
+        socket: Option<PathBuf>,
+        /// Also remove the live flows that no rule of the new config matches.
+        #[arg(long)]
+        flush_unmatched: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change or list a named address set at run time (like ipset).
+    Set {
+        #[command(flatten)]
+        target: Target,
+        /// add, del, list or flush.
+        op: SetOp,
+        /// The set's name (a [[set]] of the config).
+        name: String,
+        /// Address or prefix (add, del).
+        addr: Option<String>,
+        /// Seconds the entry lives (add; default: the set's timeout; 0 = permanent).
+        #[arg(long)]
+        timeout: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove flows matching the filters, like `conntrack -D` (at least one
+    /// filter, or --all).
+    Flush {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        filter: FlowFilter,
+        /// Remove every flow.
+        #[arg(long)]
+        all: bool,
     },
     /// List flows like `conntrack -L` (filters combine with AND).
     Flows {
@@ -163,6 +208,97 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let r: StatsReport = serde_json::from_value(data)?;
                 print!("{}", format::stats_text(&r));
             }
+        }
+        Cmd::Reload {
+            config,
+            socket: sock,
+            flush_unmatched,
+            json,
+        } => {
+            let target = Target {
+                socket: sock,
+                config: config.clone(),
+            };
+            // Validate here too: a bad file fails with its line and field
+            // before the daemon is asked.
+            if let Some(c) = &config {
+                Config::load(c)?;
+            }
+            let config = config.map(|c| std::fs::canonicalize(&c).unwrap_or(c));
+            let req = Request::Reload {
+                config,
+                flush_unmatched,
+            };
+            let data = socket::call(&target.path()?, &req).map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let r: ReloadReply = serde_json::from_value(data)?;
+                println!(
+                    "reloaded {}: {} rule(s), {} set(s); {} live flow(s) keep their translation, {} match no rule now{}",
+                    r.config,
+                    r.report.rules,
+                    r.report.sets,
+                    r.report.flows,
+                    r.report.unmatched_flows,
+                    if flush_unmatched {
+                        format!(", {} flushed", r.flushed)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        Cmd::Set {
+            target,
+            op,
+            name,
+            addr,
+            timeout,
+            json,
+        } => {
+            let req = Request::Set {
+                op,
+                name,
+                prefix: addr,
+                timeout,
+            };
+            let data = socket::call(&target.path()?, &req).map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let r: SetReport = serde_json::from_value(data)?;
+                if !r.changed.is_empty() {
+                    println!("set {}: {}", r.name, r.changed);
+                }
+                if op == SetOp::List {
+                    println!(
+                        "set {} (default timeout {}s), {} entries:",
+                        r.name,
+                        r.default_timeout,
+                        r.entries.len()
+                    );
+                    for e in &r.entries {
+                        match e.expires_in {
+                            Some(s) => println!("  {} timeout {s}", e.prefix),
+                            None => println!("  {}", e.prefix),
+                        }
+                    }
+                }
+            }
+        }
+        Cmd::Flush {
+            target,
+            filter,
+            all,
+        } => {
+            filter.compile().map_err(anyhow::Error::msg)?;
+            if !all && filter == FlowFilter::default() {
+                anyhow::bail!("flush: give a filter (see --help) or --all to remove every flow");
+            }
+            let data = socket::call(&target.path()?, &Request::Flush { filter })
+                .map_err(anyhow::Error::msg)?;
+            println!("flushed {} flow(s)", data["flushed"]);
         }
         Cmd::Flows {
             target,

@@ -470,7 +470,7 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
         for e in &r.elements {
             let p: Prefix = src.parse(&format!("set[{i}].elements"), e, |s| s.parse())?;
             // Elements written in the config are permanent.
-            set.add(p, Some(0), crate::conntrack::Time(0));
+            set.add_config(p);
         }
         if sets.insert(name.clone(), Arc::new(set)).is_some() {
             return Err(src.err(

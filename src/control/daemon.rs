@@ -30,6 +30,9 @@ pub fn run(config: &Path) -> Result<(), String> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("signal handler: {e}"))?;
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| format!("signal handler: {e}"))?;
     let running = match dataplane::start(&cfg, engine.clone(), stop.clone()) {
         Ok(r) => r,
         Err(e) => {
@@ -60,6 +63,19 @@ pub fn run(config: &Path) -> Result<(), String> {
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => log::warn!("control socket: {e}"),
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            match reload(&engine, &cfg, config, false) {
+                Ok(r) => log::info!(
+                    "SIGHUP: reloaded {}: {} rules, {} sets; {} live flows keep their translation, {} of them match no rule now",
+                    r.config,
+                    r.report.rules,
+                    r.report.sets,
+                    r.report.flows,
+                    r.report.unmatched_flows
+                ),
+                Err(e) => log::error!("SIGHUP: reload refused, nothing changed: {e}"),
+            }
         }
         let now = sys::now();
         engine.expire(now, EXPIRY_BUDGET);
@@ -100,6 +116,38 @@ fn handle(
 ) -> Result<serde_json::Value, String> {
     let now = sys::now();
     match req {
+        Request::Reload {
+            config: path,
+            flush_unmatched,
+        } => {
+            let path = path.unwrap_or_else(|| cfg.path.clone());
+            let r = reload(engine, cfg, &path, flush_unmatched)?;
+            log::info!(
+                "reloaded {}: {} rules, {} sets; {} live flows keep their translation, {} match no rule now, {} flushed",
+                r.config,
+                r.report.rules,
+                r.report.sets,
+                r.report.flows,
+                r.report.unmatched_flows,
+                r.flushed
+            );
+            serde_json::to_value(&r).map_err(|e| e.to_string())
+        }
+        Request::Set {
+            op,
+            name,
+            prefix,
+            timeout,
+        } => {
+            let r = set_op(engine, op, &name, prefix.as_deref(), timeout, now)?;
+            serde_json::to_value(&r).map_err(|e| e.to_string())
+        }
+        Request::Flush { filter } => {
+            let f = filter.compile()?;
+            let n = engine.flush(|r| f.matches(r));
+            log::info!("flushed {n} flow(s)");
+            Ok(serde_json::json!({ "flushed": n }))
+        }
         Request::Stats => {
             let workers: Vec<_> = running.stats.iter().map(|w| w.snapshot()).collect();
             let mut total = CounterSnapshot::default();
@@ -151,4 +199,105 @@ fn handle(
             serde_json::to_value(&r).map_err(|e| e.to_string())
         }
     }
+}
+
+/// Validates `path` completely, then applies it (see `Engine::reload`).
+fn reload(
+    engine: &Engine,
+    cur: &Config,
+    path: &Path,
+    flush_unmatched: bool,
+) -> Result<socket::ReloadReply, String> {
+    let new = Config::load(path).map_err(|e| e.to_string())?;
+    if new.run.backend != cur.run.backend || new.run.control_socket != cur.run.control_socket {
+        return Err("the new config changes [gateway] backend or control_socket, which needs a restart; nothing was changed".into());
+    }
+    let now = sys::now();
+    let report = engine.reload(&new.engine, new.ruleset, &new.sets, now)?;
+    let flushed = if flush_unmatched {
+        let gone: std::collections::HashSet<_> = engine
+            .unmatched_flows(&engine.ruleset(), now)
+            .into_iter()
+            .map(|r| r.orig)
+            .collect();
+        engine.flush(|r| gone.contains(&r.orig))
+    } else {
+        0
+    };
+    Ok(socket::ReloadReply {
+        config: path.display().to_string(),
+        report,
+        flushed,
+    })
+}
+
+fn set_op(
+    engine: &Engine,
+    op: socket::SetOp,
+    name: &str,
+    prefix: Option<&str>,
+    timeout: Option<u32>,
+    now: crate::conntrack::Time,
+) -> Result<socket::SetReport, String> {
+    use socket::SetOp;
+    let sets = engine.sets();
+    let set = sets.get(name).ok_or_else(|| {
+        let mut names: Vec<&str> = sets.keys().map(String::as_str).collect();
+        names.sort();
+        format!(
+            "no set named `{name}` (sets: {})",
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        )
+    })?;
+    let prefix = |need: bool| -> Result<Option<crate::nat::Prefix>, String> {
+        match prefix {
+            Some(p) => p.parse().map(Some).map_err(|e| format!("set {name}: {e}")),
+            None if need => Err(format!("set {name}: an address or prefix is needed")),
+            None => Ok(None),
+        }
+    };
+    let changed = match op {
+        SetOp::Add => {
+            let p = prefix(true)?.ok_or("unreachable: prefix required")?;
+            let existed = set.list(now).iter().any(|e| e.prefix == p.to_string());
+            set.add(p, timeout, now);
+            if existed {
+                format!("refreshed {p}")
+            } else {
+                format!("added {p}")
+            }
+        }
+        SetOp::Del => {
+            let p = prefix(true)?.ok_or("unreachable: prefix required")?;
+            if !set.del(p) {
+                return Err(format!("set {name}: {p} is not a member"));
+            }
+            format!("deleted {p}")
+        }
+        SetOp::List => String::new(),
+        SetOp::Flush => {
+            let n = set.list(now).len();
+            set.flush();
+            format!("flushed {n}")
+        }
+    };
+    Ok(socket::SetReport {
+        name: name.to_string(),
+        default_timeout: set.default_timeout(),
+        entries: set
+            .list(now)
+            .into_iter()
+            .map(|e| socket::SetEntryView {
+                prefix: e.prefix,
+                expires_in: e
+                    .expires
+                    .map(|t| t.saturating_sub(now).0.div_ceil(1_000_000_000)),
+            })
+            .collect(),
+        changed,
+    })
 }

@@ -26,6 +26,35 @@ pub enum Request {
         #[serde(default)]
         filter: FlowFilter,
     },
+    /// Re-read the config (`config`, or the file natgw started with).
+    Reload {
+        config: Option<std::path::PathBuf>,
+        #[serde(default)]
+        flush_unmatched: bool,
+    },
+    /// Change or list an address set.
+    Set {
+        op: SetOp,
+        name: String,
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        timeout: Option<u32>,
+    },
+    /// Remove the flows that match (like `conntrack -D`).
+    Flush {
+        #[serde(default)]
+        filter: FlowFilter,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SetOp {
+    Add,
+    Del,
+    List,
+    Flush,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -258,4 +287,30 @@ pub fn call(path: &Path, req: &Request) -> Result<serde_json::Value, String> {
         (_, _, Some(e)) => Err(e),
         _ => Err("empty reply from natgw".into()),
     }
+}
+
+/// What `natgw set` returns.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SetReport {
+    pub name: String,
+    pub default_timeout: u32,
+    pub entries: Vec<SetEntryView>,
+    /// What the operation changed (`added`, `refreshed`, `deleted`, `flushed N`).
+    pub changed: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SetEntryView {
+    pub prefix: String,
+    /// Seconds left, `None` for a permanent entry.
+    pub expires_in: Option<u64>,
+}
+
+/// What `natgw reload` returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadReply {
+    pub config: String,
+    pub report: crate::engine::ReloadReport,
+    /// Flows removed because they no longer match (with --flush-unmatched).
+    pub flushed: usize,
 }

@@ -129,7 +129,7 @@ pub struct Engine {
     table: FlowTable,
     nat: NatState,
     ruleset: ArcSwap<Ruleset>,
-    sets: Sets,
+    sets: ArcSwap<Sets>,
     frags: FragTable,
     icmp_window: AtomicU64,
     icmp_sent: AtomicU32,
@@ -145,7 +145,7 @@ impl Engine {
             routes: ArcSwap::from_pointee(routes),
             local: ArcSwap::from_pointee(local),
             ruleset: ArcSwap::from_pointee(ruleset),
-            sets,
+            sets: ArcSwap::from_pointee(sets),
             frags: FragTable::new(4096),
             icmp_window: AtomicU64::new(0),
             icmp_sent: AtomicU32::new(0),
@@ -165,8 +165,9 @@ impl Engine {
         &self.nat
     }
 
-    pub fn sets(&self) -> &Sets {
-        &self.sets
+    /// The address sets by name (the map a reload may replace).
+    pub fn sets(&self) -> Arc<Sets> {
+        self.sets.load_full()
     }
 
     pub fn ruleset(&self) -> Arc<Ruleset> {
@@ -618,6 +619,116 @@ impl Engine {
         self.icmp_sent.fetch_add(1, Relaxed) < self.cfg.icmp_rate
     }
 
+    /// Replaces rules, sets and routes with those of a new config, all
+    /// validated before anything changes; everything else (interfaces,
+    /// limits, timeouts, policies, backend) must be unchanged, because it
+    /// needs a restart. Sets keep their run-time entries; rules are rebuilt
+    /// to point at the live sets. Existing flows keep their translation.
+    pub fn reload(
+        &self,
+        cfg: &EngineConfig,
+        mut ruleset: Ruleset,
+        sets: &Sets,
+        now: Time,
+    ) -> Result<ReloadReport, String> {
+        let old = &self.cfg;
+        let mut fixed = Vec::new();
+        if cfg.interfaces != old.interfaces {
+            fixed.push("[[interface]]");
+        }
+        if cfg.max_flows != old.max_flows || cfg.early_drop != old.early_drop {
+            fixed.push("[limits]");
+        }
+        if cfg.timeouts != old.timeouts {
+            fixed.push("[timeouts]");
+        }
+        if (
+            cfg.ipv6,
+            cfg.unmatched,
+            cfg.hairpin,
+            cfg.icmp_rate,
+            cfg.seed,
+        ) != (
+            old.ipv6,
+            old.unmatched,
+            old.hairpin,
+            old.icmp_rate,
+            old.seed,
+        ) {
+            fixed.push("[gateway]");
+        }
+        if !fixed.is_empty() {
+            return Err(format!(
+                "the new config changes {} which a reload cannot apply (restart natgw to change them); nothing was changed",
+                fixed.join(", ")
+            ));
+        }
+        // Keep live sets (and their run-time entries) where the name stays.
+        let live = self.sets.load();
+        let mut merged: Sets = Sets::new();
+        for (name, new) in sets {
+            let keep = match live.get(name) {
+                Some(cur) if cur.default_timeout() == new.default_timeout() => {
+                    cur.replace_config(&new.config_entries());
+                    cur.clone()
+                }
+                _ => new.clone(),
+            };
+            merged.insert(name.clone(), keep);
+        }
+        for r in &mut ruleset.rules {
+            for s in [&mut r.m.src_set, &mut r.m.dst_set].into_iter().flatten() {
+                if let Some(live) = merged.get(s.name()) {
+                    *s = live.clone();
+                }
+            }
+        }
+        let unmatched = self.unmatched_flows(&ruleset, now);
+        self.set_routes(&cfg.routes);
+        self.swap_ruleset(ruleset);
+        self.sets.store(Arc::new(merged));
+        Ok(ReloadReport {
+            rules: self.ruleset.load().len(),
+            sets: self.sets.load().len(),
+            flows: self.table.len(),
+            unmatched_flows: unmatched.len(),
+        })
+    }
+
+    /// Live flows that a rule created and that no rule of `rs` matches
+    /// (their ingress interface is taken to be the one that routes back
+    /// to their source).
+    pub fn unmatched_flows(&self, rs: &Ruleset, now: Time) -> Vec<FlowRecord> {
+        self.flows(now)
+            .into_iter()
+            .filter(|r| r.mark != 0)
+            .filter(|r| {
+                let iif = self.route(r.orig.src).map_or(0, |h| h.oif);
+                let meta = Meta {
+                    tuple: r.orig,
+                    iif,
+                    oif: None,
+                    now,
+                };
+                let (_, pre) = rs.dst_nat(&meta);
+                let out = r.reply.invert();
+                let oif = self.route(out.dst).map(|h| h.oif);
+                let meta = Meta {
+                    tuple: Tuple {
+                        dst: out.dst,
+                        dport: out.dport,
+                        ..r.orig
+                    },
+                    iif,
+                    oif,
+                    now,
+                };
+                let (_, post) = rs.src_nat(&meta);
+                pre.is_none() && post.is_none()
+            })
+            .collect()
+    }
+
     /// Bounded expiry work: visits up to `budget` flow slots, removes the
     /// flows whose timer ran out, and prunes fragment and set entries.
     /// Returns the number of flows removed.
@@ -629,7 +740,7 @@ impl Engine {
 
     /// Removes expired entries from every address set.
     pub fn prune_sets(&self, now: Time) -> usize {
-        self.sets.values().map(|s| s.prune(now)).sum()
+        self.sets.load().values().map(|s| s.prune(now)).sum()
     }
 
     /// A moment's list of live flows.
@@ -680,6 +791,17 @@ pub fn local_ranges(cfg: &EngineConfig, rs: &Ruleset) -> Vec<(u32, u32)> {
     v.sort_unstable();
     v.dedup();
     v
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub rules: usize,
+    pub sets: usize,
+    /// Live flows, all of which keep their translation.
+    pub flows: usize,
+    /// Live flows created by a rule that no rule of the new ruleset matches.
+    pub unmatched_flows: usize,
 }
 
 /// Which flag bits a record shows in listings.

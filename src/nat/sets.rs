@@ -31,6 +31,9 @@ pub struct AddrSet {
     /// Timeout given to entries added without one (0 = permanent).
     default_timeout: u32,
     members: RwLock<Members>,
+    /// The entries the config file lists (a reload replaces these and
+    /// leaves entries added at run time alone).
+    from_config: RwLock<Vec<Prefix>>,
 }
 
 impl AddrSet {
@@ -39,6 +42,7 @@ impl AddrSet {
             name: name.to_string(),
             default_timeout,
             members: RwLock::default(),
+            from_config: RwLock::default(),
         }
     }
 
@@ -61,6 +65,30 @@ impl AddrSet {
             .entry(p.len)
             .or_default()
             .insert(p.addr, deadline);
+    }
+
+    /// Adds a permanent entry listed in the config file.
+    pub fn add_config(&self, p: Prefix) {
+        self.add(p, Some(0), Time(0));
+        self.from_config.write().push(p);
+    }
+
+    /// Makes the config-listed entries `new` (a reload): entries the old
+    /// config listed and the new one does not are removed; entries added
+    /// at run time stay.
+    pub fn replace_config(&self, new: &[Prefix]) {
+        let old = std::mem::take(&mut *self.from_config.write());
+        for p in old.iter().filter(|p| !new.contains(p)) {
+            self.del(*p);
+        }
+        for p in new {
+            self.add_config(*p);
+        }
+    }
+
+    /// The entries the config file lists.
+    pub fn config_entries(&self) -> Vec<Prefix> {
+        self.from_config.read().clone()
     }
 
     /// Removes `p`; returns whether it was a member.
