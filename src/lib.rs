@@ -8,6 +8,8 @@
 //!   flow table. Pure.
 //! - [`nat`]: rules, actions, address sets, port allocation, mapping
 //!   behaviour. Pure.
+//! - [`lb`]: virtual services, real servers, schedulers, persistence.
+//!   Pure, seeded.
 //! - [`engine`]: the per-packet pipeline that ties the three together
 //!   (parse, track, classify, translate, route) and returns a verdict. Pure.
 //! - [`control`]: config file, offline replay, CLI output. Reads files.
@@ -19,5 +21,6 @@ pub mod conntrack;
 pub mod control;
 pub mod dataplane;
 pub mod engine;
+pub mod lb;
 pub mod nat;
 pub mod packet;

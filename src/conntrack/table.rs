@@ -395,8 +395,11 @@ impl FlowTable {
             Relaxed,
         );
         let d = dir.index();
-        s.packets[d].fetch_add(1, Relaxed);
-        s.bytes[d].fetch_add(pkt.len as u64, Relaxed);
+        // Plain load+store, not a locked add: a direction's packets come
+        // through one queue (RSS hashes the tuple), so one worker writes
+        // these; a rare race costs a count, never a flow.
+        s.packets[d].store(s.packets[d].load(Relaxed) + 1, Relaxed);
+        s.bytes[d].store(s.bytes[d].load(Relaxed) + pkt.len as u64, Relaxed);
         Lookup::Hit(Hit {
             id,
             dir,

@@ -69,8 +69,8 @@ mod table;
 pub use persist::{PersistEntry, Sweep};
 pub use sched::{HashOpts, MhOpts, Scheduler};
 pub use service::{
-    ConnState, Health, NewConn, Persistence, RealIdx, RealServer, RealSpec, RealState,
-    ServiceKey, ServiceSpec, VirtualService,
+    ConnState, Health, NewConn, Persistence, RealIdx, RealServer, RealSpec, RealState, ServiceKey,
+    ServiceSpec, VirtualService,
 };
 pub use table::{Change, LbError, LbTable, RealStatus, ServiceStatus};
 

@@ -129,7 +129,9 @@ impl Scheduler {
         };
         let m = o.table_size;
         if !(3..=MAX_MH_TABLE).contains(&m) || !is_prime(m) {
-            return Err(format!("mh table size {m} is not a prime in 3..={MAX_MH_TABLE}"));
+            return Err(format!(
+                "mh table size {m} is not a prime in 3..={MAX_MH_TABLE}"
+            ));
         }
         if reals as u32 >= m {
             return Err(format!("mh table size {m} too small for {reals} servers"));
@@ -153,7 +155,11 @@ impl FromStr for Scheduler {
             "sh" => Scheduler::Sh(HashOpts::default()),
             "dh" => Scheduler::Dh(HashOpts::default()),
             "mh" => Scheduler::Mh(MhOpts::default()),
-            _ => return Err(format!("unknown scheduler {s:?} (rr wrr lc wlc sed nq sh dh mh)")),
+            _ => {
+                return Err(format!(
+                    "unknown scheduler {s:?} (rr wrr lc wlc sed nq sh dh mh)"
+                ));
+            }
         })
     }
 }
@@ -263,7 +269,8 @@ fn carry_position(last: u32, old: &[RealServer], new: &[RealServer]) -> u32 {
         .rev()
         .find_map(|i| {
             let o = &old[i];
-            new.iter().position(|r| r.addr == o.addr && r.port == o.port)
+            new.iter()
+                .position(|r| r.addr == o.addr && r.port == o.port)
         })
         .map_or(HEAD, |i| i as u32)
 }
@@ -306,7 +313,10 @@ impl Wrr {
         let mut cur = self.mark.load(Relaxed);
         loop {
             let (i, next) = self.step(reals, unpack(cur))?;
-            match self.mark.compare_exchange_weak(cur, pack(i as u32, next), Relaxed, Relaxed) {
+            match self
+                .mark
+                .compare_exchange_weak(cur, pack(i as u32, next), Relaxed, Relaxed)
+            {
                 Ok(_) => return Some(i),
                 Err(now) => cur = now,
             }
@@ -441,7 +451,13 @@ mod tests {
     fn rr_position_survives_a_change() {
         let t = LbTable::build(&[spec(Scheduler::Rr, &[1, 1, 1])], &LbTable::new(1)).unwrap();
         let key = spec(Scheduler::Rr, &[]).key;
-        let at = |t: &LbTable| t.service(&key).unwrap().schedule(1, 1, Time(0)).unwrap().index();
+        let at = |t: &LbTable| {
+            t.service(&key)
+                .unwrap()
+                .schedule(1, 1, Time(0))
+                .unwrap()
+                .index()
+        };
         assert_eq!(at(&t), 0);
         assert_eq!(at(&t), 1);
         // Server 2 (index 1, picked last) goes: continue after server 1.
@@ -517,7 +533,9 @@ mod tests {
         let mut rng = Rng(3);
         for _ in 0..6000 {
             let i = svc.schedule(rng.next() as u32, 1, Time(0)).unwrap();
-            svc.real(i).state().transition(None, Some(ConnState::Active));
+            svc.real(i)
+                .state()
+                .transition(None, Some(ConnState::Active));
         }
         let act: Vec<u32> = svc.reals().iter().map(|r| r.active()).collect();
         assert_eq!(act, [1000, 2000, 3000]);
@@ -529,8 +547,22 @@ mod tests {
             assert_eq!(s.name().parse::<Scheduler>().unwrap().name(), s.name());
         }
         assert!("fifo".parse::<Scheduler>().is_err());
-        assert!(Scheduler::Mh(MhOpts { table_size: 1000, ..MhOpts::default() }).validate(3).is_err());
-        assert!(Scheduler::Mh(MhOpts { table_size: 7, ..MhOpts::default() }).validate(7).is_err());
+        assert!(
+            Scheduler::Mh(MhOpts {
+                table_size: 1000,
+                ..MhOpts::default()
+            })
+            .validate(3)
+            .is_err()
+        );
+        assert!(
+            Scheduler::Mh(MhOpts {
+                table_size: 7,
+                ..MhOpts::default()
+            })
+            .validate(7)
+            .is_err()
+        );
         assert!(Scheduler::Mh(MhOpts::default()).validate(100).is_ok());
     }
 

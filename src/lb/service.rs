@@ -17,9 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
 /// Identifies a virtual service, like `ipvsadm -t VIP:port` (or `-u`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ServiceKey {
     #[serde(with = "ipv4")]
     pub vip: u32,
@@ -419,7 +417,8 @@ impl VirtualService {
         }
 
         let persist = spec.persistence.map(|want| {
-            let same_key = |p: &VirtualService| p.persistence.map(|o| o.netmask) == Some(want.netmask);
+            let same_key =
+                |p: &VirtualService| p.persistence.map(|o| o.netmask) == Some(want.netmask);
             match prev.filter(|p| same_key(p)).and_then(|p| p.persist.clone()) {
                 Some(t) => {
                     if dropped {
@@ -502,7 +501,10 @@ impl ServiceSpec {
             }
         }
         if self.reals.len() > MAX_REALS {
-            return bad(format!("{} real servers (at most {MAX_REALS})", self.reals.len()));
+            return bad(format!(
+                "{} real servers (at most {MAX_REALS})",
+                self.reals.len()
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for r in &self.reals {
@@ -671,7 +673,10 @@ pub(super) mod tests {
             let base = 0x6440_0000 | (net << 8);
             let first = svc.schedule(base | 1, 40000, t0).unwrap();
             for host in 2..50 {
-                assert_eq!(svc.schedule(base | host, 40000 + host as u16, t0), Some(first));
+                assert_eq!(
+                    svc.schedule(base | host, 40000 + host as u16, t0),
+                    Some(first)
+                );
             }
         }
         assert_eq!(svc.entries(t0).len(), 6);
@@ -707,7 +712,11 @@ pub(super) mod tests {
         };
         let t = persistent(Scheduler::Rr, &[1, 1], p);
         let now = Time::from_secs(10);
-        let a = t.service(&key()).unwrap().schedule(rip(100), 1, now).unwrap();
+        let a = t
+            .service(&key())
+            .unwrap()
+            .schedule(rip(100), 1, now)
+            .unwrap();
         let ra = t.service(&key()).unwrap().real(a).spec();
 
         // Quiesced (weight 0): the persistent client still goes there ...
@@ -733,7 +742,10 @@ pub(super) mod tests {
                 }),
             })
             .unwrap();
-        assert_ne!(t2.service(&key()).unwrap().schedule(rip(100), 3, now), Some(a));
+        assert_ne!(
+            t2.service(&key()).unwrap().schedule(rip(100), 3, now),
+            Some(a)
+        );
 
         // Down: the client is placed afresh.
         let t = persistent(Scheduler::Rr, &[1, 1], p);
@@ -827,7 +839,12 @@ pub(super) mod tests {
                 },
             })
             .unwrap();
-        assert!(t.service(&key()).unwrap().real_state(rip(1), 8080).is_none());
+        assert!(
+            t.service(&key())
+                .unwrap()
+                .real_state(rip(1), 8080)
+                .is_none()
+        );
         // Underflow is absorbed.
         st.transition(Some(ConnState::Active), None);
         assert_eq!(st.active(), 0);
@@ -835,9 +852,18 @@ pub(super) mod tests {
 
     #[test]
     fn conn_state_of_flows() {
-        assert_eq!(ConnState::of(proto::TCP, TcpState::Established), ConnState::Active);
-        assert_eq!(ConnState::of(proto::TCP, TcpState::SynRecv), ConnState::Inactive);
-        assert_eq!(ConnState::of(proto::UDP, TcpState::Established), ConnState::Inactive);
+        assert_eq!(
+            ConnState::of(proto::TCP, TcpState::Established),
+            ConnState::Active
+        );
+        assert_eq!(
+            ConnState::of(proto::TCP, TcpState::SynRecv),
+            ConnState::Inactive
+        );
+        assert_eq!(
+            ConnState::of(proto::UDP, TcpState::Established),
+            ConnState::Inactive
+        );
     }
 
     #[test]

@@ -45,14 +45,14 @@ pub fn pseudo_header(src: u32, dst: u32, proto: u8, l4_len: u16) -> u32 {
 ///
 /// `Delta::default()` means "nothing changed"; applying it is a no-op.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Delta(u32);
+pub struct Delta(u64);
 
 impl Delta {
     /// Records that one 16-bit word went from `old` to `new`.
     #[inline]
     pub fn word(&mut self, old: u16, new: u16) {
-        self.0 += (!old) as u32 + new as u32;
-        self.0 = fold(self.0) as u32;
+        // Folded once, when applied: a u64 cannot overflow from 16-bit words.
+        self.0 += (!old) as u64 + new as u64;
     }
 
     /// Records that a 32-bit field (an address) went from `old` to `new`.
@@ -65,13 +65,14 @@ impl Delta {
     /// Adds another delta (the words it covers are covered here too).
     #[inline]
     pub fn add(&mut self, other: Delta) {
-        self.0 = fold(self.0 + other.0) as u32;
+        self.0 += other.0;
     }
 
     /// True when no word changed (or the changes cancel out).
     pub fn is_zero(self) -> bool {
         // 0xffff is ones'-complement negative zero.
-        self.0 == 0 || self.0 == 0xffff
+        let f = fold64(self.0);
+        f == 0 || f == 0xffff
     }
 
     /// Applies the delta to a stored checksum (RFC 1624 eqn. 3).
@@ -80,7 +81,7 @@ impl Delta {
         if self.is_zero() {
             return csum;
         }
-        !fold((!csum) as u32 + self.0)
+        !fold64((!csum) as u64 + self.0)
     }
 
     /// Like [`Delta::apply`] for a UDP checksum: zero means "no checksum"
