@@ -250,3 +250,130 @@ fn config_it_cannot_apply_is_refused_before_attaching() {
         "{text}"
     );
 }
+
+/// A chatty TCP client: one connection, a line every 10 ms for `secs`
+/// seconds, each echo checked. Prints one JSON line.
+const CHAT_CLIENT: &str = r#"
+import json, socket, sys, time
+host, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.create_connection((host, port), timeout=5)
+f = s.makefile("rwb")
+sent = ok = 0
+err = None
+end = time.time() + secs
+try:
+    while time.time() < end:
+        msg = b"msg %d\n" % sent
+        f.write(msg); f.flush(); sent += 1
+        if f.readline() == msg:
+            ok += 1
+        time.sleep(0.01)
+except Exception as e:
+    err = repr(e)
+print(json.dumps({"sent": sent, "ok": ok, "error": err}), flush=True)
+"#;
+
+/// Line echo server for CHAT_CLIENT.
+const CHAT_SERVER: &str = r#"
+import socket, sys, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1]))); srv.listen(64)
+print("READY", flush=True)
+def serve(c):
+    f = c.makefile("rwb")
+    for line in f:
+        f.write(line); f.flush()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// SCENARIOS.md 4: `natgw reload` swaps the ruleset while a connection
+/// carries on untouched; a set change affects new flows only, and set
+/// entries expire on time.
+#[test]
+fn afxdp_reload_and_sets_keep_established_connections() {
+    let Some((t, _gw)) = natgw_gateway("afxdp_reload_sets", "afxdp") else {
+        return;
+    };
+    let srv = t.write_file("chat_server.py", CHAT_SERVER);
+    let cli = t.write_file("chat_client.py", CHAT_CLIENT);
+    let _server = t
+        .spawn("out", &format!("exec python3 {} 9100", srv.display()))
+        .ready();
+    let web = t.spawn_py("out", &["http-server", "8000"]).ready();
+    let chat = t.spawn(
+        "cl1",
+        &format!("exec python3 {} 203.0.113.100 9100 6", cli.display()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let fetch = |host: &str| {
+        t.exec_timeout(
+            host,
+            "curl -s --max-time 2 http://203.0.113.100:8000/",
+            Duration::from_secs(5),
+        )
+        .status
+        .success()
+    };
+    assert!(fetch("cl2"), "cl2 reaches the server before the reload");
+
+    // A new config: hosts in set "blocked" (cl2 listed) may not leave.
+    let extra_rules = "\n[[set]]\nname = \"blocked\"\ntimeout = 2\nelements = [\"10.0.0.11\"]\n\n\
+                       [[rule]]\nsrc_set = \"blocked\"\naction = \"drop\"\n";
+    let mut cfg = netns::natgw_config(&t.natgw_control_socket(), "");
+    let first_rule = cfg.find("[[rule]]").expect("config has rules");
+    cfg.insert_str(first_rule, &format!("{}\n", extra_rules.trim_start()));
+    let new = t.write_file("reload.toml", &cfg);
+    let out = natgw_cli(&t, &["reload", "--config", new.to_str().unwrap()]);
+    assert!(out.contains("live flow(s) keep their translation"), "{out}");
+    assert!(
+        !fetch("cl2"),
+        "the new drop rule applies to cl2's new flows"
+    );
+    assert!(fetch("cl1"), "cl1 is not in the set");
+
+    // A run-time set entry with a 2 s timeout: cl1's new flows are dropped,
+    // its established connection is not; after 2 s cl1 gets out again.
+    let out = natgw_cli(
+        &t,
+        &["set", "add", "blocked", "10.0.0.10", "--timeout", "2"],
+    );
+    assert!(out.contains("added 10.0.0.10/32"), "{out}");
+    assert!(!fetch("cl1"), "set change applies to the next new flow");
+    std::thread::sleep(Duration::from_millis(2300));
+    let list = natgw_cli(&t, &["set", "list", "blocked"]);
+    assert!(
+        !list.contains("10.0.0.10/32"),
+        "entry should have expired:\n{list}"
+    );
+    assert!(fetch("cl1"), "after the entry expired, cl1 gets out again");
+
+    // An invalid config changes nothing.
+    let bad = t.write_file(
+        "bad.toml",
+        &cfg.replace("action = \"drop\"", "action = \"dorp\""),
+    );
+    let out = Command::new(NATGW)
+        .args(["reload", "--config", bad.to_str().unwrap(), "--socket"])
+        .arg(t.natgw_control_socket())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not one of snat"),
+        "{out:?}"
+    );
+    assert!(
+        !fetch("cl2"),
+        "the refused reload left the rules as they were"
+    );
+
+    let r = chat.finish(Duration::from_secs(20));
+    let line = r.lines().last().unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{r:?}: {e}"));
+    assert_eq!(v["error"], serde_json::Value::Null, "connection broke: {v}");
+    assert_eq!(v["sent"], v["ok"], "lost echoes: {v}");
+    assert!(v["sent"].as_u64().unwrap() > 200, "too few messages: {v}");
+    drop(web);
+}
