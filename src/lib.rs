@@ -8,8 +8,7 @@
 //!   flow table. Pure.
 //! - [`nat`]: rules, actions, address sets, port allocation, mapping
 //!   behaviour. Pure.
-//! - [`lb`]: virtual services, real servers, schedulers, persistence.
-//!   Pure, seeded.
+//! - [`lb`]: virtual services, real servers, schedulers, persistence. Pure.
 //! - [`engine`]: the per-packet pipeline that ties the three together
 //!   (parse, track, classify, translate, route) and returns a verdict. Pure.
 //! - [`control`]: config file, offline replay, CLI output. Reads files.

@@ -67,7 +67,7 @@ mod service;
 mod table;
 
 pub use persist::{PersistEntry, Sweep};
-pub use sched::{HashOpts, MhOpts, Scheduler};
+pub use sched::{HashOpts, MAX_MH_TABLE, MhOpts, Scheduler};
 pub use service::{
     ConnState, Health, NewConn, Persistence, RealIdx, RealServer, RealSpec, RealState, ServiceKey,
     ServiceSpec, VirtualService,

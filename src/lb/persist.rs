@@ -25,6 +25,7 @@ pub struct PersistEntry {
     /// Client network (the address masked by `netmask`).
     #[serde(with = "ipv4")]
     pub client: u32,
+    /// The service's netmask when listed (a restore uses the service's).
     pub netmask: u8,
     #[serde(with = "ipv4")]
     pub real: u32,

@@ -80,7 +80,9 @@ pub struct MhOpts {
     pub port: bool,
     /// Lookup table size: a prime, well above 100 times the number of
     /// servers for an even spread (Maglev's advice). IPVS offers primes
-    /// from 251 to 131071 and defaults to 4093.
+    /// from 251 to 131071 and defaults to 4093. Below 64 slots per server,
+    /// skewed weights can leave a server late in the list without a slot,
+    /// as in IPVS.
     pub table_size: u32,
 }
 
@@ -221,8 +223,8 @@ impl SchedState {
         match self {
             SchedState::Rr(last) => rr(reals, last),
             SchedState::Wrr(w) => w.pick(reals),
-            SchedState::Lc => least(reals, |r| lc_overhead(r), false, false),
-            SchedState::Wlc => least(reals, |r| lc_overhead(r), true, false),
+            SchedState::Lc => least(reals, lc_overhead, false, false),
+            SchedState::Wlc => least(reals, lc_overhead, true, false),
             SchedState::Sed => least(reals, |r| r.active() as u64 + 1, true, false),
             SchedState::Nq => least(reals, |r| r.active() as u64 + 1, true, true),
             SchedState::Sh(t, o) => {
@@ -399,7 +401,11 @@ pub(super) fn gcd(a: u32, b: u32) -> u32 {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    let n = n as u64;
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 #[cfg(test)]

@@ -197,11 +197,6 @@ impl RealServer {
         &self.state
     }
 
-    /// The shared state, for callers that keep it beyond this version.
-    pub fn state_arc(&self) -> &Arc<RealState> {
-        &self.state
-    }
-
     pub fn health(&self) -> Health {
         self.state.health()
     }
@@ -263,8 +258,8 @@ pub struct VirtualService {
 
 impl VirtualService {
     /// Picks the real server for a new connection from `client`, or `None`
-    /// when no server may take it (the caller drops the packet, as IPVS
-    /// does). Persistence first: an unexpired entry of the client's network
+    /// when no server may take it (IPVS then drops the packet and answers
+    /// ICMP port unreachable). Persistence first: an unexpired entry of the client's network
     /// whose server is still up (and, with `expire_quiescent`, still
     /// weighted) wins and is refreshed; otherwise the scheduler picks and
     /// the entry is written.
@@ -477,6 +472,17 @@ impl VirtualService {
     }
 }
 
+impl fmt::Debug for VirtualService {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("VirtualService")
+            .field("key", &self.key)
+            .field("scheduler", &self.scheduler)
+            .field("persistence", &self.persistence)
+            .field("reals", &self.reals)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServiceSpec {
     /// Checks what IPVS would refuse, and natgw's own limits.
     pub fn validate(&self) -> Result<(), LbError> {
@@ -496,8 +502,8 @@ impl ServiceSpec {
             if p.timeout_secs == 0 {
                 return bad("persistence timeout 0".into());
             }
-            if p.netmask.is_some_and(|m| m > 32) {
-                return bad(format!("netmask /{}", p.netmask.unwrap_or(0)));
+            if let Some(m) = p.netmask.filter(|&m| m > 32) {
+                return bad(format!("netmask /{m}"));
             }
         }
         if self.reals.len() > MAX_REALS {
@@ -515,9 +521,7 @@ impl ServiceSpec {
                 return bad(format!("real server {} listed twice", sock(r.addr, r.port)));
             }
         }
-        self.scheduler
-            .validate(self.reals.len())
-            .or_else(|reason| bad(reason))
+        self.scheduler.validate(self.reals.len()).or_else(bad)
     }
 }
 
@@ -551,7 +555,7 @@ fn default_weight() -> u32 {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::{HashOpts, LbTable, MhOpts};
+    use super::super::{Change, HashOpts, LbTable, MhOpts};
     use super::*;
 
     pub const VIP: u32 = 0xc000_0201; // 192.0.2.1
@@ -630,6 +634,10 @@ pub(super) mod tests {
                     dst_port: 80,
                 };
                 let i = svc.schedule_conn(&conn, Time(0)).unwrap();
+                // Count the flow, so the least-connection family moves on.
+                svc.real(i)
+                    .state()
+                    .transition(None, Some(ConnState::Active));
                 seen[i.index()] += 1;
             }
             assert_eq!((seen[1], seen[2]), (0, 0), "{s:?}: {seen:?}");
@@ -851,6 +859,13 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn shared_by_workers() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<VirtualService>();
+        send_sync::<LbTable>();
+    }
+
+    #[test]
     fn conn_state_of_flows() {
         assert_eq!(
             ConnState::of(proto::TCP, TcpState::Established),
@@ -888,6 +903,4 @@ pub(super) mod tests {
         s.key.proto = proto::ICMP;
         assert!(bad(&s));
     }
-
-    use super::super::Change;
 }

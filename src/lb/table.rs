@@ -340,6 +340,14 @@ impl LbTable {
     }
 }
 
+impl std::fmt::Debug for LbTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let mut v: Vec<_> = self.services.values().collect();
+        v.sort_by_key(|s| s.key);
+        f.debug_list().entries(v).finish()
+    }
+}
+
 fn hasher(seed: u64) -> ahash::RandomState {
     ahash::RandomState::with_seeds(seed, 0x6c62, 0x7461, 0x626c)
 }
