@@ -30,7 +30,7 @@
 #
 #   sudo ./bench/pps.sh
 #   env: DUR=10 REPS=3 WARM=2 MODES="ceiling route kernel natgw natgwgen tun"
-#        OUT=perf/first-pps.md PROFILE=auto|1|0 WAIT_MAX=600 (wait for others' benches/builds first)
+#        OUT=perf/first-pps.md PROFILE=1|auto|0 WAIT_MAX=600 (wait for others' benches/builds first)
 #        RUN_WAIT=60 (the same before each measurement)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,15 +40,16 @@ REPS=${REPS:-3}
 WARM=${WARM:-2}
 MODES=${MODES:-"ceiling route kernel natgw natgwgen tun"}
 OUT=${OUT:-perf/first-pps.md}
-PROFILE=${PROFILE:-auto}
+PROFILE=${PROFILE:-1}
 WAIT_MAX=${WAIT_MAX:-600}
 RUN_WAIT=${RUN_WAIT:-60}
 GEN_CPU=0
 GW_CPU=1
 FLOWS=1024
-CMDLINE="sudo ./bench/pps.sh"
+CMDLINE="./bench/pps.sh"
 [ "$DUR$REPS$WARM$MODES" = "1032ceiling route kernel natgw natgwgen tun" ] || \
-    CMDLINE="sudo DUR=$DUR REPS=$REPS WARM=$WARM MODES=\"$MODES\" ./bench/pps.sh"
+    CMDLINE="DUR=$DUR REPS=$REPS WARM=$WARM MODES=\"$MODES\" ./bench/pps.sh"
+if [ -n "${SUDO_USER:-}" ]; then CMDLINE="sudo $CMDLINE"; else CMDLINE="$CMDLINE (as root; = sudo ./bench/pps.sh)"; fi
 
 [ "$(id -u)" -eq 0 ] || { echo "pps: run as root (it creates network namespaces)" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || { echo "pps: needs 2 CPUs (generator on CPU $GEN_CPU, gateway on CPU $GW_CPU)" >&2; exit 1; }
@@ -300,6 +301,18 @@ gw_bare() {
     natgw_stop
     # Also removes natgw's stop guard (inet natgw_guard), which stays on purpose.
     inns gw nft flush ruleset
+    # natgw TUN leaves its routing guard on purpose (src/dataplane/tun.rs:
+    # iif rules into tables 7100/7101 holding a blackhole, `lookup local`
+    # moved to pref 32000); hand the interfaces back to the kernel.
+    if [ "$(inns gw ip rule show | wc -l)" -ne 3 ]; then
+        inns gw ip rule show | grep -q '^0:.*lookup local' || inns gw ip rule add pref 0 lookup local
+        while inns gw ip rule del pref 32000 lookup local 2>/dev/null; do :; done
+        for t in 7100 7101; do
+            while inns gw ip rule del pref "$t" 2>/dev/null; do :; done
+            inns gw ip route flush table "$t" 2>/dev/null || true
+        done
+    fi
+    [ "$(inns gw ip rule show | wc -l)" -eq 3 ] || { inns gw ip rule show >&2; echo "pps: gateway rules not back to default" >&2; exit 1; }
     inns gw sysctl -qw net.ipv4.ip_forward=0
 }
 gw_mode() {
@@ -346,6 +359,11 @@ untranslated() { nft_packets srv sink plain; }
 sent() {
     inns cli sh -c 'echo $(( $(cat /sys/class/net/eth0/statistics/tx_packets) + $(cat /sys/class/net/eth0/statistics/tx_dropped) ))'
 }
+backlog_drops() { # packets dropped at the gateway CPU's input backlog (all namespaces)
+    local f
+    read -r -a f < <(sed -n "$((GW_CPU + 1))p" /proc/net/softnet_stat)
+    echo $((16#${f[1]}))
+}
 cpu_ticks() { # "busy0 total0 busy1 total1"
     awk -v a="cpu$GEN_CPU" -v b="cpu$GW_CPU" '$1==a||$1==b { t=0; for(i=2;i<=NF;i++) t+=$i; busy=t-$5-$6; printf "%d %d ", busy, t }' /proc/stat
 }
@@ -362,7 +380,7 @@ verify() { # mode
     echo "$ok/20 IPv4+UDP checksums ok, $bad bad, $src/20 from $want"
 }
 
-declare -A PPS SENT CPU0 CPU1 FLOWSEEN UNTR VERIFY STATS DISTURBED
+declare -A PPS SENT CPU0 CPU1 FLOWSEEN UNTR VERIFY STATS DISTURBED BACKLOG
 natgw_stats() { "$NATGW" stats --socket "$work/natgw.sock" 2>&1 || true; }
 
 measure() { # mode rep
@@ -377,9 +395,10 @@ measure() { # mode rep
     local d0 s0 u0 c0 t0 d1 s1 u1 c1 t1
     local busy_before busy_after
     busy_before=$(others | head -1)
-    t0=$(date +%s%N); d0=$(delivered "$mode"); s0=$(sent); u0=$(untranslated); c0=$(cpu_ticks)
+    local q0 q1
+    t0=$(date +%s%N); d0=$(delivered "$mode"); s0=$(sent); u0=$(untranslated); c0=$(cpu_ticks); q0=$(backlog_drops)
     sleep "$DUR"
-    t1=$(date +%s%N); d1=$(delivered "$mode"); s1=$(sent); u1=$(untranslated); c1=$(cpu_ticks)
+    t1=$(date +%s%N); d1=$(delivered "$mode"); s1=$(sent); u1=$(untranslated); c1=$(cpu_ticks); q1=$(backlog_drops)
     busy_after=$(others | head -1)
     if ! kill -0 "$gen_pid" 2>/dev/null; then
         cat "$work/trafgen.log" >&2
@@ -396,6 +415,7 @@ measure() { # mode rep
     pps=$(( (d1 - d0) * 1000000000 / dt ))
     sp=$(( (s1 - s0) * 1000000000 / dt ))
     PPS[$mode]+="$pps "
+    BACKLOG[$mode]+="$(( (q1 - q0) * 1000000000 / dt )) "
     SENT[$mode]+="$sp "
     UNTR[$mode]=$(( ${UNTR[$mode]:-0} + u1 - u0 ))
     local b0a t0a b1a t1a b0b t0b b1b t1b u0pct u1pct
@@ -409,7 +429,13 @@ measure() { # mode rep
     kernel) FLOWSEEN[$mode]=$(inns gw cat /proc/sys/net/netfilter/nf_conntrack_count) ;;
     natgw | natgwgen | tun)
         FLOWSEEN[$mode]=$("$NATGW" flows --socket "$work/natgw.sock" --proto udp --count 2>/dev/null | grep -oE '[0-9]+' | head -1 || echo "?")
-        if [ "$rep" -eq "$REPS" ]; then STATS[$mode]=$(natgw_stats); fi
+        if [ "$rep" -eq "$REPS" ]; then
+            STATS[$mode]=$(natgw_stats)
+            if [ "$mode" = tun ]; then
+                STATS[$mode]+=$'\n\n'"# kernel counters of the TUN devices (frames the kernel could not queue to natgw show as TX dropped):"
+                STATS[$mode]+=$'\n'"$(inns gw ip -s link show ngw-lan0 2>&1 | sed -n '/TX:/,+1p')"
+            fi
+        fi
         ;;
     esac
     log "$(printf '%-9s rep %d: delivered %8d pps  sent %8d pps  cpu%d %3d%% cpu%d %3d%%' "$mode" "$rep" "$pps" "$sp" "$GEN_CPU" "$u0pct" "$GW_CPU" "$u1pct")"
@@ -423,39 +449,61 @@ for rep in $(seq "$REPS"); do
 done
 
 # --- profile natgw if it is much slower than the kernel -------------------------
-med() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END { if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2) }'; }
-mn() { tr ' ' '\n' | grep -v '^$' | sort -n | head -1; }
-mx() { tr ' ' '\n' | grep -v '^$' | sort -n | tail -1; }
+med() { tr ' ' '\n' | awk NF | sort -n | awk '{a[NR]=$1} END { if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2) }'; }
+mn() { tr ' ' '\n' | awk NF | sort -n | head -1; }
+mx() { tr ' ' '\n' | awk NF | sort -n | tail -1; }
 k() { awk -v v="$1" 'BEGIN { printf "%.0fk", v/1000 }'; }
 PROFILE_TXT=""
 kmed=$(med <<<"${PPS[kernel]:-}")
 nmed=$(med <<<"${PPS[natgw]:-}")
-want_profile=$PROFILE
-if [ "$PROFILE" = auto ]; then
-    want_profile=0
-    [ "$kmed" -gt 0 ] && [ $((nmed * 100)) -lt $((kmed * 80)) ] && want_profile=1
-fi
-if [ "$want_profile" = 1 ] && [[ " $MODES " == *" natgw "* ]] && command -v perf >/dev/null; then
-    log "profiling natgw (AF_XDP auto): perf record -g, 5 s, whole system"
-    gw_mode natgw
+gmed=$(med <<<"${PPS[natgwgen]:-}")
+PROFILED=""
+for m in natgw natgwgen tun; do
+    [[ " $MODES " == *" $m "* ]] || continue
+    command -v perf >/dev/null || break
+    mm=$(med <<<"${PPS[$m]}")
+    case $PROFILE in
+    1) ;;
+    auto) [ "$kmed" -gt 0 ] && [ $((mm * 100)) -lt $((kmed * 80)) ] || continue ;;
+    *) continue ;;
+    esac
+    log "profiling $m (delivered $(k "$mm") vs kernel $(k "$kmed")): perf record -g -a, 4 s"
+    gw_mode "$m"
     inns cli ping -c 2 -i 0.2 -W 1 -q 203.0.113.100 >/dev/null 2>&1 || true
     gen_start
-    sleep "$WARM"
-    perf record -q -g -a -o "$work/perf.data" -- sleep 5 >/dev/null 2>&1 &
+    sleep 1
+    perf record -q -g -a -o "$work/perf-$m.data" -- sleep 4 >/dev/null 2>&1 &
     perf_pid=$!
     wait "$perf_pid" || true
     perf_pid=""
     gen_stop
     natgw_stop
-    rep_opts=(--stdio --no-children -i "$work/perf.data" --percent-limit 1.5 -g none)
-    PROFILE_TXT="$(
-        echo "### CPU $GW_CPU (gateway: natgw worker, its TX copy, the server's veth receive)"
-        perf report "${rep_opts[@]}" --cpu "$GW_CPU" --sort comm,dso,sym 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30
-        echo
-        echo "### CPU $GEN_CPU (generator; with native XDP also lan0's XDP and the copy into natgw's UMEM)"
-        perf report "${rep_opts[@]}" --cpu "$GEN_CPU" --sort comm,dso,sym 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30
-    )"
-fi
+    PROFILED+="$m "
+    rep() { perf report --stdio --no-children -i "$work/perf-$m.data" --percentage relative -g none "$@" 2>/dev/null | grep -v '^#' | awk NF; }
+    PROFILE_TXT+="
+### $(label "$m"): delivered $(k "$mm") (median above)
+
+CPU $GW_CPU (the gateway's CPU) by process and object:
+\`\`\`
+$(rep --cpu "$GW_CPU" --sort comm,dso --percent-limit 1 | head -12)
+\`\`\`
+CPU $GW_CPU, symbols ≥ 1 %:
+\`\`\`
+$(rep --cpu "$GW_CPU" --sort comm,sym --percent-limit 1 | head -30)
+\`\`\`
+natgw's own code (all CPUs, share of all samples):
+\`\`\`
+$(perf report --stdio --no-children -i "$work/perf-$m.data" -g none --dso natgw --sort sym --percent-limit 0.3 2>/dev/null | grep -v '^#' | awk NF | head -15)
+\`\`\`
+"
+    if [ "$m" = natgw ]; then
+        PROFILE_TXT+="CPU $GEN_CPU (generator; with native XDP also lan0's XDP program and the copy into natgw's UMEM), symbols ≥ 1.5 %:
+\`\`\`
+$(rep --cpu "$GEN_CPU" --sort comm,sym --percent-limit 1.5 | head -25)
+\`\`\`
+"
+    fi
+done
 gw_bare
 ELAPSED=$(( $(date +%s) - START ))
 
@@ -487,12 +535,12 @@ TABLE="| gateway | delivered pps (median) | min – max | sent pps | loss | CPU$
 $(for m in $MODES; do row "$m"; done)"
 RATIO="-"
 [ "${kmed:-0}" -gt 0 ] && [ "${nmed:-0}" -gt 0 ] && RATIO=$(awk -v n="$nmed" -v k="$kmed" 'BEGIN { printf "%.2f", n/k }')
-RAW=$(for m in $MODES; do printf '%-9s delivered: %s| sent: %s| cpu%d: %s| cpu%d: %s\n' "$m" "${PPS[$m]}" "${SENT[$m]}" "$GEN_CPU" "${CPU0[$m]}" "$GW_CPU" "${CPU1[$m]}"; done)
+RAW=$(for m in $MODES; do printf '%-9s delivered: %s| sent: %s| cpu%d: %s| cpu%d: %s| cpu%d backlog drops/s: %s\n' "$m" "${PPS[$m]}" "${SENT[$m]}" "$GEN_CPU" "${CPU0[$m]}" "$GW_CPU" "${CPU1[$m]}" "$GW_CPU" "${BACKLOG[$m]}"; done)
 
 COMMIT=$(git rev-parse --short HEAD)
 DIRTY=$(git status --porcelain -- src bpf Cargo.toml Cargo.lock build.rs | awk '{print $2}' | tr '\n' ' ')
-CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
-TRAFGEN_V=$(trafgen -v 2>/dev/null | head -1)
+CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1 || true)
+TRAFGEN_V=$(trafgen -v 2>/dev/null | head -1 || true)
 
 mkdir -p "$(dirname "$OUT")"
 {
@@ -508,7 +556,7 @@ Produced by \`bench/pps.sh\`; every figure below is from one run of it.
 | command | \`$CMDLINE\` |
 | kernel | $(uname -r) |
 | CPU | $CPU_MODEL, $(nproc) vCPUs |
-| generator | $TRAFGEN_V, 1 process pinned to CPU $GEN_CPU, TX_RING, full speed (no \`-b\`, open loop), \`--no-sock-mem\`, socket send buffer $((SNDBUF_BYTES >> 20)) MiB via an LD_PRELOAD shim (SO_SNDBUFFORCE) |
+| generator | $TRAFGEN_V, 1 process pinned to CPU $GEN_CPU, TX_RING (256 frames), full speed (no \`-b\`), \`--no-sock-mem\`, socket send buffer $((SNDBUF_BYTES >> 20)) MiB via an LD_PRELOAD shim (SO_SNDBUFFORCE) |
 | frames | 60 B (64 B with FCS): Ethernet + IPv4 + UDP + 18 B payload, valid IPv4 and UDP checksums (trafgen csumip/csumudp), DF |
 | flows | $FLOWS: 10.0.0.10:1024–2047 → 203.0.113.100:9, round robin |
 | topology | client — veth — gateway — veth — server, one namespace each (\`ngb<pid>-*\`), lan0 has $LAN_QUEUES RX queue |
@@ -559,14 +607,15 @@ EOF
     if [ -n "$PROFILE_TXT" ]; then
         cat <<EOF
 
-## Profile of natgw on AF_XDP (auto)
+## Profiles
 
-\`perf record -g -a\` for 5 s during one more natgw run (natgw at $(k "$nmed") was
-below 80 % of the kernel's $(k "$kmed")); self time, symbols ≥ 1.5 %:
-
-\`\`\`
+\`perf record -g -a\` (whole system) for 4 s during one more run of each
+natgw mode profiled (${PROFILED% }; PROFILE=1 profiles every natgw mode,
+PROFILE=auto only those below 80 % of the kernel's median). Self time;
+percentages of that CPU's samples unless noted. Softirq work is charged to
+whatever task the CPU was running (for natgw: its worker thread, e.g. the
+receive path run from the worker's \`sendto\`).
 $PROFILE_TXT
-\`\`\`
 EOF
     fi
     cat <<EOF
@@ -583,13 +632,19 @@ EOF
   softirq, i.e. on the generator's CPU $GEN_CPU, not on CPU $GW_CPU; RPS does not
   apply before XDP. Generic XDP runs after RPS, so all of natgw's work is
   on CPU $GW_CPU there, as for the kernel paths.
-- Open loop: trafgen sends as fast as CPU $GEN_CPU allows and the gateway
-  drops what it cannot take (kernel: the RPS backlog, netdev_max_backlog;
-  natgw native: veth's XDP ring / the AF_XDP RX ring; natgw generic: the
-  backlog or the RX ring). *delivered* is the gateway's forwarding rate
-  under overload, not a loss-free rate. MACHINE-NOTES' reference table
-  was taken closed loop (default send buffer); with RPS that default makes
-  this trafgen abort (EAGAIN on the TX ring), hence the larger buffer.
+- The loop is closed by trafgen's TX ring (256 frames): a slot comes
+  back only when its skb is freed. For the kernel paths that happens on
+  CPU $GW_CPU after forwarding, so at most 256 frames wait in CPU $GW_CPU's backlog
+  (1000) and the kernel never drops: trafgen slows to the gateway's pace
+  (the "closed loop" of MACHINE-NOTES). natgw's AF_XDP receive path frees
+  the skb as soon as the frame is copied into the UMEM (or dropped because
+  natgw's rings are full), and TUN as soon as it is queued or dropped, so
+  for natgw the generator runs ahead and *loss* shows natgw's overload.
+  trafgen's default socket send buffer (212992 B) holds fewer than 256
+  such frames and trafgen aborts on EAGAIN once frames queue on another
+  CPU; the shim raises it for trafgen's socket only. \`trafgen -b RATE\`
+  is no help here: it sends in bursts larger than the backlog, and even
+  the kernel then loses ~half at 50 kpps.
 - Work on CPU $GEN_CPU besides the generator (veth transmit, RPS enqueue; for
   natgw native also XDP and the UMEM copy) slows the generator, so *sent*
   differs between modes; compare *delivered*.

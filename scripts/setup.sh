@@ -10,7 +10,7 @@ say() { [ "$quiet" = "--quiet" ] || echo "setup: $*"; }
 # clang compiles natgw's XDP program).
 BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc)
 # Tools the tests and demo call (tcpdump reads replay output).
-PACKAGES=(tcpdump iproute2 nftables ethtool procps socat iperf3 curl iputils-ping iputils-tracepath traceroute python3)
+PACKAGES=(tcpdump iproute2 nftables ethtool procps socat iperf3 curl iputils-ping iputils-tracepath traceroute python3 netsniff-ng)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: not root; skipping package installs (need: ${PACKAGES[*]})" >&2
