@@ -291,11 +291,18 @@ pub fn stats_text(r: &super::socket::StatsReport) -> String {
             if ring == 0 {
                 ""
             } else {
-                " (see MACHINE-NOTES: copy mode)"
+                "\n  (frames the kernel dropped before natgw saw them: the worker did not keep its \
+                 fill ring stocked, e.g. because it shares its CPU with the queue's receive softirq)"
             }
         );
     }
-    if t.drops.is_empty() {
+    let kernel: u64 = r.workers.iter().map(|w| w.kernel_dropped).sum();
+    if t.drops.is_empty() && kernel > 0 {
+        let _ = writeln!(
+            s,
+            "drops in natgw: none (the kernel dropped {kernel} frames first, see above)"
+        );
+    } else if t.drops.is_empty() {
         let _ = writeln!(s, "drops: none");
     } else {
         let _ = writeln!(s, "drops by reason:");
