@@ -73,6 +73,10 @@ struct Worker {
     batch: usize,
     /// ARP requests to send after this batch: (interface, target).
     want_arp: Vec<(IfId, u32)>,
+    /// This worker's copy of fresh neighbour entries, so the shared table
+    /// is not locked per packet; cleared every second, which keeps the
+    /// shared table's refresh and expiry in charge.
+    nh_cache: ahash::AHashMap<(IfId, u32), [u8; 6]>,
     /// Frames waiting for their next hop's MAC: (frame, oif, next hop,
     /// length, deadline).
     held: Vec<(FrameDesc, IfId, u32, usize, crate::conntrack::Time)>,
@@ -239,6 +243,7 @@ pub fn start(
             stats,
             batch: a.batch as usize,
             want_arp: Vec::new(),
+            nh_cache: ahash::AHashMap::new(),
             held: Vec::new(),
         });
     }
@@ -394,8 +399,18 @@ impl Worker {
         };
         if direct.is_none() {
             // Routed: find the next hop's MAC.
-            let mac = match self.neigh.resolve(oif, next_hop, now) {
-                Resolve::Known(m) => m,
+            let cached = self.nh_cache.get(&(oif, next_hop)).copied();
+            let resolved = match cached {
+                Some(m) => Resolve::Known(m),
+                None => self.neigh.resolve(oif, next_hop, now),
+            };
+            let mac = match resolved {
+                Resolve::Known(m) => {
+                    if cached.is_none() {
+                        self.nh_cache.insert((oif, next_hop), m);
+                    }
+                    m
+                }
                 Resolve::Refresh(m) => {
                     self.want_arp.push((oif, next_hop));
                     m
@@ -571,6 +586,7 @@ impl Worker {
 
     /// Once a second: kernel ring statistics into the worker's counters.
     fn housekeeping(&mut self) {
+        self.nh_cache.clear();
         let (mut full, mut empty, mut dropped) = (0, 0, 0);
         for port in &self.ports {
             if let Ok(s) = port.rx.fd().xdp_statistics() {
