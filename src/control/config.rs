@@ -108,7 +108,7 @@ impl Default for RunConfig {
             afxdp: AfxdpConfig {
                 mode: XdpMode::Auto,
                 zero_copy: false,
-                frames: 4096,
+                frames: 8192,
                 batch: 64,
                 queues: 0,
                 cpus: vec![],
