@@ -211,17 +211,15 @@ fn replay_writes_translated_frames() {
         .output()
         && td.status.success()
     {
-        {
-            let text = String::from_utf8_lossy(&td.stdout);
-            assert!(
-                text.contains("203.0.113.1.5000 > 198.51.100.9.7: UDP"),
-                "{text}"
-            );
-            assert!(
-                text.contains("192.0.2.77.51000 > 10.0.0.5.80: Flags [S]"),
-                "{text}"
-            );
-        }
+        let text = String::from_utf8_lossy(&td.stdout);
+        assert!(
+            text.contains("203.0.113.1.5000 > 198.51.100.9.7: UDP"),
+            "{text}"
+        );
+        assert!(
+            text.contains("192.0.2.77.51000 > 10.0.0.5.80: Flags [S]"),
+            "{text}"
+        );
     }
 }
 

@@ -213,13 +213,9 @@ fn reload(
         return Err("the new config changes [gateway] backend or control_socket, which needs a restart; nothing was changed".into());
     }
     let now = sys::now();
-    let report = engine.reload(&new.engine, new.ruleset, &new.sets, now)?;
+    let (report, unmatched) = engine.reload(&new.engine, new.ruleset, &new.sets, now)?;
     let flushed = if flush_unmatched {
-        let gone: std::collections::HashSet<_> = engine
-            .unmatched_flows(&engine.ruleset(), now)
-            .into_iter()
-            .map(|r| r.orig)
-            .collect();
+        let gone: std::collections::HashSet<_> = unmatched.into_iter().map(|r| r.orig).collect();
         engine.flush(|r| gone.contains(&r.orig))
     } else {
         0

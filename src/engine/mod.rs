@@ -624,13 +624,14 @@ impl Engine {
     /// limits, timeouts, policies, backend) must be unchanged, because it
     /// needs a restart. Sets keep their run-time entries; rules are rebuilt
     /// to point at the live sets. Existing flows keep their translation.
+    /// Also returns the live flows no rule of the new ruleset matches.
     pub fn reload(
         &self,
         cfg: &EngineConfig,
         mut ruleset: Ruleset,
         sets: &Sets,
         now: Time,
-    ) -> Result<ReloadReport, String> {
+    ) -> Result<(ReloadReport, Vec<FlowRecord>), String> {
         let old = &self.cfg;
         let mut fixed = Vec::new();
         if cfg.interfaces != old.interfaces {
@@ -687,12 +688,13 @@ impl Engine {
         self.set_routes(&cfg.routes);
         self.swap_ruleset(ruleset);
         self.sets.store(Arc::new(merged));
-        Ok(ReloadReport {
+        let report = ReloadReport {
             rules: self.ruleset.load().len(),
             sets: self.sets.load().len(),
             flows: self.table.len(),
             unmatched_flows: unmatched.len(),
-        })
+        };
+        Ok((report, unmatched))
     }
 
     /// Live flows that a rule created and that no rule of `rs` matches

@@ -21,8 +21,7 @@ pub use parse::{
     Parsed, be16, be32, parse,
 };
 pub use rewrite::{
-    build_time_exceeded, decrement_ttl, echo_reply_in_place, rewrite_icmp_error, rewrite_l3_only,
-    rewrite_tuple,
+    build_time_exceeded, echo_reply_in_place, rewrite_icmp_error, rewrite_l3_only, rewrite_tuple,
 };
 
 use std::fmt;

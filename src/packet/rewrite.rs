@@ -46,14 +46,6 @@ fn dec_ttl(b: &mut [u8], l3: usize, d: &mut Delta) {
     d.word(old, new);
 }
 
-/// Decrements the TTL only (a forwarded packet without translation and
-/// without ports, e.g. an untracked protocol).
-pub fn decrement_ttl(b: &mut [u8], p: &Parsed) {
-    let mut ip = Delta::default();
-    dec_ttl(b, p.l3, &mut ip);
-    put16(b, p.l3 + 10, ip.apply(be16(b, p.l3 + 10)));
-}
-
 /// Rewrites a packet whose tuple is `p.tuple` so that it carries `to`:
 /// addresses, TCP/UDP ports or the ICMP echo identifier, with the IPv4 and
 /// transport checksums updated incrementally (a zero UDP checksum stays
