@@ -6,7 +6,6 @@ use natgw::control::socket::{
     self, FlowFilter, FlowsReport, ReloadReply, Request, SetOp, SetReport, StatsReport,
 };
 use natgw::control::{daemon, format, replay};
-use natgw::engine::Engine;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
@@ -176,7 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let c = Config::load(&config)?;
-            let engine = Engine::new(c.engine, c.ruleset, c.sets);
+            let engine = c.build_engine().map_err(anyhow::Error::msg)?;
             let inf = File::open(&input).with_context(|| format!("opening {}", input.display()))?;
             let outf =
                 File::create(&output).with_context(|| format!("creating {}", output.display()))?;

@@ -137,6 +137,9 @@ pub struct Hit {
     pub mark: u32,
     /// The TCP segment did not fit the state machine (state kept).
     pub tcp_invalid: bool,
+    /// The TCP states this packet moved the flow from and to, when it
+    /// changed the state.
+    pub tcp_change: Option<(TcpState, TcpState)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,7 +392,7 @@ impl FlowTable {
         if s.expires.load(Relaxed) <= now.0 {
             return Lookup::Expired(id);
         }
-        let (st, timeout, tcp_invalid) = self.advance(s, key.proto, dir, pkt.tcp_flags);
+        let (st, timeout, tcp_invalid, old) = self.advance(s, key.proto, dir, pkt.tcp_flags);
         s.expires.store(
             now.0.saturating_add(timeout as u64 * 1_000_000_000),
             Relaxed,
@@ -407,15 +410,23 @@ impl FlowTable {
             flags: st & !flags::STATE_MASK,
             mark: s.mark.load(Relaxed),
             tcp_invalid,
+            tcp_change: (key.proto == proto::TCP && (old ^ st) & flags::STATE_MASK != 0).then(
+                || {
+                    let state = |w: u32| TcpState::from_u8((w & flags::STATE_MASK) as u8);
+                    (state(old), state(st))
+                },
+            ),
         })
     }
 
     /// Protocol state machine step; returns the new state word, the timeout
-    /// that now applies and whether a TCP segment was out of state.
-    fn advance(&self, s: &Slot, p: u8, dir: Dir, tcp_flags: Option<u8>) -> (u32, u32, bool) {
+    /// that now applies, whether a TCP segment was out of state, and the
+    /// state word it replaced.
+    fn advance(&self, s: &Slot, p: u8, dir: Dir, tcp_flags: Option<u8>) -> (u32, u32, bool, u32) {
         let t = &self.timeouts;
         let mut invalid = false;
         let mut st = 0;
+        let mut prev = 0;
         // The closure may run more than once if another worker changes the
         // state word concurrently; `st` and `invalid` end up describing the
         // value that was finally stored (or kept).
@@ -443,6 +454,7 @@ impl FlowTable {
                 _ => {}
             }
             st = new;
+            prev = old;
             (new != old).then_some(new)
         });
         let timeout = match p {
@@ -452,7 +464,7 @@ impl FlowTable {
             proto::ICMP => t.icmp,
             _ => t.generic,
         };
-        (st, timeout, invalid)
+        (st, timeout, invalid, prev)
     }
 
     /// Finds the live flow of `key` without touching its state or timer

@@ -6,7 +6,9 @@
 //! The format is documented in the README with a full example.
 
 use crate::conntrack::{MAX_FLOWS_LIMIT, Timeouts};
+use crate::control::health::{CheckKind, CheckSpec};
 use crate::engine::{EngineConfig, Interface, Ipv6Policy, Role, Route, Unmatched};
+use crate::lb::{Forward, Persistence, RealSpec, Scheduler, ServiceKey, ServiceSpec};
 use crate::nat::{
     Action, AddrPool, AddrSet, IfAddr, IfId, Match, PortRange, Prefix, Rule, Ruleset, Sets,
     SnatSpec,
@@ -42,8 +44,17 @@ pub struct Config {
     pub engine: EngineConfig,
     pub ruleset: Ruleset,
     pub sets: Sets,
+    /// Virtual services (LVS-NAT load balancing), in config order.
+    pub services: Vec<ServiceConfig>,
     /// How `natgw run` moves packets and where it listens.
     pub run: RunConfig,
+}
+
+/// A `[[service]]`: the virtual service and its health check.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceConfig {
+    pub spec: ServiceSpec,
+    pub check: Option<CheckSpec>,
 }
 
 /// Which I/O shell carries packets in `natgw run`.
@@ -245,6 +256,54 @@ struct RawConfig {
     sets: Vec<Spanned<RawSet>>,
     #[serde(default, rename = "rule")]
     rules: Vec<Spanned<RawRule>>,
+    #[serde(default, rename = "service")]
+    services: Vec<Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    address: Spanned<String>,
+    port: Spanned<u16>,
+    proto: Option<Spanned<String>>,
+    scheduler: Option<Spanned<String>>,
+    /// `sh`/`dh`/`mh`: fall back to another server when the hashed one is
+    /// unavailable (default true).
+    hash_fallback: Option<bool>,
+    /// `sh`/`dh`/`mh`: hash the port too.
+    hash_port: Option<bool>,
+    mh_table_size: Option<Spanned<u32>>,
+    forward: Option<Spanned<String>>,
+    persistence: Option<Spanned<u32>>,
+    persistence_netmask: Option<Spanned<u8>>,
+    expire_quiescent: Option<bool>,
+    #[serde(default, rename = "real")]
+    reals: Vec<Spanned<RawReal>>,
+    check: Option<Spanned<RawCheck>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReal {
+    address: Spanned<String>,
+    port: Option<u16>,
+    weight: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    interval: Option<Spanned<f64>>,
+    timeout: Option<Spanned<f64>>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
+    port: Option<u16>,
+    path: Option<String>,
+    status: Option<u16>,
+    body: Option<String>,
+    host: Option<String>,
 }
 
 /// Turns byte spans into `file:line:col` errors.
@@ -486,13 +545,196 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
         rules.push(build_rule(i, rr, src, &iface, &sets)?);
     }
     let run = build_run(&raw, src)?;
+    let mut services: Vec<ServiceConfig> = Vec::new();
+    for (i, rs) in raw.services.iter().enumerate() {
+        let svc = build_service(i, rs, src)?;
+        if services.iter().any(|s| s.spec.key == svc.spec.key) {
+            return Err(src.err(
+                rs.span(),
+                format!("service[{i}]: service {} is defined twice", svc.spec.key),
+            ));
+        }
+        services.push(svc);
+    }
     Ok(Config {
         path: path.to_path_buf(),
         engine: cfg,
         ruleset: Ruleset { rules },
         sets,
+        services,
         run,
     })
+}
+
+fn build_service(
+    i: usize,
+    rs: &Spanned<RawService>,
+    src: &Src<'_>,
+) -> Result<ServiceConfig, ConfigError> {
+    let r = rs.get_ref();
+    let f = |name: &str| format!("service[{i}].{name}");
+    let vip = src.parse(&f("address"), &r.address, parse_addr)?;
+    let proto = match &r.proto {
+        Some(p) => src.parse(&f("proto"), p, |s| match s {
+            "tcp" => Ok(proto::TCP),
+            "udp" => Ok(proto::UDP),
+            _ => Err(format!("`{s}` is not one of \"tcp\", \"udp\"")),
+        })?,
+        None => proto::TCP,
+    };
+    let mut scheduler = match &r.scheduler {
+        Some(s) => src.parse(&f("scheduler"), s, |s| s.parse::<Scheduler>())?,
+        None => Scheduler::Wlc,
+    };
+    match &mut scheduler {
+        Scheduler::Sh(o) | Scheduler::Dh(o) => {
+            o.fallback = r.hash_fallback.unwrap_or(o.fallback);
+            o.port = r.hash_port.unwrap_or(o.port);
+        }
+        Scheduler::Mh(o) => {
+            o.fallback = r.hash_fallback.unwrap_or(o.fallback);
+            o.port = r.hash_port.unwrap_or(o.port);
+            if let Some(t) = &r.mh_table_size {
+                o.table_size = *t.get_ref();
+            }
+        }
+        _ => {}
+    }
+    let forward = match &r.forward {
+        Some(v) => src.parse(&f("forward"), v, |s| match s {
+            "masq" | "nat" => Ok(Forward::Masq),
+            "fullnat" => Ok(Forward::Fullnat),
+            _ => Err(format!("`{s}` is not one of \"masq\", \"fullnat\"")),
+        })?,
+        None => Forward::Masq,
+    };
+    let persistence = match &r.persistence {
+        Some(t) => Some(Persistence {
+            timeout_secs: *t.get_ref(),
+            netmask: r.persistence_netmask.as_ref().map(|m| *m.get_ref()),
+            expire_quiescent: r.expire_quiescent.unwrap_or(false),
+        }),
+        None => {
+            if let Some(m) = &r.persistence_netmask {
+                return Err(src.err(
+                    m.span(),
+                    format!(
+                        "{}: needs `persistence` (seconds)",
+                        f("persistence_netmask")
+                    ),
+                ));
+            }
+            None
+        }
+    };
+    let mut reals = Vec::new();
+    for (j, rr) in r.reals.iter().enumerate() {
+        let re = rr.get_ref();
+        let addr = src.parse(
+            &format!("service[{i}].real[{j}].address"),
+            &re.address,
+            parse_addr,
+        )?;
+        let weight = re.weight.as_ref().map_or(1, |w| *w.get_ref());
+        reals.push(RealSpec {
+            addr,
+            port: re.port.unwrap_or(*r.port.get_ref()),
+            weight,
+        });
+    }
+    let spec = ServiceSpec {
+        key: ServiceKey {
+            vip,
+            port: *r.port.get_ref(),
+            proto,
+        },
+        scheduler,
+        persistence,
+        reals,
+        forward,
+    };
+    spec.validate()
+        .map_err(|e| src.err(rs.span(), format!("service[{i}]: {e}")))?;
+    let check = match &r.check {
+        Some(c) => Some(build_check(i, c, src)?),
+        None => None,
+    };
+    Ok(ServiceConfig { spec, check })
+}
+
+fn build_check(i: usize, rc: &Spanned<RawCheck>, src: &Src<'_>) -> Result<CheckSpec, ConfigError> {
+    let c = rc.get_ref();
+    let f = |name: &str| format!("service[{i}].check.{name}");
+    let mut spec = CheckSpec::default();
+    spec.kind = src.parse(&f("type"), &c.kind, |s| match s {
+        "tcp" => Ok(CheckKind::Tcp),
+        "http" => Ok(CheckKind::Http {
+            path: c.path.clone().unwrap_or_else(|| "/".into()),
+            status: c.status.unwrap_or(200),
+            body: c.body.clone(),
+            host: c.host.clone(),
+        }),
+        _ => Err(format!("`{s}` is not one of \"tcp\", \"http\"")),
+    })?;
+    if matches!(spec.kind, CheckKind::Tcp)
+        && (c.path.is_some() || c.status.is_some() || c.body.is_some())
+    {
+        return Err(src.err(
+            rc.span(),
+            format!("{}: path/status/body need type = \"http\"", f("type")),
+        ));
+    }
+    let secs = |name: &str, v: &Option<Spanned<f64>>, d: std::time::Duration| match v {
+        Some(v) if !(0.01..=3600.0).contains(v.get_ref()) => Err(src.err(
+            v.span(),
+            format!("{}: seconds between 0.01 and 3600", f(name)),
+        )),
+        Some(v) => Ok(std::time::Duration::from_secs_f64(*v.get_ref())),
+        None => Ok(d),
+    };
+    spec.interval = secs("interval", &c.interval, spec.interval)?;
+    spec.timeout = secs("timeout", &c.timeout, spec.timeout)?;
+    for (name, v, out) in [
+        ("rise", &c.rise, &mut spec.rise),
+        ("fall", &c.fall, &mut spec.fall),
+    ] {
+        if let Some(v) = v {
+            if *v.get_ref() == 0 || *v.get_ref() > 100 {
+                return Err(src.err(v.span(), format!("{}: 1..=100", f(name))));
+            }
+            *out = *v.get_ref();
+        }
+    }
+    spec.port = c.port;
+    Ok(spec)
+}
+
+impl Config {
+    /// The engine this config describes: rules, sets and virtual services.
+    pub fn build_engine(&self) -> Result<crate::engine::Engine, String> {
+        let engine = crate::engine::Engine::new(
+            self.engine.clone(),
+            self.ruleset.clone(),
+            self.sets.clone(),
+        );
+        let lb = crate::lb::LbTable::build(&self.service_specs(), &engine.lb())
+            .map_err(|e| e.to_string())?;
+        engine.swap_lb(lb);
+        Ok(engine)
+    }
+
+    /// The virtual service addresses (the gateway owns them).
+    pub fn vips(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.services.iter().map(|s| s.spec.key.vip).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The virtual services as specs for `LbTable::build`.
+    pub fn service_specs(&self) -> Vec<ServiceSpec> {
+        self.services.iter().map(|s| s.spec.clone()).collect()
+    }
 }
 
 /// Resolves an interface name field to its id.

@@ -18,11 +18,7 @@ const EXPIRY_BUDGET: usize = 32_768;
 
 pub fn run(config: &Path) -> Result<(), String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
-    let engine = Arc::new(Engine::new(
-        cfg.engine.clone(),
-        cfg.ruleset.clone(),
-        cfg.sets.clone(),
-    ));
+    let engine = Arc::new(cfg.build_engine()?);
     let listener = socket::bind(&cfg.run.control_socket)?;
     let sock_path = cfg.run.control_socket.clone();
     let stop = Arc::new(AtomicBool::new(false));

@@ -4,5 +4,6 @@
 pub mod config;
 pub mod daemon;
 pub mod format;
+pub mod health;
 pub mod replay;
 pub mod socket;

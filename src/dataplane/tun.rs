@@ -515,7 +515,7 @@ fn plan(cfg: &Config) -> Result<Vec<Steer>, DataplaneError> {
             t.table_base, t.table_base
         )));
     }
-    let ranges = local_ranges(&cfg.engine, &cfg.ruleset);
+    let ranges = local_ranges(&cfg.engine, &cfg.ruleset, &cfg.vips());
     let mut steers = Vec::new();
     for (i, f) in ifs.iter().enumerate() {
         let table = t.table_base + i as u32;

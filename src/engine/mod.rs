@@ -25,7 +25,10 @@ pub use frag::{FRAG_TIMEOUT_SECS, FragTable};
 pub use route::{Interface, NextHop, Role, Route, RouteTable};
 pub use stats::{CounterSnapshot, Counters, DropReason};
 
-use crate::conntrack::{FlowRecord, FlowTable, Lookup, NewFlow, PacketInfo, Time, Timeouts, flags};
+use crate::conntrack::{
+    FlowRecord, FlowTable, Lookup, NewFlow, PacketInfo, TcpState, Time, Timeouts, flags,
+};
+use crate::lb::{ConnState, Forward, LbTable, NewConn, ServiceStatus};
 use crate::nat::{
     AllocError, DstNat, IfId, Meta, NatState, PortRange, Ruleset, Sets, Source, SrcNat, SrcRequest,
     nat_flags,
@@ -130,6 +133,8 @@ pub struct Engine {
     nat: NatState,
     ruleset: ArcSwap<Ruleset>,
     sets: ArcSwap<Sets>,
+    /// Virtual services (LVS-NAT); checked before the destination rules.
+    lb: ArcSwap<LbTable>,
     frags: FragTable,
     icmp_window: AtomicU64,
     icmp_sent: AtomicU32,
@@ -138,7 +143,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(cfg: EngineConfig, ruleset: Ruleset, sets: Sets) -> Engine {
         let routes = RouteTable::new(&cfg.interfaces, &cfg.routes);
-        let local = local_ranges(&cfg, &ruleset);
+        let local = local_ranges(&cfg, &ruleset, &[]);
         Engine {
             table: FlowTable::new(cfg.max_flows, cfg.timeouts, cfg.seed),
             nat: NatState::new(cfg.seed.rotate_left(29)),
@@ -146,6 +151,7 @@ impl Engine {
             local: ArcSwap::from_pointee(local),
             ruleset: ArcSwap::from_pointee(ruleset),
             sets: ArcSwap::from_pointee(sets),
+            lb: ArcSwap::from_pointee(LbTable::new(cfg.seed.rotate_left(13))),
             frags: FragTable::new(4096),
             icmp_window: AtomicU64::new(0),
             icmp_sent: AtomicU32::new(0),
@@ -174,10 +180,115 @@ impl Engine {
         self.ruleset.load_full()
     }
 
+    /// The virtual services in force.
+    pub fn lb(&self) -> Arc<LbTable> {
+        self.lb.load_full()
+    }
+
+    /// Replaces the virtual services atomically (build the new table from
+    /// the current one with `LbTable::apply`/`build` so runtime state
+    /// carries over). Existing flows keep their real server.
+    pub fn swap_lb(&self, t: LbTable) {
+        self.local.store(Arc::new(local_ranges(
+            &self.cfg,
+            &self.ruleset.load(),
+            &t.vips(),
+        )));
+        self.lb.store(Arc::new(t));
+    }
+
+    /// `ipvsadm -L -n --stats`: services with their servers' counters,
+    /// packets and bytes including live flows.
+    pub fn services(&self, now: Time) -> Vec<ServiceStatus> {
+        let mut v = self.lb.load().status(now);
+        let mut live: std::collections::HashMap<(crate::lb::ServiceKey, u32, u16), [u64; 4]> =
+            std::collections::HashMap::new();
+        let lb = self.lb.load();
+        self.table.for_each(|_, r| {
+            if r.has(nat_flags::LB)
+                && let Some(svc) = lb.lookup(r.orig.dst, r.orig.dport, r.orig.proto)
+            {
+                let port = match svc.find_real(r.reply.src, r.reply.sport) {
+                    Some(_) => r.reply.sport,
+                    None => 0,
+                };
+                let e = live.entry((svc.key, r.reply.src, port)).or_default();
+                e[0] += r.packets[0];
+                e[1] += r.packets[1];
+                e[2] += r.bytes[0];
+                e[3] += r.bytes[1];
+            }
+        });
+        for s in &mut v {
+            for r in &mut s.reals {
+                let k = (s.key, r.addr, r.port);
+                if let Some(e) = live.get(&k) {
+                    r.packets_in += e[0];
+                    r.packets_out += e[1];
+                    r.bytes_in += e[2];
+                    r.bytes_out += e[3];
+                }
+            }
+        }
+        v
+    }
+
+    /// Puts back a flow from a snapshot (its `expires` already moved onto
+    /// this process's clock): the flow table entry and its real server's
+    /// connection count. The NAT side (port usage, EIM references) is the
+    /// caller's, through [`NatState`].
+    pub fn restore_flow(&self, r: &FlowRecord) -> Result<(), crate::conntrack::InsertError> {
+        self.table.insert_record(r)?;
+        if r.has(nat_flags::LB)
+            && let Some(st) = self.lb_real(&r.orig, &r.reply)
+        {
+            st.transition(None, Some(ConnState::of(r.orig.proto, r.tcp_state)));
+        }
+        Ok(())
+    }
+
+    /// Everything that must happen when a flow ends: its outside port and
+    /// EIM references go back to the pool, its real server's counts drop.
+    fn release(&self, r: &FlowRecord) {
+        self.nat.release(r);
+        if r.has(nat_flags::LB)
+            && let Some(st) = self.lb_real(&r.orig, &r.reply)
+        {
+            st.transition(Some(ConnState::of(r.orig.proto, r.tcp_state)), None);
+            st.retire(r.packets, r.bytes);
+        }
+    }
+
+    /// The shared state of the real server a load-balanced flow went to
+    /// (also when the server was removed and still has connections).
+    fn lb_real(&self, orig: &Tuple, reply: &Tuple) -> Option<Arc<crate::lb::RealState>> {
+        let lb = self.lb.load();
+        let svc = lb.lookup(orig.dst, orig.dport, orig.proto)?;
+        svc.real_state(reply.src, reply.sport)
+            .or_else(|| svc.real_state(reply.src, 0))
+            .cloned()
+    }
+
+    /// A TCP flow of a virtual service changed state: move its count
+    /// between active and inactive.
+    #[cold]
+    fn lb_transition(&self, orig: &Tuple, reply: &Tuple, from: TcpState, to: TcpState) {
+        if let Some(st) = self.lb_real(orig, reply) {
+            st.transition(
+                Some(ConnState::of(orig.proto, from)),
+                Some(ConnState::of(orig.proto, to)),
+            );
+        }
+    }
+
     /// Replaces the ruleset atomically. Existing flows keep their
     /// translation; the next new flow sees the new rules.
     pub fn swap_ruleset(&self, rs: Ruleset) {
-        self.local.store(Arc::new(local_ranges(&self.cfg, &rs)));
+        self.local.store(Arc::new(local_ranges(
+            &self.cfg,
+            &rs,
+            &self.lb.load().vips(),
+        )));
         self.ruleset.store(Arc::new(rs));
     }
 
@@ -275,12 +386,21 @@ impl Engine {
                 if h.tcp_invalid {
                     Counters::bump(&c.tcp_invalid);
                 }
+                if let Some((from, to)) = h.tcp_change
+                    && h.flags & nat_flags::LB != 0
+                {
+                    let (orig, reply) = match h.dir {
+                        crate::conntrack::Dir::Orig => (p.tuple, h.other),
+                        crate::conntrack::Dir::Reply => (h.other, p.tuple),
+                    };
+                    self.lb_transition(&orig, &reply, from, to);
+                }
                 Counters::bump(&c.fast_path);
                 h.other.invert()
             }
             Lookup::Expired(id) => {
                 if let Some(r) = self.table.remove(id, Some(now)) {
-                    self.nat.release(&r);
+                    self.release(&r);
                 }
                 match self.new_flow(&p, iif, tcp_flags, now, c) {
                     Ok(t) => t,
@@ -351,7 +471,38 @@ impl Engine {
             oif: None,
             now,
         };
-        let (dnat, pre_rule) = rs.dst_nat(&meta);
+        // Virtual services come before the destination rules (IPVS sees
+        // packets to a VIP first too).
+        let lb = self.lb.load();
+        let svc = match key.proto {
+            proto::TCP | proto::UDP if !lb.is_empty() => lb.lookup(key.dst, key.dport, key.proto),
+            _ => None,
+        };
+        let mut real = None;
+        let (dnat, pre_rule) = match svc {
+            Some(svc) => {
+                if let Some(f) = tcp_flags
+                    && (f & crate::conntrack::TCP_SYN == 0 || f & crate::conntrack::TCP_ACK != 0)
+                {
+                    return Err(Verdict::Drop(DropReason::LbNotSyn));
+                }
+                let conn = NewConn {
+                    client: key.src,
+                    client_port: key.sport,
+                    dst: key.dst,
+                    dst_port: key.dport,
+                };
+                let Some(i) = svc.schedule_conn(&conn, now) else {
+                    return Err(Verdict::Drop(DropReason::LbNoServer));
+                };
+                let r = svc.real(i);
+                real = Some((r, svc.forward));
+                base.flags |= nat_flags::LB;
+                let port = (r.port != 0).then_some(r.port);
+                (DstNat::To { addr: r.addr, port }, None)
+            }
+            None => rs.dst_nat(&meta),
+        };
         let (mut dst, mut dport) = (key.dst, key.dport);
         match dnat {
             DstNat::Drop => return Err(Verdict::Drop(DropReason::RuleDrop)),
@@ -433,7 +584,15 @@ impl Engine {
                     ..keep(true)
                 }
             }
-            SrcNat::Unmatched if pre_rule.is_none() && self.cfg.unmatched == Unmatched::Drop => {
+            _ if matches!(real, Some((_, Forward::Fullnat))) => SrcRequest {
+                source: Source::Addr(iface_addr(hop.oif)),
+                ..keep(true)
+            },
+            SrcNat::Unmatched
+                if pre_rule.is_none()
+                    && real.is_none()
+                    && self.cfg.unmatched == Unmatched::Drop =>
+            {
                 return Err(Verdict::Drop(DropReason::Unmatched));
             }
             SrcNat::Accept | SrcNat::Unmatched => keep(false),
@@ -446,13 +605,17 @@ impl Engine {
             match self.nat.create(&self.table, &base, dst, dport, &req, now) {
                 Ok((_, reply)) => {
                     Counters::bump(&c.flows_created);
+                    if let Some((r, _)) = real {
+                        r.state().count_conn();
+                        r.state().transition(None, Some(ConnState::Inactive));
+                    }
                     return Ok(reply.invert());
                 }
                 Err(AllocError::Full) if self.cfg.early_drop && !evicted => {
                     evicted = true;
                     match self.table.evict_unassured(now) {
                         Some(r) => {
-                            self.nat.release(&r);
+                            self.release(&r);
                             Counters::bump(&c.early_drops);
                         }
                         None => return Err(Verdict::Drop(DropReason::FlowTableFull)),
@@ -735,7 +898,7 @@ impl Engine {
     /// flows whose timer ran out, and prunes fragment and set entries.
     /// Returns the number of flows removed.
     pub fn expire(&self, now: Time, budget: usize) -> usize {
-        let n = self.table.sweep(now, budget, |r| self.nat.release(&r));
+        let n = self.table.sweep(now, budget, |r| self.release(&r));
         self.frags.prune(now);
         n
     }
@@ -766,19 +929,21 @@ impl Engine {
         });
         ids.into_iter()
             .filter_map(|id| self.table.remove(id, None))
-            .inspect(|r| self.nat.release(r))
+            .inspect(|r| self.release(r))
             .count()
     }
 }
 
 /// Addresses a packet can be sent to and be "for the gateway": interface
 /// addresses and their extras, SNAT pool addresses and netmap outside
-/// prefixes (replies and new inbound flows arrive there).
-pub fn local_ranges(cfg: &EngineConfig, rs: &Ruleset) -> Vec<(u32, u32)> {
+/// prefixes (replies and new inbound flows arrive there), and the virtual
+/// service addresses `vips`.
+pub fn local_ranges(cfg: &EngineConfig, rs: &Ruleset, vips: &[u32]) -> Vec<(u32, u32)> {
     let mut v: Vec<(u32, u32)> = cfg
         .interfaces
         .iter()
         .flat_map(|i| std::iter::once(i.addr.addr).chain(i.extra.iter().copied()))
+        .chain(vips.iter().copied())
         .map(|a| (a, a))
         .collect();
     for r in &rs.rules {

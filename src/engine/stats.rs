@@ -68,6 +68,10 @@ drop_reasons! {
     NoRoute = "no_route",
     /// Multicast or limited-broadcast destination (a gateway does not route these).
     NotUnicast = "not_unicast",
+    /// New connection to a virtual service that no real server can take (all down or weight 0).
+    LbNoServer = "lb_no_server",
+    /// TCP segment without SYN starting a connection to a virtual service (IPVS drops these too).
+    LbNotSyn = "lb_not_syn",
     /// A `drop` rule matched.
     RuleDrop = "rule_drop",
     /// No rule matched and the config says `unmatched = "drop"`.

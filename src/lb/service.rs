@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Identifies a virtual service, like `ipvsadm -t VIP:port` (or `-u`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -68,6 +68,33 @@ pub struct ServiceSpec {
     /// and the hash tables follow.
     #[serde(default)]
     pub reals: Vec<RealSpec>,
+    /// How packets reach the real servers.
+    #[serde(default)]
+    pub forward: Forward,
+}
+
+/// How a service forwards to its real servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forward {
+    /// Classic LVS-NAT (`ipvsadm -m`, "Masq"): only the destination is
+    /// translated; the real servers must route replies via the director.
+    #[default]
+    Masq,
+    /// Full NAT: the client source is also translated to the director's
+    /// address on the interface towards the real server, so real servers
+    /// need no route back through the director (they see the director).
+    Fullnat,
+}
+
+impl Forward {
+    /// As `ipvsadm -L` names the forwarding method.
+    pub fn name(self) -> &'static str {
+        match self {
+            Forward::Masq => "Masq",
+            Forward::Fullnat => "FullNat",
+        }
+    }
 }
 
 /// Position of a real server in its service's list (one table version).
@@ -120,6 +147,11 @@ pub struct RealState {
     down: AtomicBool,
     active: AtomicU32,
     inactive: AtomicU32,
+    /// Connections ever scheduled to the server.
+    conns: AtomicU64,
+    /// Packets and bytes of ended connections, client->server and back
+    /// (live flows are added when listing).
+    retired: [AtomicU64; 4],
 }
 
 impl RealState {
@@ -143,6 +175,33 @@ impl RealState {
 
     pub fn active(&self) -> u32 {
         self.active.load(Relaxed)
+    }
+
+    /// Counts a connection scheduled to this server.
+    pub fn count_conn(&self) {
+        self.conns.fetch_add(1, Relaxed);
+    }
+
+    /// Connections ever scheduled to this server.
+    pub fn conns(&self) -> u64 {
+        self.conns.load(Relaxed)
+    }
+
+    /// Adds an ended connection's packets and bytes (`[to server, from
+    /// server]`).
+    pub fn retire(&self, packets: [u64; 2], bytes: [u64; 2]) {
+        for (c, v) in self
+            .retired
+            .iter()
+            .zip([packets[0], packets[1], bytes[0], bytes[1]])
+        {
+            c.fetch_add(v, Relaxed);
+        }
+    }
+
+    /// Packets in, packets out, bytes in, bytes out of ended connections.
+    pub fn retired(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.retired[i].load(Relaxed))
     }
 
     pub fn inactive(&self) -> u32 {
@@ -247,6 +306,7 @@ pub struct VirtualService {
     pub key: ServiceKey,
     pub scheduler: Scheduler,
     pub persistence: Option<Persistence>,
+    pub forward: Forward,
     reals: Vec<RealServer>,
     /// `(addr, port)` -> position in `reals`.
     index: HashMap<(u32, u16), u32, ahash::RandomState>,
@@ -362,6 +422,7 @@ impl VirtualService {
             scheduler: self.scheduler,
             persistence: self.persistence,
             reals: self.reals.iter().map(RealServer::spec).collect(),
+            forward: self.forward,
         }
     }
 
@@ -434,6 +495,7 @@ impl VirtualService {
             key: spec.key,
             scheduler: spec.scheduler,
             persistence: spec.persistence,
+            forward: spec.forward,
             reals,
             index,
             trash,
@@ -583,6 +645,7 @@ pub(super) mod tests {
                     weight: w,
                 })
                 .collect(),
+            forward: Forward::Masq,
         }
     }
 

@@ -5,7 +5,7 @@ use super::ipv4;
 use super::persist::{PersistEntry, Sweep};
 use super::sched::Scheduler;
 use super::service::{
-    Health, Persistence, RealSpec, ServiceKey, ServiceSpec, VirtualService, sock,
+    Forward, Health, Persistence, RealSpec, ServiceKey, ServiceSpec, VirtualService, sock,
 };
 use crate::conntrack::Time;
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,8 @@ pub struct ServiceStatus {
     pub key: ServiceKey,
     pub scheduler: Scheduler,
     pub persistence: Option<Persistence>,
+    #[serde(default)]
+    pub forward: Forward,
     pub reals: Vec<RealStatus>,
 }
 
@@ -86,6 +88,19 @@ pub struct RealStatus {
     pub inactive: u32,
     /// Live persistence entries pointing at it (`PersistConn`).
     pub persistent: u32,
+    /// Connections ever scheduled to it.
+    #[serde(default)]
+    pub conns: u64,
+    /// Packets and bytes client->server (`in`) and back (`out`); the
+    /// table knows those of ended connections, the engine adds live ones.
+    #[serde(default)]
+    pub packets_in: u64,
+    #[serde(default)]
+    pub packets_out: u64,
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
 }
 
 /// Virtual services by `(vip, port, proto)`. Immutable once built, except
@@ -223,6 +238,15 @@ impl LbTable {
         })
     }
 
+    /// The distinct virtual addresses (the director owns them: answers
+    /// ARP and pings for them).
+    pub fn vips(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.services.keys().map(|k| k.vip).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     pub fn service(&self, key: &ServiceKey) -> Option<&Arc<VirtualService>> {
         self.services.get(key)
     }
@@ -263,12 +287,18 @@ impl LbTable {
                         active: r.active(),
                         inactive: r.inactive(),
                         persistent: persistent.get(&(r.addr, r.port)).copied().unwrap_or(0),
+                        conns: r.state().conns(),
+                        packets_in: r.state().retired()[0],
+                        packets_out: r.state().retired()[1],
+                        bytes_in: r.state().retired()[2],
+                        bytes_out: r.state().retired()[3],
                     })
                     .collect();
                 ServiceStatus {
                     key: svc.key,
                     scheduler: svc.scheduler,
                     persistence: svc.persistence,
+                    forward: svc.forward,
                     reals,
                 }
             })

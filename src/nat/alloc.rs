@@ -37,6 +37,9 @@ pub mod nat_flags {
     pub const EIF_IN: u32 = 1 << (USER_SHIFT + 3);
     /// Hairpinned: both addresses translated back into the inside network.
     pub const HAIRPIN: u32 = 1 << (USER_SHIFT + 4);
+    /// Scheduled to a real server of a virtual service (`orig.dst:dport`
+    /// is the VIP, `reply.src:sport` the real server).
+    pub const LB: u32 = 1 << (USER_SHIFT + 5);
 }
 
 /// Most ports tried per address before a new flow counts as exhausted.

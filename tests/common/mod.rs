@@ -790,7 +790,7 @@ impl Gw {
     pub fn new(toml: &str) -> Gw {
         let cfg = Config::parse(toml, Path::new("test.toml"))
             .unwrap_or_else(|e| panic!("config refused: {e}\n{toml}"));
-        let engine = Engine::new(cfg.engine, cfg.ruleset, cfg.sets);
+        let engine = cfg.build_engine().unwrap();
         let lan = engine.interface_id("lan0").unwrap_or(0);
         let wan = engine.interface_id("wan0").unwrap_or(1);
         Gw {
