@@ -110,6 +110,36 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// List virtual services like `ipvsadm -L -n`: scheduler, flags, and
+    /// per real server forward method, weight, active/inactive connections
+    /// and health.
+    Services {
+        #[command(flatten)]
+        target: Target,
+        /// Connections, packets and bytes per service and server.
+        #[arg(long, conflicts_with = "rate")]
+        stats: bool,
+        /// Connections, packets and bytes per second (last 2 s).
+        #[arg(long)]
+        rate: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add, edit or delete a virtual service at run time (`ipvsadm -A/-E/-D`).
+    Service {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: ServiceOp,
+    },
+    /// Add, edit (weight; 0 drains) or delete a real server at run time
+    /// (`ipvsadm -a/-e/-d`).
+    Real {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: RealOp,
+    },
     /// List flows like `conntrack -L` (filters combine with AND).
     Flows {
         #[command(flatten)]
@@ -122,6 +152,110 @@ enum Cmd {
         /// Print the flows as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// A virtual service on the command line: `--tcp VIP:PORT` or `--udp VIP:PORT`.
+#[derive(clap::Args, Clone)]
+#[group(required = true, multiple = false)]
+struct SvcId {
+    /// TCP service (`ipvsadm -t`).
+    #[arg(long, short = 't', value_name = "VIP:PORT")]
+    tcp: Option<std::net::SocketAddrV4>,
+    /// UDP service (`ipvsadm -u`).
+    #[arg(long, short = 'u', value_name = "VIP:PORT")]
+    udp: Option<std::net::SocketAddrV4>,
+}
+
+impl SvcId {
+    fn key(&self) -> natgw::lb::ServiceKey {
+        let (a, proto) = match (self.tcp, self.udp) {
+            (Some(a), _) => (a, natgw::packet::proto::TCP),
+            (None, Some(a)) => (a, natgw::packet::proto::UDP),
+            (None, None) => unreachable!("clap requires one"),
+        };
+        natgw::lb::ServiceKey {
+            vip: u32::from(*a.ip()),
+            port: a.port(),
+            proto,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct SvcArgs {
+    #[command(flatten)]
+    svc: SvcId,
+    /// rr, wrr, lc, wlc, sed, nq, sh, dh or mh.
+    #[arg(long, default_value = "wlc")]
+    scheduler: String,
+    /// Persistence timeout in seconds (`ipvsadm -p`).
+    #[arg(long, short = 'p', value_name = "SECS")]
+    persistent: Option<u32>,
+    /// Persistence granularity as a prefix length (`ipvsadm -M`).
+    #[arg(long, short = 'M', value_name = "LEN", requires = "persistent")]
+    netmask: Option<u8>,
+    /// Also translate the client source to the director's address.
+    #[arg(long)]
+    fullnat: bool,
+}
+
+impl SvcArgs {
+    fn parts(
+        &self,
+    ) -> anyhow::Result<(
+        natgw::lb::ServiceKey,
+        natgw::lb::Scheduler,
+        Option<natgw::lb::Persistence>,
+    )> {
+        let sched: natgw::lb::Scheduler = self.scheduler.parse().map_err(anyhow::Error::msg)?;
+        let pers = self.persistent.map(|t| natgw::lb::Persistence {
+            timeout_secs: t,
+            netmask: self.netmask,
+            expire_quiescent: false,
+        });
+        Ok((self.svc.key(), sched, pers))
+    }
+}
+
+#[derive(Subcommand)]
+enum ServiceOp {
+    /// A new service without real servers (add them with `natgw real add`).
+    Add(SvcArgs),
+    /// New scheduler or persistence; real servers stay.
+    Edit(SvcArgs),
+    /// Remove the service; its flows carry on until they end.
+    Del {
+        #[command(flatten)]
+        svc: SvcId,
+    },
+}
+
+#[derive(clap::Args)]
+struct RealArgs {
+    #[command(flatten)]
+    svc: SvcId,
+    /// The real server (`ipvsadm -r`); port 0 keeps the client's port.
+    #[arg(long, short = 'r', value_name = "RIP:PORT")]
+    real: std::net::SocketAddrV4,
+    /// Share of new connections; 0 drains (`ipvsadm -w`).
+    #[arg(long, short = 'w', default_value_t = 1)]
+    weight: u32,
+}
+
+#[derive(Subcommand)]
+enum RealOp {
+    Add(RealArgs),
+    /// Change the weight (0: no new connections, established ones carry on).
+    Edit(RealArgs),
+    Del {
+        #[command(flatten)]
+        svc: SvcId,
+        #[arg(long, short = 'r', value_name = "RIP:PORT")]
+        real: std::net::SocketAddrV4,
+        /// Also remove the server's flows now (IPVS `expire_nodest_conn`).
+        #[arg(long)]
+        expire_flows: bool,
     },
 }
 
@@ -299,6 +433,97 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
             println!("flushed {} flow(s)", data["flushed"]);
         }
+        Cmd::Services {
+            target,
+            stats,
+            rate,
+            json,
+        } => {
+            let data =
+                socket::call(&target.path()?, &Request::Services).map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                let r: socket::ServicesReport = serde_json::from_value(data)?;
+                let view = match (stats, rate) {
+                    (true, _) => format::ServicesView::Stats,
+                    (_, true) => format::ServicesView::Rate,
+                    _ => format::ServicesView::List,
+                };
+                print!("{}", format::services_text(&r, view));
+            }
+        }
+        Cmd::Service { target, op } => {
+            use natgw::lb::{Change, Forward, ServiceSpec};
+            let change = match op {
+                ServiceOp::Add(a) => {
+                    let (key, scheduler, persistence) = a.parts()?;
+                    Change::AddService(ServiceSpec {
+                        key,
+                        scheduler,
+                        persistence,
+                        reals: Vec::new(),
+                        forward: if a.fullnat {
+                            Forward::Fullnat
+                        } else {
+                            Forward::Masq
+                        },
+                    })
+                }
+                ServiceOp::Edit(a) => {
+                    if a.fullnat {
+                        anyhow::bail!(
+                            "service edit: the forward method cannot change; delete and add the service"
+                        );
+                    }
+                    let (key, scheduler, persistence) = a.parts()?;
+                    Change::EditService {
+                        key,
+                        scheduler,
+                        persistence,
+                    }
+                }
+                ServiceOp::Del { svc } => Change::DelService { key: svc.key() },
+            };
+            lb_call(&target, change, false)?;
+        }
+        Cmd::Real { target, op } => {
+            use natgw::lb::{Change, RealSpec};
+            let spec = |a: &RealArgs| RealSpec {
+                addr: u32::from(*a.real.ip()),
+                port: a.real.port(),
+                weight: a.weight,
+            };
+            let (change, expire) = match op {
+                RealOp::Add(a) => (
+                    Change::AddReal {
+                        service: a.svc.key(),
+                        real: spec(&a),
+                    },
+                    false,
+                ),
+                RealOp::Edit(a) => (
+                    Change::EditReal {
+                        service: a.svc.key(),
+                        real: spec(&a),
+                    },
+                    false,
+                ),
+                RealOp::Del {
+                    svc,
+                    real,
+                    expire_flows,
+                } => (
+                    Change::DelReal {
+                        service: svc.key(),
+                        addr: u32::from(*real.ip()),
+                        port: real.port(),
+                    },
+                    expire_flows,
+                ),
+            };
+            lb_call(&target, change, expire)?;
+        }
         Cmd::Flows {
             target,
             filter,
@@ -322,5 +547,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn lb_call(target: &Target, change: natgw::lb::Change, expire_flows: bool) -> anyhow::Result<()> {
+    let req = Request::Lb {
+        change,
+        expire_flows,
+    };
+    let data = socket::call(&target.path()?, &req).map_err(anyhow::Error::msg)?;
+    let r: socket::LbReply = serde_json::from_value(data)?;
+    println!("{}", r.changed);
     Ok(())
 }

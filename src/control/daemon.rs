@@ -49,11 +49,12 @@ pub fn run(config: &Path) -> Result<(), String> {
     );
     let started = Instant::now();
     let mut last_prune = Instant::now();
+    let mut lbc = LbControl::default();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
                 socket::serve_one(stream, |req| {
-                    handle(req, &engine, &running, backend, started, &cfg)
+                    handle(req, &engine, &running, backend, started, &cfg, &mut lbc)
                 });
                 continue;
             }
@@ -75,6 +76,7 @@ pub fn run(config: &Path) -> Result<(), String> {
         }
         let now = sys::now();
         engine.expire(now, EXPIRY_BUDGET);
+        lbc.tick(&engine, now);
         if last_prune.elapsed() >= Duration::from_secs(10) {
             last_prune = Instant::now();
             engine.prune_sets(now);
@@ -109,9 +111,26 @@ fn handle(
     backend: &str,
     started: Instant,
     cfg: &Config,
+    lbc: &mut LbControl,
 ) -> Result<serde_json::Value, String> {
     let now = sys::now();
     match req {
+        Request::Services => {
+            let r = socket::ServicesReport {
+                services: engine.services(now),
+                rates: lbc.rates.clone(),
+                checks: Vec::new(),
+            };
+            serde_json::to_value(&r).map_err(|e| e.to_string())
+        }
+        Request::Lb {
+            change,
+            expire_flows,
+        } => {
+            let r = lb_change(engine, &change, expire_flows)?;
+            log::info!("lb: {}", r.changed);
+            serde_json::to_value(&r).map_err(|e| e.to_string())
+        }
         Request::Reload {
             config: path,
             flush_unmatched,
@@ -209,7 +228,12 @@ fn reload(
         return Err("the new config changes [gateway] backend or control_socket, which needs a restart; nothing was changed".into());
     }
     let now = sys::now();
+    // Services: the new config is the truth (run-time changes made over
+    // the socket are replaced); built aside so an error changes nothing.
+    let lb = crate::lb::LbTable::build(&new.service_specs(), &engine.lb())
+        .map_err(|e| format!("{}: {e}; nothing was changed", path.display()))?;
     let (report, unmatched) = engine.reload(&new.engine, new.ruleset, &new.sets, now)?;
+    engine.swap_lb(lb);
     let flushed = if flush_unmatched {
         let gone: std::collections::HashSet<_> = unmatched.into_iter().map(|r| r.orig).collect();
         engine.flush(|r| gone.contains(&r.orig))
@@ -292,4 +316,145 @@ fn set_op(
             .collect(),
         changed,
     })
+}
+
+/// Applies one run-time change to the virtual services atomically: the new
+/// table is built aside and swapped in; on error nothing changes.
+fn lb_change(
+    engine: &Engine,
+    change: &crate::lb::Change,
+    expire_flows: bool,
+) -> Result<socket::LbReply, String> {
+    use crate::lb::Change;
+    let cur = engine.lb();
+    let new = cur.apply(change).map_err(|e| e.to_string())?;
+    engine.swap_lb(new);
+    let sock = |a: u32, p: u16| std::net::SocketAddrV4::new(a.into(), p);
+    let (changed, flushed) = match change {
+        Change::AddService(s) => (
+            format!("added service {} ({} real server(s))", s.key, s.reals.len()),
+            0,
+        ),
+        Change::EditService { key, scheduler, .. } => (
+            format!("edited service {key}: scheduler {}", scheduler.name()),
+            0,
+        ),
+        Change::DelService { key } => (format!("deleted service {key}"), 0),
+        Change::AddReal { service, real } => (
+            format!(
+                "service {service}: added real server {} weight {}",
+                sock(real.addr, real.port),
+                real.weight
+            ),
+            0,
+        ),
+        Change::EditReal { service, real } => (
+            format!(
+                "service {service}: real server {} weight {}{}",
+                sock(real.addr, real.port),
+                real.weight,
+                if real.weight == 0 {
+                    " (draining: no new connections)"
+                } else {
+                    ""
+                }
+            ),
+            0,
+        ),
+        Change::DelReal {
+            service,
+            addr,
+            port,
+        } => {
+            let n = if expire_flows {
+                engine.flush(|r| {
+                    r.has(crate::nat::nat_flags::LB)
+                        && r.orig.dst == service.vip
+                        && (service.port == 0 || r.orig.dport == service.port)
+                        && r.orig.proto == service.proto
+                        && r.reply.src == *addr
+                        && (*port == 0 || r.reply.sport == *port)
+                })
+            } else {
+                0
+            };
+            (
+                format!(
+                    "service {service}: deleted real server {}{}",
+                    sock(*addr, *port),
+                    if expire_flows {
+                        format!(", {n} flow(s) removed")
+                    } else {
+                        ", its flows carry on".into()
+                    }
+                ),
+                n,
+            )
+        }
+    };
+    Ok(socket::LbReply { changed, flushed })
+}
+
+/// Control-thread side of load balancing: rate sampling (and health
+/// checks).
+#[derive(Default)]
+struct LbControl {
+    last: Option<(
+        Instant,
+        std::collections::HashMap<(crate::lb::ServiceKey, u32, u16), [u64; 5]>,
+    )>,
+    rates: Vec<socket::RealRate>,
+}
+
+/// Seconds between two rate samples (`ipvsadm --rate` uses a 2 s estimator).
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+
+impl LbControl {
+    fn tick(&mut self, engine: &Engine, now: crate::conntrack::Time) {
+        if matches!(&self.last, Some((t, _)) if t.elapsed() < RATE_WINDOW) {
+            return;
+        }
+        if engine.lb().is_empty() {
+            self.last = None;
+            self.rates.clear();
+            return;
+        }
+        let t = Instant::now();
+        let mut cur = std::collections::HashMap::new();
+        for s in engine.services(now) {
+            for r in &s.reals {
+                cur.insert(
+                    (s.key, r.addr, r.port),
+                    [
+                        r.conns,
+                        r.packets_in,
+                        r.packets_out,
+                        r.bytes_in,
+                        r.bytes_out,
+                    ],
+                );
+            }
+        }
+        if let Some((t0, prev)) = &self.last {
+            let dt = t.duration_since(*t0).as_secs_f64().max(1e-3);
+            self.rates = cur
+                .iter()
+                .map(|(&(service, addr, port), c)| {
+                    let p = prev.get(&(service, addr, port)).copied().unwrap_or(*c);
+                    let rate = |i: usize| c[i].saturating_sub(p[i]) as f64 / dt;
+                    socket::RealRate {
+                        service,
+                        addr,
+                        port,
+                        cps: rate(0),
+                        in_pps: rate(1),
+                        out_pps: rate(2),
+                        in_bps: rate(3),
+                        out_bps: rate(4),
+                    }
+                })
+                .collect();
+        }
+        self.last = Some((t, cur));
+    }
 }

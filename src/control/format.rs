@@ -335,3 +335,193 @@ pub fn stats_text(r: &super::socket::StatsReport) -> String {
     }
     s
 }
+
+/// Which `natgw services` table to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServicesView {
+    /// `ipvsadm -L -n`, plus a health column.
+    List,
+    /// `ipvsadm -L -n --stats`.
+    Stats,
+    /// `ipvsadm -L -n --rate`.
+    Rate,
+}
+
+/// `natgw services` as text, laid out like `ipvsadm -L -n`.
+pub fn services_text(r: &super::socket::ServicesReport, view: ServicesView) -> String {
+    use crate::lb::{Health, Scheduler};
+    let mut s = String::new();
+    let sock = |a: u32, p: u16| std::net::SocketAddrV4::new(a.into(), p).to_string();
+    let _ = writeln!(
+        s,
+        "natgw virtual services ({} service(s))",
+        r.services.len()
+    );
+    match view {
+        ServicesView::List => {
+            let _ = writeln!(s, "Prot LocalAddress:Port Scheduler Flags");
+            let _ = writeln!(
+                s,
+                "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn Health"
+            );
+        }
+        ServicesView::Stats => {
+            let _ = writeln!(
+                s,
+                "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes"
+            );
+            let _ = writeln!(s, "  -> RemoteAddress:Port");
+        }
+        ServicesView::Rate => {
+            let _ = writeln!(
+                s,
+                "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS"
+            );
+            let _ = writeln!(s, "  -> RemoteAddress:Port");
+        }
+    }
+    for svc in &r.services {
+        let head = svc.key.to_string();
+        match view {
+            ServicesView::List => {
+                let mut flags = String::new();
+                match svc.scheduler {
+                    Scheduler::Sh(o) | Scheduler::Dh(o) => {
+                        if o.fallback {
+                            flags.push_str(" (fallback)");
+                        }
+                        if o.port {
+                            flags.push_str(" (port)");
+                        }
+                    }
+                    Scheduler::Mh(o) => {
+                        if o.fallback {
+                            flags.push_str(" (fallback)");
+                        }
+                        if o.port {
+                            flags.push_str(" (port)");
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(p) = svc.persistence {
+                    let _ = write!(flags, " persistent {}", p.timeout_secs);
+                    if let Some(m) = p.netmask {
+                        let mask = if m == 0 {
+                            0
+                        } else {
+                            u32::MAX << (32 - m.min(32))
+                        };
+                        let _ = write!(flags, " mask {}", Ipv4Addr::from(mask));
+                    }
+                }
+                let _ = writeln!(s, "{head} {}{flags}", svc.scheduler.name());
+                for real in &svc.reals {
+                    let health = match real.health {
+                        Health::Up => "up",
+                        Health::Down => "DOWN",
+                    };
+                    let _ = writeln!(
+                        s,
+                        "  -> {:<28} {:<7} {:<6} {:<10} {:<9} {health}",
+                        sock(real.addr, real.port),
+                        svc.forward.name(),
+                        real.weight,
+                        real.active,
+                        real.inactive
+                    );
+                }
+            }
+            ServicesView::Stats => {
+                let sum =
+                    |f: fn(&crate::lb::RealStatus) -> u64| -> u64 { svc.reals.iter().map(f).sum() };
+                let _ = writeln!(
+                    s,
+                    "{head:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                    human(sum(|r| r.conns)),
+                    human(sum(|r| r.packets_in)),
+                    human(sum(|r| r.packets_out)),
+                    human(sum(|r| r.bytes_in)),
+                    human(sum(|r| r.bytes_out)),
+                );
+                for real in &svc.reals {
+                    let _ = writeln!(
+                        s,
+                        "  -> {:<28} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                        sock(real.addr, real.port),
+                        human(real.conns),
+                        human(real.packets_in),
+                        human(real.packets_out),
+                        human(real.bytes_in),
+                        human(real.bytes_out),
+                    );
+                }
+            }
+            ServicesView::Rate => {
+                let rates: Vec<_> = r.rates.iter().filter(|x| x.service == svc.key).collect();
+                let sum = |f: fn(&super::socket::RealRate) -> f64| -> u64 {
+                    rates.iter().map(|x| f(x)).sum::<f64>().round() as u64
+                };
+                let _ = writeln!(
+                    s,
+                    "{head:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                    sum(|x| x.cps),
+                    sum(|x| x.in_pps),
+                    sum(|x| x.out_pps),
+                    sum(|x| x.in_bps),
+                    sum(|x| x.out_bps),
+                );
+                for real in &svc.reals {
+                    let x = rates
+                        .iter()
+                        .find(|x| x.addr == real.addr && x.port == real.port);
+                    let v = |f: fn(&super::socket::RealRate) -> f64| {
+                        x.map_or(0, |x| f(x).round() as u64)
+                    };
+                    let _ = writeln!(
+                        s,
+                        "  -> {:<28} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                        sock(real.addr, real.port),
+                        v(|x| x.cps),
+                        v(|x| x.in_pps),
+                        v(|x| x.out_pps),
+                        v(|x| x.in_bps),
+                        v(|x| x.out_bps),
+                    );
+                }
+            }
+        }
+    }
+    if view == ServicesView::List && !r.checks.is_empty() {
+        let _ = writeln!(s, "Health checks:");
+        for c in &r.checks {
+            let _ = writeln!(s, "  {}", check_line(c));
+        }
+    }
+    s
+}
+
+/// One health-check status as a line (fields as the checker reports them).
+fn check_line(c: &serde_json::Value) -> String {
+    match c.as_object() {
+        Some(o) => o
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(x) => format!("{k}={x}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => c.to_string(),
+    }
+}
+
+/// `ipvsadm`-style short numbers: 1234 -> 1234, 12345 -> 12K, ...
+fn human(v: u64) -> String {
+    match v {
+        0..=99_999 => v.to_string(),
+        100_000..=99_999_999 => format!("{}K", v / 1000),
+        100_000_000..=99_999_999_999 => format!("{}M", v / 1_000_000),
+        _ => format!("{}G", v / 1_000_000_000),
+    }
+}

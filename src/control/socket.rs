@@ -46,6 +46,50 @@ pub enum Request {
         #[serde(default)]
         filter: FlowFilter,
     },
+    /// List virtual services (`ipvsadm -L -n`, with stats and rates).
+    Services,
+    /// Change a virtual service or real server (`ipvsadm -A/-E/-D/-a/-e/-d`).
+    Lb {
+        change: crate::lb::Change,
+        /// With `del_real`: also remove the server's flows (IPVS
+        /// `expire_nodest_conn`); by default they carry on.
+        #[serde(default)]
+        expire_flows: bool,
+    },
+}
+
+/// `natgw services`: the virtual services, their servers' counters, rates
+/// over the last sampling window, and health-check state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServicesReport {
+    pub services: Vec<crate::lb::ServiceStatus>,
+    /// Per real server: rates over the last window (`ipvsadm --rate`).
+    pub rates: Vec<RealRate>,
+    /// Health-check state per checked real server.
+    #[serde(default)]
+    pub checks: Vec<serde_json::Value>,
+}
+
+/// Rates of one real server of one service.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct RealRate {
+    pub service: crate::lb::ServiceKey,
+    #[serde(with = "crate::lb::ipv4_serde")]
+    pub addr: u32,
+    pub port: u16,
+    pub cps: f64,
+    pub in_pps: f64,
+    pub out_pps: f64,
+    pub in_bps: f64,
+    pub out_bps: f64,
+}
+
+/// What an `lb` change did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LbReply {
+    pub changed: String,
+    /// Flows removed with `expire_flows`.
+    pub flushed: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]

@@ -80,8 +80,10 @@ pub const MAX_REALS: usize = u16::MAX as usize - 1;
 /// Largest weight, as in `ipvsadm`.
 pub const MAX_WEIGHT: u32 = 65_535;
 
+pub use ipv4 as ipv4_serde;
+
 /// Serde for addresses held as `u32`: written as dotted quads.
-mod ipv4 {
+pub mod ipv4 {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::net::Ipv4Addr;
 

@@ -197,6 +197,7 @@ impl NatState {
         let [w0, w1] = orig.pack();
         let start = mix(w0 ^ w1.rotate_left(17), self.seed) as u32;
         let attempts = req.ports.len().min(MAX_PORT_ATTEMPTS);
+        let reserve_checks = p == proto::TCP && req.translated;
         for a in 0..tries {
             let addr = addr_at(a);
             let keep_ok = req.keep_any || req.ports.contains(keep);
@@ -207,6 +208,12 @@ impl NatState {
                     req.ports.nth(start.wrapping_add(k))
                 };
                 if keep_ok && k > 0 && port == keep {
+                    continue;
+                }
+                // Health-check source ports belong to the gateway's kernel
+                // (see `PortRange::HEALTH_CHECK`): never a translated TCP
+                // source, kept or chosen.
+                if reserve_checks && PortRange::HEALTH_CHECK.contains(port) {
                     continue;
                 }
                 if !self.eim_rev.is_empty()
@@ -345,5 +352,73 @@ impl NatState {
         let mut v: Vec<EimMapping> = self.eim.iter().map(|e| *e.value()).collect();
         v.sort_by_key(|m| m.inside);
         v
+    }
+
+    /// Snapshot restore, step 1: puts back the EIM mapping `inside ->
+    /// outside` with no references yet (step 2 counts them). Refused
+    /// (false) when `inside` already has a mapping or `outside` belongs to
+    /// another one.
+    pub fn adopt_eim(&self, inside: (u32, u16), outside: (u32, u16), eif: bool) -> bool {
+        use dashmap::mapref::entry::Entry;
+        if self.eim_rev.get(&outside).is_some_and(|i| *i != inside) {
+            return false;
+        }
+        match self.eim.entry(inside) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) => {
+                v.insert(EimMapping {
+                    inside,
+                    outside,
+                    refs: 0,
+                    eif,
+                });
+                self.eim_rev.insert(outside, inside);
+                true
+            }
+        }
+    }
+
+    /// Snapshot restore, step 2: the NAT bookkeeping of a flow just put
+    /// back into the flow table, as [`create`](Self::create) would have
+    /// done it: port use of its outside address, and a reference on its
+    /// EIM mapping (which is recreated from the flow if step 1 did not
+    /// bring it back), so that [`release`](Self::release) stays balanced.
+    pub fn adopt_flow(&self, r: &FlowRecord) {
+        if r.flags & nat_flags::SNAT != 0 {
+            self.usage
+                .entry((r.reply.dst, r.orig.proto))
+                .or_default()
+                .flows
+                .fetch_add(1, Relaxed);
+        }
+        let (inside, outside, eif) = if r.flags & nat_flags::EIM != 0 {
+            ((r.orig.src, r.orig.sport), (r.reply.dst, r.reply.dport), false)
+        } else if r.flags & nat_flags::EIF_IN != 0 {
+            ((r.reply.src, r.reply.sport), (r.orig.dst, r.orig.dport), true)
+        } else {
+            return;
+        };
+        if let Some(mut m) = self.eim.get_mut(&inside) {
+            m.refs += 1;
+            return;
+        }
+        self.add_eim(inside, outside, eif);
+    }
+
+    /// Snapshot restore, step 3: removes the mappings that no restored
+    /// flow references (all their flows expired meanwhile); returns how
+    /// many.
+    pub fn drop_unreferenced_eim(&self) -> usize {
+        let idle: Vec<EimMapping> = self
+            .eim
+            .iter()
+            .filter(|e| e.refs == 0)
+            .map(|e| *e.value())
+            .collect();
+        for m in &idle {
+            self.eim.remove_if(&m.inside, |_, m| m.refs == 0);
+            self.eim_rev.remove_if(&m.outside, |_, v| *v == m.inside);
+        }
+        idle.len()
     }
 }
