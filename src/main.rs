@@ -263,10 +263,10 @@ enum RealOp {
 #[derive(clap::Args)]
 struct Target {
     /// Control socket path.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     socket: Option<PathBuf>,
     /// Take the control socket path from this config file.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
 }
 
