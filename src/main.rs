@@ -57,6 +57,29 @@ enum Cmd {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Start from this snapshot (crash recovery: the file `[snapshot]
+        /// path` names). A missing or bad file is an error unless
+        /// --allow-empty.
+        #[arg(long, value_name = "FILE", conflicts_with = "takeover")]
+        snapshot: Option<PathBuf>,
+        /// Take over from the natgw running on the config's control socket:
+        /// it hands over its state and exits, this one carries on with the
+        /// same flows (upgrade or restart without dropping connections).
+        #[arg(long)]
+        takeover: bool,
+        /// With --snapshot: start with no state if the file is missing or
+        /// unreadable (logged) instead of refusing to start.
+        #[arg(long, requires = "snapshot")]
+        allow_empty: bool,
+    },
+    /// Write a snapshot of the running gateway's state now (to FILE, else
+    /// the config's `[snapshot] path`).
+    Snapshot {
+        #[command(flatten)]
+        target: Target,
+        /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
     },
     /// Counters, drops by reason, flow-table fill, port use and fast-path
     /// latency of the running gateway.
@@ -326,11 +349,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", replay::render(&report, quiet));
             }
         }
-        Cmd::Run { config } => {
+        Cmd::Run {
+            config,
+            snapshot,
+            takeover,
+            allow_empty,
+        } => {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
                 .format_timestamp_millis()
                 .init();
-            daemon::run(&config).map_err(anyhow::Error::msg)?;
+            let opts = daemon::RunOptions {
+                snapshot,
+                takeover,
+                allow_empty,
+            };
+            daemon::run(&config, &opts).map_err(anyhow::Error::msg)?;
+        }
+        Cmd::Snapshot { target, to } => {
+            let to = to.map(|p| std::path::absolute(&p).unwrap_or(p));
+            let data = socket::call(&target.path()?, &Request::Snapshot { path: to })
+                .map_err(anyhow::Error::msg)?;
+            let r: socket::SnapshotReply = serde_json::from_value(data)?;
+            println!("wrote {} flow(s), {} bytes to {}", r.flows, r.bytes, r.path);
         }
         Cmd::Stats { target, json } => {
             let data =

@@ -92,6 +92,16 @@ pub struct AfxdpConfig {
     pub cpus: Vec<usize>,
 }
 
+/// Periodic snapshots (crash recovery) — `[snapshot]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotConfig {
+    /// Where `natgw run` writes its state (atomically: temp file + rename);
+    /// `None` writes nothing.
+    pub path: Option<PathBuf>,
+    /// Seconds between two periodic snapshots (0: only at a clean stop).
+    pub interval_secs: u32,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TunConfig {
     /// TUN device name prefix; the device for interface X is prefix + X.
@@ -106,6 +116,7 @@ pub struct RunConfig {
     pub control_socket: PathBuf,
     pub afxdp: AfxdpConfig,
     pub tun: TunConfig,
+    pub snapshot: SnapshotConfig,
 }
 
 /// Where the control socket is when the config does not say.
@@ -128,6 +139,10 @@ impl Default for RunConfig {
                 prefix: "ngw-".into(),
                 table_base: 7100,
             },
+            snapshot: SnapshotConfig {
+                path: None,
+                interval_secs: 10,
+            },
         }
     }
 }
@@ -141,6 +156,13 @@ struct RawAfxdp {
     batch: Option<Spanned<u32>>,
     queues: Option<u32>,
     cpus: Option<Vec<usize>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshot {
+    path: Option<Spanned<String>>,
+    interval: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -248,6 +270,8 @@ struct RawConfig {
     afxdp: RawAfxdp,
     #[serde(default)]
     tun: RawTun,
+    #[serde(default)]
+    snapshot: RawSnapshot,
     #[serde(default, rename = "interface")]
     interfaces: Vec<Spanned<RawInterface>>,
     #[serde(default, rename = "route")]
@@ -665,8 +689,7 @@ fn build_service(
 fn build_check(i: usize, rc: &Spanned<RawCheck>, src: &Src<'_>) -> Result<CheckSpec, ConfigError> {
     let c = rc.get_ref();
     let f = |name: &str| format!("service[{i}].check.{name}");
-    let mut spec = CheckSpec::default();
-    spec.kind = src.parse(&f("type"), &c.kind, |s| match s {
+    let kind = src.parse(&f("type"), &c.kind, |s| match s {
         "tcp" => Ok(CheckKind::Tcp),
         "http" => Ok(CheckKind::Http {
             path: c.path.clone().unwrap_or_else(|| "/".into()),
@@ -676,6 +699,10 @@ fn build_check(i: usize, rc: &Spanned<RawCheck>, src: &Src<'_>) -> Result<CheckS
         }),
         _ => Err(format!("`{s}` is not one of \"tcp\", \"http\"")),
     })?;
+    let mut spec = CheckSpec {
+        kind,
+        ..CheckSpec::default()
+    };
     if matches!(spec.kind, CheckKind::Tcp)
         && (c.path.is_some() || c.status.is_some() || c.body.is_some())
     {
@@ -802,6 +829,22 @@ fn build_run(raw: &RawConfig, src: &Src<'_>) -> Result<RunConfig, ConfigError> {
         run.tun.prefix = p.get_ref().clone();
     }
     run.tun.table_base = raw.tun.table_base.unwrap_or(run.tun.table_base);
+    if let Some(p) = &raw.snapshot.path {
+        let path = PathBuf::from(p.get_ref());
+        if !path.is_absolute() || path.file_name().is_none() {
+            return Err(src.err(
+                p.span(),
+                "snapshot.path: an absolute file path (its directory is created if missing)",
+            ));
+        }
+        run.snapshot.path = Some(path);
+    }
+    if let Some(i) = &raw.snapshot.interval {
+        if run.snapshot.path.is_none() {
+            return Err(src.err(i.span(), "snapshot.interval: needs snapshot.path"));
+        }
+        run.snapshot.interval_secs = *i.get_ref();
+    }
     Ok(run)
 }
 

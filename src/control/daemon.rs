@@ -8,7 +8,9 @@ use super::format::{FlowView, flow_line};
 use super::socket::{self, FlowsReport, Request, StatsReport};
 use crate::dataplane::{self, Running, sys};
 use crate::engine::{CounterSnapshot, Engine};
+use crate::snapshot::{self, RestoreOptions, Snapshot};
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,11 +18,79 @@ use std::time::{Duration, Instant};
 /// Flow slots visited per expiry step (every 100 ms).
 const EXPIRY_BUDGET: usize = 32_768;
 
-pub fn run(config: &Path) -> Result<(), String> {
+/// How `natgw run` starts (see `natgw run --help`).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Restore this snapshot before the workers start.
+    pub snapshot: Option<PathBuf>,
+    /// Take over from the natgw running on the config's control socket.
+    pub takeover: bool,
+    /// Start with no state when the snapshot is missing or unreadable
+    /// (otherwise that is an error and nothing starts).
+    pub allow_empty: bool,
+}
+
+pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let engine = Arc::new(cfg.build_engine()?);
-    let listener = socket::bind(&cfg.run.control_socket)?;
     let sock_path = cfg.run.control_socket.clone();
+    let max_bytes = snapshot::max_bytes_for(cfg.engine.max_flows);
+    let mut carried = CounterSnapshot::default();
+
+    // State to start from: the running natgw's (takeover) or a file.
+    let state = if opts.takeover {
+        let tmp = handover_path(&sock_path);
+        let t0 = Instant::now();
+        let data = socket::call(&sock_path, &Request::Handover { path: tmp.clone() })
+            .map_err(|e| format!("takeover: {e}"))?;
+        let r: socket::SnapshotReply =
+            serde_json::from_value(data).map_err(|e| format!("takeover: bad reply: {e}"))?;
+        let snap = snapshot::read(&tmp, max_bytes).map_err(|e| format!("takeover: {e}"));
+        let _ = std::fs::remove_file(&tmp);
+        log::info!(
+            "takeover: the old natgw stopped and handed over {} flow(s) ({} bytes) in {:.1} ms",
+            r.flows,
+            r.bytes,
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        Some(snap?)
+    } else if let Some(p) = &opts.snapshot {
+        match snapshot::read(p, max_bytes) {
+            Ok(s) => Some(s),
+            Err(e) if opts.allow_empty => {
+                log::warn!("{e}; starting with no state (--allow-empty)");
+                None
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{e}; nothing started (pass --allow-empty to start with no state)"
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(snap) = &state {
+        let r = snap
+            .restore(&engine, sys::now(), RestoreOptions::default())
+            .map_err(|e| e.to_string())?;
+        if let Some(c) = &snap.counters {
+            carried = c.clone();
+        }
+        log::info!(
+            "restored {} flow(s) ({} expired, {} duplicate, {} over max_flows), {} EIM mapping(s), {} set entr(ies), {} persistence entr(ies); timers moved on by {} ms",
+            r.flows,
+            r.flows_expired,
+            r.flows_duplicate,
+            r.flows_table_full,
+            r.eim,
+            r.set_entries,
+            r.persistence,
+            r.elapsed_ms
+        );
+    }
+
+    let listener = socket::bind(&sock_path)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
@@ -41,21 +111,30 @@ pub fn run(config: &Path) -> Result<(), String> {
         Backend::Tun => "tun",
     };
     log::info!(
-        "natgw running: backend {backend}, {} worker(s), {} interface(s), {} rule(s), control socket {}",
+        "natgw running: backend {backend}, {} worker(s), {} interface(s), {} rule(s), {} service(s), control socket {}",
         running.workers.len(),
         cfg.engine.interfaces.len(),
         cfg.ruleset.len(),
+        engine.lb().len(),
         sock_path.display()
     );
-    let started = Instant::now();
+    let mut ctl = Control {
+        engine: engine.clone(),
+        running: Some(running),
+        backend,
+        started: Instant::now(),
+        lb: LbControl::default(),
+        carried,
+        handed_over: false,
+        stop: stop.clone(),
+    };
     let mut last_prune = Instant::now();
-    let mut lbc = LbControl::default();
+    let mut last_snapshot = Instant::now();
+    let mut writer: Option<std::thread::JoinHandle<()>> = None;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                socket::serve_one(stream, |req| {
-                    handle(req, &engine, &running, backend, started, &cfg, &mut lbc)
-                });
+                socket::serve_one(stream, |req| ctl.handle(req, &cfg));
                 continue;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -76,26 +155,61 @@ pub fn run(config: &Path) -> Result<(), String> {
         }
         let now = sys::now();
         engine.expire(now, EXPIRY_BUDGET);
-        lbc.tick(&engine, now);
+        ctl.lb.tick(&engine, now);
         if last_prune.elapsed() >= Duration::from_secs(10) {
             last_prune = Instant::now();
             engine.prune_sets(now);
-            if let Some(n) = &running.neigh {
+            if let Some(n) = ctl.running.as_ref().and_then(|r| r.neigh.as_ref()) {
                 n.prune(now);
             }
         }
+        // Periodic snapshot, written by a helper thread so the control
+        // loop (expiry) keeps going; one at a time.
+        let snap = &cfg.run.snapshot;
+        if let Some(path) = &snap.path
+            && snap.interval_secs > 0
+            && last_snapshot.elapsed() >= Duration::from_secs(snap.interval_secs as u64)
+            && writer.as_ref().is_none_or(|w| w.is_finished())
+        {
+            last_snapshot = Instant::now();
+            let (engine, path, counters) = (engine.clone(), path.clone(), ctl.counters());
+            writer = Some(std::thread::spawn(move || {
+                if let Err(e) = write_snapshot(&engine, &path, counters) {
+                    log::error!("periodic snapshot: {e}");
+                }
+            }));
+        }
         // The workers are stopping if one of them died: stop everything.
-        if running.workers.iter().any(|w| w.is_finished()) {
+        if ctl
+            .running
+            .as_ref()
+            .is_some_and(|r| r.workers.iter().any(|w| w.is_finished()))
+        {
             log::error!("a worker stopped unexpectedly; shutting down");
             stop.store(true, Ordering::Relaxed);
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    if ctl.handed_over {
+        log::info!("natgw handed over; exiting");
+        return Ok(());
+    }
     log::info!("natgw stopping");
     stop.store(true, Ordering::Relaxed);
-    let errors = running.shutdown();
+    let counters = ctl.counters();
+    let errors = ctl.running.take().map(|r| r.shutdown()).unwrap_or_default();
     let _ = std::fs::remove_file(&sock_path);
+    // A last snapshot once the workers stood still, for the next start.
+    if let Some(path) = &cfg.run.snapshot.path {
+        match write_snapshot(&engine, path, counters) {
+            Ok(r) => log::info!("final snapshot: {} flow(s) to {}", r.flows, r.path),
+            Err(e) => log::error!("final snapshot: {e}"),
+        }
+    }
     if errors.is_empty() {
         log::info!("natgw stopped cleanly");
         Ok(())
@@ -104,6 +218,137 @@ pub fn run(config: &Path) -> Result<(), String> {
     }
 }
 
+/// Where a takeover asks the old process to write its state: beside the
+/// control socket (same filesystem, root-only directory).
+fn handover_path(sock: &Path) -> PathBuf {
+    let dir = sock.parent().filter(|d| !d.as_os_str().is_empty());
+    dir.unwrap_or(Path::new("."))
+        .join(format!("natgw-handover-{}.snap", std::process::id()))
+}
+
+/// Captures the engine's state with `counters` and writes it atomically.
+fn write_snapshot(
+    engine: &Engine,
+    path: &Path,
+    counters: CounterSnapshot,
+) -> Result<socket::SnapshotReply, String> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let mut snap = Snapshot::capture(engine, sys::now());
+    snap.counters = Some(counters);
+    let bytes = snapshot::write_atomic(path, &snap).map_err(|e| e.to_string())?;
+    Ok(socket::SnapshotReply {
+        path: path.display().to_string(),
+        flows: snap.flows.len(),
+        bytes,
+        paused_ms: 0.0,
+    })
+}
+
+/// The control thread's view of the running gateway.
+struct Control {
+    engine: Arc<Engine>,
+    /// `None` once handed over.
+    running: Option<Running>,
+    backend: &'static str,
+    started: Instant,
+    lb: LbControl,
+    /// Counters carried over from the process natgw took over from.
+    carried: CounterSnapshot,
+    handed_over: bool,
+    stop: Arc<AtomicBool>,
+}
+
+impl Control {
+    /// Counters summed over the workers, plus those carried over.
+    fn counters(&self) -> CounterSnapshot {
+        let mut total = self.carried.clone();
+        if let Some(r) = &self.running {
+            for w in &r.stats {
+                total.add(&w.snapshot().counters);
+            }
+        }
+        total
+    }
+
+    fn handle(&mut self, req: Request, cfg: &Config) -> Result<serde_json::Value, String> {
+        match req {
+            Request::Handover { path } => {
+                let r = self.handover(&path, cfg)?;
+                serde_json::to_value(&r).map_err(|e| e.to_string())
+            }
+            Request::Snapshot { path } => {
+                let path = path
+                    .or_else(|| cfg.run.snapshot.path.clone())
+                    .ok_or("no path given and no [snapshot] path in the config")?;
+                let r = write_snapshot(&self.engine, &path, self.counters())?;
+                log::info!(
+                    "snapshot: {} flow(s), {} bytes to {}",
+                    r.flows,
+                    r.bytes,
+                    r.path
+                );
+                serde_json::to_value(&r).map_err(|e| e.to_string())
+            }
+            req => {
+                let Some(running) = &self.running else {
+                    return Err("natgw is handing over".into());
+                };
+                handle(
+                    req,
+                    &self.engine,
+                    running,
+                    self.backend,
+                    self.started,
+                    cfg,
+                    &mut self.lb,
+                    &self.carried,
+                )
+            }
+        }
+    }
+
+    /// The old side of a takeover: stop the workers (the data path goes
+    /// quiet: XDP programs detached, so the kernel's guard table drops
+    /// what arrives), write the state, free the interfaces and the socket
+    /// path, and tell the main loop to exit.
+    fn handover(&mut self, path: &Path, cfg: &Config) -> Result<socket::SnapshotReply, String> {
+        let Some(running) = self.running.take() else {
+            return Err("already handed over".into());
+        };
+        log::info!("handover requested: stopping the workers");
+        let t0 = Instant::now();
+        self.stop.store(true, Ordering::Relaxed);
+        let counters = {
+            let mut total = self.carried.clone();
+            for w in &running.stats {
+                total.add(&w.snapshot().counters);
+            }
+            total
+        };
+        let errors = running.shutdown();
+        if !errors.is_empty() {
+            log::warn!("worker errors while handing over: {}", errors.join("; "));
+        }
+        let mut r = write_snapshot(&self.engine, path, counters)?;
+        r.paused_ms = t0.elapsed().as_secs_f64() * 1e3;
+        // Free the path before answering: the new process binds it next.
+        let _ = std::fs::remove_file(&cfg.run.control_socket);
+        self.handed_over = true;
+        log::info!(
+            "handed over {} flow(s) ({} bytes) in {:.1} ms",
+            r.flows,
+            r.bytes,
+            r.paused_ms
+        );
+        Ok(r)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn handle(
     req: Request,
     engine: &Engine,
@@ -112,9 +357,13 @@ fn handle(
     started: Instant,
     cfg: &Config,
     lbc: &mut LbControl,
+    carried: &CounterSnapshot,
 ) -> Result<serde_json::Value, String> {
     let now = sys::now();
     match req {
+        Request::Handover { .. } | Request::Snapshot { .. } => {
+            Err("handled by the control loop".into())
+        }
         Request::Services => {
             let r = socket::ServicesReport {
                 services: engine.services(now),
@@ -165,7 +414,7 @@ fn handle(
         }
         Request::Stats => {
             let workers: Vec<_> = running.stats.iter().map(|w| w.snapshot()).collect();
-            let mut total = CounterSnapshot::default();
+            let mut total = carried.clone();
             for w in &workers {
                 total.add(&w.counters);
             }
@@ -399,12 +648,12 @@ fn lb_change(
 /// checks).
 #[derive(Default)]
 struct LbControl {
-    last: Option<(
-        Instant,
-        std::collections::HashMap<(crate::lb::ServiceKey, u32, u16), [u64; 5]>,
-    )>,
+    last: Option<(Instant, RealTotals)>,
     rates: Vec<socket::RealRate>,
 }
+
+/// Connections, packets in/out, bytes in/out per (service, real server).
+type RealTotals = std::collections::HashMap<(crate::lb::ServiceKey, u32, u16), [u64; 5]>;
 
 /// Seconds between two rate samples (`ipvsadm --rate` uses a 2 s estimator).
 const RATE_WINDOW: Duration = Duration::from_secs(2);

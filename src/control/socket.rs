@@ -46,6 +46,18 @@ pub enum Request {
         #[serde(default)]
         filter: FlowFilter,
     },
+    /// Hand over to a new natgw process (`natgw run --takeover`): stop
+    /// the workers, write the state to `path`, give up the interfaces and
+    /// the socket, exit.
+    Handover {
+        path: std::path::PathBuf,
+    },
+    /// Write a snapshot of the state now (to `path`, else the configured
+    /// `[snapshot] path`).
+    Snapshot {
+        #[serde(default)]
+        path: Option<std::path::PathBuf>,
+    },
     /// List virtual services (`ipvsadm -L -n`, with stats and rates).
     Services,
     /// Change a virtual service or real server (`ipvsadm -A/-E/-D/-a/-e/-d`).
@@ -357,4 +369,15 @@ pub struct ReloadReply {
     pub report: crate::engine::ReloadReport,
     /// Flows removed because they no longer match (with --flush-unmatched).
     pub flushed: usize,
+}
+
+/// What the old process of a handover (or a snapshot request) wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotReply {
+    pub path: String,
+    pub flows: usize,
+    pub bytes: u64,
+    /// Time the workers stood still (handover), or 0.
+    #[serde(default)]
+    pub paused_ms: f64,
 }

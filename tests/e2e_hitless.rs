@@ -1,0 +1,348 @@
+//! SCENARIOS 4 and 5 end to end: connections carry on while natgw reloads
+//! its rules, hands over to a new process, and restarts from a snapshot
+//! after `kill -9`.
+//!
+//! 200 long-lived TCP connections (each sends a line every 10 ms and checks
+//! the echo) through masquerade (cl1 -> out), DNAT (out2 -> gateway:9101
+//! -> srv) and a load-balanced service (out -> VIP:9200 -> srv), plus a
+//! steady UDP stream (cl2 -> out), all at once.
+//!
+//! Needs root (network namespaces); skipped with a message otherwise.
+
+mod netns;
+
+use netns::{Spec, Topology};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const NATGW: &str = env!("CARGO_BIN_EXE_natgw");
+
+/// asyncio line-echo server on a port.
+const ECHO_SERVER: &str = r#"
+import asyncio, sys
+async def handle(r, w):
+    try:
+        while True:
+            line = await r.readline()
+            if not line:
+                break
+            w.write(line)
+            await w.drain()
+    except Exception:
+        pass
+    w.close()
+async def main():
+    srv = await asyncio.start_server(handle, "0.0.0.0", int(sys.argv[1]), backlog=512)
+    print("READY", flush=True)
+    await srv.serve_forever()
+asyncio.run(main())
+"#;
+
+/// `N` connections to HOST:PORT, each sending a line every `gap` seconds
+/// for `secs` seconds and checking every echo. Prints CONNECTED once all
+/// are open, then one JSON line with the results.
+const CHAT_CLIENTS: &str = r#"
+import asyncio, json, sys, time
+host, port, n, secs, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+st = {"conns": 0, "sent": 0, "ok": 0, "broken": 0, "errors": [], "max_wait_ms": 0.0}
+async def one(i, end):
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+    except Exception as e:
+        st["broken"] += 1; st["errors"].append("connect %d: %r" % (i, e)); return
+    st["conns"] += 1
+    if st["conns"] == n:
+        print("CONNECTED", flush=True)
+    k = 0
+    try:
+        while time.time() < end:
+            msg = b"%d %d\n" % (i, k); k += 1
+            t = time.time()
+            w.write(msg); await w.drain(); st["sent"] += 1
+            line = await asyncio.wait_for(r.readline(), 40)
+            if line != msg:
+                raise Exception("bad echo %r" % line)
+            st["ok"] += 1
+            st["max_wait_ms"] = max(st["max_wait_ms"], (time.time() - t) * 1000)
+            await asyncio.sleep(gap)
+        w.close()
+    except Exception as e:
+        st["broken"] += 1; st["errors"].append("conn %d: %r" % (i, e))
+async def main():
+    end = time.time() + secs
+    await asyncio.gather(*(one(i, end) for i in range(n)))
+    st["errors"] = st["errors"][:5]
+    print(json.dumps(st), flush=True)
+asyncio.run(main())
+"#;
+
+/// A UDP stream: a datagram every 2 ms for `secs` to HOST:PORT (an echo
+/// server); counts echoes and the longest time without one.
+const UDP_STREAM: &str = r#"
+import json, socket, sys, time
+host, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((host, port)); s.setblocking(False)
+sent = got = 0; last = time.time(); gap = 0.0
+end = time.time() + secs; nxt = time.time()
+while time.time() < end:
+    now = time.time()
+    if now >= nxt:
+        try:
+            s.send(b"%d" % sent); sent += 1
+        except OSError:
+            pass
+        nxt += 0.002
+    try:
+        while True:
+            s.recv(2048); got += 1
+            t = time.time(); gap = max(gap, t - last); last = t
+    except (BlockingIOError, ConnectionRefusedError):
+        pass
+    time.sleep(0.0005)
+print(json.dumps({"sent": sent, "got": got, "longest_gap_ms": gap * 1000}), flush=True)
+"#;
+
+const TCP_SECS: f64 = 24.0;
+
+fn config(t: &Topology) -> String {
+    let snap = t.dir().join("state.snap");
+    format!(
+        "{}\n[[rule]]\nname = \"echo-fwd\"\ndst = \"203.0.113.1\"\nproto = \"tcp\"\ndport = 9101\naction = \"dnat\"\nto = \"10.0.0.5:9100\"\n\n\
+         [[service]]\naddress = \"203.0.113.10\"\nport = 9200\nscheduler = \"rr\"\n\
+         [[service.real]]\naddress = \"10.0.0.5\"\nport = 9100\n\n\
+         [snapshot]\npath = {:?}\ninterval = 1\n",
+        netns::natgw_config(&t.natgw_control_socket(), ""),
+        snap.display().to_string()
+    )
+}
+
+fn cli(t: &Topology, args: &[&str]) -> String {
+    let out = Command::new(NATGW)
+        .args(args)
+        .arg("--socket")
+        .arg(t.natgw_control_socket())
+        .output()
+        .expect("run natgw");
+    assert!(
+        out.status.success(),
+        "natgw {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn start_natgw(t: &Topology, cfg: &std::path::Path, flags: &str) -> netns::Proc {
+    let p = t.spawn(
+        "gw",
+        &format!("exec {NATGW} run --config {} {flags} 2>&1", cfg.display()),
+    );
+    if p.wait_for_line("natgw running", Duration::from_secs(30))
+        .is_none()
+    {
+        panic!("natgw {flags} did not start:\n{}", p.stdout());
+    }
+    p
+}
+
+fn result(p: netns::Proc, what: &str) -> Value {
+    let out = p.finish(Duration::from_secs(60));
+    let line = out.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: bad output {out:?}: {e}"))
+}
+
+/// 1. Reload, handover and kill -9 + restart, with 200 connections and a
+/// UDP stream running throughout.
+#[test]
+fn connections_survive_reload_handover_and_crash() {
+    let Some(t) = Topology::new_or_skip(Spec::standard(), "hitless") else {
+        return;
+    };
+    let cfg = t.write_file("natgw.toml", &config(&t));
+    let echo = t.write_file("echo.py", ECHO_SERVER);
+    let chat = t.write_file("chat.py", CHAT_CLIENTS);
+    let udp = t.write_file("udp.py", UDP_STREAM);
+    let _echo_out = t
+        .spawn("out", &format!("exec python3 {} 9100", echo.display()))
+        .ready();
+    let _echo_srv = t
+        .spawn("srv", &format!("exec python3 {} 9100", echo.display()))
+        .ready();
+    let _udp_echo = t.spawn_py("out", &["udp-echo", "9300"]).ready();
+    let mut gw = start_natgw(&t, &cfg, "");
+
+    let clients = [
+        ("cl1", "203.0.113.100", 9100, 100, "masquerade"),
+        ("out2", "203.0.113.1", 9101, 50, "dnat"),
+        ("out", "203.0.113.10", 9200, 50, "lb"),
+    ];
+    let running: Vec<_> = clients
+        .iter()
+        .map(|&(host, addr, port, n, what)| {
+            let p = t.spawn(
+                host,
+                &format!(
+                    "exec python3 {} {addr} {port} {n} {TCP_SECS} 0.01",
+                    chat.display()
+                ),
+            );
+            (p, what)
+        })
+        .collect();
+    for (p, what) in &running {
+        assert!(
+            p.wait_for_line("CONNECTED", Duration::from_secs(20))
+                .is_some(),
+            "{what} clients did not connect: {}",
+            p.stdout()
+        );
+    }
+    let stream = t.spawn(
+        "cl2",
+        &format!(
+            "exec python3 {} 203.0.113.100 9300 {}",
+            udp.display(),
+            TCP_SECS - 2.0
+        ),
+    );
+    let t0 = Instant::now();
+    let flows = cli(&t, &["flows", "--count"]);
+    assert!(flows.trim().parse::<u32>().unwrap() >= 200, "{flows}");
+
+    // A reload (same rules plus one more) while everything runs.
+    std::thread::sleep(Duration::from_secs(2));
+    let more = format!(
+        "{}\n[[rule]]\nname = \"noop\"\ndst = \"192.0.2.99\"\naction = \"drop\"\n",
+        std::fs::read_to_string(&cfg).unwrap()
+    );
+    let cfg2 = t.write_file("natgw2.toml", &more);
+    let out = cli(&t, &["reload", "--config", cfg2.to_str().unwrap()]);
+    assert!(out.contains("keep their translation"), "{out}");
+
+    // Handover to a new process.
+    std::thread::sleep(Duration::from_secs(3));
+    let new = start_natgw(&t, &cfg2, "--takeover");
+    assert!(
+        gw.wait(Duration::from_secs(10)).is_some(),
+        "the old natgw did not exit after handing over:\n{}",
+        gw.stdout()
+    );
+    let old_log = gw.stdout();
+    assert!(old_log.contains("handed over"), "{old_log}");
+    let new_log = new.stdout();
+    assert!(
+        new_log.contains("restored 2"),
+        "new natgw did not restore the flows:\n{new_log}"
+    );
+    let flows = cli(&t, &["flows", "--count"]);
+    assert!(flows.trim().parse::<u32>().unwrap() >= 200, "{flows}");
+
+    // kill -9 and a restart from the last periodic snapshot (1 s interval).
+    std::thread::sleep(Duration::from_secs(4));
+    let mut new = new;
+    new.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let snap = t.dir().join("state.snap");
+    let restarted = start_natgw(&t, &cfg2, &format!("--snapshot {}", snap.display()));
+    let log = restarted.stdout();
+    assert!(
+        log.contains("restored 2"),
+        "restart did not restore the flows:\n{log}"
+    );
+    let crash_at = t0.elapsed();
+
+    for (p, what) in running {
+        let v = result(p, what);
+        assert_eq!(v["broken"], 0, "{what}: connections broke: {v}");
+        assert_eq!(v["sent"], v["ok"], "{what}: lost echoes: {v}");
+        assert!(
+            v["ok"].as_u64().unwrap() > 1000,
+            "{what}: too little traffic: {v}"
+        );
+        eprintln!("{what}: {v}");
+    }
+    let u = result(stream, "udp stream");
+    eprintln!("udp: {u} (crash/restart at {crash_at:?})");
+    let (sent, got) = (u["sent"].as_u64().unwrap(), u["got"].as_u64().unwrap());
+    // Datagrams sent while no natgw ran are lost; the stream carries on.
+    assert!(got * 10 > sent * 8, "UDP stream mostly lost: {u}");
+    drop(restarted);
+}
+
+/// 3. A corrupt snapshot is refused with a clear error and nothing starts;
+/// `--allow-empty` starts with no state; `natgw snapshot` writes one a new
+/// process can start from.
+#[test]
+fn bad_snapshots_are_refused() {
+    let Some(t) = Topology::new_or_skip(Spec::minimal(), "badsnap") else {
+        return;
+    };
+    let cfg = t.write_file("natgw.toml", &config(&t));
+    let gw = start_natgw(&t, &cfg, "");
+    let good = t.dir().join("good.snap");
+    let out = cli(&t, &["snapshot", "--to", good.to_str().unwrap()]);
+    assert!(out.contains("wrote"), "{out}");
+    drop(gw);
+    // Wait for the old process to be gone (its XDP links detached).
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut bytes = std::fs::read(&good).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    let bad = t.dir().join("bad.snap");
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = t.exec_timeout(
+        "gw",
+        &format!(
+            "{NATGW} run --config {} --snapshot {} 2>&1",
+            cfg.display(),
+            bad.display()
+        ),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "started from a corrupt snapshot:\n{text}"
+    );
+    assert!(
+        text.contains("bad.snap") && text.contains("checksum"),
+        "{text}"
+    );
+    assert!(text.contains("--allow-empty"), "{text}");
+    let links = t.run("gw", "ip -d link show");
+    assert!(
+        !links.contains("prog/xdp"),
+        "something was attached:\n{links}"
+    );
+
+    let truncated = t.dir().join("short.snap");
+    std::fs::write(&truncated, &bytes[..n / 2]).unwrap();
+    let out = t.exec_timeout(
+        "gw",
+        &format!(
+            "{NATGW} run --config {} --snapshot {} 2>&1",
+            cfg.display(),
+            truncated.display()
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("short.snap"));
+
+    let p = start_natgw(
+        &t,
+        &cfg,
+        &format!("--snapshot {} --allow-empty", bad.display()),
+    );
+    assert!(
+        p.stdout().contains("starting with no state"),
+        "{}",
+        p.stdout()
+    );
+    drop(p);
+    std::thread::sleep(Duration::from_millis(500));
+    let p = start_natgw(&t, &cfg, &format!("--snapshot {}", good.display()));
+    assert!(p.stdout().contains("restored"), "{}", p.stdout());
+}
