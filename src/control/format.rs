@@ -202,6 +202,56 @@ pub fn config_summary(c: &Config) -> String {
         t.udp_stream,
         t.icmp
     );
+    if !c.services.is_empty() {
+        let _ = writeln!(s, "services (checked before the dnat rules):");
+        for svc in &c.services {
+            let sp = &svc.spec;
+            let _ = write!(
+                s,
+                "  {} {} {}",
+                sp.key,
+                sp.scheduler.name(),
+                sp.forward.name()
+            );
+            if let Some(p) = sp.persistence {
+                let _ = write!(s, " persistent {}s", p.timeout_secs);
+                if let Some(m) = p.netmask {
+                    let _ = write!(s, " /{m}");
+                }
+            }
+            if let Some(ch) = &svc.check {
+                let kind = match &ch.kind {
+                    super::health::CheckKind::Tcp => "tcp".to_string(),
+                    super::health::CheckKind::Http { path, status, .. } => {
+                        format!("http GET {path} -> {status}")
+                    }
+                };
+                let _ = write!(
+                    s,
+                    "; check {kind} every {:?} timeout {:?} rise {} fall {}",
+                    ch.interval, ch.timeout, ch.rise, ch.fall
+                );
+            }
+            let _ = writeln!(s);
+            for r in &sp.reals {
+                let _ = writeln!(
+                    s,
+                    "    -> {}:{} weight {}",
+                    Ipv4Addr::from(r.addr),
+                    r.port,
+                    r.weight
+                );
+            }
+        }
+    }
+    if let Some(p) = &c.run.snapshot.path {
+        let _ = writeln!(
+            s,
+            "snapshot: {} every {}s",
+            p.display(),
+            c.run.snapshot.interval_secs
+        );
+    }
     s
 }
 
