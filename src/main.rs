@@ -143,8 +143,11 @@ enum Cmd {
         #[arg(long, conflicts_with = "rate")]
         stats: bool,
         /// Connections, packets and bytes per second (last 2 s).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "persistent")]
         rate: bool,
+        /// Also list the persistence entries (client network -> server).
+        #[arg(long)]
+        persistent: bool,
         #[arg(long)]
         json: bool,
     },
@@ -477,6 +480,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             stats,
             rate,
+            persistent,
             json,
         } => {
             let data =
@@ -485,9 +489,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&data)?);
             } else {
                 let r: socket::ServicesReport = serde_json::from_value(data)?;
-                let view = match (stats, rate) {
-                    (true, _) => format::ServicesView::Stats,
-                    (_, true) => format::ServicesView::Rate,
+                let view = match (stats, rate, persistent) {
+                    (true, _, _) => format::ServicesView::Stats,
+                    (_, true, _) => format::ServicesView::Rate,
+                    (_, _, true) => format::ServicesView::Persistence,
                     _ => format::ServicesView::List,
                 };
                 print!("{}", format::services_text(&r, view));

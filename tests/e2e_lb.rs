@@ -242,14 +242,25 @@ fn schedulers_spread_requests_like_ipvs() {
     let _ = &lb.servers;
 }
 
-/// 2. Port mapping VIP:8080 -> RIP:80, and the real servers see the
-/// client's own address (classic LVS-NAT).
+/// 2. Port mapping VIP:8080 -> RIP:80; persistence keeps a client on its
+/// server and is listed.
 #[test]
 fn port_mapping_and_client_address() {
-    let svc = service(8080, "rr", "", [1, 1, 1]);
+    let svc = format!(
+        "{}{}",
+        service(8080, "rr", "", [1, 1, 1]),
+        service(8081, "rr", "persistence = 60", [1, 1, 1])
+    );
     let Some(lb) = director("lb_portmap", &svc) else {
         return;
     };
+    // Persistence: rr, but the same client keeps its server, and the
+    // entry is listed.
+    let (c, errors) = lb.fetch("out", 8081, 10);
+    assert_eq!((c.len(), errors), (1, 0), "{c:?}");
+    let list = lb.cli(&["services", "--persistent"]);
+    assert!(list.contains("persistent 60"), "{list}");
+    assert!(list.contains("203.0.113.100/32"), "{list}");
     let (c, errors) = lb.fetch("out", 8080, 30);
     assert_eq!(errors, 0);
     assert_eq!(c.values().sum::<u64>(), 30);

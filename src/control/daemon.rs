@@ -155,6 +155,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         }
         let now = sys::now();
         engine.expire(now, EXPIRY_BUDGET);
+        engine.lb().expire(now, EXPIRY_BUDGET);
         ctl.lb.tick(&engine, now);
         if last_prune.elapsed() >= Duration::from_secs(10) {
             last_prune = Instant::now();
@@ -367,6 +368,18 @@ fn handle(
         Request::Services => {
             let r = socket::ServicesReport {
                 services: engine.services(now),
+                persistence: engine
+                    .lb()
+                    .entries(now)
+                    .into_iter()
+                    .map(|e| socket::PersistView {
+                        service: e.service,
+                        client: std::net::Ipv4Addr::from(e.client).to_string(),
+                        netmask: e.netmask,
+                        real: std::net::SocketAddrV4::new(e.real.into(), e.port).to_string(),
+                        expires_in: e.expires.saturating_sub(now).0.div_ceil(1_000_000_000),
+                    })
+                    .collect(),
                 rates: lbc.rates.clone(),
                 checks: Vec::new(),
             };

@@ -395,6 +395,8 @@ pub enum ServicesView {
     Stats,
     /// `ipvsadm -L -n --rate`.
     Rate,
+    /// The list, then the persistence entries (`ipvsadm -L -n -c`).
+    Persistence,
 }
 
 /// `natgw services` as text, laid out like `ipvsadm -L -n`.
@@ -408,7 +410,7 @@ pub fn services_text(r: &super::socket::ServicesReport, view: ServicesView) -> S
         r.services.len()
     );
     match view {
-        ServicesView::List => {
+        ServicesView::List | ServicesView::Persistence => {
             let _ = writeln!(s, "Prot LocalAddress:Port Scheduler Flags");
             let _ = writeln!(
                 s,
@@ -433,7 +435,7 @@ pub fn services_text(r: &super::socket::ServicesReport, view: ServicesView) -> S
     for svc in &r.services {
         let head = svc.key.to_string();
         match view {
-            ServicesView::List => {
+            ServicesView::List | ServicesView::Persistence => {
                 let mut flags = String::new();
                 match svc.scheduler {
                     Scheduler::Sh(o) | Scheduler::Dh(o) => {
@@ -540,6 +542,23 @@ pub fn services_text(r: &super::socket::ServicesReport, view: ServicesView) -> S
                     );
                 }
             }
+        }
+    }
+    if view == ServicesView::Persistence {
+        let _ = writeln!(s, "Persistence entries ({}):", r.persistence.len());
+        let _ = writeln!(
+            s,
+            "  Service                   Client network      -> Real server           Expires"
+        );
+        for e in &r.persistence {
+            let _ = writeln!(
+                s,
+                "  {:<25} {:<19} -> {:<21} {}s",
+                e.service.to_string(),
+                format!("{}/{}", e.client, e.netmask),
+                e.real,
+                e.expires_in
+            );
         }
     }
     if view == ServicesView::List && !r.checks.is_empty() {

@@ -75,11 +75,26 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServicesReport {
     pub services: Vec<crate::lb::ServiceStatus>,
+    /// Live persistence entries (IPVS templates).
+    #[serde(default)]
+    pub persistence: Vec<PersistView>,
     /// Per real server: rates over the last window (`ipvsadm --rate`).
     pub rates: Vec<RealRate>,
     /// Health-check state per checked real server.
     #[serde(default)]
     pub checks: Vec<serde_json::Value>,
+}
+
+/// A persistence entry as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PersistView {
+    pub service: crate::lb::ServiceKey,
+    /// Client network (address masked by `netmask`).
+    pub client: String,
+    pub netmask: u8,
+    pub real: String,
+    /// Seconds left.
+    pub expires_in: u64,
 }
 
 /// Rates of one real server of one service.
