@@ -12,6 +12,8 @@
 //! - [`engine`]: the per-packet pipeline that ties the three together
 //!   (parse, track, classify, translate, route) and returns a verdict. Pure.
 //! - [`control`]: config file, offline replay, CLI output. Reads files.
+//! - [`snapshot`]: the versioned snapshot file; capture from and restore
+//!   into an engine (handover, crash recovery).
 //!
 //! The binary (`src/main.rs`) is a thin clap front end.
 #![deny(unsafe_code)]
@@ -23,3 +25,4 @@ pub mod engine;
 pub mod lb;
 pub mod nat;
 pub mod packet;
+pub mod snapshot;

@@ -392,9 +392,17 @@ impl NatState {
                 .fetch_add(1, Relaxed);
         }
         let (inside, outside, eif) = if r.flags & nat_flags::EIM != 0 {
-            ((r.orig.src, r.orig.sport), (r.reply.dst, r.reply.dport), false)
+            (
+                (r.orig.src, r.orig.sport),
+                (r.reply.dst, r.reply.dport),
+                false,
+            )
         } else if r.flags & nat_flags::EIF_IN != 0 {
-            ((r.reply.src, r.reply.sport), (r.orig.dst, r.orig.dport), true)
+            (
+                (r.reply.src, r.reply.sport),
+                (r.orig.dst, r.orig.dport),
+                true,
+            )
         } else {
             return;
         };

@@ -146,6 +146,33 @@ impl AddrSet {
             })
             .collect()
     }
+
+    /// Live entries at `now` with their deadlines (`None`: permanent),
+    /// sorted; what a snapshot stores.
+    pub fn members(&self, now: Time) -> Vec<(Prefix, Option<Time>)> {
+        let m = self.members.read();
+        let mut out: Vec<(Prefix, Option<Time>)> = m
+            .by_len
+            .iter()
+            .flat_map(|(&len, t)| t.iter().map(move |(&a, &d)| (Prefix { addr: a, len }, d)))
+            .filter(|&(_, d)| d == 0 || d > now.0)
+            .map(|(p, d)| (p, (d != 0).then_some(Time(d))))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Adds (or refreshes) `p` with a deadline on the engine clock
+    /// (`None`: permanent); what a snapshot restore uses.
+    pub fn add_until(&self, p: Prefix, deadline: Option<Time>) {
+        let d = deadline.map_or(0, |t| t.0.max(1));
+        self.members
+            .write()
+            .by_len
+            .entry(p.len)
+            .or_default()
+            .insert(p.addr, d);
+    }
 }
 
 /// All sets by name, shared between rulesets.

@@ -1,0 +1,537 @@
+//! Snapshots: the state a running gateway needs so that its flows live on
+//! in another process — after a handover, a restart or a crash.
+//!
+//! [`Snapshot::capture`] reads a running [`Engine`]; [`encode`] /
+//! [`write_atomic`] turn it into a file; [`read`] / [`decode`] check and
+//! load one (this version or an older one); [`Snapshot::restore`] puts it
+//! into another `Engine`, re-based onto that process's clock.
+//!
+//! # What is stored
+//!
+//! | part | contents |
+//! |---|---|
+//! | flows | both tuples (so the translation), TCP state, flag bits (below), mark, packets and bytes per direction, time left on the timer |
+//! | EIM mappings | inside endpoint, outside endpoint, endpoint-independent filtering flag, the longest time left among the flows that hold it |
+//! | set entries | per set name, every live entry except the permanent ones the config file lists (a restore gets those from its own config): prefix and time left, or none for a permanent entry added at run time |
+//! | LB persistence entries | service (VIP, port, protocol), client network and netmask, real server and port, time left |
+//! | LB services (v2) | every virtual service spec in force at the capture, run-time changes included |
+//! | counters (v2) | the counters summed over the workers at the capture (filled in by the caller: the engine does not own them) |
+//!
+//! Port usage counts and EIM reference counts are not stored: a restore
+//! derives them from the flows it puts back, so they cannot disagree.
+//! Not stored at all: fragment-tracking entries (they live seconds),
+//! the exhaustion counts of `natgw stats` port use, ICMP rate-limit state,
+//! scheduler positions (`rr` restarts at the first server), real-server
+//! health (health checks re-learn it) and per-real-server totals.
+//!
+//! # Time
+//!
+//! Engine times are nanoseconds on the process's own clock
+//! (`CLOCK_MONOTONIC`), meaningless in another process after a reboot. So
+//! every time is stored as the time *left* at the capture instant
+//! (nanoseconds), and the header of the payload carries the wall-clock
+//! time of the capture (`captured_unix_ns`, nanoseconds since the Unix
+//! epoch). A restore at engine time `now` puts a deadline at
+//! `now + left - elapsed`, where `elapsed` is chosen by
+//! [`RestoreOptions::elapsed`]:
+//!
+//! - [`Elapsed::WallClock`] (the default): the wall-clock time between the
+//!   capture and the restore, 0 if the wall clock went backwards. Right for
+//!   crash recovery from a periodic snapshot, where minutes may have gone
+//!   by, and harmless for a handover (a few milliseconds).
+//! - [`Elapsed::Ignore`]: 0, as if no time had passed (when the wall clock
+//!   cannot be trusted, e.g. a host without NTP after a reboot).
+//! - [`Elapsed::Fixed`]: a given duration (tests, or a caller that knows).
+//!
+//! Whatever has `left <= elapsed` is expired and not restored (counted in
+//! the [`RestoreReport`]).
+//!
+//! # File layout
+//!
+//! All integers in the header are little-endian. 32 bytes of header, then
+//! the payload:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `NATGWSNP` (ASCII) |
+//! | 8 | 2 | format version (u16): 1 or 2; [`CURRENT_VERSION`] is 2 |
+//! | 10 | 2 | flags (u16): none defined, must be 0; a reader refuses bits it does not know (a future writer sets one only to keep old readers away) |
+//! | 12 | 4 | CRC-32 (IEEE, as zlib's `crc32`) of the payload |
+//! | 16 | 8 | payload length in bytes (u64); the file is exactly header + payload |
+//! | 24 | 4 | reserved, 0 |
+//! | 28 | 4 | CRC-32 of bytes 0..28 (the header itself) |
+//! | 32 | n | payload |
+//!
+//! Every future version keeps bytes 0..12 (magic, version, flags) where
+//! they are, so any natgw can tell a newer file from a corrupt one.
+//!
+//! The payload is a [postcard](https://postcard.jamesmunns.com/wire-format)
+//! encoding (serde; unsigned integers as LEB128 varints, `bool` and `u8`
+//! as one byte, sequences and strings prefixed by a varint length,
+//! `Option` as a 0/1 byte then the value, structs as their fields in
+//! order, fixed arrays as their elements). Addresses are 4 bytes in
+//! network order. Version 2, field by field:
+//!
+//! ```text
+//! Payload  = captured_unix_ns: u64
+//!            flows:       seq<Flow>
+//!            eim:         seq<Eim>
+//!            sets:        seq<Set>
+//!            persistence: seq<Persist>
+//!            services_json: option<string>   JSON array of lb::ServiceSpec (serde's form)
+//!            counters:    option<seq<(string, u64)>>  "rx_packets", ...; drops as "drop.<name>"
+//! Flow     = orig: Tuple, reply: Tuple, tcp_state: u8, flags: u32, mark: u32,
+//!            packets: [u64; 2], bytes: [u64; 2], remaining_ns: u64
+//! Tuple    = src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8
+//! Eim      = inside_addr: [u8; 4], inside_port: u16, outside_addr: [u8; 4],
+//!            outside_port: u16, eif: bool, remaining_ns: u64
+//! Set      = name: string, entries: seq<Member>
+//! Member   = addr: [u8; 4], len: u8, remaining_ns: option<u64>   (none: permanent)
+//! Persist  = vip: [u8; 4], vport: u16, proto: u8, client: [u8; 4], netmask: u8,
+//!            real: [u8; 4], real_port: u16, remaining_ns: u64
+//! ```
+//!
+//! `orig` is the tuple of the packet that created the flow as received,
+//! `reply` the tuple a reply has on arrival (the inverse of the translated
+//! original); the translation is the difference. `packets`/`bytes` are
+//! `[original direction, reply direction]`. `tcp_state` is Linux's order:
+//! 0 NONE, 1 SYN_SENT, 2 SYN_RECV, 3 ESTABLISHED, 4 FIN_WAIT, 5 CLOSE_WAIT,
+//! 6 LAST_ACK, 7 TIME_WAIT, 8 CLOSE, 9 SYN_SENT2. `mark` is the flow's rule
+//! word (`destination rule number << 16 | source rule number`, 1-based, 0
+//! for none) in the ruleset of the process that captured it. `flags` bits:
+//!
+//! | bit | meaning |
+//! |---|---|
+//! | 8 | SEEN_REPLY: a reply was seen |
+//! | 9 | ASSURED: established / two-way (early drop spares it) |
+//! | 16 | SNAT: source translated (counts in port use of `reply.dst`) |
+//! | 17 | DNAT: destination translated |
+//! | 18 | EIM: holds the EIM mapping of `orig.src:orig.sport` |
+//! | 19 | EIF_IN: let in by endpoint-independent filtering; holds the mapping of `reply.src:reply.sport` |
+//! | 20 | HAIRPIN |
+//! | 21 | LB: scheduled to a real server (`orig.dst:dport` the VIP, `reply.src:sport` the real) |
+//!
+//! Version 1 is the same header and the same payload without the last two
+//! fields (`services_json`, `counters`): it had no services and no
+//! counters. natgw reads it; a restore from it keeps the services of the
+//! config and [`Snapshot::services`] / [`Snapshot::counters`] are `None`.
+//!
+//! # Checks on reading
+//!
+//! [`read`] refuses, each with a [`SnapshotError`] naming the file and the
+//! problem: a file over the size limit (before reading it), a bad magic, a
+//! truncated file, a version it does not read, a header or payload
+//! checksum mismatch, unknown flags, bytes after the payload, and a payload
+//! that does not decode. Arbitrary bytes never make it panic.
+
+mod format;
+
+#[cfg(test)]
+mod tests;
+
+pub use format::{
+    CURRENT_VERSION, DEFAULT_MAX_BYTES, HEADER_LEN, MAGIC, OLDEST_VERSION, SnapshotError, decode,
+    decode_from, encode, max_bytes_for, read, write_atomic,
+};
+
+use crate::conntrack::{Dir, FlowRecord, InsertError, TcpState, Time};
+use crate::engine::{CounterSnapshot, Engine};
+use crate::lb::{LbError, LbTable, PersistEntry, ServiceKey, ServiceSpec};
+use crate::nat::{Prefix, nat_flags};
+use crate::packet::Tuple;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Everything a gateway's flows need to live on in another process. Plain
+/// data; all times are relative to the capture (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Format version it was decoded from ([`CURRENT_VERSION`] for a
+    /// capture).
+    pub version: u16,
+    /// Wall-clock time of the capture, nanoseconds since the Unix epoch.
+    pub captured_unix_ns: u64,
+    pub flows: Vec<FlowEntry>,
+    pub eim: Vec<EimEntry>,
+    /// Sets with at least one stored entry, by name.
+    pub sets: Vec<SetSnapshot>,
+    pub persistence: Vec<PersistSnap>,
+    /// The virtual services at the capture (always `Some` from
+    /// [`capture`](Self::capture)); `None` from a version 1 file.
+    pub services: Option<Vec<ServiceSpec>>,
+    /// Counters at the capture. [`Snapshot::capture`] leaves this `None`:
+    /// the workers own the counters, so the caller fills it in. Always
+    /// `None` from a version 1 file.
+    pub counters: Option<CounterSnapshot>,
+}
+
+/// A flow, its timer as the time left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub orig: Tuple,
+    pub reply: Tuple,
+    pub tcp_state: TcpState,
+    /// [`crate::conntrack::flags`] and [`nat_flags`] bits.
+    pub flags: u32,
+    pub mark: u32,
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub remaining_ns: u64,
+}
+
+impl FlowEntry {
+    /// The flow of `r` as seen at `now`.
+    pub fn from_record(r: &FlowRecord, now: Time) -> FlowEntry {
+        FlowEntry {
+            orig: r.orig,
+            reply: r.reply,
+            tcp_state: r.tcp_state,
+            flags: r.flags,
+            mark: r.mark,
+            packets: r.packets,
+            bytes: r.bytes,
+            remaining_ns: r.remaining(now).0,
+        }
+    }
+
+    /// The record to insert at `now`, `elapsed_ns` after the capture;
+    /// `None` if its timer ran out by then.
+    pub fn to_record(&self, now: Time, elapsed_ns: u64) -> Option<FlowRecord> {
+        let left = rebase(self.remaining_ns, elapsed_ns)?;
+        Some(FlowRecord {
+            orig: self.orig,
+            reply: self.reply,
+            tcp_state: self.tcp_state,
+            flags: self.flags,
+            mark: self.mark,
+            expires: now.saturating_add(Time(left)),
+            packets: self.packets,
+            bytes: self.bytes,
+        })
+    }
+}
+
+/// An endpoint-independent mapping. The mapping lives as long as flows
+/// hold it; `remaining_ns` is the longest time left among them (for
+/// listings; a restore counts the references from the flows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EimEntry {
+    pub inside: (u32, u16),
+    pub outside: (u32, u16),
+    pub eif: bool,
+    pub remaining_ns: u64,
+}
+
+/// The stored entries of one address set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetSnapshot {
+    pub name: String,
+    pub entries: Vec<SetMember>,
+}
+
+/// One set entry; `remaining_ns` `None` is a permanent entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetMember {
+    pub prefix: Prefix,
+    pub remaining_ns: Option<u64>,
+}
+
+/// A load-balancer persistence entry, its deadline as the time left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistSnap {
+    pub service: ServiceKey,
+    /// Client network (masked by `netmask`).
+    pub client: u32,
+    pub netmask: u8,
+    pub real: u32,
+    pub port: u16,
+    pub remaining_ns: u64,
+}
+
+/// How much time to take off every stored "time left" on restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Elapsed {
+    /// The wall-clock time since the capture (0 if the clock went back).
+    #[default]
+    WallClock,
+    /// None: as if the restore happened at the capture instant.
+    Ignore,
+    /// This much.
+    Fixed(Duration),
+}
+
+/// Which virtual services the restored engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServicePolicy {
+    /// Replace the engine's services by the snapshot's (run-time changes
+    /// survive). A version 1 snapshot has none: the engine's stay.
+    #[default]
+    FromSnapshot,
+    /// Keep the engine's services (those of its config).
+    FromConfig,
+}
+
+/// The choices a restore leaves to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RestoreOptions {
+    pub elapsed: Elapsed,
+    pub services: ServicePolicy,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    /// Time taken off every timer (see [`Elapsed`]), in milliseconds.
+    pub elapsed_ms: u64,
+    /// Services installed from the snapshot; `None` when the engine kept
+    /// its own.
+    pub services: Option<usize>,
+    pub flows: usize,
+    /// Flows whose timer ran out by the restore.
+    pub flows_expired: usize,
+    /// Flows whose original or reply tuple the engine already had.
+    pub flows_duplicate: usize,
+    /// Flows that did not fit under `max_flows`.
+    pub flows_table_full: usize,
+    /// EIM mappings live after the restore (each held by a restored flow).
+    pub eim: usize,
+    /// Stored mappings not restored: no restored flow holds them, or they
+    /// clash with a mapping the engine had.
+    pub eim_dropped: usize,
+    pub set_entries: usize,
+    pub set_entries_expired: usize,
+    /// Stored sets the engine has no set for (their entries are skipped).
+    pub sets_missing: Vec<String>,
+    pub persistence: usize,
+    /// Persistence entries expired, or whose service, persistence or real
+    /// server the engine does not have.
+    pub persistence_skipped: usize,
+}
+
+/// Why a restore failed. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("snapshot services cannot be installed: {0}")]
+    Services(#[from] LbError),
+}
+
+fn rebase(remaining_ns: u64, elapsed_ns: u64) -> Option<u64> {
+    (remaining_ns > elapsed_ns).then(|| remaining_ns - elapsed_ns)
+}
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
+}
+
+impl Snapshot {
+    /// Reads the state of `engine` at engine time `now` (its clock), with
+    /// the wall clock read now. Safe while workers run: each flow is a
+    /// consistent record checked against the table's index, flows that
+    /// come and go meanwhile may or may not be in it. `counters` is left
+    /// `None` for the caller.
+    pub fn capture(engine: &Engine, now: Time) -> Snapshot {
+        Snapshot::capture_at(engine, now, unix_now_ns())
+    }
+
+    /// As [`capture`](Self::capture) with the wall-clock time given.
+    pub fn capture_at(engine: &Engine, now: Time, captured_unix_ns: u64) -> Snapshot {
+        let table = engine.table();
+        let want_eim = !engine.nat().eim_mappings().is_empty();
+        // Longest time left among the flows holding each EIM mapping.
+        let mut eim_left: HashMap<(u32, u16), u64> = HashMap::new();
+        let mut flows = Vec::with_capacity(table.len());
+        table.for_each(|_, r| {
+            if r.expires <= now {
+                return;
+            }
+            // The record was read without a lock; keep it only if the
+            // index (under its lock) still maps its original tuple to its
+            // reply tuple, so a slot reused mid-read cannot leak in.
+            if table.peek(&r.orig, now) != Some((Dir::Orig, r.reply)) {
+                return;
+            }
+            let f = FlowEntry::from_record(&r, now);
+            if want_eim {
+                let key = if r.has(nat_flags::EIM) {
+                    Some((r.orig.src, r.orig.sport))
+                } else if r.has(nat_flags::EIF_IN) {
+                    Some((r.reply.src, r.reply.sport))
+                } else {
+                    None
+                };
+                if let Some(k) = key {
+                    let e = eim_left.entry(k).or_default();
+                    *e = (*e).max(f.remaining_ns);
+                }
+            }
+            flows.push(f);
+        });
+        let eim = engine
+            .nat()
+            .eim_mappings()
+            .into_iter()
+            .map(|m| EimEntry {
+                inside: m.inside,
+                outside: m.outside,
+                eif: m.eif,
+                remaining_ns: eim_left.get(&m.inside).copied().unwrap_or(0),
+            })
+            .collect();
+
+        let all_sets = engine.sets();
+        let mut names: Vec<&String> = all_sets.keys().collect();
+        names.sort();
+        let sets = names
+            .into_iter()
+            .filter_map(|name| {
+                let set = &all_sets[name];
+                let config: HashSet<Prefix> = set.config_entries().into_iter().collect();
+                let entries: Vec<SetMember> = set
+                    .members(now)
+                    .into_iter()
+                    .filter(|(p, d)| !(d.is_none() && config.contains(p)))
+                    .map(|(prefix, d)| SetMember {
+                        prefix,
+                        remaining_ns: d.map(|d| d.saturating_sub(now).0),
+                    })
+                    .collect();
+                (!entries.is_empty()).then(|| SetSnapshot {
+                    name: name.clone(),
+                    entries,
+                })
+            })
+            .collect();
+
+        let lb = engine.lb();
+        let persistence = lb
+            .entries(now)
+            .into_iter()
+            .map(|e| PersistSnap {
+                service: e.service,
+                client: e.client,
+                netmask: e.netmask,
+                real: e.real,
+                port: e.port,
+                remaining_ns: e.expires.saturating_sub(now).0,
+            })
+            .collect();
+
+        Snapshot {
+            version: CURRENT_VERSION,
+            captured_unix_ns,
+            flows,
+            eim,
+            sets,
+            persistence,
+            services: Some(lb.specs()),
+            counters: None,
+        }
+    }
+
+    /// The time [`Elapsed`] stands for, for this snapshot.
+    pub fn elapsed(&self, e: Elapsed) -> Duration {
+        match e {
+            Elapsed::Ignore => Duration::ZERO,
+            Elapsed::Fixed(d) => d,
+            Elapsed::WallClock => {
+                Duration::from_nanos(unix_now_ns().saturating_sub(self.captured_unix_ns))
+            }
+        }
+    }
+
+    /// Puts the snapshot into `engine` (normally a fresh one, before its
+    /// workers start) at engine time `now`. In order: the services (per
+    /// [`RestoreOptions::services`]; if they cannot be installed nothing is
+    /// changed), set entries, EIM mappings, flows with their NAT and LB
+    /// bookkeeping (port use, EIM references, real-server connection
+    /// counts), then persistence entries. Flows whose tuples the engine
+    /// already has, or that do not fit, are skipped and counted.
+    pub fn restore(
+        &self,
+        engine: &Engine,
+        now: Time,
+        opts: RestoreOptions,
+    ) -> Result<RestoreReport, RestoreError> {
+        let elapsed = self.elapsed(opts.elapsed);
+        let el = elapsed.as_nanos().min(u64::MAX as u128) as u64;
+        let mut rep = RestoreReport {
+            elapsed_ms: elapsed.as_millis() as u64,
+            ..RestoreReport::default()
+        };
+
+        if let (ServicePolicy::FromSnapshot, Some(specs)) = (opts.services, &self.services) {
+            let t = LbTable::build(specs, &engine.lb())?;
+            engine.swap_lb(t);
+            rep.services = Some(specs.len());
+        }
+
+        let sets = engine.sets();
+        for s in &self.sets {
+            let Some(set) = sets.get(&s.name) else {
+                rep.sets_missing.push(s.name.clone());
+                continue;
+            };
+            for e in &s.entries {
+                let deadline = match e.remaining_ns {
+                    None => None,
+                    Some(left) => match rebase(left, el) {
+                        Some(l) => Some(now.saturating_add(Time(l))),
+                        None => {
+                            rep.set_entries_expired += 1;
+                            continue;
+                        }
+                    },
+                };
+                set.add_until(e.prefix, deadline);
+                rep.set_entries += 1;
+            }
+        }
+
+        let nat = engine.nat();
+        let mut adopted = 0;
+        for m in &self.eim {
+            if nat.adopt_eim(m.inside, m.outside, m.eif) {
+                adopted += 1;
+            }
+        }
+        for f in &self.flows {
+            let Some(r) = f.to_record(now, el) else {
+                rep.flows_expired += 1;
+                continue;
+            };
+            match engine.restore_flow(&r) {
+                Ok(()) => {
+                    nat.adopt_flow(&r);
+                    rep.flows += 1;
+                }
+                Err(InsertError::Full) => rep.flows_table_full += 1,
+                Err(InsertError::OrigExists | InsertError::ReplyTaken) => rep.flows_duplicate += 1,
+            }
+        }
+        let unused = nat.drop_unreferenced_eim();
+        rep.eim = nat.eim_mappings().len();
+        rep.eim_dropped = self.eim.len() - adopted + unused;
+
+        let entries: Vec<PersistEntry> = self
+            .persistence
+            .iter()
+            .filter_map(|p| {
+                let left = rebase(p.remaining_ns, el)?;
+                Some(PersistEntry {
+                    service: p.service,
+                    client: p.client,
+                    netmask: p.netmask,
+                    real: p.real,
+                    port: p.port,
+                    expires: now.saturating_add(Time(left)),
+                })
+            })
+            .collect();
+        rep.persistence = engine.lb().restore(&entries, now);
+        rep.persistence_skipped = self.persistence.len() - rep.persistence;
+        Ok(rep)
+    }
+}
