@@ -29,7 +29,7 @@
 //! Engine times are nanoseconds on the process's own clock
 //! (`CLOCK_MONOTONIC`), meaningless in another process after a reboot. So
 //! every time is stored as the time *left* at the capture instant
-//! (nanoseconds), and the header of the payload carries the wall-clock
+//! (nanoseconds), and the payload starts with the wall-clock
 //! time of the capture (`captured_unix_ns`, nanoseconds since the Unix
 //! epoch). A restore at engine time `now` puts a deadline at
 //! `now + left - elapsed`, where `elapsed` is chosen by
