@@ -1,10 +1,111 @@
-//! Health checks of real servers, run by the control thread's helper
-//! thread, like keepalived's TCP_CHECK and HTTP_GET.
+//! Health checks of real servers, like keepalived's TCP_CHECK and
+//! HTTP_GET, run by the [`Checker`]'s own threads.
 //!
-//! (Types first; the checker itself follows.)
+//! # Using it
+//!
+//! ```ignore
+//! let checker = Checker::start(engine.clone(), checks);   // Vec<(ServiceKey, CheckSpec)>
+//! checker.set_neighbours(running.neigh.clone());         // AF_XDP: see "Plumbing"
+//! checker.update(new_checks)?;                           // reload / run-time change
+//! let rows: Vec<CheckStatus> = checker.status();         // `natgw services`
+//! checker.stop();
+//! ```
+//!
+//! # What it does
+//!
+//! - One scheduler thread wakes at least every [`TICK`]. Each time it reads
+//!   the engine's current [`LbTable`](crate::lb::LbTable) (`engine.lb()`),
+//!   so real servers added or removed at run time are picked up within a
+//!   tick: a new server gets a check, a removed one loses it.
+//! - Every real server of every checked service is checked every
+//!   `interval` (measured from the start of one check to the start of the
+//!   next; a check still running when the next is due delays it), each
+//!   check in its own short-lived thread (at most [`MAX_IN_FLIGHT`] at
+//!   once), bounded by `timeout`. The port is `check.port`, else the
+//!   real's port; a real with port 0 (port-0 services) needs `check.port`
+//!   ([`Checker::update`] refuses a set without it; a port-0 real that
+//!   appears later shows the error in its status and is left alone).
+//! - A server starts **up** (keepalived's default: alive until proven
+//!   otherwise, so starting natgw or adding a check never removes a
+//!   server by itself). `fall` consecutive failures take an up server
+//!   down, `rise` consecutive successes bring a down server up; the
+//!   checker calls [`LbTable::set_health`](crate::lb::LbTable::set_health),
+//!   which flips the shared flag in place (no table rebuild, established
+//!   flows untouched; a down server only stops getting new clients).
+//!   Transitions are logged: `health: tcp 192.0.2.10:80 real 10.1.0.11:80
+//!   DOWN after 2 failures: connection refused` (warn), `... UP after 2
+//!   successes` (info).
+//! - When a service loses its check ([`Checker::update`] without it), its
+//!   servers are marked up again (an unchecked server is alive). A new
+//!   check marks its servers up as it starts (a re-added server might
+//!   otherwise come back with the down flag it left with).
+//! - Checks that stay across [`Checker::update`] keep their state
+//!   (health, counters, history); a changed spec applies from the next check.
+//!
+//! # The checks
+//!
+//! - TCP (TCP_CHECK): the handshake completes within `timeout`.
+//! - HTTP (HTTP_GET): `GET path HTTP/1.0` with a `Host` header (the
+//!   configured `host`, else the real's `addr:port`), then read until the
+//!   server closes, the `Content-Length` body is complete, [`MAX_RESPONSE`]
+//!   bytes have come, or `timeout` (counted from the connect) passes. The
+//!   status code must equal `status`; if `body` is set, the body must
+//!   contain it (bytes, case-sensitive).
+//!
+//! Each check is an ordinary kernel socket, bound before `connect` to a
+//! source port from [`SOURCE_PORTS`] (61000-61999, `SO_REUSEADDR`; the
+//! source address is that of the engine's output interface towards the
+//! real when the host has it, else the kernel's choice), and closed with
+//! an RST (`SO_LINGER` 0): no TIME_WAIT is left in the small port range,
+//! as with HAProxy's checks. A real server application may log the reset
+//! of a TCP check that it accepted.
+//!
+//! # Plumbing: checks while natgw owns the data interfaces
+//!
+//! The checks come from the gateway's kernel, but natgw owns the data
+//! interfaces. What lets their replies through:
+//!
+//! - AF_XDP: the XDP program passes TCP to the gateway's interface
+//!   addresses with a destination port in [`SOURCE_PORTS`] to the kernel
+//!   (`bpf/natgw_xdp.c`, [`XdpProg::pass_to_kernel`]); everything else
+//!   still goes to natgw.
+//! - The stop guard (`inet natgw_guard`) accepts that port range.
+//! - TUN: an `ip rule` before natgw's steering rules sends TCP with those
+//!   destination ports to the `local` table (`src/dataplane/tun.rs`).
+//! - natgw's source NAT never hands out a TCP port in that range (nor
+//!   keeps an inside port in it), so no NAT flow's reply can be mistaken
+//!   for a check's ([`PortRange::HEALTH_CHECK`]).
+//! - ARP (AF_XDP only): natgw answers and learns all ARP on its
+//!   interfaces, including the replies to the kernel's own requests, so the
+//!   kernel never completes a resolution by itself. With
+//!   [`Checker::set_neighbours`] the checker copies natgw's entries for
+//!   the next hops it is about to use (and, each tick, for checks in
+//!   flight) into the kernel's table
+//!   ([`KernelNeighbours`](crate::dataplane::neigh::KernelNeighbours)).
+//!   A real natgw has never heard of is resolved by the kernel's own ARP
+//!   request: natgw learns the reply and the next tick copies it, while the
+//!   kernel still holds the SYN (it retries for about 3 s), so even the
+//!   first check usually succeeds. The TUN backend leaves ARP to the
+//!   kernel and needs none of this.
+//!
+//! [`XdpProg::pass_to_kernel`]: crate::dataplane::xdp::XdpProg::pass_to_kernel
 
+use crate::dataplane::neigh::{KernelNeighbours, Neighbours};
+use crate::dataplane::sys;
+use crate::engine::Engine;
+use crate::lb::{Health, LbTable, ServiceKey};
+use crate::nat::{IfId, PortRange};
+use crate::packet::proto;
+use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 /// A health check as configured (`[service.check]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +139,16 @@ pub enum CheckKind {
     },
 }
 
+impl CheckKind {
+    /// `tcp` or `http`, as the config and the log name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http { .. } => "http",
+        }
+    }
+}
+
 impl Default for CheckSpec {
     fn default() -> CheckSpec {
         CheckSpec {
@@ -48,5 +159,1327 @@ impl Default for CheckSpec {
             fall: 2,
             port: None,
         }
+    }
+}
+
+/// Source ports of the check sockets (see the module docs).
+pub const SOURCE_PORTS: PortRange = PortRange::HEALTH_CHECK;
+/// The scheduler looks at the table (new and removed servers), syncs
+/// neighbours and starts due checks at least this often.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Most checks running at once; due checks wait beyond that.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Most bytes of an HTTP response read (status line, headers and body).
+pub const MAX_RESPONSE: usize = 1 << 20;
+/// Shortest interval and timeout accepted.
+const MIN_PERIOD: Duration = Duration::from_millis(10);
+/// Source ports tried per check when the ones tried are busy.
+const PORT_TRIES: u32 = 16;
+
+/// Why a check set was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error("service {service}: real server {real} has port 0, so its check needs a port")]
+    NeedsPort {
+        service: ServiceKey,
+        real: SocketAddrV4,
+    },
+    #[error("service {0} has two checks")]
+    Duplicate(ServiceKey),
+    #[error("service {service}: {reason}")]
+    Invalid { service: ServiceKey, reason: String },
+}
+
+/// One checked real server, for `natgw services` (JSON as is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    pub service: ServiceKey,
+    /// The real server as the service lists it.
+    pub real: SocketAddrV4,
+    /// Where the check connects; `None` when it cannot (port 0).
+    pub target: Option<SocketAddrV4>,
+    /// `tcp` or `http`.
+    pub kind: String,
+    pub health: Health,
+    /// Successes in a row (0 after a failure).
+    pub consecutive_ok: u32,
+    /// Failures in a row (0 after a success).
+    pub consecutive_fail: u32,
+    pub rise: u32,
+    pub fall: u32,
+    /// Why the latest failing check failed (kept after a success, for
+    /// the record; `consecutive_fail` says whether it is current).
+    pub last_error: Option<String>,
+    /// Seconds since the current health began: the last transition, or
+    /// the start of checking when there was none.
+    pub health_age_secs: f64,
+    /// Wall clock (Unix seconds) of the last up/down transition, if any.
+    pub last_transition_unix: Option<f64>,
+    /// Up/down transitions so far.
+    pub transitions: u64,
+    pub checks_run: u64,
+    pub checks_failed: u64,
+    /// Seconds since the latest check finished, and how long it took.
+    pub last_check_age_secs: Option<f64>,
+    pub last_check_ms: Option<f64>,
+}
+
+/// A real server of a service: (service, address, port as listed).
+type TargetKey = (ServiceKey, u32, u16);
+
+/// State of one checked server.
+#[derive(Debug, Clone)]
+struct Target {
+    health: Health,
+    ok: u32,
+    fail: u32,
+    last_error: Option<String>,
+    since: Instant,
+    last_transition: Option<SystemTime>,
+    transitions: u64,
+    runs: u64,
+    failures: u64,
+    last_done: Option<Instant>,
+    last_ms: Option<f64>,
+    next_due: Instant,
+    running: bool,
+    /// Bumped when the target is dropped and made again, so a result of
+    /// a check started before is ignored.
+    epoch: u64,
+}
+
+/// What one finished check changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transition {
+    None,
+    Up,
+    Down,
+}
+
+impl Target {
+    fn new(now: Instant, epoch: u64) -> Target {
+        Target {
+            health: Health::Up,
+            ok: 0,
+            fail: 0,
+            last_error: None,
+            since: now,
+            last_transition: None,
+            transitions: 0,
+            runs: 0,
+            failures: 0,
+            last_done: None,
+            last_ms: None,
+            next_due: now,
+            running: false,
+            epoch,
+        }
+    }
+
+    /// Counts one result against `rise`/`fall` (keepalived's counting:
+    /// a result of the other kind restarts the count).
+    fn record(&mut self, result: Result<(), String>, rise: u32, fall: u32) -> Transition {
+        self.runs += 1;
+        match result {
+            Ok(()) => {
+                self.ok = self.ok.saturating_add(1);
+                self.fail = 0;
+                if self.health == Health::Down && self.ok >= rise {
+                    self.health = Health::Up;
+                    return Transition::Up;
+                }
+            }
+            Err(e) => {
+                self.failures += 1;
+                self.fail = self.fail.saturating_add(1);
+                self.ok = 0;
+                self.last_error = Some(e);
+                if self.health == Health::Up && self.fail >= fall {
+                    self.health = Health::Down;
+                    return Transition::Down;
+                }
+            }
+        }
+        Transition::None
+    }
+}
+
+struct State {
+    checks: BTreeMap<ServiceKey, CheckSpec>,
+    targets: BTreeMap<TargetKey, Target>,
+    in_flight: usize,
+    epoch: u64,
+    stop: bool,
+}
+
+struct Shared {
+    engine: Arc<Engine>,
+    state: Mutex<State>,
+    wake: Condvar,
+    neigh: Mutex<Option<KernelNeighbours>>,
+    /// Next source port to try (index into [`SOURCE_PORTS`]).
+    port_cursor: AtomicU32,
+}
+
+/// The health checker: see the module docs.
+pub struct Checker {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checker {
+    /// Starts checking `checks` (one per service key) against the real
+    /// servers `engine.lb()` lists, in a new thread. Every server starts
+    /// up. Entries that [`validate`] would refuse still run: a port-0 real
+    /// without `check.port` shows the error in its status, a duplicate key
+    /// keeps the last spec; use [`validate`] first to refuse them.
+    pub fn start(engine: Arc<Engine>, checks: Vec<(ServiceKey, CheckSpec)>) -> Checker {
+        let shared = Arc::new(Shared {
+            engine,
+            state: Mutex::new(State {
+                checks: checks.into_iter().collect(),
+                targets: BTreeMap::new(),
+                in_flight: 0,
+                epoch: 0,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            neigh: Mutex::new(None),
+            port_cursor: AtomicU32::new(std::process::id().wrapping_mul(7919)),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("natgw-health".into())
+            .spawn(move || s.run())
+            .map_err(|e| log::error!("health: cannot start the checker thread: {e}"))
+            .ok();
+        Checker { shared, thread }
+    }
+
+    /// AF_XDP backend: natgw's neighbour table (`Running::neigh`), whose
+    /// entries the checker copies into the kernel's for the servers it
+    /// checks (see the module docs). `None` (TUN backend, tests) copies
+    /// nothing.
+    pub fn set_neighbours(&self, neigh: Option<Arc<Neighbours>>) {
+        let names = self
+            .shared
+            .engine
+            .config()
+            .interfaces
+            .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        *self.shared.neigh.lock() = neigh.map(|n| KernelNeighbours::new(n, names));
+    }
+
+    /// Replaces the set of checks (config reload, run-time change). Checks
+    /// of services that stay keep their state; servers of services that
+    /// lose their check are marked up. Refused (nothing changes) if
+    /// [`validate`] refuses it against the current table.
+    pub fn update(&self, checks: Vec<(ServiceKey, CheckSpec)>) -> Result<(), CheckError> {
+        validate(&self.shared.engine.lb(), &checks)?;
+        let mut st = self.shared.state.lock();
+        st.checks = checks.into_iter().collect();
+        self.shared.reconcile(&mut st, Instant::now());
+        drop(st);
+        self.shared.wake.notify_all();
+        Ok(())
+    }
+
+    /// The checks in force, by service.
+    pub fn checks(&self) -> Vec<(ServiceKey, CheckSpec)> {
+        let st = self.shared.state.lock();
+        st.checks.iter().map(|(k, c)| (*k, c.clone())).collect()
+    }
+
+    /// One row per checked real server, by service and server.
+    pub fn status(&self) -> Vec<CheckStatus> {
+        let now = Instant::now();
+        let st = self.shared.state.lock();
+        st.targets
+            .iter()
+            .filter_map(|(&(key, addr, port), t)| {
+                let spec = st.checks.get(&key)?;
+                let real = SocketAddrV4::new(addr.into(), port);
+                let check_port = spec.port.unwrap_or(port);
+                Some(CheckStatus {
+                    service: key,
+                    real,
+                    target: (check_port != 0).then(|| SocketAddrV4::new(addr.into(), check_port)),
+                    kind: spec.kind.name().into(),
+                    health: t.health,
+                    consecutive_ok: t.ok,
+                    consecutive_fail: t.fail,
+                    rise: spec.rise,
+                    fall: spec.fall,
+                    last_error: t.last_error.clone(),
+                    health_age_secs: now.saturating_duration_since(t.since).as_secs_f64(),
+                    last_transition_unix: t.last_transition.map(|w| {
+                        w.duration_since(SystemTime::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs_f64()
+                    }),
+                    transitions: t.transitions,
+                    checks_run: t.runs,
+                    checks_failed: t.failures,
+                    last_check_age_secs: t
+                        .last_done
+                        .map(|d| now.saturating_duration_since(d).as_secs_f64()),
+                    last_check_ms: t.last_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Stops the scheduler and waits for it. Checks still running finish
+    /// on their own (within their timeout) and their results are dropped.
+    /// Servers keep the health they have.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.shared.state.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Checks a check set against a table (the engine's current one, or the
+/// one a reload is about to swap in): one check per service, sane
+/// numbers, an HTTP path that fits a request line, and a port for every
+/// port-0 real server. Services the table does not have are accepted
+/// (they may be added later).
+pub fn validate(lb: &LbTable, checks: &[(ServiceKey, CheckSpec)]) -> Result<(), CheckError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, spec) in checks {
+        if !seen.insert(*key) {
+            return Err(CheckError::Duplicate(*key));
+        }
+        let bad = |reason: &str| CheckError::Invalid {
+            service: *key,
+            reason: reason.into(),
+        };
+        if spec.rise == 0 || spec.fall == 0 {
+            return Err(bad("check rise and fall must be at least 1"));
+        }
+        if spec.interval < MIN_PERIOD || spec.timeout < MIN_PERIOD {
+            return Err(bad("check interval and timeout must be at least 10 ms"));
+        }
+        if let CheckKind::Http { path, .. } = &spec.kind
+            && (!path.starts_with('/') || path.chars().any(|c| c.is_whitespace()))
+        {
+            return Err(bad(
+                "check path must start with `/` and contain no white space",
+            ));
+        }
+        if spec.port.is_some_and(|p| p != 0) {
+            continue;
+        }
+        if let Some(svc) = lb.service(key)
+            && let Some(r) = svc.reals().iter().find(|r| r.port == 0)
+        {
+            return Err(CheckError::NeedsPort {
+                service: *key,
+                real: r.socket_addr(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A check to run: everything the check thread needs.
+struct Job {
+    key: TargetKey,
+    epoch: u64,
+    spec: CheckSpec,
+    target: SocketAddrV4,
+    source: Ipv4Addr,
+}
+
+impl Shared {
+    /// The scheduler loop.
+    fn run(self: Arc<Self>) {
+        let mut st = self.state.lock();
+        let mut reconciled: Option<Instant> = None;
+        loop {
+            if st.stop {
+                return;
+            }
+            let now = Instant::now();
+            if reconciled.is_none_or(|r| now.duration_since(r) >= TICK) {
+                self.reconcile(&mut st, now);
+                reconciled = Some(now);
+            }
+            let jobs = self.due(&mut st, now);
+            // Next hops of the checks about to run and of those in flight
+            // (a neighbour natgw learned meanwhile helps a waiting SYN).
+            let hops: Vec<(IfId, u32)> = if self.neigh.lock().is_some() {
+                let mut v: Vec<(IfId, u32)> = st
+                    .targets
+                    .iter()
+                    .filter(|(_, t)| t.running)
+                    .filter_map(|(k, _)| self.engine.route(k.1).map(|h| (h.oif, h.addr)))
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            } else {
+                Vec::new()
+            };
+            let wait = st
+                .targets
+                .values()
+                .filter(|t| !t.running)
+                .map(|t| t.next_due.saturating_duration_since(now))
+                .min()
+                .unwrap_or(TICK)
+                .clamp(Duration::from_millis(1), TICK);
+            drop(st);
+            if !hops.is_empty()
+                && let Some(k) = &*self.neigh.lock()
+            {
+                match k.sync(&hops, sys::now()) {
+                    Ok(0) => {}
+                    Ok(n) => log::debug!("health: copied {n} neighbour(s) into the kernel"),
+                    Err(e) => log::warn!("health: copying neighbours into the kernel: {e}"),
+                }
+            }
+            for job in jobs {
+                self.spawn(job);
+            }
+            st = self.state.lock();
+            if !st.stop {
+                self.wake.wait_for(&mut st, wait);
+            }
+        }
+    }
+
+    /// Makes the targets match the table and the check set: new servers
+    /// get a target (up), removed ones lose it, services without a check
+    /// have their servers marked up.
+    fn reconcile(&self, st: &mut State, now: Instant) {
+        let lb = self.engine.lb();
+        let mut want: Vec<TargetKey> = Vec::new();
+        for key in st.checks.keys() {
+            if let Some(svc) = lb.service(key) {
+                want.extend(svc.reals().iter().map(|r| (*key, r.addr, r.port)));
+            }
+        }
+        want.sort_unstable();
+        want.dedup();
+        // Gone: the server left the table, or its service lost the check.
+        let gone: Vec<TargetKey> = st
+            .targets
+            .keys()
+            .filter(|k| want.binary_search(k).is_err())
+            .copied()
+            .collect();
+        for k in gone {
+            let t = st.targets.remove(&k);
+            let (svc, addr, port) = k;
+            if !st.checks.contains_key(&svc)
+                && t.is_some_and(|t| t.health == Health::Down)
+                && lb.set_health(svc, addr, port, Health::Up).unwrap_or(false)
+            {
+                log::info!(
+                    "health: {} real {} no longer checked: marked UP",
+                    service_name(&svc),
+                    SocketAddrV4::new(addr.into(), port)
+                );
+            }
+        }
+        let new: Vec<TargetKey> = want
+            .into_iter()
+            .filter(|k| !st.targets.contains_key(k))
+            .collect();
+        for (i, &k) in new.iter().enumerate() {
+            // First checks spread over up to a second (or the interval).
+            let spread = st
+                .checks
+                .get(&k.0)
+                .map_or(Duration::ZERO, |c| c.interval.min(Duration::from_secs(1)));
+            st.epoch += 1;
+            let mut t = Target::new(now, st.epoch);
+            t.next_due = now + spread.mul_f64(i as f64 / new.len() as f64);
+            st.targets.insert(k, t);
+            let (svc, addr, port) = k;
+            if lb.set_health(svc, addr, port, Health::Up).unwrap_or(false) {
+                log::info!(
+                    "health: {} real {} starts being checked: marked UP until its checks fail",
+                    service_name(&svc),
+                    SocketAddrV4::new(addr.into(), port)
+                );
+            }
+        }
+    }
+
+    /// Marks due targets running and returns their jobs.
+    fn due(&self, st: &mut State, now: Instant) -> Vec<Job> {
+        let room = MAX_IN_FLIGHT.saturating_sub(st.in_flight);
+        let mut jobs = Vec::new();
+        let State {
+            checks, targets, ..
+        } = st;
+        for (&key, t) in targets.iter_mut() {
+            if jobs.len() >= room {
+                break;
+            }
+            if t.running || t.next_due > now {
+                continue;
+            }
+            let Some(spec) = checks.get(&key.0) else {
+                continue;
+            };
+            let port = spec.port.unwrap_or(key.2);
+            t.next_due = now + spec.interval;
+            if port == 0 {
+                let e = "real server has port 0 and the check has no port".to_string();
+                if t.last_error.as_ref() != Some(&e) {
+                    log::warn!(
+                        "health: {} real {}: {e}; not checked",
+                        service_name(&key.0),
+                        SocketAddrV4::new(key.1.into(), key.2)
+                    );
+                    t.last_error = Some(e);
+                }
+                continue;
+            }
+            t.running = true;
+            let source = self
+                .engine
+                .route(key.1)
+                .and_then(|h| self.engine.interface(h.oif))
+                .map_or(Ipv4Addr::UNSPECIFIED, |i| i.addr.addr.into());
+            jobs.push(Job {
+                key,
+                epoch: t.epoch,
+                spec: spec.clone(),
+                target: SocketAddrV4::new(key.1.into(), port),
+                source,
+            });
+        }
+        st.in_flight += jobs.len();
+        jobs
+    }
+
+    fn spawn(self: &Arc<Self>, job: Job) {
+        let s = self.clone();
+        let key = job.key;
+        let epoch = job.epoch;
+        let r = std::thread::Builder::new()
+            .name("natgw-check".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                // Signals go to other threads: a check's blocking calls are
+                // bounded by socket timeouts, which a signal would cut short.
+                let _ = nix::sys::signal::SigSet::all().thread_block();
+                let t0 = Instant::now();
+                let r = check(&job, &s.port_cursor);
+                s.finish(job.key, job.epoch, r, t0);
+            });
+        if let Err(e) = r {
+            log::warn!("health: cannot start a check thread: {e}");
+            let mut st = self.state.lock();
+            st.in_flight -= 1;
+            if let Some(t) = st.targets.get_mut(&key).filter(|t| t.epoch == epoch) {
+                t.running = false;
+            }
+        }
+    }
+
+    /// Records a finished check and applies a transition.
+    fn finish(&self, key: TargetKey, epoch: u64, r: Result<(), String>, t0: Instant) {
+        let mut st = self.state.lock();
+        st.in_flight -= 1;
+        if st.stop {
+            return;
+        }
+        let Some(spec) = st.checks.get(&key.0).cloned() else {
+            return;
+        };
+        let Some(t) = st.targets.get_mut(&key).filter(|t| t.epoch == epoch) else {
+            return;
+        };
+        let now = Instant::now();
+        t.running = false;
+        t.last_done = Some(now);
+        t.last_ms = Some(now.duration_since(t0).as_secs_f64() * 1e3);
+        if let Err(e) = &r {
+            log::debug!(
+                "health: {} real {}: check failed: {e}",
+                service_name(&key.0),
+                SocketAddrV4::new(key.1.into(), key.2)
+            );
+        }
+        let tr = t.record(r, spec.rise, spec.fall);
+        if tr == Transition::None {
+            if t.next_due <= now {
+                // Overdue (the check ran past its interval): start the next.
+                self.wake.notify_all();
+            }
+            return;
+        }
+        t.since = now;
+        t.last_transition = Some(SystemTime::now());
+        t.transitions += 1;
+        let (svc, addr, port) = key;
+        let health = t.health;
+        let real = SocketAddrV4::new(addr.into(), port);
+        let what = match spec.port {
+            Some(p) if p != port => format!(
+                "{} {} real {real} (port {p})",
+                spec.kind.name(),
+                service_name(&svc)
+            ),
+            _ => format!("{} {} real {real}", spec.kind.name(), service_name(&svc)),
+        };
+        match tr {
+            Transition::Down => log::warn!(
+                "health: {} DOWN after {} failure{}: {}",
+                what,
+                t.fail,
+                plural(t.fail),
+                t.last_error.as_deref().unwrap_or("?")
+            ),
+            _ => log::info!(
+                "health: {} UP after {} success{}",
+                what,
+                t.ok,
+                if t.ok == 1 { "" } else { "es" }
+            ),
+        }
+        drop(st);
+        if let Err(e) = self.engine.lb().set_health(svc, addr, port, health) {
+            log::warn!("health: {e}");
+        }
+        self.wake.notify_all();
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `192.0.2.10:80` (TCP) or `192.0.2.10:53/udp`, for the log.
+fn service_name(k: &ServiceKey) -> String {
+    let a = SocketAddrV4::new(k.vip.into(), k.port);
+    if k.proto == proto::UDP {
+        format!("{a}/udp")
+    } else {
+        a.to_string()
+    }
+}
+
+/// Runs one check to its end; `Err` says why it failed, in a few words.
+fn check(job: &Job, cursor: &AtomicU32) -> Result<(), String> {
+    let deadline = Instant::now() + job.spec.timeout;
+    let stream = connect(job, cursor, deadline)?;
+    match &job.spec.kind {
+        CheckKind::Tcp => Ok(()),
+        CheckKind::Http {
+            path,
+            status,
+            body,
+            host,
+        } => {
+            let host = host.clone().unwrap_or_else(|| match job.target.port() {
+                80 => job.target.ip().to_string(),
+                _ => job.target.to_string(),
+            });
+            http_get(stream, path, &host, *status, body.as_deref(), deadline)
+        }
+    }
+}
+
+/// A connected socket from a [`SOURCE_PORTS`] port to the target, within
+/// the deadline.
+fn connect(job: &Job, cursor: &AtomicU32, deadline: Instant) -> Result<TcpStream, String> {
+    use nix::errno::Errno;
+    let mut source = job.source;
+    let mut last = String::from("no free source port");
+    for _ in 0..PORT_TRIES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("timeout".into());
+        }
+        let port = SOURCE_PORTS.nth(cursor.fetch_add(1, Relaxed));
+        let fd = socket().map_err(|e| format!("socket: {e}"))?;
+        let s = nix::sys::socket::SockaddrIn::from(SocketAddrV4::new(source, port));
+        match nix::sys::socket::bind(fd.as_raw_fd(), &s) {
+            Ok(()) => {}
+            Err(Errno::EADDRNOTAVAIL) if !source.is_unspecified() => {
+                // The host does not have the engine's interface address:
+                // let the kernel choose the source.
+                source = Ipv4Addr::UNSPECIFIED;
+                continue;
+            }
+            Err(Errno::EADDRINUSE) => {
+                last = format!("source port {port} in use");
+                continue;
+            }
+            Err(e) => return Err(format!("bind {source}:{port}: {}", errno_text(e))),
+        }
+        let tv =
+            nix::sys::time::TimeVal::new(left.as_secs() as _, left.subsec_micros().max(1) as _);
+        // Linux bounds a blocking connect() by SO_SNDTIMEO.
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SendTimeout, &tv)
+            .map_err(|e| format!("SO_SNDTIMEO: {e}"))?;
+        let t = nix::sys::socket::SockaddrIn::from(job.target);
+        match nix::sys::socket::connect(fd.as_raw_fd(), &t) {
+            Ok(()) => return Ok(TcpStream::from(fd)),
+            // This 4-tuple is taken (another check, or TIME_WAIT).
+            Err(Errno::EADDRNOTAVAIL) | Err(Errno::EADDRINUSE) => {
+                last = format!("source port {port} busy towards {}", job.target);
+                continue;
+            }
+            Err(Errno::EINPROGRESS) | Err(Errno::EAGAIN) | Err(Errno::ETIMEDOUT) => {
+                return Err("timeout (no answer to connect)".into());
+            }
+            Err(e) => return Err(errno_text(e)),
+        }
+    }
+    Err(last)
+}
+
+/// A TCP socket with SO_REUSEADDR and an abortive close (SO_LINGER 0).
+fn socket() -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{self as so, sockopt};
+    let fd = so::socket(
+        so::AddressFamily::Inet,
+        so::SockType::Stream,
+        so::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    so::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    so::setsockopt(
+        &fd,
+        sockopt::Linger,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )?;
+    Ok(fd)
+}
+
+/// Short lower-case text for the errors a check meets.
+fn errno_text(e: nix::errno::Errno) -> String {
+    use nix::errno::Errno;
+    match e {
+        Errno::ECONNREFUSED => "connection refused".into(),
+        Errno::EHOSTUNREACH => "host unreachable".into(),
+        Errno::ENETUNREACH => "network unreachable".into(),
+        Errno::ECONNRESET => "connection reset".into(),
+        Errno::ETIMEDOUT => "timeout".into(),
+        e => e.desc().to_lowercase(),
+    }
+}
+
+fn io_text(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::WouldBlock | K::TimedOut => "timeout".into(),
+        _ => match e.raw_os_error() {
+            Some(n) => errno_text(nix::errno::Errno::from_raw(n)),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// `GET path HTTP/1.0`, then the response's status and body against
+/// what is expected.
+fn http_get(
+    mut s: TcpStream,
+    path: &str,
+    host: &str,
+    want_status: u16,
+    want_body: Option<&str>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let left = |what: &str| {
+        let d = deadline.saturating_duration_since(Instant::now());
+        if d.is_zero() {
+            Err(format!("timeout ({what})"))
+        } else {
+            Ok(d)
+        }
+    };
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: natgw-health-check\r\n\
+         Accept: */*\r\nConnection: close\r\n\r\n"
+    );
+    s.set_write_timeout(Some(left("sending the request")?))
+        .map_err(|e| io_text(&e))?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("sending the request: {}", io_text(&e)))?;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    let complete = loop {
+        if let Some(r) = Response::parse(&buf)
+            && r.complete(buf.len())
+        {
+            break true;
+        }
+        if buf.len() >= MAX_RESPONSE {
+            break false;
+        }
+        let d = match left("reading the response") {
+            Ok(d) => d,
+            Err(e) => return Err(format!("{e}: {} bytes read", buf.len())),
+        };
+        s.set_read_timeout(Some(d)).map_err(|e| io_text(&e))?;
+        match s.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n.min(MAX_RESPONSE - buf.len())]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!(
+                    "timeout (reading the response: {} bytes read)",
+                    buf.len()
+                ));
+            }
+            Err(e) => return Err(format!("reading the response: {}", io_text(&e))),
+        }
+    };
+    let Some(r) = Response::parse(&buf) else {
+        return Err(if buf.is_empty() {
+            "empty response".into()
+        } else {
+            format!(
+                "not an HTTP response: {:?}",
+                String::from_utf8_lossy(&buf[..buf.len().min(40)])
+            )
+        });
+    };
+    if r.status != want_status {
+        return Err(format!("HTTP status {}, want {want_status}", r.status));
+    }
+    if let Some(want) = want_body {
+        let body = &buf[r.body_at..];
+        if !contains(body, want.as_bytes()) {
+            return Err(format!(
+                "body ({} bytes{}) does not contain {want:?}",
+                body.len(),
+                if complete { "" } else { ", truncated" }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The parts of an HTTP response head the check needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Response {
+    status: u16,
+    /// Offset of the body in the buffer.
+    body_at: usize,
+    content_length: Option<usize>,
+}
+
+impl Response {
+    /// Parses a complete head (through the blank line); `None` until then
+    /// or if it is not HTTP.
+    fn parse(buf: &[u8]) -> Option<Response> {
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&buf[..end]).ok()?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next()?;
+        let mut parts = status_line.splitn(3, ' ');
+        if !parts.next()?.starts_with("HTTP/") {
+            return None;
+        }
+        let status = parts.next()?.parse().ok()?;
+        let content_length = lines.find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())
+                .flatten()
+        });
+        Some(Response {
+            status,
+            body_at: end + 4,
+            content_length,
+        })
+    }
+
+    /// Whether `len` bytes hold the whole response (known length only).
+    fn complete(&self, len: usize) -> bool {
+        self.content_length
+            .is_some_and(|n| len >= self.body_at.saturating_add(n))
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::config::Config;
+    use crate::lb::{Change, RealSpec};
+    use std::net::TcpListener;
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[[interface]]
+name = "lan0"
+role = "inside"
+address = "10.0.0.1/24"
+
+[[interface]]
+name = "wan0"
+role = "outside"
+address = "203.0.113.1/24"
+"#;
+
+    /// An engine whose services are `(vip, reals as (addr, port))`.
+    fn engine(services: &[(&str, &[(&str, u16)])]) -> (Arc<Engine>, Vec<ServiceKey>) {
+        let mut text = BASE.to_string();
+        for (vip, reals) in services {
+            text += &format!("\n[[service]]\naddress = \"{vip}\"\nport = 80\nscheduler = \"rr\"\n");
+            for (a, p) in *reals {
+                text += &format!("[[service.real]]\naddress = \"{a}\"\nport = {p}\n");
+            }
+        }
+        let cfg = Config::parse(&text, Path::new("t.toml")).unwrap();
+        let keys = cfg.services.iter().map(|s| s.spec.key).collect();
+        (Arc::new(cfg.build_engine().unwrap()), keys)
+    }
+
+    fn spec(kind: CheckKind) -> CheckSpec {
+        CheckSpec {
+            kind,
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 2,
+            port: None,
+        }
+    }
+
+    fn http(path: &str, status: u16, body: Option<&str>) -> CheckKind {
+        CheckKind::Http {
+            path: path.into(),
+            status,
+            body: body.map(String::from),
+            host: None,
+        }
+    }
+
+    /// Polls `f` until it is true or 10 s pass.
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn row(c: &Checker, key: ServiceKey, port: u16) -> Option<CheckStatus> {
+        c.status()
+            .into_iter()
+            .find(|s| s.service == key && s.real.port() == port)
+    }
+
+    fn lb_health(e: &Engine, key: ServiceKey, port: u16) -> Health {
+        let lb = e.lb();
+        let svc = lb.service(&key).unwrap();
+        let i = svc.find_real(u32::from(Ipv4Addr::LOCALHOST), port).unwrap();
+        svc.real(i).health()
+    }
+
+    /// A listener that accepts and drops connections, in its own thread.
+    fn accepting(l: TcpListener) {
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                drop(c);
+            }
+        });
+    }
+
+    /// A free port on 127.0.0.1 (nothing listens there afterwards).
+    fn closed_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn rise_and_fall_count_consecutive_results() {
+        let t0 = Instant::now();
+        let mut t = Target::new(t0, 1);
+        let fail = || Err::<(), String>("connection refused".into());
+        assert_eq!(t.health, Health::Up, "a server starts up");
+        assert_eq!(t.record(fail(), 3, 2), Transition::None);
+        assert_eq!(t.record(Ok(()), 3, 2), Transition::None, "a success resets");
+        assert_eq!(t.record(fail(), 3, 2), Transition::None);
+        assert_eq!(t.record(fail(), 3, 2), Transition::Down);
+        assert_eq!(t.record(fail(), 3, 2), Transition::None, "down stays down");
+        assert_eq!((t.fail, t.ok), (3, 0));
+        assert_eq!(t.record(Ok(()), 3, 2), Transition::None);
+        assert_eq!(t.record(Ok(()), 3, 2), Transition::None);
+        assert_eq!(t.record(fail(), 3, 2), Transition::None, "a failure resets");
+        assert_eq!(t.record(Ok(()), 3, 2), Transition::None);
+        assert_eq!(t.record(Ok(()), 3, 2), Transition::None);
+        assert_eq!(t.record(Ok(()), 3, 2), Transition::Up);
+        assert_eq!((t.runs, t.failures), (11, 5));
+        assert_eq!(t.last_error.as_deref(), Some("connection refused"));
+    }
+
+    #[test]
+    fn tcp_check_takes_a_dead_server_down_and_back_up() {
+        let live = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p1 = live.local_addr().unwrap().port();
+        accepting(live);
+        let p2 = closed_port();
+        let (e, keys) = engine(&[("203.0.113.10", &[("127.0.0.1", p1), ("127.0.0.1", p2)])]);
+        let key = keys[0];
+        // Slow enough that no further check lands between the transition
+        // and the look at the counts.
+        let mut slow = spec(CheckKind::Tcp);
+        slow.interval = Duration::from_millis(250);
+        let c = Checker::start(e.clone(), vec![(key, slow)]);
+        wait_for("the dead server to go down", || {
+            row(&c, key, p2).is_some_and(|r| r.health == Health::Down)
+        });
+        let dead = row(&c, key, p2).unwrap();
+        assert_eq!(
+            dead.consecutive_fail, 2,
+            "down after exactly `fall` failures"
+        );
+        assert_eq!(dead.transitions, 1);
+        assert!(dead.last_transition_unix.is_some());
+        assert_eq!(dead.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            dead.target,
+            Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, p2))
+        );
+        assert_eq!(lb_health(&e, key, p2), Health::Down);
+        wait_for("more checks of the live server", || {
+            row(&c, key, p1).is_some_and(|r| r.checks_run >= 3)
+        });
+        let alive = row(&c, key, p1).unwrap();
+        assert_eq!((alive.health, alive.checks_failed), (Health::Up, 0));
+        assert_eq!(lb_health(&e, key, p1), Health::Up);
+
+        // The server comes back: up after `rise` successes.
+        let back = TcpListener::bind(("127.0.0.1", p2)).unwrap();
+        accepting(back);
+        wait_for("the server to come back", || {
+            row(&c, key, p2).is_some_and(|r| r.health == Health::Up)
+        });
+        let r = row(&c, key, p2).unwrap();
+        assert_eq!((r.consecutive_ok, r.consecutive_fail), (2, 0));
+        assert_eq!(r.transitions, 2);
+        assert_eq!(lb_health(&e, key, p2), Health::Up);
+        c.stop();
+    }
+
+    /// An HTTP server for the tests: `/ok` 200 "hello world" (close),
+    /// `/err` 500, `/keep` a 200 with Content-Length that stays open,
+    /// `/slow` never answers.
+    fn http_server() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut b = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut b) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let req = String::from_utf8_lossy(&buf).into_owned();
+                    assert!(req.contains("\r\nHost: 127.0.0.1:"), "{req}");
+                    let path = req.split(' ').nth(1).unwrap_or("").to_string();
+                    let _ = match path.as_str() {
+                        "/ok" => c.write_all(
+                            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello world\n",
+                        ),
+                        "/err" => c.write_all(b"HTTP/1.0 500 Internal Server Error\r\n\r\noops"),
+                        "/keep" => {
+                            let _ =
+                                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+                            std::thread::sleep(Duration::from_secs(3));
+                            Ok(())
+                        }
+                        _ => {
+                            std::thread::sleep(Duration::from_secs(3));
+                            Ok(())
+                        }
+                    };
+                });
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn http_check_compares_status_and_body_and_times_out() {
+        let p = http_server();
+        let real: &[(&str, u16)] = &[("127.0.0.1", p)];
+        let (e, keys) = engine(&[
+            ("203.0.113.10", real),
+            ("203.0.113.11", real),
+            ("203.0.113.12", real),
+            ("203.0.113.13", real),
+            ("203.0.113.14", real),
+        ]);
+        let mut slow = spec(http("/slow", 200, None));
+        slow.timeout = Duration::from_millis(200);
+        let checks = vec![
+            (keys[0], spec(http("/ok", 200, Some("world")))),
+            (keys[1], spec(http("/ok", 200, Some("nope")))),
+            (keys[2], spec(http("/err", 200, None))),
+            (keys[3], slow),
+            (keys[4], spec(http("/keep", 200, Some("hell")))),
+        ];
+        let c = Checker::start(e.clone(), checks);
+        for k in &keys[1..4] {
+            wait_for("failing HTTP checks to take their server down", || {
+                row(&c, *k, p).is_some_and(|r| r.health == Health::Down)
+            });
+        }
+        let err = |k: ServiceKey| row(&c, k, p).unwrap().last_error.unwrap_or_default();
+        assert_eq!(
+            err(keys[1]),
+            "body (12 bytes) does not contain \"nope\"",
+            "body mismatch"
+        );
+        assert_eq!(err(keys[2]), "HTTP status 500, want 200");
+        assert!(err(keys[3]).starts_with("timeout"), "{}", err(keys[3]));
+        wait_for("good HTTP checks to run a few times", || {
+            row(&c, keys[0], p).is_some_and(|r| r.checks_run >= 3)
+                && row(&c, keys[4], p).is_some_and(|r| r.checks_run >= 3)
+        });
+        for k in [keys[0], keys[4]] {
+            let r = row(&c, k, p).unwrap();
+            assert_eq!((r.health, r.checks_failed), (Health::Up, 0), "{r:?}");
+            assert_eq!(r.kind, "http");
+        }
+        c.stop();
+    }
+
+    #[test]
+    fn update_keeps_state_follows_the_table_and_refuses_port_0_without_a_port() {
+        let p1 = closed_port();
+        let (e, keys) = engine(&[
+            ("203.0.113.10", &[("127.0.0.1", p1)]),
+            ("203.0.113.11", &[("127.0.0.1", p1)]),
+        ]);
+        let (a, b) = (keys[0], keys[1]);
+        let c = Checker::start(e.clone(), vec![(a, spec(CheckKind::Tcp))]);
+        wait_for("down", || {
+            row(&c, a, p1).is_some_and(|r| r.health == Health::Down)
+        });
+        assert!(row(&c, b, p1).is_none(), "b is not checked");
+        // Keep a, add b: a stays down with its history.
+        let before = row(&c, a, p1).unwrap();
+        c.update(vec![(a, spec(CheckKind::Tcp)), (b, spec(CheckKind::Tcp))])
+            .unwrap();
+        let after = row(&c, a, p1).unwrap();
+        assert_eq!(after.health, Health::Down);
+        assert!(after.checks_run >= before.checks_run);
+        assert_eq!(after.transitions, 1);
+        wait_for("b down too", || {
+            row(&c, b, p1).is_some_and(|r| r.health == Health::Down)
+        });
+        // Drop a's check: its server is alive again as far as the table goes.
+        c.update(vec![(b, spec(CheckKind::Tcp))]).unwrap();
+        assert!(row(&c, a, p1).is_none());
+        assert_eq!(lb_health(&e, a, p1), Health::Up);
+        assert_eq!(lb_health(&e, b, p1), Health::Down);
+
+        // A server added at run time is checked; a removed one is not.
+        let live = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p2 = live.local_addr().unwrap().port();
+        accepting(live);
+        let add = Change::AddReal {
+            service: b,
+            real: RealSpec {
+                addr: Ipv4Addr::LOCALHOST.into(),
+                port: p2,
+                weight: 1,
+            },
+        };
+        e.swap_lb(e.lb().apply(&add).unwrap());
+        wait_for("the new server to be checked", || {
+            row(&c, b, p2).is_some_and(|r| r.checks_run >= 1)
+        });
+        let del = Change::DelReal {
+            service: b,
+            addr: Ipv4Addr::LOCALHOST.into(),
+            port: p1,
+        };
+        e.swap_lb(e.lb().apply(&del).unwrap());
+        wait_for("the removed server to go", || row(&c, b, p1).is_none());
+        assert_eq!(row(&c, b, p2).unwrap().health, Health::Up);
+
+        // Port-0 reals need the check's port.
+        let zero = Change::AddService(crate::lb::ServiceSpec {
+            key: ServiceKey {
+                vip: u32::from(Ipv4Addr::new(203, 0, 113, 20)),
+                port: 0,
+                proto: proto::TCP,
+            },
+            scheduler: crate::lb::Scheduler::Rr,
+            persistence: Some(crate::lb::Persistence {
+                timeout_secs: 300,
+                netmask: None,
+                expire_quiescent: false,
+            }),
+            reals: vec![RealSpec {
+                addr: Ipv4Addr::LOCALHOST.into(),
+                port: 0,
+                weight: 1,
+            }],
+            forward: Default::default(),
+        });
+        e.swap_lb(e.lb().apply(&zero).unwrap());
+        let zkey = e.lb().specs().iter().find(|s| s.key.port == 0).unwrap().key;
+        let err = c
+            .update(vec![
+                (b, spec(CheckKind::Tcp)),
+                (zkey, spec(CheckKind::Tcp)),
+            ])
+            .unwrap_err();
+        assert!(matches!(err, CheckError::NeedsPort { .. }), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:0 has port 0"), "{err}");
+        assert_eq!(c.checks().len(), 1, "a refused update changes nothing");
+        let mut with_port = spec(CheckKind::Tcp);
+        with_port.port = Some(p2);
+        c.update(vec![(b, spec(CheckKind::Tcp)), (zkey, with_port)])
+            .unwrap();
+        wait_for("the port-0 server checked on the check's port", || {
+            row(&c, zkey, 0).is_some_and(|r| r.checks_run >= 2)
+        });
+        let r = row(&c, zkey, 0).unwrap();
+        assert_eq!(r.target, Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, p2)));
+        assert_eq!(r.health, Health::Up);
+
+        let dup = c.update(vec![(b, spec(CheckKind::Tcp)), (b, spec(CheckKind::Tcp))]);
+        assert_eq!(dup, Err(CheckError::Duplicate(b)));
+        let mut zero_rise = spec(CheckKind::Tcp);
+        zero_rise.rise = 0;
+        assert!(c.update(vec![(b, zero_rise)]).is_err());
+        c.stop();
+    }
+
+    #[test]
+    fn status_serialises_for_the_control_socket() {
+        let p = closed_port();
+        let (e, keys) = engine(&[("203.0.113.10", &[("127.0.0.1", p)])]);
+        let c = Checker::start(e, vec![(keys[0], spec(CheckKind::Tcp))]);
+        wait_for("down", || {
+            row(&c, keys[0], p).is_some_and(|r| r.health == Health::Down)
+        });
+        let v = serde_json::to_value(c.status()).unwrap();
+        let r = &v[0];
+        assert_eq!(r["health"], "down");
+        assert_eq!(r["kind"], "tcp");
+        assert_eq!(r["real"], format!("127.0.0.1:{p}"));
+        assert_eq!(r["service"]["vip"], "203.0.113.10");
+        assert!(r["consecutive_fail"].as_u64().unwrap() >= 2);
+        let back: Vec<CheckStatus> = serde_json::from_value(v).unwrap();
+        assert_eq!(back.len(), 1);
+        c.stop();
+    }
+
+    #[test]
+    fn source_nat_never_uses_the_check_ports_for_tcp() {
+        use crate::conntrack::{FlowTable, NewFlow, Time, Timeouts};
+        use crate::nat::{NatState, Source, SrcRequest};
+        use crate::packet::Tuple;
+        let table = FlowTable::new(10_000, Timeouts::default(), 1);
+        let nat = NatState::new(7);
+        let gw = u32::from(Ipv4Addr::new(203, 0, 113, 1));
+        let flow = |p: u8, sport: u16, ports: PortRange, keep_any: bool| {
+            let orig = Tuple {
+                src: u32::from(Ipv4Addr::new(10, 0, 0, 10)),
+                dst: u32::from(Ipv4Addr::new(198, 51, 100, 9)),
+                sport,
+                dport: 443,
+                proto: p,
+            };
+            let base = NewFlow {
+                orig,
+                reply: orig.invert(),
+                tcp_flags: (p == proto::TCP).then_some(0x02),
+                flags: 0,
+                mark: 0,
+                len: 60,
+            };
+            let req = SrcRequest {
+                source: Source::Addr(gw),
+                ports,
+                keep_any,
+                eim: false,
+                eif: false,
+                translated: true,
+            };
+            let (_, reply) = nat
+                .create(
+                    &table,
+                    &base,
+                    orig.dst,
+                    orig.dport,
+                    &req,
+                    Time::from_secs(1),
+                )
+                .unwrap();
+            reply.dport
+        };
+        // The inside port is kept when it is free, but not in the range.
+        assert_eq!(flow(proto::TCP, 40000, PortRange::NAT_DEFAULT, true), 40000);
+        for sport in [61000, 61500, 61999] {
+            let out = flow(proto::TCP, sport, PortRange::NAT_DEFAULT, true);
+            assert!(!SOURCE_PORTS.contains(out), "{sport} -> {out}");
+        }
+        // UDP is not affected.
+        assert_eq!(flow(proto::UDP, 61500, PortRange::NAT_DEFAULT, true), 61500);
+        // An explicit range overlapping the reserved one skips it.
+        let r: PortRange = "60990-61010".parse().unwrap();
+        for i in 0..10u16 {
+            let out = flow(proto::TCP, 1000 + i, r, false);
+            assert!(r.contains(out) && !SOURCE_PORTS.contains(out), "{out}");
+        }
+    }
+
+    #[test]
+    fn http_response_heads() {
+        let r = Response::parse(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!((r.status, r.content_length), (204, Some(0)));
+        assert!(r.complete(r.body_at));
+        assert!(
+            Response::parse(b"HTTP/1.0 200 OK\r\nX: y\r\n").is_none(),
+            "head unfinished"
+        );
+        assert!(Response::parse(b"SSH-2.0-OpenSSH\r\n\r\n").is_none());
+        let r = Response::parse(b"HTTP/1.0 200 OK\r\n\r\nbody").unwrap();
+        assert_eq!((r.body_at, r.content_length), (19, None));
+        assert!(!r.complete(100), "no length: read to the end");
+        assert!(contains(b"hello world", b"o w") && !contains(b"hello", b"world"));
     }
 }

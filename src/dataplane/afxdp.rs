@@ -24,7 +24,7 @@ use super::xdp::{Attached, XdpProg};
 use super::{DataplaneError, Running, WorkerStats, sys};
 use crate::control::config::{Config, XdpMode};
 use crate::engine::{Counters, DropReason, Engine, Verdict};
-use crate::nat::IfId;
+use crate::nat::{IfId, PortRange};
 use crate::packet::{self, Link};
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
@@ -142,9 +142,14 @@ pub fn start(
             "no stop guard ({e}): while natgw is stopped the kernel may reset NATed connections"
         ),
     }
+    // Replies to the health checks' kernel sockets (see
+    // `PortRange::HEALTH_CHECK`) on the interface addresses go to the kernel.
+    let own: Vec<u32> = ifs.iter().map(|i| i.addr.addr).collect();
     let mut progs = Vec::new();
     for (i, f) in ifs.iter().zip(&facts) {
         let p = XdpProg::attach(&i.name, f.0, native).map_err(|e| DataplaneError(e.to_string()))?;
+        p.pass_to_kernel(&own, PortRange::HEALTH_CHECK)
+            .map_err(|e| DataplaneError(format!("{}: {e}", i.name)))?;
         log::info!(
             "{}: XDP attached in {} mode",
             i.name,

@@ -11,10 +11,18 @@
 //! UDP and ICMP replies/errors addressed to the host. Senders retransmit
 //! and connections survive a restart.
 //!
+//! One exception: TCP to the health checks' source ports
+//! (`PortRange::HEALTH_CHECK`, 61000-61999) is accepted, because natgw's
+//! health checks are kernel sockets on the gateway and their replies must
+//! reach them while natgw runs (the XDP program passes exactly those up).
+//! natgw never gives a NAT flow a port in that range, so accepting it
+//! cannot hand a NATed connection to the kernel.
+//!
 //! `natgw run` installs it (replacing any earlier copy) and leaves it in
 //! place on exit, on purpose. Remove it with `nft delete table inet natgw_guard`
 //! when the box should stop being a gateway.
 
+use crate::nat::PortRange;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -33,6 +41,7 @@ pub fn script(ifs: &[String]) -> String {
          table inet {TABLE} {{\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority -300; policy accept;\n\
+         \t\tiifname {{ {set} }} tcp dport {lo}-{hi} accept\n\
          \t\tiifname {{ {set} }} meta l4proto {{ tcp, udp }} drop\n\
          \t\tiifname {{ {set} }} icmp type {{ echo-reply, destination-unreachable, time-exceeded, parameter-problem }} drop\n\
          \t}}\n\
@@ -41,7 +50,9 @@ pub fn script(ifs: &[String]) -> String {
          \t\tiifname {{ {set} }} drop\n\
          \t\toifname {{ {set} }} drop\n\
          \t}}\n\
-         }}\n"
+         }}\n",
+        lo = PortRange::HEALTH_CHECK.lo,
+        hi = PortRange::HEALTH_CHECK.hi,
     )
 }
 
@@ -77,6 +88,10 @@ mod tests {
     fn script_names_every_interface() {
         let s = super::script(&["lan0".into(), "wan0".into()]);
         assert!(s.contains("iifname { \"lan0\", \"wan0\" } drop"));
+        let accept = s
+            .find("tcp dport 61000-61999 accept")
+            .expect("health-check replies accepted");
+        assert!(accept < s.find("meta l4proto { tcp, udp } drop").unwrap());
         assert!(s.starts_with("table inet natgw_guard {}\ndelete table inet natgw_guard\n"));
     }
 }

@@ -10,10 +10,21 @@
 //!   dropped and counted (`no_neighbour`) and an ARP request goes out, at
 //!   most one per next hop per second; entries older than `STALE` are used
 //!   while a refresh request goes out, and dropped after `EXPIRE`.
+//!
+//! The kernel's own sockets on a data interface (natgw's health checks)
+//! need the neighbours too, but the XDP program hands every ARP frame to
+//! natgw, so the kernel never hears the answers to its own requests.
+//! natgw does (it learns from every ARP reply it sees, whoever asked), and
+//! [`KernelNeighbours`] copies what it learned into the kernel's table
+//! (`ip neigh replace ADDR lladdr MAC dev IF nud reachable`) for the next
+//! hops the checker is about to use.
 
 use crate::conntrack::Time;
 use crate::nat::IfId;
 use dashmap::DashMap;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// Age after which an entry is refreshed (still used meanwhile).
 pub const STALE_SECS: u64 = 60;
@@ -167,6 +178,13 @@ impl Neighbours {
         true
     }
 
+    /// The MAC of `ip` on `ifid` and when it was learned, without asking
+    /// for it (no side effects), unless it has expired.
+    pub fn lookup(&self, ifid: IfId, ip: u32, now: Time) -> Option<([u8; 6], Time)> {
+        let e = self.map.get(&(ifid, ip))?;
+        (now.saturating_sub(e.learned) < Time::from_secs(EXPIRE_SECS)).then_some((e.mac, e.learned))
+    }
+
     /// Forgets expired entries.
     pub fn prune(&self, now: Time) {
         self.map
@@ -184,6 +202,145 @@ impl Neighbours {
             .collect();
         v.sort_by_key(|e| (e.0, e.1));
         v
+    }
+}
+
+/// How often an unchanged entry is written into the kernel again (only
+/// when natgw has heard from the neighbour since the last write).
+pub const KERNEL_REFRESH_SECS: u64 = 15;
+
+/// One neighbour entry for the kernel's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pushed {
+    mac: [u8; 6],
+    /// natgw's `learned` of the entry written.
+    learned: Time,
+    at: Time,
+}
+
+/// Copies neighbours natgw learned into the kernel's neighbour table, so
+/// that kernel sockets on the data interfaces (the health checks) can
+/// reach them while natgw owns ARP there (AF_XDP backend). Only entries
+/// natgw heard from within [`STALE_SECS`] are written, as `nud reachable`:
+/// the kernel then uses them for its reachable time and re-validates them
+/// itself after that (its unicast probes are answered to natgw, which
+/// learns from the answer, and the next sync writes the entry again).
+pub struct KernelNeighbours {
+    neigh: Arc<Neighbours>,
+    /// Kernel interface names by [`IfId`].
+    ifnames: Vec<String>,
+    pushed: parking_lot::Mutex<HashMap<(IfId, u32), Pushed>>,
+}
+
+impl KernelNeighbours {
+    /// `ifnames[i]` is the kernel name of interface `i` (config order).
+    pub fn new(neigh: Arc<Neighbours>, ifnames: Vec<String>) -> KernelNeighbours {
+        KernelNeighbours {
+            neigh,
+            ifnames,
+            pushed: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The `ip -batch` lines that bring the kernel up to date for next
+    /// hops `hops` (interface, address), and marks them written. Entries
+    /// natgw does not know (or has not heard from lately) are left to the
+    /// kernel's own resolution: natgw learns from the reply to the
+    /// kernel's request, and a later sync writes it.
+    pub fn plan(&self, hops: &[(IfId, u32)], now: Time) -> Vec<String> {
+        let mut pushed = self.pushed.lock();
+        let refresh = Time::from_secs(KERNEL_REFRESH_SECS);
+        let mut lines = Vec::new();
+        for &(ifid, ip) in hops {
+            let Some(name) = self.ifnames.get(ifid as usize) else {
+                continue;
+            };
+            let Some((mac, learned)) = self.neigh.lookup(ifid, ip, now) else {
+                continue;
+            };
+            if now.saturating_sub(learned) >= Time::from_secs(STALE_SECS) {
+                continue;
+            }
+            let due = match pushed.get(&(ifid, ip)) {
+                None => true,
+                Some(p) => {
+                    p.mac != mac || (learned > p.learned && now.saturating_sub(p.at) >= refresh)
+                }
+            };
+            if !due {
+                continue;
+            }
+            pushed.insert(
+                (ifid, ip),
+                Pushed {
+                    mac,
+                    learned,
+                    at: now,
+                },
+            );
+            lines.push(format!(
+                "neigh replace {} lladdr {} dev {name} nud reachable",
+                Ipv4Addr::from(ip),
+                mac_str(&mac)
+            ));
+        }
+        pushed.retain(|_, p| now.saturating_sub(p.at) < Time::from_secs(EXPIRE_SECS));
+        lines
+    }
+
+    /// Writes what [`plan`](Self::plan) finds with one `ip -batch -`.
+    /// Returns how many entries were written; on error nothing counts as
+    /// written, so the next sync tries again.
+    pub fn sync(&self, hops: &[(IfId, u32)], now: Time) -> Result<usize, String> {
+        let lines = self.plan(hops, now);
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        match ip_batch(&lines) {
+            Ok(()) => Ok(lines.len()),
+            Err(e) => {
+                self.pushed.lock().clear();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn mac_str(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// `ip -force -batch -` with `lines` on stdin.
+fn ip_batch(lines: &[String]) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("ip")
+        .args(["-force", "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `ip` ({e}): install iproute2"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let text = lines.join("\n") + "\n";
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("ip -batch: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("ip -batch: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip -batch -` ({}, ...) failed: {}",
+            lines[0],
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -233,5 +390,32 @@ mod tests {
             Resolve::Request,
             "multicast sender not learned"
         );
+    }
+
+    #[test]
+    fn kernel_copy_writes_fresh_entries_once_then_on_change_or_refresh() {
+        let n = Arc::new(Neighbours::default());
+        let k = KernelNeighbours::new(n.clone(), vec!["lan0".into(), "lan1".into()]);
+        let t = Time::from_secs(1000);
+        let ip = u32::from(Ipv4Addr::new(10, 1, 0, 11));
+        let hops = [(0, ip), (1, ip + 1), (7, ip)];
+        assert!(k.plan(&hops, t).is_empty(), "nothing known yet");
+        n.learn(0, ip, [2, 0, 0, 0, 0, 0x11], t);
+        assert_eq!(
+            k.plan(&hops, t),
+            vec!["neigh replace 10.1.0.11 lladdr 02:00:00:00:00:11 dev lan0 nud reachable"]
+        );
+        assert!(k.plan(&hops, t.plus_secs(1)).is_empty(), "written already");
+        // Heard from again, but within the refresh time: not yet.
+        n.learn(0, ip, [2, 0, 0, 0, 0, 0x11], t.plus_secs(5));
+        assert!(k.plan(&hops, t.plus_secs(6)).is_empty());
+        assert_eq!(k.plan(&hops, t.plus_secs(16)).len(), 1, "refreshed");
+        // A new MAC is written at once.
+        n.learn(0, ip, [2, 0, 0, 0, 0, 0x12], t.plus_secs(17));
+        assert_eq!(k.plan(&hops, t.plus_secs(17)).len(), 1);
+        // Not heard from for STALE_SECS: left to the kernel.
+        let later = t.plus_secs(17 + STALE_SECS as u32 + KERNEL_REFRESH_SECS as u32);
+        assert!(k.plan(&hops, later).is_empty());
+        assert_eq!(n.lookup(1, ip + 1, later), None);
     }
 }

@@ -37,6 +37,7 @@
 //! ip route replace default dev {prefix}X table T            # while running
 //! ip route replace blackhole default metric 4294967295 table T   # backstop
 //! ip rule add pref 32000 lookup local; ip rule del pref 0 lookup local
+//! ip rule add pref T0-1 ipproto tcp dport 61000-61999 lookup local   # health checks
 //! ```
 //!
 //! - Packets *from* the TUN devices match no `iif` rule and are routed by
@@ -47,6 +48,13 @@
 //!   from pref 0 to [`LOCAL_PREF`] (32000, before `main` at 32766). Only
 //!   packets received on the data interfaces are affected; locally
 //!   generated ones match no `iif X` rule.
+//! - Health checks (`control::health`) are kernel sockets on the gateway
+//!   whose source ports come from `PortRange::HEALTH_CHECK` (61000-61999);
+//!   their replies arrive on the data interfaces. One rule just before
+//!   natgw's first (`T0 - 1`, 7099 by default) sends TCP to those ports to
+//!   the `local` table, where the gateway's own addresses are found (other
+//!   destinations fall through to natgw's rules as before). natgw never
+//!   uses those ports for NAT, so no NAT flow takes this path.
 //! - The blackhole route has the worst metric, so the TUN route wins while
 //!   natgw runs; when the TUN device goes away (stop, crash, SIGKILL) the
 //!   kernel drops its route and the blackhole is what is left: packets on
@@ -100,6 +108,8 @@
 //! with the workers gone, the TUN devices. It deliberately leaves the
 //! guard: the `iif X lookup T` rules, the blackhole in each table `T` and
 //! the `local` rule at pref 32000, so that a stopped natgw leaks nothing.
+//! The health-check rule stays too (it only hands the kernel what natgw
+//! never uses) and is reused by the next start.
 //! After a crash (no drop at all) the TUN routes still go with the devices;
 //! the proxy ARP entries stay, answer nothing while only the blackhole is
 //! there, and are taken over by the next start.
@@ -114,6 +124,7 @@
 //! ip route flush table 7100
 //! ip rule del pref 7101 iif wan0 lookup 7101
 //! ip route flush table 7101
+//! ip rule del pref 7099 ipproto tcp dport 61000-61999 lookup local
 //! ```
 //!
 //! # Limits
@@ -132,7 +143,7 @@
 use super::{DataplaneError, Running, WorkerStats, sys};
 use crate::control::config::Config;
 use crate::engine::{Counters, DropReason, Engine, Verdict, local_ranges};
-use crate::nat::IfId;
+use crate::nat::{IfId, PortRange};
 use crate::packet::Link;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
@@ -293,6 +304,18 @@ pub fn start(
         let p = pref.to_string();
         ip(&["rule", "del", "pref", &p, "iif", iif, "lookup", &p])?;
     }
+    for &pref in &rule_plan.check_stale {
+        let args = check_rule_args(pref);
+        let mut v = vec!["rule", "del"];
+        v.extend(args.iter().map(String::as_str));
+        ip(&v)?;
+    }
+    if !rule_plan.check_present {
+        let args = check_rule_args(check_pref(&guard.steers));
+        let mut v = vec!["rule", "add"];
+        v.extend(args.iter().map(String::as_str));
+        ip(&v)?;
+    }
     for &k in &rule_plan.add {
         let s = &guard.steers[k];
         let t = s.table.to_string();
@@ -365,9 +388,14 @@ fn release_lines<'a>(steers: impl IntoIterator<Item = (&'a str, u32)>) -> Vec<St
         "ip rule add pref 0 lookup local".to_string(),
         format!("ip rule del pref {LOCAL_PREF} lookup local"),
     ];
+    let mut first = None::<u32>;
     for (name, t) in steers {
+        first = Some(first.map_or(t, |f| f.min(t)));
         v.push(format!("ip rule del pref {t} iif {name} lookup {t}"));
         v.push(format!("ip route flush table {t}"));
+    }
+    if let Some(f) = first {
+        v.push(format!("ip rule del {}", check_rule_args(f - 1).join(" ")));
     }
     v
 }
@@ -508,10 +536,11 @@ fn plan(cfg: &Config) -> Result<Vec<Steer>, DataplaneError> {
     let t = &cfg.run.tun;
     let ifs = &cfg.engine.interfaces;
     let last = t.table_base as u64 + ifs.len() as u64 - 1;
-    if t.table_base == 0 || last >= LOCAL_PREF as u64 {
+    if t.table_base < 2 || last >= LOCAL_PREF as u64 {
         return Err(DataplaneError(format!(
             "tun.table_base = {}: natgw needs tables and rule preferences {}..={last}, \
-             which must lie in 1..{LOCAL_PREF} (it moves the `local` lookup to {LOCAL_PREF})",
+             which must lie in 2..{LOCAL_PREF} (it moves the `local` lookup to {LOCAL_PREF} \
+             and puts its health-check rule just before table_base)",
             t.table_base, t.table_base
         )));
     }
@@ -588,6 +617,9 @@ struct IpRule {
     iif: Option<String>,
     /// No selector but (at most) `iif`, and a plain `lookup` action.
     plain: bool,
+    /// natgw's health-check rule: `ipproto tcp dport LO-HI lookup local`
+    /// for `PortRange::HEALTH_CHECK`, nothing else.
+    check: bool,
     /// As `ip rule` would show it (roughly), for messages.
     text: String,
 }
@@ -641,16 +673,35 @@ fn parse_rules(json: &str) -> Result<Vec<IpRule>, String> {
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok());
             let iif = o.get("iif").and_then(Value::as_str).map(String::from);
-            let plain = o.keys().all(|k| PLAIN.contains(&k.as_str()))
-                && o.get("src")
+            let src_all = o
+                .get("src")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s == "all");
+            let plain = o.keys().all(|k| PLAIN.contains(&k.as_str())) && src_all && table.is_some();
+            const CHECK: [&str; 7] = [
+                "priority",
+                "src",
+                "ipproto",
+                "dport_start",
+                "dport_end",
+                "table",
+                "protocol",
+            ];
+            let port = |k: &str| o.get(k).and_then(Value::as_u64);
+            let check = o.keys().all(|k| CHECK.contains(&k.as_str()))
+                && src_all
+                && table == Some(LOCAL_TABLE)
+                && o.get("ipproto")
                     .and_then(Value::as_str)
-                    .is_none_or(|s| s == "all")
-                && table.is_some();
+                    .is_some_and(|p| ["tcp", "ipproto-6", "6"].contains(&p))
+                && port("dport_start") == Some(PortRange::HEALTH_CHECK.lo as u64)
+                && port("dport_end") == Some(PortRange::HEALTH_CHECK.hi as u64);
             Ok(IpRule {
                 pref,
                 table,
                 iif,
                 plain,
+                check,
                 text: format!(
                     "{} lookup {}",
                     render(o, &["priority", "table"]),
@@ -673,7 +724,33 @@ struct RulePlan {
     local_at_0: bool,
     /// `pref 32000 lookup local` is there already.
     local_moved: bool,
+    /// The health-check rule is there at its preference.
+    check_present: bool,
+    /// Health-check rules at other preferences (an earlier table_base):
+    /// deleted.
+    check_stale: Vec<u32>,
     warnings: Vec<String>,
+}
+
+/// Preference of the health-check rule: just before natgw's first rule.
+fn check_pref(steers: &[Steer]) -> u32 {
+    steers.iter().map(|s| s.table).min().unwrap_or(1) - 1
+}
+
+/// `ip rule` arguments of the health-check rule at `pref`.
+fn check_rule_args(pref: u32) -> Vec<String> {
+    let r = PortRange::HEALTH_CHECK;
+    [
+        "pref".to_string(),
+        pref.to_string(),
+        "ipproto".into(),
+        "tcp".into(),
+        "dport".into(),
+        format!("{}-{}", r.lo, r.hi),
+        "lookup".into(),
+        "local".into(),
+    ]
+    .into()
 }
 
 /// Checks the host's rules against what natgw needs; an `Err` names the
@@ -684,9 +761,16 @@ fn check_rules(rules: &[IpRule], steers: &[Steer]) -> Result<RulePlan, String> {
     let mut plan = RulePlan::default();
     let mut have = vec![false; steers.len()];
     let mut conflicts = Vec::new();
+    let check_at = check_pref(steers);
     for r in rules {
         let is_local = r.plain && r.iif.is_none() && r.table == Some(LOCAL_TABLE);
-        if let Some(k) = ours(r.pref) {
+        if r.check {
+            if r.pref == check_at {
+                plan.check_present = true;
+            } else {
+                plan.check_stale.push(r.pref);
+            }
+        } else if let Some(k) = ours(r.pref) {
             let s = &steers[k];
             if r.plain && r.table == Some(s.table) && r.iif.as_deref() == Some(&s.ifname) {
                 have[k] = true;
@@ -1030,7 +1114,8 @@ to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
 
     #[test]
     fn leftover_guard_is_reused() {
-        let json = r#"[{"priority":7100,"src":"all","iif":"lan0","table":"7100"},
+        let json = r#"[{"priority":7099,"src":"all","ipproto":"ipproto-6","dport_start":61000,"dport_end":61999,"table":"255"},
+            {"priority":7100,"src":"all","iif":"lan0","table":"7100"},
             {"priority":7101,"src":"all","iif":"wan0","iif_detached":null,"table":"7101"},
             {"priority":32000,"src":"all","table":"255"},
             {"priority":32766,"src":"all","table":"254"},{"priority":32767,"src":"all","table":"253"}]"#;
@@ -1039,9 +1124,32 @@ to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
             p,
             RulePlan {
                 local_moved: true,
+                check_present: true,
                 ..RulePlan::default()
             }
         );
+    }
+
+    #[test]
+    fn health_check_rule_is_recognised_moved_or_refused() {
+        let fresh = check_rules(&parse_rules(FRESH).unwrap(), &steers()).unwrap();
+        assert!(!fresh.check_present && fresh.check_stale.is_empty());
+        assert_eq!(
+            check_rule_args(check_pref(&steers())).join(" "),
+            "pref 7099 ipproto tcp dport 61000-61999 lookup local"
+        );
+        // Left by a run with another table_base: deleted, then added.
+        let json = r#"[{"priority":4999,"src":"all","ipproto":"tcp","dport_start":61000,"dport_end":61999,"table":"255"}]"#;
+        let p = check_rules(&parse_rules(json).unwrap(), &steers()).unwrap();
+        assert_eq!((p.check_present, p.check_stale), (false, vec![4999]));
+        // Something else that looks up `local` early is still in the way.
+        let json = r#"[{"priority":7099,"src":"all","ipproto":"ipproto-6","dport_start":80,"dport_end":80,"table":"255"}]"#;
+        let e = check_rules(&parse_rules(json).unwrap(), &steers()).unwrap_err();
+        assert!(e.contains("looks up the `local` table before"), "{e}");
+        let e = plan(&cfg(&format!("[tun]\ntable_base = 1\n{CFG}")))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("2..32000"), "{e}");
     }
 
     #[test]
@@ -1089,5 +1197,9 @@ to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
         assert_eq!(v[1], "ip rule del pref 32000 lookup local");
         assert_eq!(v[2], "ip rule del pref 7100 iif lan0 lookup 7100");
         assert_eq!(v[5], "ip route flush table 7101");
+        assert_eq!(
+            v[6],
+            "ip rule del pref 7099 ipproto tcp dport 61000-61999 lookup local"
+        );
     }
 }

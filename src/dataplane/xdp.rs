@@ -2,8 +2,14 @@
 //! detach. The program is attached through a BPF link, so closing the link
 //! (on drop, on exit, even on `kill -9`) detaches it: no XDP program is
 //! left on an interface after natgw ends.
+//!
+//! [`XdpProg::pass_to_kernel`] names the TCP traffic the program leaves to
+//! the kernel: replies to the gateway's health-check sockets (destination
+//! one of the gateway's addresses, destination port in
+//! `PortRange::HEALTH_CHECK`). Until it is called, nothing passes.
 #![allow(unsafe_code)]
 
+use crate::nat::PortRange;
 use libbpf_sys as bpf;
 use std::ffi::CString;
 use std::io;
@@ -23,6 +29,8 @@ pub struct XdpProg {
     link_fd: i32,
     xsks_map_fd: i32,
     stats_map_fd: i32,
+    kernel_addrs_fd: i32,
+    kernel_ports_fd: i32,
     pub mode: Attached,
 }
 
@@ -73,7 +81,11 @@ impl XdpProg {
             };
             let xsks_map_fd = bpf::bpf_object__find_map_fd_by_name(obj, c"xsks_map".as_ptr());
             let stats_map_fd = bpf::bpf_object__find_map_fd_by_name(obj, c"stats".as_ptr());
-            if prog_fd < 0 || xsks_map_fd < 0 {
+            let kernel_addrs_fd =
+                bpf::bpf_object__find_map_fd_by_name(obj, c"kernel_addrs".as_ptr());
+            let kernel_ports_fd =
+                bpf::bpf_object__find_map_fd_by_name(obj, c"kernel_ports".as_ptr());
+            if prog_fd < 0 || xsks_map_fd < 0 || kernel_addrs_fd < 0 || kernel_ports_fd < 0 {
                 bpf::bpf_object__close(obj);
                 return Err(io::Error::other(
                     "natgw's XDP object lacks its program or map",
@@ -100,6 +112,8 @@ impl XdpProg {
                             link_fd: fd,
                             xsks_map_fd,
                             stats_map_fd,
+                            kernel_addrs_fd,
+                            kernel_ports_fd,
                             mode,
                         });
                     }
@@ -132,11 +146,47 @@ impl XdpProg {
         check(r, "registering an AF_XDP socket in the XSKMAP").map(|_| ())
     }
 
-    /// Frames the program [redirected to natgw, passed to the kernel, too short].
-    pub fn counters(&self) -> [u64; 3] {
+    /// Lets TCP to `addrs` (the gateway's own addresses) with a
+    /// destination port in `ports` through to the kernel instead of natgw:
+    /// the replies to natgw's health checks, which are kernel sockets.
+    pub fn pass_to_kernel(&self, addrs: &[u32], ports: PortRange) -> io::Result<()> {
+        for &a in addrs {
+            let key = a.to_be();
+            let one: u8 = 1;
+            // SAFETY: key and value point to live values of the sizes the
+            // map was declared with (u32 key, u8 value).
+            let r = unsafe {
+                bpf::bpf_map_update_elem(
+                    self.kernel_addrs_fd,
+                    &key as *const u32 as *const _,
+                    &one as *const u8 as *const _,
+                    0,
+                )
+            };
+            check(r, "adding an address to the XDP program's kernel_addrs")?;
+        }
+        let key = 0u32;
+        let range: [u16; 2] = [ports.lo, ports.hi];
+        // SAFETY: the value is `struct port_range { __u16 lo, hi; }`: two
+        // u16 in this order, 4 bytes, as `range` is.
+        let r = unsafe {
+            bpf::bpf_map_update_elem(
+                self.kernel_ports_fd,
+                &key as *const u32 as *const _,
+                range.as_ptr() as *const _,
+                0,
+            )
+        };
+        check(r, "setting the XDP program's kernel_ports").map(|_| ())
+    }
+
+    /// Frames the program [redirected to natgw, passed to the kernel, too
+    /// short, health-check replies passed to the kernel (also in the
+    /// second)].
+    pub fn counters(&self) -> [u64; 4] {
         // SAFETY: plain libbpf query with no arguments.
         let ncpu = unsafe { bpf::libbpf_num_possible_cpus() }.max(1) as usize;
-        let mut out = [0u64; 3];
+        let mut out = [0u64; 4];
         let mut vals = vec![0u64; ncpu];
         for (k, o) in out.iter_mut().enumerate() {
             let key = k as u32;

@@ -132,6 +132,20 @@ impl PortRange {
     };
     /// ICMP identifiers (any value).
     pub const ICMP_IDS: PortRange = PortRange { lo: 1, hi: 65535 };
+    /// TCP source ports of natgw's health checks (`control::health`).
+    /// Check connections are kernel sockets on the gateway, so replies
+    /// to these ports on the gateway's interface addresses belong to the
+    /// kernel: the XDP program passes them up, the stop guard accepts them,
+    /// the TUN backend routes them to the `local` table, and natgw's own
+    /// source NAT never hands out a TCP port from this range (nor keeps
+    /// an inside port in it). Just above Linux's default ephemeral range
+    /// (`ip_local_port_range` 32768-60999), so the kernel's own sockets
+    /// normally stay out of it. Do not publish services on these ports
+    /// of the gateway's interface addresses.
+    pub const HEALTH_CHECK: PortRange = PortRange {
+        lo: 61_000,
+        hi: 61_999,
+    };
 
     #[inline]
     pub fn contains(&self, p: u16) -> bool {
