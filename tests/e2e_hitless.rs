@@ -152,7 +152,7 @@ fn result(p: netns::Proc, what: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: bad output {out:?}: {e}"))
 }
 
-/// 1. Reload, handover and kill -9 + restart, with 200 connections and a
+/// (Issue test 1) Reload, handover and kill -9 + restart, with 200 connections and a
 /// UDP stream running throughout.
 #[test]
 fn connections_survive_reload_handover_and_crash() {
@@ -270,7 +270,7 @@ fn connections_survive_reload_handover_and_crash() {
     drop(restarted);
 }
 
-/// 3. A corrupt snapshot is refused with a clear error and nothing starts;
+/// (Issue test 3) A corrupt snapshot is refused with a clear error and nothing starts;
 /// `--allow-empty` starts with no state; `natgw snapshot` writes one a new
 /// process can start from.
 #[test]

@@ -195,7 +195,7 @@ fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|&(k, v)| (k.to_string(), v)).collect()
 }
 
-/// 1. rr spreads 300 requests exactly evenly; wrr follows the weights; sh
+/// (Issue test 1) rr spreads 300 requests exactly evenly; wrr follows the weights; sh
 /// keeps each client on one server; `natgw services` shows it all.
 #[test]
 fn schedulers_spread_requests_like_ipvs() {
@@ -242,7 +242,7 @@ fn schedulers_spread_requests_like_ipvs() {
     let _ = &lb.servers;
 }
 
-/// 2. Port mapping VIP:8080 -> RIP:80; persistence keeps a client on its
+/// (Issue test 2) Port mapping VIP:8080 -> RIP:80; persistence keeps a client on its
 /// server and is listed.
 #[test]
 fn port_mapping_and_client_address() {
@@ -274,7 +274,7 @@ fn port_mapping_and_client_address() {
     assert!(!out.status.success());
 }
 
-/// 4. Weight 0 on the server holding a long-lived connection: the
+/// (Issue test 4) Weight 0 on the server holding a long-lived connection: the
 /// connection carries on to its end; no new connection reaches the server.
 #[test]
 fn weight_zero_drains_without_breaking_connections() {
@@ -332,7 +332,7 @@ fn weight_zero_drains_without_breaking_connections() {
     assert!(list.contains(&format!("-> {addr}:9100")), "{list}");
 }
 
-/// 5. Full NAT: real servers without any route back to the client still
+/// (Issue test 5) Full NAT: real servers without any route back to the client still
 /// serve, because they see the director's inside address.
 #[test]
 fn fullnat_serves_without_a_route_back() {
