@@ -14,9 +14,9 @@
 //! # What it does
 //!
 //! - One scheduler thread wakes at least every [`TICK`]. Each time it reads
-//!   the engine's current [`LbTable`](crate::lb::LbTable) (`engine.lb()`),
-//!   so real servers added or removed at run time are picked up within a
-//!   tick: a new server gets a check, a removed one loses it.
+//!   the engine's current [`LbTable`] (`engine.lb()`), so real servers
+//!   added or removed at run time are picked up within a tick: a new
+//!   server gets a check, a removed one loses it.
 //! - Every real server of every checked service is checked every
 //!   `interval` (measured from the start of one check to the start of the
 //!   next; a check still running when the next is due delays it), each
@@ -80,8 +80,7 @@
 //!   kernel never completes a resolution by itself. With
 //!   [`Checker::set_neighbours`] the checker copies natgw's entries for
 //!   the next hops it is about to use (and, each tick, for checks in
-//!   flight) into the kernel's table
-//!   ([`KernelNeighbours`](crate::dataplane::neigh::KernelNeighbours)).
+//!   flight) into the kernel's table ([`KernelNeighbours`]).
 //!   A real natgw has never heard of is resolved by the kernel's own ARP
 //!   request: natgw learns the reply and the next tick copies it, while the
 //!   kernel still holds the SYN (it retries for about 3 s), so even the
