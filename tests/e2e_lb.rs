@@ -389,3 +389,114 @@ fn services_change_at_run_time() {
     let (_, errors) = lb.fetch("out", 80, 2);
     assert_eq!(errors, 2, "the deleted service no longer answers");
 }
+
+/// (Issue test 3) Health checks: stop one server and within fall × interval
+/// (plus one timeout) the HTTP check takes it out, no request fails after
+/// that, and established connections to the other servers carry on; start
+/// it again and it rejoins.
+#[test]
+fn health_checks_take_a_dead_server_out_and_back() {
+    let check = "[service.check]\ntype = \"http\"\npath = \"/\"\nstatus = 200\ninterval = 0.5\ntimeout = 0.5\nrise = 2\nfall = 2\n";
+    // The check table must follow the reals: put it after them.
+    let svc = format!(
+        "{}{check}{}",
+        service(80, "rr", "", [1, 1, 1]),
+        service(9100, "rr", "", [1, 1, 1])
+    );
+    let Some(mut lb) = director("lb_health", &svc) else {
+        return;
+    };
+    let health = |lb: &Lb| -> Vec<String> {
+        let v: Value = serde_json::from_str(&lb.cli(&["services", "--json"])).unwrap();
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c["real"].as_str().unwrap(),
+                    c["health"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let wait_for = |lb: &Lb, want: &str, limit: Duration| -> Duration {
+        let t0 = Instant::now();
+        loop {
+            if health(lb).iter().any(|h| h == want) {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "no `{want}` within {limit:?}: {:?}",
+                health(lb)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Checks start with natgw; every server passes.
+    let t0 = Instant::now();
+    loop {
+        let h = health(&lb);
+        if h.len() == 3 && h.iter().all(|x| x.ends_with("up")) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "checks: {h:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // One long-lived connection per server (rr: r1, r2, r3 in order).
+    let chat = lb.t.dir().join("chat.py");
+    let chats: Vec<_> = (0..3)
+        .map(|_| {
+            let p = lb.t.spawn(
+                "out",
+                &format!("exec python3 {} {VIP} 9100 6", chat.display()),
+            );
+            p.wait_for_line("CONNECTED", Duration::from_secs(5))
+                .expect("connected");
+            p
+        })
+        .collect();
+    for (i, s) in lb.servers.iter().enumerate() {
+        assert!(
+            s.wait_for_line("conn ", Duration::from_secs(3)).is_some(),
+            "r{} got no connection",
+            i + 1
+        );
+    }
+    // Stop r2.
+    lb.servers[1].kill();
+    let took = wait_for(&lb, "10.0.0.22:80 down", Duration::from_secs(5));
+    eprintln!("r2 marked down after {took:?}");
+    assert!(
+        took <= Duration::from_millis(2 * 500 + 500 + 500),
+        "took {took:?}"
+    );
+    let (c, errors) = lb.fetch("out2", 80, 60);
+    assert_eq!(errors, 0, "requests failed after the check took r2 out");
+    assert_eq!(c, counts(&[("r1", 30), ("r3", 30)]));
+    let list = lb.cli(&["services"]);
+    assert!(list.contains("DOWN"), "{list}");
+    assert!(list.contains("Health checks:"), "{list}");
+    // The connections to r1 and r3 were not disturbed.
+    for (i, p) in chats.into_iter().enumerate() {
+        let out = p.finish(Duration::from_secs(15));
+        let v: Value = serde_json::from_str(out.lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{out:?}: {e}"));
+        if i == 1 {
+            continue; // its server was killed
+        }
+        assert_eq!(v["error"], Value::Null, "r{} connection broke: {v}", i + 1);
+        assert_eq!(v["sent"], v["ok"], "{v}");
+    }
+    // Start r2 again: it rejoins.
+    let srv = lb.t.dir().join("named.py");
+    lb.servers[1] =
+        lb.t.spawn("r2", &format!("exec python3 -u {} r2", srv.display()))
+            .ready();
+    wait_for(&lb, "10.0.0.22:80 up", Duration::from_secs(5));
+    let (c, errors) = lb.fetch("out2", 80, 30);
+    assert_eq!(errors, 0);
+    assert_eq!(c, counts(&[("r1", 10), ("r2", 10), ("r3", 10)]));
+}

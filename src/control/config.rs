@@ -758,6 +758,14 @@ impl Config {
         v
     }
 
+    /// The health checks the services ask for.
+    pub fn checks(&self) -> Vec<(ServiceKey, CheckSpec)> {
+        self.services
+            .iter()
+            .filter_map(|s| s.check.clone().map(|c| (s.spec.key, c)))
+            .collect()
+    }
+
     /// The virtual services as specs for `LbTable::build`.
     pub fn service_specs(&self) -> Vec<ServiceSpec> {
         self.services.iter().map(|s| s.spec.clone()).collect()

@@ -5,6 +5,7 @@
 
 use super::config::{Backend, Config};
 use super::format::{FlowView, flow_line};
+use super::health::{self, Checker};
 use super::socket::{self, FlowsReport, Request, StatsReport};
 use crate::dataplane::{self, Running, sys};
 use crate::engine::{CounterSnapshot, Engine};
@@ -90,6 +91,8 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         );
     }
 
+    let checks = cfg.checks();
+    health::validate(&engine.lb(), &checks).map_err(|e| e.to_string())?;
     let listener = socket::bind(&sock_path)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -118,7 +121,10 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         engine.lb().len(),
         sock_path.display()
     );
+    let checker = Checker::start(engine.clone(), checks);
+    checker.set_neighbours(running.neigh.clone());
     let mut ctl = Control {
+        checker: Some(checker),
         engine: engine.clone(),
         running: Some(running),
         backend,
@@ -141,7 +147,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
             Err(e) => log::warn!("control socket: {e}"),
         }
         if hup.swap(false, Ordering::Relaxed) {
-            match reload(&engine, &cfg, config, false) {
+            match reload(&engine, &cfg, config, false, ctl.checker.as_ref()) {
                 Ok(r) => log::info!(
                     "SIGHUP: reloaded {}: {} rules, {} sets; {} live flows keep their translation, {} of them match no rule now",
                     r.config,
@@ -194,6 +200,9 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     }
     if let Some(w) = writer {
         let _ = w.join();
+    }
+    if let Some(c) = ctl.checker.take() {
+        c.stop();
     }
     if ctl.handed_over {
         log::info!("natgw handed over; exiting");
@@ -261,6 +270,8 @@ struct Control {
     carried: CounterSnapshot,
     handed_over: bool,
     stop: Arc<AtomicBool>,
+    /// Health checks of real servers; `None` once stopped.
+    checker: Option<Checker>,
 }
 
 impl Control {
@@ -294,6 +305,59 @@ impl Control {
                 );
                 serde_json::to_value(&r).map_err(|e| e.to_string())
             }
+            Request::Services => {
+                let now = sys::now();
+                let r = socket::ServicesReport {
+                    services: self.engine.services(now),
+                    persistence: persistence_view(&self.engine, now),
+                    rates: self.lb.rates.clone(),
+                    checks: self
+                        .checker
+                        .as_ref()
+                        .map(|c| c.status())
+                        .unwrap_or_default(),
+                };
+                serde_json::to_value(&r).map_err(|e| e.to_string())
+            }
+            Request::Reload {
+                config: path,
+                flush_unmatched,
+            } => {
+                let path = path.unwrap_or_else(|| cfg.path.clone());
+                let r = reload(
+                    &self.engine,
+                    cfg,
+                    &path,
+                    flush_unmatched,
+                    self.checker.as_ref(),
+                )?;
+                log::info!(
+                    "reloaded {}: {} rules, {} sets, {} services; {} live flows keep their translation, {} match no rule now, {} flushed",
+                    r.config,
+                    r.report.rules,
+                    r.report.sets,
+                    self.engine.lb().len(),
+                    r.report.flows,
+                    r.report.unmatched_flows,
+                    r.flushed
+                );
+                serde_json::to_value(&r).map_err(|e| e.to_string())
+            }
+            Request::Lb {
+                change,
+                expire_flows,
+            } => {
+                let r = lb_change(&self.engine, &change, expire_flows)?;
+                // A deleted service's check goes with it.
+                if let (crate::lb::Change::DelService { key }, Some(c)) = (&change, &self.checker) {
+                    let left: Vec<_> = c.checks().into_iter().filter(|(k, _)| k != key).collect();
+                    if let Err(e) = c.update(left) {
+                        log::warn!("health checks after deleting {key}: {e}");
+                    }
+                }
+                log::info!("lb: {}", r.changed);
+                serde_json::to_value(&r).map_err(|e| e.to_string())
+            }
             req => {
                 let Some(running) = &self.running else {
                     return Err("natgw is handing over".into());
@@ -305,7 +369,6 @@ impl Control {
                     self.backend,
                     self.started,
                     cfg,
-                    &mut self.lb,
                     &self.carried,
                 )
             }
@@ -322,6 +385,9 @@ impl Control {
         };
         log::info!("handover requested: stopping the workers");
         let t0 = Instant::now();
+        if let Some(c) = self.checker.take() {
+            c.stop();
+        }
         self.stop.store(true, Ordering::Relaxed);
         let counters = {
             let mut total = self.carried.clone();
@@ -357,59 +423,15 @@ fn handle(
     backend: &str,
     started: Instant,
     cfg: &Config,
-    lbc: &mut LbControl,
     carried: &CounterSnapshot,
 ) -> Result<serde_json::Value, String> {
     let now = sys::now();
     match req {
-        Request::Handover { .. } | Request::Snapshot { .. } => {
-            Err("handled by the control loop".into())
-        }
-        Request::Services => {
-            let r = socket::ServicesReport {
-                services: engine.services(now),
-                persistence: engine
-                    .lb()
-                    .entries(now)
-                    .into_iter()
-                    .map(|e| socket::PersistView {
-                        service: e.service,
-                        client: std::net::Ipv4Addr::from(e.client).to_string(),
-                        netmask: e.netmask,
-                        real: std::net::SocketAddrV4::new(e.real.into(), e.port).to_string(),
-                        expires_in: e.expires.saturating_sub(now).0.div_ceil(1_000_000_000),
-                    })
-                    .collect(),
-                rates: lbc.rates.clone(),
-                checks: Vec::new(),
-            };
-            serde_json::to_value(&r).map_err(|e| e.to_string())
-        }
-        Request::Lb {
-            change,
-            expire_flows,
-        } => {
-            let r = lb_change(engine, &change, expire_flows)?;
-            log::info!("lb: {}", r.changed);
-            serde_json::to_value(&r).map_err(|e| e.to_string())
-        }
-        Request::Reload {
-            config: path,
-            flush_unmatched,
-        } => {
-            let path = path.unwrap_or_else(|| cfg.path.clone());
-            let r = reload(engine, cfg, &path, flush_unmatched)?;
-            log::info!(
-                "reloaded {}: {} rules, {} sets; {} live flows keep their translation, {} match no rule now, {} flushed",
-                r.config,
-                r.report.rules,
-                r.report.sets,
-                r.report.flows,
-                r.report.unmatched_flows,
-                r.flushed
-            );
-            serde_json::to_value(&r).map_err(|e| e.to_string())
-        }
+        Request::Handover { .. }
+        | Request::Snapshot { .. }
+        | Request::Services
+        | Request::Lb { .. }
+        | Request::Reload { .. } => Err("handled by the control loop".into()),
         Request::Set {
             op,
             name,
@@ -484,6 +506,7 @@ fn reload(
     cur: &Config,
     path: &Path,
     flush_unmatched: bool,
+    checker: Option<&Checker>,
 ) -> Result<socket::ReloadReply, String> {
     let new = Config::load(path).map_err(|e| e.to_string())?;
     if new.run.backend != cur.run.backend || new.run.control_socket != cur.run.control_socket {
@@ -494,8 +517,16 @@ fn reload(
     // the socket are replaced); built aside so an error changes nothing.
     let lb = crate::lb::LbTable::build(&new.service_specs(), &engine.lb())
         .map_err(|e| format!("{}: {e}; nothing was changed", path.display()))?;
+    let checks = new.checks();
+    health::validate(&lb, &checks)
+        .map_err(|e| format!("{}: {e}; nothing was changed", path.display()))?;
     let (report, unmatched) = engine.reload(&new.engine, new.ruleset, &new.sets, now)?;
     engine.swap_lb(lb);
+    if let Some(c) = checker
+        && let Err(e) = c.update(checks)
+    {
+        log::warn!("health checks after reload: {e}");
+    }
     let flushed = if flush_unmatched {
         let gone: std::collections::HashSet<_> = unmatched.into_iter().map(|r| r.orig).collect();
         engine.flush(|r| gone.contains(&r.orig))
@@ -578,6 +609,21 @@ fn set_op(
             .collect(),
         changed,
     })
+}
+
+fn persistence_view(engine: &Engine, now: crate::conntrack::Time) -> Vec<socket::PersistView> {
+    engine
+        .lb()
+        .entries(now)
+        .into_iter()
+        .map(|e| socket::PersistView {
+            service: e.service,
+            client: std::net::Ipv4Addr::from(e.client).to_string(),
+            netmask: e.netmask,
+            real: std::net::SocketAddrV4::new(e.real.into(), e.port).to_string(),
+            expires_in: e.expires.saturating_sub(now).0.div_ceil(1_000_000_000),
+        })
+        .collect()
 }
 
 /// Applies one run-time change to the virtual services atomically: the new

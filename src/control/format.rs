@@ -570,19 +570,34 @@ pub fn services_text(r: &super::socket::ServicesReport, view: ServicesView) -> S
     s
 }
 
-/// One health-check status as a line (fields as the checker reports them).
-fn check_line(c: &serde_json::Value) -> String {
-    match c.as_object() {
-        Some(o) => o
-            .iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(x) => format!("{k}={x}"),
-                other => format!("{k}={other}"),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        None => c.to_string(),
+/// One health-check status as a line: server, check, state, streaks,
+/// the latest error.
+fn check_line(c: &super::health::CheckStatus) -> String {
+    use crate::lb::Health;
+    let state = match c.health {
+        Health::Up => "up",
+        Health::Down => "DOWN",
+    };
+    let mut s = format!(
+        "{} -> {:<21} {:<4} {:<4} for {:.0}s  ok {}/{} fail {}/{}  checks {} failed {}",
+        c.service,
+        c.real.to_string(),
+        c.kind,
+        state,
+        c.health_age_secs,
+        c.consecutive_ok,
+        c.rise,
+        c.consecutive_fail,
+        c.fall,
+        c.checks_run,
+        c.checks_failed
+    );
+    if let Some(e) = &c.last_error
+        && c.consecutive_fail > 0
+    {
+        let _ = write!(s, "  last error: {e}");
     }
+    s
 }
 
 /// `ipvsadm`-style short numbers: 1234 -> 1234, 12345 -> 12K, ...

@@ -82,7 +82,7 @@ pub struct ServicesReport {
     pub rates: Vec<RealRate>,
     /// Health-check state per checked real server.
     #[serde(default)]
-    pub checks: Vec<serde_json::Value>,
+    pub checks: Vec<crate::control::health::CheckStatus>,
 }
 
 /// A persistence entry as listed.
