@@ -246,6 +246,12 @@ fn bad_service_configs_are_refused_with_their_place() {
             service("rr", "[service.check]\ntype = \"tcp\"\nrise = 0", &[]),
             "rise",
         ),
+        (
+            service("rr", "", &[(R1, 1)])
+                .replace(VIP, "203.0.113.1")
+                .replace("port = 80\n", "port = 61000\n"),
+            "reserved for health-check",
+        ),
     ];
     for (text, want) in bad {
         let cfg = config("", &text);

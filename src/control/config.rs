@@ -572,6 +572,21 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
     let mut services: Vec<ServiceConfig> = Vec::new();
     for (i, rs) in raw.services.iter().enumerate() {
         let svc = build_service(i, rs, src)?;
+        let k = svc.spec.key;
+        let owned = cfg
+            .interfaces
+            .iter()
+            .any(|f| f.addr.addr == k.vip || f.extra.contains(&k.vip));
+        if owned && k.proto == proto::TCP && PortRange::HEALTH_CHECK.contains(k.port) {
+            return Err(src.err(
+                rs.span(),
+                format!(
+                    "service[{i}]: TCP ports {}-{} of the gateway's own addresses are reserved for health-check sockets",
+                    PortRange::HEALTH_CHECK.lo,
+                    PortRange::HEALTH_CHECK.hi
+                ),
+            ));
+        }
         if services.iter().any(|s| s.spec.key == svc.spec.key) {
             return Err(src.err(
                 rs.span(),
