@@ -31,13 +31,15 @@ LABELS = {
     "tun": "natgw TUN, masquerade",
     "xdpfwd": "minimal AF_XDP forwarder (bench/xdpfwd, no NAT)",
     "natgw2q": "natgw AF_XDP, 2 queues per interface",
+    "lbdnat": "natgw AF_XDP, client -> DNAT rule -> server (+ masquerade)",
+    "lb": "natgw AF_XDP, client -> virtual service (rr, 2 real servers) -> server (+ masquerade)",
 }
 SHORT = {
     "ceiling": "ceiling", "base": "base", "route": "kernel route", "kernel": "kernel NAT",
     "natgw": "natgw AF_XDP", "raw": "natgw raw", "tun": "natgw TUN", "xdpfwd": "xdpfwd",
-    "natgw2q": "natgw 2 queues",
+    "natgw2q": "natgw 2 queues", "lbdnat": "natgw DNAT rule", "lb": "natgw LB service",
 }
-ORDER = ["ceiling", "base", "route", "kernel", "natgw", "raw", "tun", "xdpfwd", "natgw2q"]
+ORDER = ["ceiling", "base", "route", "kernel", "natgw", "raw", "tun", "xdpfwd", "natgw2q", "lbdnat", "lb"]
 FLOW_ORDER = ["1", "1k", "100k", "1M"]
 
 
@@ -764,6 +766,15 @@ class Report:
             a(md_table(["gateway", "conn/s (median)", "min–max", "connect p50 µs", "connect p99 µs", "connect p99.9 µs",
                         "request p99 µs", "errors", "CPU0 / CPU1", "note"], rows))
             a("")
+            lb = next((r for r in conn if r["mode"] == "lb"), None)
+            dn = next((r for r in conn if r["mode"] == "lbdnat"), None)
+            if lb and dn and dn["rate_median"]:
+                a(f"Scheduler cost (issue 5): the same churn to a virtual service (`rr` over two real servers) "
+                  f"gave {lb['rate_median']:.0f} conn/s against {dn['rate_median']:.0f} through a plain DNAT rule "
+                  f"(ratio {lb['rate_median'] / dn['rate_median']:.2f}; connect p99 {ffmt(lb['connect_p99_us'], 0)} "
+                  f"vs {ffmt(dn['connect_p99_us'], 0)} µs). Both also masquerade; the client connects to "
+                  "10.0.0.200–239 on the gateway's inside interface.")
+                a("")
         else:
             a("Not run.")
             a("")

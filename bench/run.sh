@@ -43,7 +43,7 @@
 #   FIGS="1 2 3 4 5 6 7"  REPS=3 DUR=4 WARM=2  FLOWS="1 1k 100k 1M"
 #   PPS_MODES="ceiling kernel natgw"  PPS_1K_MODES="route raw xdpfwd tun"
 #   PACED_MODES="base route kernel natgw tun"  PACED_RATE=(50% of the kernel's 1k-flow pps)
-#   CONN_MODES="route kernel natgw tun"  CONN_CONCURRENCY=32
+#   CONN_MODES="route kernel natgw tun lbdnat lb"  CONN_CONCURRENCY=32
 #   IPERF_MODES="route kernel natgw tun"  MEM_FLOWS=1000000 MEM_RATE=100000
 #   WAIT_MAX=120 (wait this long for others' builds/benchmarks before starting)
 #   NATGW=path/to/natgw (use this binary instead of building target/release/natgw)
@@ -69,7 +69,7 @@ done
 if [ "$QUICK" = 1 ]; then
     : "${REPS:=1}" "${DUR:=2}" "${WARM:=1}" "${FLOWS:=1k 100k}"
     : "${PACED_MODES:=base kernel natgw}" "${PACED_DUR:=3}"
-    : "${CONN_MODES:=kernel natgw}" "${CONN_DUR:=2}"
+    : "${CONN_MODES:=kernel natgw lbdnat lb}" "${CONN_DUR:=2}"
     : "${IPERF_MODES:=kernel natgw}" "${IPERF_DUR:=2}"
     : "${MEM_FLOWS:=100000}" "${WAIT_MAX:=0}"
 fi
@@ -84,7 +84,7 @@ PACED_MODES=${PACED_MODES-"base route kernel natgw tun"}
 PACED_DUR=${PACED_DUR:-5}
 PACED_RATE=${PACED_RATE:-}
 PACED_FLOWS=1024
-CONN_MODES=${CONN_MODES-"route kernel natgw tun"}
+CONN_MODES=${CONN_MODES-"route kernel natgw tun lbdnat lb"}
 CONN_DUR=${CONN_DUR:-5}
 CONN_CONCURRENCY=${CONN_CONCURRENCY:-32}
 IPERF_MODES=${IPERF_MODES-"route kernel natgw tun"}
@@ -399,7 +399,7 @@ done
 
 # --- gateways ----------------------------------------------------------------------------
 natgw_pid=""
-natgw_config() { # backend ruleset(nat|raw) queues cpus
+natgw_config() { # backend ruleset(nat|raw|lb|lbdnat) queues cpus
     local backend=$1 rules=$2 queues=${3:-1} cpus=${4:-$GW_CPU}
     cat <<EOF
 # bench/run.sh: natgw $backend, ruleset $rules, $queues queue(s) per interface
@@ -421,6 +421,7 @@ cpus = [$cpus]
 name = "lan0"
 role = "inside"
 address = "10.0.0.1/24"
+$([ "$rules" = lbdnat ] && echo "extra_addresses = [\"$LB_VIP\"]")
 
 [[interface]]
 name = "wan0"
@@ -431,6 +432,34 @@ address = "203.0.113.1/24"
 to = "0.0.0.0/0"
 via = "203.0.113.254"
 EOF
+    if [ "$rules" = lb ]; then
+        cat <<EOF
+
+# Load balancing: a virtual service on the inside, two real servers outside.
+[[service]]
+address = "$LB_VIP"
+port = 80
+scheduler = "rr"
+[[service.real]]
+address = "$LB_REAL"
+port = 80
+[[service.real]]
+address = "$LB_REAL2"
+port = 80
+EOF
+    elif [ "$rules" = lbdnat ]; then
+        cat <<EOF
+
+# The same traffic through a plain DNAT rule (the LB figure's baseline).
+[[rule]]
+name = "vip"
+dst = "$LB_VIP"
+proto = "tcp"
+dport = 80
+action = "dnat"
+to = "$LB_REAL:80"
+EOF
+    fi
     if [ "$rules" = raw ]; then
         cat <<EOF
 
@@ -551,6 +580,8 @@ gw_mode() { # mode; returns 1 if the gateway did not start
     raw) natgw_start afxdp raw ;;
     tun) natgw_start tun nat ;;
     natgw2q) natgw_start afxdp nat 0 "$GW_CPU, $GEN_CPU" ;;
+    lb) natgw_start afxdp lb ;;
+    lbdnat) natgw_start afxdp lbdnat ;;
     xdpfwd) xdpfwd_start ;;
     *) die "unknown mode $1" ;;
     esac
@@ -831,6 +862,12 @@ CONN_IDX=0
 conn_run() { # mode rep
     local mode=$1 rep=$2
     local dst=203.0.113.$((101 + CONN_IDX % 40))
+    # LB modes: the client connects to a VIP on the inside; the real
+    # servers are this run's server addresses (own ones, no TIME_WAIT).
+    LB_VIP=10.0.0.$((200 + CONN_IDX % 40))
+    LB_REAL=$dst
+    LB_REAL2=203.0.113.$((101 + (CONN_IDX + 20) % 40))
+    case $mode in lb | lbdnat) dst=$LB_VIP ;; esac
     CONN_IDX=$((CONN_IDX + 1))
     local tag
     progress
