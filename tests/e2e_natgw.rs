@@ -158,7 +158,7 @@ fn tun_tcp_1000_connections_listed_then_closing() {
 
 /// After SIGTERM natgw exits 0 and leaves no XDP program on any interface
 /// and no control socket; the stop guard keeps NAT traffic from leaking
-/// untranslated while it is down.
+/// untranslated while it is down; the TUN backend can take over after it.
 #[test]
 fn afxdp_sigterm_leaves_nothing_attached() {
     let Some((t, mut gw)) = natgw_gateway("afxdp_sigterm", "afxdp") else {
@@ -192,6 +192,16 @@ fn afxdp_sigterm_leaves_nothing_attached() {
         Duration::from_secs(5),
     );
     assert!(!out.status.success(), "traffic crossed a stopped gateway");
+    // Switching backends: a TUN run after the AF_XDP one forwards (it
+    // replaces the AF_XDP guard with its own protection).
+    t.set_gw_ttl_cost(3);
+    let tun = t.spawn_natgw(NATGW, "backend = \"tun\"");
+    scenarios::masquerade_http(&t);
+    assert!(
+        tun.stdout().contains("removed the AF_XDP stop guard"),
+        "{}",
+        tun.stdout()
+    );
 }
 
 /// A config natgw cannot apply is refused with a clear error before

@@ -56,6 +56,26 @@ pub fn script(ifs: &[String]) -> String {
     )
 }
 
+/// Removes the guard if it is there; returns whether it was. The TUN
+/// backend calls this once it runs: it routes through the kernel's
+/// forwarding path, which the guard blocks, and has its own stop
+/// protection (blackhole routes).
+pub fn remove() -> Result<bool, String> {
+    let out = Command::new("nft")
+        .args(["delete", "table", "inet", TABLE])
+        .output()
+        .map_err(|e| format!("cannot run nft ({e}); install nftables"))?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("No such file") || err.contains("does not exist") {
+        Ok(false)
+    } else {
+        Err(format!("nft delete table inet {TABLE}: {}", err.trim()))
+    }
+}
+
 /// Installs (or replaces) the guard. An error says why; the caller decides
 /// whether that is fatal.
 pub fn install(ifs: &[String]) -> Result<(), String> {

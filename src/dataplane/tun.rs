@@ -367,6 +367,16 @@ pub fn start(
             .join(", ")
     );
     running.tun = Some(guard);
+    // An AF_XDP run leaves its nftables guard behind, which drops the
+    // forwarding this backend relies on: replace it by ours (above).
+    match super::guard::remove() {
+        Ok(true) => log::info!(
+            "tun: removed the AF_XDP stop guard (inet {}); the TUN backend's blackhole routes guard instead",
+            super::guard::TABLE
+        ),
+        Ok(false) => {}
+        Err(e) => log::warn!("tun: {e}; forwarding through the TUN devices may be blocked"),
+    }
     Ok(running)
 }
 
