@@ -864,7 +864,7 @@ class Report:
           "- **Closed vs open loop.** trafgen's TX ring (256 frames) gets a slot back only when the skb is freed. "
           "For the kernel paths that happens after forwarding, so trafgen slows to the kernel's pace and the kernel "
           "never drops; natgw's AF_XDP receive frees the skb once copied, so the generator runs ahead and loss shows "
-          "natgw's overload (see perf/first-pps.md).\n"
+          "natgw's overload.\n"
           "- **State.** The kernel's conntrack table is flushed (`conntrack -F`) before each kernel run; natgw starts "
           "as a fresh process each run. Both may hold up to "
           f"{s.get('ct_max')} flows; the kernel's hash has {s.get('ct_buckets')} buckets, natgw's index grows by itself.\n"

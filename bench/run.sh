@@ -161,7 +161,7 @@ cc -O2 -Wall -o "$work/tcpchurn" bench/tcpchurn.c
 # trafgen's TX_RING sends with MSG_DONTWAIT and gives up when its socket's send
 # buffer is full, which happens as soon as frames queue on another CPU (RPS).
 # This shim gives trafgen's packet socket (only) a large buffer (SO_SNDBUFFORCE);
-# see perf/first-pps.md.
+# without it trafgen stalls instead of offering load (found with the first pps figure).
 SNDBUF_BYTES=$((8 << 20))
 cat >"$work/sndbuf.c" <<'CEOF'
 #define _GNU_SOURCE

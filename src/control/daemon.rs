@@ -415,7 +415,6 @@ impl Control {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn handle(
     req: Request,
     engine: &Engine,
