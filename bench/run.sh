@@ -49,8 +49,8 @@
 #   NATGW=path/to/natgw (use this binary instead of building target/release/natgw)
 #   OUT=perf/bench-latest  BENCH_KEEP=DIR (keep a copy of the raw work directory there;
 #   then `python3 bench/report.py --work DIR --out ...` redoes the report)
-# Needs root and 2 CPUs. Installs what it needs (scripts/setup.sh, plus gnuplot-nox,
-# nginx-light, conntrack). Everything it creates is named nbPID-*; namespaces and every
+# Needs root and 2 CPUs. Installs what it needs (scripts/setup.sh names every
+# package). Everything it creates is named nbPID-*; namespaces and every
 # process it started (by PID) are removed on exit, failure or Ctrl-C, and the host-wide
 # conntrack sysctls it raises are put back.
 set -euo pipefail
@@ -111,18 +111,7 @@ die() { log "error: $*"; exit 1; }
 has_fig() { [[ " $FIGS " == *" $1 "* ]]; }
 
 # --- install and build -----------------------------------------------------------
-./scripts/setup.sh --quiet
-EXTRA_PACKAGES=(gnuplot-nox nginx-light conntrack)
-missing=()
-for p in "${EXTRA_PACKAGES[@]}"; do
-    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+./scripts/setup.sh --quiet   # installs every package the harness uses
 for t in trafgen nft ethtool conntrack nginx iperf3 gnuplot cc python3; do
     command -v "$t" >/dev/null || die "$t missing"
 done

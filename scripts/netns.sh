@@ -21,17 +21,28 @@
 #   scripts/netns.sh config            print the equivalent natgw config
 #   scripts/netns.sh down [PREFIX]     remove it (ends processes left inside)
 #
-# PREFIX defaults to "ngt". Then e.g.:
+# PREFIX defaults to "ngt". NETNS_EXTRA_INSIDE="web1:10.0.0.21 ..." adds
+# inside hosts (on brlan, route via 10.0.0.1), NETNS_EXTRA_OUTSIDE outside
+# ones (on brwan, route via rtr).
+#
+# Other scripts source it (scripts/demo.sh): `. scripts/netns.sh` defines
+# netns_up/netns_down/netns_kernel/netns_bare PREFIX, netns_config and nsx,
+# and runs nothing.
+#
+# Then e.g.:
 #   ip netns exec ngt-out python3 -m http.server 8000 &
 #   ip netns exec ngt-cl1 curl http://203.0.113.100:8000/
 #   ip netns exec ngt-gw natgw run --config <(scripts/netns.sh config)
-set -euo pipefail
 
-cmd=${1:-}
-P=${2:-ngt}
 INSIDE=(cl1:10.0.0.10 cl2:10.0.0.11 srv:10.0.0.5)
 OUTSIDE=(out:203.0.113.100 out2:203.0.113.101)
-HOSTS=(sw gw cl1 cl2 srv out out2 rtr far)
+# shellcheck disable=SC2206 # word splitting of the extra host lists is meant
+INSIDE+=(${NETNS_EXTRA_INSIDE:-})
+# shellcheck disable=SC2206
+OUTSIDE+=(${NETNS_EXTRA_OUTSIDE:-})
+HOSTS=(sw gw)
+for e in "${INSIDE[@]}" "${OUTSIDE[@]}"; do HOSTS+=("${e%%:*}"); done
+HOSTS+=(rtr far)
 
 RULESET='table ip natgw {
     chain prerouting {
@@ -77,7 +88,7 @@ oif = "wan0"
 src = "10.0.0.0/24"
 action = "masquerade"'
 
-need_root() { [ "$(id -u)" -eq 0 ] || { echo "netns.sh: needs root" >&2; exit 1; }; }
+netns_need_root() { [ "$(id -u)" -eq 0 ] || { echo "netns.sh: needs root" >&2; exit 1; }; }
 nsx() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
 common() {
     nsx "$1" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
@@ -89,15 +100,16 @@ iface() { # ns dev cidr
     nsx "$1" ip link set "$2" up
 }
 
-up() {
-    need_root
+netns_up() {
+    P=$1
+    netns_need_root
     for h in "${HOSTS[@]}"; do
         if ip netns list | grep -qw "^$P-$h"; then
             echo "netns.sh: $P-$h exists; run: scripts/netns.sh down $P" >&2
             exit 1
         fi
     done
-    trap 'echo "netns.sh: failed; cleaning up" >&2; down' ERR
+    trap 'echo "netns.sh: failed; cleaning up" >&2; netns_down "$P"' ERR
     for h in "${HOSTS[@]}"; do ip netns add "$P-$h"; done
     pair() { ip link add name "$2" netns "$P-$1" type veth peer name "$4" netns "$P-$3"; }
     pair gw lan0 sw l-gw
@@ -113,8 +125,9 @@ up() {
         nsx sw ip link add "$br" type bridge stp_state 0 forward_delay 0 mcast_snooping 0
         nsx sw ip link set "$br" up
     done
-    for port in l-gw l-cl1 l-cl2 l-srv; do nsx sw ip link set "$port" master brlan up; done
-    for port in w-gw w-out w-out2 w-rtr; do nsx sw ip link set "$port" master brwan up; done
+    nsx sw ip link set l-gw master brlan up
+    for e in "${INSIDE[@]}"; do nsx sw ip link set "l-${e%%:*}" master brlan up; done
+    for e in "${OUTSIDE[@]}" rtr; do nsx sw ip link set "w-${e%%:*}" master brwan up; done
 
     nsx gw sysctl -q -w net.ipv4.ip_forward=0 net.ipv4.conf.all.send_redirects=0 \
         net.ipv4.conf.default.send_redirects=0 net.ipv4.conf.lan0.send_redirects=0 \
@@ -138,40 +151,56 @@ up() {
     nsx far ip route add default via 198.51.100.1
     trap - ERR
     local IFS=,
-    echo "netns.sh: up: namespaces $P-{${HOSTS[*]}}"
+    [ -n "${NETNS_QUIET:-}" ] || echo "netns.sh: up: namespaces $P-{${HOSTS[*]}}"
     unset IFS
-    echo "netns.sh: gateway $P-gw is bare (lan0 10.0.0.1/24, wan0 203.0.113.1/24); 'scripts/netns.sh kernel $P' for the kernel reference"
+    [ -n "${NETNS_QUIET:-}" ] || echo "netns.sh: gateway $P-gw is bare (lan0 10.0.0.1/24, wan0 203.0.113.1/24); 'scripts/netns.sh kernel $P' for the kernel reference"
 }
 
-down() {
+# Removes PREFIX's namespaces, ending what still runs inside them.
+netns_down() {
+    P=$1
     for h in "${HOSTS[@]}"; do
         ns="$P-$h"
         ip netns list | grep -qw "^$ns" || continue
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
         ip netns del "$ns" 2>/dev/null || true
     done
-    echo "netns.sh: down: $P"
+    [ -n "${NETNS_QUIET:-}" ] || echo "netns.sh: down: $P"
 }
 
-case "$cmd" in
-up) up ;;
-down) need_root; down ;;
-kernel)
-    need_root
+netns_kernel() {
+    P=$1
+    netns_need_root
     nsx gw sysctl -q -w net.ipv4.ip_forward=1
     nsx gw nft -f - <<<"flush ruleset
 $RULESET"
     echo "netns.sh: $P-gw is the kernel NAT reference"
-    ;;
-bare)
-    need_root
+}
+
+netns_bare() {
+    P=$1
+    netns_need_root
     nsx gw nft flush ruleset
     nsx gw sysctl -q -w net.ipv4.ip_forward=0
     echo "netns.sh: $P-gw is bare"
-    ;;
-config) echo "$CONFIG" ;;
+}
+
+# The natgw config of this topology (the equivalent of the kernel ruleset).
+netns_config() { echo "$CONFIG"; }
+
+# Sourced: define, run nothing.
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
+
+set -euo pipefail
+cmd=${1:-}
+case "$cmd" in
+up) netns_up "${2:-ngt}" ;;
+down) netns_need_root; netns_down "${2:-ngt}" ;;
+kernel) netns_kernel "${2:-ngt}" ;;
+bare) netns_bare "${2:-ngt}" ;;
+config) netns_config ;;
 *)
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

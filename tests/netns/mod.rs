@@ -250,6 +250,22 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// Whether end-to-end tests must run (not skip): `NATGW_E2E=1`, or `CI`
+/// set as CI systems do (`CI=true`).
+pub fn e2e_required() -> bool {
+    let set = |k: &str| {
+        std::env::var(k)
+            .map(|v| {
+                !matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "" | "0" | "false" | "no"
+                )
+            })
+            .unwrap_or(false)
+    };
+    set("NATGW_E2E") || set("CI")
+}
+
 /// The tools the fixture and the scenarios call; missing ones are a setup
 /// error (scripts/setup.sh installs them), not a reason to skip.
 pub const TOOLS: &[&str] = &[
@@ -367,8 +383,19 @@ impl Topology {
 
     /// [`Topology::new`], or None after printing why when these tests can't
     /// run here (see [`skip_reason`]).
+    ///
+    /// Under CI (`CI` set to anything but "" / "0" / "false") or with
+    /// `NATGW_E2E=1` (scripts/test.sh sets it when run as root) a test that
+    /// cannot build its hosts fails with the reason instead: a run that
+    /// executed no end-to-end test must not look green.
     pub fn new_or_skip(spec: Spec, test: &str) -> Option<Topology> {
         if let Some(why) = skip_reason() {
+            if e2e_required() {
+                panic!(
+                    "{test}: end-to-end test cannot run: {why} \
+                     (CI or NATGW_E2E=1 is set, so this is a failure, not a skip)"
+                );
+            }
             eprintln!("SKIPPED {test}: {why}");
             return None;
         }
