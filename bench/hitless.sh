@@ -131,7 +131,7 @@ cleanup() {
     [ -n "$cap_pid" ] && kill -KILL "$cap_pid" 2>/dev/null
     for p in $natgw_pid $new_pid; do kill -KILL "$p" 2>/dev/null; done
     wait 2>/dev/null
-    for n in cli gw srv; do ip netns del "$P-$n" 2>/dev/null; done
+    NETNS_QUIET=1 "$ROOT/scripts/netns.sh" down "$P"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -150,30 +150,13 @@ OTHER_START=$(others | head -3 | cut -c1-100 | tr '\n' ';')
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- topology ---------------------------------------------------------------------
-log "building namespaces $P-{cli,gw,srv}"
-for n in cli gw srv; do
-    ip netns add "$P-$n"
-    inns "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-    inns "$n" ip link set lo up
-done
-ip link add eth0 netns "$P-cli" type veth peer name lan0 netns "$P-gw"
-ip link add wan0 netns "$P-gw" type veth peer name eth0 netns "$P-srv"
+log "building namespaces $P-{cli,gw,srv} (scripts/netns.sh, unswitched)"
+# The shared topology, shortest form: cli -- gw -- srv over two veth pairs.
+# Offloads off on all four ends: hosts send full checksums as on a wire
+# (MACHINE-NOTES), and no GRO batches what the gateway sees.
 OFFLOADS="tx off tso off gso off gro off"
-for nd in cli:eth0 gw:lan0 gw:wan0 srv:eth0; do
-    # Hosts send full checksums, as on a wire (MACHINE-NOTES).
-    inns "${nd%%:*}" ethtool -K "${nd#*:}" $OFFLOADS >/dev/null 2>&1 || true
-done
-inns gw sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0
-inns gw ip addr add 10.0.0.1/24 dev lan0
-inns gw ip addr add 203.0.113.1/24 dev wan0
-inns gw ip link set lan0 up
-inns gw ip link set wan0 up
-inns gw ip route add default via 203.0.113.254 dev wan0 onlink
-inns cli ip addr add 10.0.0.10/24 dev eth0
-inns cli ip link set eth0 up
-inns cli ip route add default via 10.0.0.1
-inns srv ip addr add 203.0.113.100/24 dev eth0
-inns srv ip link set eth0 up
+NETNS_SWITCHED=0 NETNS_INSIDE=cli:10.0.0.10 NETNS_OUTSIDE=srv:203.0.113.100 \
+    NETNS_OFFLOADS="$OFFLOADS" NETNS_QUIET=1 "$ROOT/scripts/netns.sh" up "$P" || exit 1
 inns srv ip route add default via 203.0.113.1
 inns gw sh -c "printf %x $((1 << GW_CPU)) > /sys/class/net/lan0/queues/rx-0/rps_cpus"
 inns gw sh -c "printf %x $((1 << GW_CPU)) > /sys/class/net/wan0/queues/rx-0/rps_cpus"
@@ -210,13 +193,10 @@ tx_count() { inns cli sh -c 'echo $(( $(cat /sys/class/net/eth0/statistics/tx_pa
 
 # --- natgw ------------------------------------------------------------------------
 natgw_config() { # extra rule? (the reload target differs by one rule)
+    # The shared topology's config (scripts/topology/natgw.toml) with the
+    # bench's backend, socket, CPU and snapshot settings.
+    "$ROOT/scripts/netns.sh" config | sed "s|^\[gateway\]\$|[gateway]\nbackend = \"afxdp\"\ncontrol_socket = \"$work/natgw.sock\"|"
     cat <<EOF
-# bench/hitless.sh: tests/netns NATGW_CONFIG with the bench's socket and CPU
-[gateway]
-backend = "afxdp"
-control_socket = "$work/natgw.sock"
-unmatched = "forward"
-hairpin = true
 
 [afxdp]
 mode = "auto"
@@ -225,34 +205,6 @@ cpus = [$GW_CPU]
 [snapshot]
 path = "$work/state.snap"
 interval = 1
-
-[[interface]]
-name = "lan0"
-role = "inside"
-address = "10.0.0.1/24"
-
-[[interface]]
-name = "wan0"
-role = "outside"
-address = "203.0.113.1/24"
-
-[[route]]
-to = "0.0.0.0/0"
-via = "203.0.113.254"
-
-[[rule]]
-name = "web"
-dst = "203.0.113.1"
-proto = "tcp"
-dport = 8080
-action = "dnat"
-to = "10.0.0.5:80"
-
-[[rule]]
-name = "lan-out"
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
 EOF
     if [ "$1" = 1 ]; then
         cat <<EOF

@@ -187,7 +187,7 @@ cleanup() {
     [ ${#live[@]} -gt 0 ] && sleep 0.5
     for p in "${live[@]}"; do ours "$p" && kill -KILL -- "-$p" 2>/dev/null; done
     wait 2>/dev/null
-    for n in cli gw srv; do ip netns del "$P-$n" 2>/dev/null; done
+    NETNS_QUIET=1 ./scripts/netns.sh down "$P"
     local left=""
     for p in "${PIDS[@]}"; do ours "$p" && left+=" $p"; done
     [ -n "$(ip netns list | grep "^$P-")" ] && left+=" namespaces:$(ip netns list | grep "^$P-" | tr '\n' ' ')"
@@ -247,23 +247,18 @@ echo "$CT_SAVED" >"$work/meta/conntrack_saved"
 echo "$(cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null) $(cat /proc/sys/net/netfilter/nf_conntrack_buckets 2>/dev/null)" >"$work/meta/conntrack_set"
 
 # --- topology ------------------------------------------------------------------------
-log "building namespaces $P-{cli,gw,srv}"
-for n in cli gw srv; do
-    ip netns add "$P-$n"
-    inns "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-    inns "$n" ip link set lo up
-done
-# Two queues possible on the gateway path (figure 7 switches them with ethtool -L);
-# one queue otherwise.
-Q2="numtxqueues 2 numrxqueues 2"
-ip link add eth0 netns "$P-cli" $Q2 type veth peer name lan0 netns "$P-gw" $Q2
-ip link add wan0 netns "$P-gw" $Q2 type veth peer name eth0 netns "$P-srv" $Q2
-ip link add eth1 netns "$P-cli" type veth peer name eth1 netns "$P-srv"
+log "building namespaces $P-{cli,gw,srv} (scripts/netns.sh, unswitched)"
+# The shared topology, shortest form (cli -- gw -- srv), with two queues
+# possible on the gateway path (figure 7 switches them with ethtool -L; one
+# queue otherwise) and offloads off everywhere: hosts send full checksums as
+# on a wire (MACHINE-NOTES), and every gateway sees the same frames.
 OFFLOADS="tx off tso off gso off gro off"
-VETHS="cli:eth0 gw:lan0 gw:wan0 srv:eth0 cli:eth1 srv:eth1"
-for nd in $VETHS; do
-    # Offloads off everywhere: hosts send full checksums as on a wire
-    # (MACHINE-NOTES), and every gateway sees the same frames.
+NETNS_SWITCHED=0 NETNS_INSIDE=cli:10.0.0.10 NETNS_OUTSIDE=srv:203.0.113.100 \
+    NETNS_VETH_OPTS="numtxqueues 2 numrxqueues 2" NETNS_OFFLOADS="$OFFLOADS" NETNS_QUIET=1 \
+    ./scripts/netns.sh up "$P" || die "building the topology failed"
+# Plus a direct generator -> sink link (no gateway): the ceiling.
+ip link add eth1 netns "$P-cli" type veth peer name eth1 netns "$P-srv"
+for nd in cli:eth1 srv:eth1; do
     inns "${nd%%:*}" ethtool -K "${nd#*:}" $OFFLOADS >/dev/null 2>&1 || true
 done
 set_channels() { # n: 1 or 2 queues on the gateway path
@@ -273,24 +268,13 @@ set_channels() { # n: 1 or 2 queues on the gateway path
     done
 }
 set_channels 1
-inns gw sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0
-inns gw ip addr add 10.0.0.1/24 dev lan0
-inns gw ip addr add 203.0.113.1/24 dev wan0
-inns gw ip link set lan0 up
-inns gw ip link set wan0 up
-inns gw ip route add default via 203.0.113.254 dev wan0 onlink
-inns cli ip addr add 10.0.0.10/24 dev eth0
 inns cli ip addr add 10.99.0.10/24 dev eth1
-inns cli ip link set eth0 up
 inns cli ip link set eth1 up
-inns cli ip route add default via 10.0.0.1
 inns cli sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
-inns srv ip addr add 203.0.113.100/24 dev eth0
 inns srv ip addr add 10.99.0.100/24 dev eth1
 # Figure 4 sends each run to its own server address (203.0.113.101-140), so that no
 # run meets the server's TIME_WAIT sockets or a gateway's old flows from an earlier one.
 for i in $(seq 101 140); do inns srv ip addr add "203.0.113.$i/32" dev eth0; done
-inns srv ip link set eth0 up
 inns srv ip link set eth1 up
 inns srv ip route add default via 203.0.113.1
 inns srv sysctl -qw net.core.somaxconn=8192 net.ipv4.tcp_max_syn_backlog=8192

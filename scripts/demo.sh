@@ -57,7 +57,8 @@ say() { printf '\n== %s\n' "$*"; }
 step() { printf '\n-- %s\n' "$*"; }
 indent() { sed 's/^/   /'; }
 wait_for() { for _ in $(seq 150); do eval "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "   timed out waiting for: $1" >&2; return 1; }
-bg() { local n=$1; shift; nsx "$n" "$@" & pids+=($!); }
+# Background process in a host; its PID (ip netns exec execs it) is kept.
+bg() { local n=$1; shift; ip netns exec "$P-$n" "$@" & pids+=($!); }
 
 say "1. the hosts: clients and servers inside, servers outside, a bare gateway"
 netns_up "$P"
@@ -89,10 +90,10 @@ port = 80
 EOF
 } >"$work/natgw.toml"
 say "2. natgw's config ($work/natgw.toml), as natgw check reads it"
-"$natgw" check --config "$work/natgw.toml" | sed -n '/^rules/,/^limits/p' | sed '$d' | indent
+"$natgw" check --config "$work/natgw.toml" | sed -n '/^rules/,/^limits/p; /^services/,/^snapshot/p' | grep -v -e '^limits' -e '^snapshot' | indent
 
 say "3. starting natgw ($backend backend)"
-nsx gw "$natgw" run --config "$work/natgw.toml" 2>"$work/natgw.log" &
+ip netns exec "$P-gw" "$natgw" run --config "$work/natgw.toml" 2>"$work/natgw.log" &
 natgw_pid=$!
 wait_for 'grep -q "natgw running" "$work/natgw.log"' || { cat "$work/natgw.log"; exit 1; }
 grep -E "attached|natgw running" "$work/natgw.log" | sed 's/^\[[^]]*\] *//' | indent
@@ -164,10 +165,11 @@ step "8. 30 requests from out and out2 to the virtual service 203.0.113.10:80 (r
 for h in out out2; do
     for _ in $(seq 15); do nsx "$h" curl -s -m 5 http://203.0.113.10/ || echo "failed"; done
 done >"$work/lb.txt"
-sort "$work/lb.txt" | uniq -c | indent
-echo "   answered by: $(awk '{print $1}' "$work/lb.txt" | sort | uniq -c | awk '{printf "%s %s  ", $2, $1}')"
-step "natgw services --stats (like ipvsadm -L -n --stats)"
-"$natgw" services --socket "$work/natgw.sock" --stats | indent
+echo "   answered by: $(awk '{print $1}' "$work/lb.txt" | sort | uniq -c | awk '{printf "%s %s, ", $2, $1}' | sed 's/, $//') (round robin: 10 each)"
+echo "   each server saw the real client: $(awk '{print $NF}' "$work/lb.txt" | sort -u | tr '\n' ' ')"
+step "natgw services (like ipvsadm -L -n) and --stats"
+"$natgw" services --socket "$work/natgw.sock" | indent
+"$natgw" services --socket "$work/natgw.sock" --stats | sed -n '/^Prot/,$p' | indent
 
 say "CHANGE WITHOUT INTERRUPTION"
 step "9. a long-lived TCP connection: cl2 -> out:9000, a line every 5 ms, every echo checked"
@@ -195,12 +197,12 @@ except Exception as e:
 print(json.dumps({"sent": sent, "echoed": echoed, "lost": sent - echoed,
                   "longest_pause_ms": round(longest * 1000, 1), "error": err}), flush=True)
 EOF
-nsx cl2 python3 "$work/chat.py" 203.0.113.100 9000 "$work/stop" >"$work/chat.out" 2>&1 &
+ip netns exec "$P-cl2" python3 "$work/chat.py" 203.0.113.100 9000 "$work/stop" >"$work/chat.out" 2>&1 &
 chat_pid=$!
 pids+=("$chat_pid")
 wait_for 'grep -q CONNECTED "$work/chat.out"' || { cat "$work/chat.out"; exit 1; }
 sleep 2
-"$natgw" flows --socket "$work/natgw.sock" --proto tcp --dport 9000 | indent
+"$natgw" flows --socket "$work/natgw.sock" --proto tcp --dport 9000 2>/dev/null | indent
 
 step "10. natgw reload with a changed ruleset: a new port forward 203.0.113.1:8081 -> web1:80"
 cp "$work/natgw.toml" "$work/natgw-v2.toml"
@@ -220,7 +222,7 @@ sleep 2
 
 step "11. natgw run --takeover: a new natgw process takes over from the running one"
 old_pid=$natgw_pid
-nsx gw "$natgw" run --config "$work/natgw-v2.toml" --takeover 2>"$work/natgw2.log" &
+ip netns exec "$P-gw" "$natgw" run --config "$work/natgw-v2.toml" --takeover 2>"$work/natgw2.log" &
 natgw_pid=$!
 wait_for 'grep -q "natgw running" "$work/natgw2.log"' || { cat "$work/natgw2.log"; exit 1; }
 wait "$old_pid" 2>/dev/null || true
@@ -242,14 +244,21 @@ EOF
 say "13. natgw stats (the new process: counters carried over)"
 "$natgw" stats --socket "$work/natgw.sock" | indent
 
-say "14. natgw flows --proto tcp (like conntrack -L)"
-"$natgw" flows --socket "$work/natgw.sock" --proto tcp 2>&1 | head -20 | indent
+say "14. natgw flows (like conntrack -L): the long-lived connection, and a count per protocol"
+"$natgw" flows --socket "$work/natgw.sock" --proto tcp --dport 9000 2>/dev/null | indent
+for proto in tcp udp icmp; do
+    echo "   $proto: $("$natgw" flows --socket "$work/natgw.sock" --proto $proto --count 2>&1 | tail -1)"
+done
 
 say "15. stopping natgw (SIGTERM)"
 kill -TERM "$natgw_pid"
 wait "$natgw_pid" 2>/dev/null || true
 natgw_pid=
-grep -E "stopping|stopped" "$work/natgw2.log" | sed 's/^\[[^]]*\] *//' | indent
-if nsx gw ip link show | grep -q xdp; then echo "   XDP program still attached!"; else echo "   no XDP program left on lan0/wan0"; fi
+grep -E "natgw stopping$|natgw stopped cleanly" "$work/natgw2.log" | sed 's/^\[[^]]*\] *//' | indent
+if [ "$backend" = afxdp ]; then
+    if nsx gw ip link show | grep -q xdp; then echo "   XDP program still attached!"; else echo "   no XDP program left on lan0/wan0"; fi
+else
+    if nsx gw ip -o link show type tun | grep -q .; then echo "   TUN device left behind!"; else echo "   no TUN device left in the gateway"; fi
+fi
 echo
 echo "demo done; removing the namespaces"

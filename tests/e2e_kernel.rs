@@ -83,3 +83,56 @@ fn bare_gateway_forwards_nothing() {
         "outside host reached the LAN untranslated"
     );
 }
+
+/// What a user who runs the suite without root sees, and what CI sees: this
+/// test binary, run again as an unprivileged user on one e2e test, skips
+/// it (passes, with a SKIPPED line) when nothing asks for e2e tests, and
+/// fails naming the reason under `CI=true` or `NATGW_E2E=1`.
+#[test]
+fn skipping_is_a_failure_under_ci() {
+    if let Some(why) = netns::skip_reason() {
+        assert!(!netns::e2e_required(), "cannot run: {why}");
+        eprintln!("SKIPPED skipping_is_a_failure_under_ci: {why}");
+        return;
+    }
+    // A copy that the unprivileged user may execute.
+    let dir = std::env::temp_dir().join(format!("ngt-unpriv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("e2e_kernel");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&exe)
+            .args(["bare_gateway_forwards_nothing", "--exact", "--nocapture"])
+            .env_remove("CI")
+            .env_remove("NATGW_E2E")
+            .current_dir(&dir);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().expect("run setpriv");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let (ok, text) = run(&[]);
+    assert!(
+        ok && text.contains("SKIPPED bare_gateway_forwards_nothing: not root"),
+        "without CI, an unprivileged run should skip with the reason:\n{text}"
+    );
+    for env in [[("CI", "true")], [("NATGW_E2E", "1")]] {
+        let (ok, text) = run(&env);
+        assert!(
+            !ok && text.contains("end-to-end test cannot run: not root"),
+            "with {env:?}, an unprivileged run must fail with the reason:\n{text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -81,57 +81,19 @@ pub const SRV_PORT: u16 = 80;
 /// port forwarding (from either side, so hairpinned flows are translated
 /// too), masquerade of the LAN out of wan0, and hairpin masquerade (a
 /// DNATed flow that leaves lan0 again gets the gateway's inside address).
-pub const KERNEL_RULESET: &str = r#"table ip natgw {
-    chain prerouting {
-        type nat hook prerouting priority dstnat; policy accept;
-        ip daddr 203.0.113.1 tcp dport 8080 dnat to 10.0.0.5:80
-    }
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "wan0" ip saddr 10.0.0.0/24 masquerade
-        oifname "lan0" ip saddr 10.0.0.0/24 ip daddr 10.0.0.0/24 ct status dnat masquerade
-    }
-}
-"#;
+/// One definition, shared with scripts/netns.sh.
+pub const KERNEL_RULESET: &str = include_str!("../../scripts/topology/kernel.nft");
 
 /// The natgw config equivalent to [`KERNEL_RULESET`] for the bare gateway
 /// namespace (`natgw run --config FILE` inside `gw`). Hairpinning is
 /// natgw's `hairpin = true`: a DNATed flow routed back out of its input
-/// interface gets the input interface's address.
-pub const NATGW_CONFIG: &str = r#"# natgw e2e topology (tests/netns): the equivalent of KERNEL_RULESET.
-[gateway]
-unmatched = "forward"
-hairpin = true
+/// interface gets the input interface's address. One definition, shared
+/// with scripts/netns.sh (`scripts/netns.sh config`), the demo and the
+/// benchmarks.
+pub const NATGW_CONFIG: &str = include_str!("../../scripts/topology/natgw.toml");
 
-[[interface]]
-name = "lan0"
-role = "inside"
-address = "10.0.0.1/24"
-
-[[interface]]
-name = "wan0"
-role = "outside"
-address = "203.0.113.1/24"
-
-[[route]]
-to = "0.0.0.0/0"
-via = "203.0.113.254"
-
-# Port forwarding, matched from both sides so hairpinned flows get it too.
-[[rule]]
-name = "web"
-dst = "203.0.113.1"
-proto = "tcp"
-dport = 8080
-action = "dnat"
-to = "10.0.0.5:80"
-
-[[rule]]
-name = "lan-out"
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
-"#;
+/// The script that builds the topology (the one definition of it).
+pub const NETNS_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns.sh");
 
 /// [`NATGW_CONFIG`] with `control_socket` set and `extra` lines added to
 /// its `[gateway]` table.
@@ -465,8 +427,9 @@ impl Topology {
         p
     }
 
+    /// Builds the namespaces with scripts/netns.sh (the spec passed as its
+    /// NETNS_* variables); the script removes what it built if it fails.
     fn build(&self) {
-        let p = &self.prefix;
         let s = &self.spec;
         for h in s.inside.iter().chain(&s.outside) {
             assert!(h.name.len() <= 13, "host name {} too long", h.name);
@@ -476,163 +439,41 @@ impl Topology {
                 h.name
             );
         }
+        let list = |hosts: &[Host]| {
+            hosts
+                .iter()
+                .map(|h| format!("{}:{}", h.name, h.addr))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let mut names: Vec<String> = vec!["gw".into()];
         if s.switched {
             names.push("sw".into());
         }
         names.extend(self.hosts().iter().map(|h| h.to_string()));
-
-        // 1. Namespaces and veth pairs, created straight in their
-        //    namespaces (no temporary names in the root namespace).
-        let mut batch = String::new();
-        for n in &names {
-            batch += &format!("netns add {p}-{n}\n");
-        }
-        let mut pair = |a: &str, an: &str, b: &str, bn: &str| {
-            batch += &format!(
-                "link add name {an} netns {p}-{a} type veth peer name {bn} netns {p}-{b}\n"
-            );
-        };
-        if s.switched {
-            pair("gw", "lan0", "sw", "l-gw");
-            pair("gw", "wan0", "sw", "w-gw");
-            for h in &s.inside {
-                pair(h.name, "eth0", "sw", &format!("l-{}", h.name));
-            }
-            for h in &s.outside {
-                pair(h.name, "eth0", "sw", &format!("w-{}", h.name));
-            }
-            if s.router {
-                pair("rtr", "eth0", "sw", "w-rtr");
-                pair("rtr", "eth1", "far", "eth0");
-            }
-        } else {
-            pair("gw", "lan0", s.inside[0].name, "eth0");
-            pair("gw", "wan0", s.outside[0].name, "eth0");
-        }
-        {
-            let _g = NETNS_ADD.lock().unwrap_or_else(|e| e.into_inner());
-            self.created
-                .lock()
-                .unwrap()
-                .extend(names.iter().map(|n| format!("{p}-{n}")));
-            let out = run_cmd(
-                {
-                    let mut c = Command::new("ip");
-                    c.args(["-batch", "-"]);
-                    c
-                },
-                Some(batch.as_bytes()),
-                EXEC_TIMEOUT,
-            );
-            assert!(
-                out.status.success(),
-                "creating namespaces failed: {}\n{batch}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-
-        // 2. Each namespace's own setup, in two phases, all namespaces of a
-        //    phase at once. Both ends of a veth pair going up at the same
-        //    moment (in parallel) can race and leave the pair without
-        //    carrier, so phase A brings up one end of every pair (gw, rtr,
-        //    hosts on bridges) and phase B the other (the bridge ports in
-        //    sw, far; unswitched: the hosts), each waiting for carrier.
-        let common = "set -e\n\
-            sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1\n\
-            ip link set lo up\n";
-        let iface = |dev: &str, cidr: &str| {
-            format!(
-                "ip addr add {cidr} dev {dev}\nethtool -K {dev} tx off >/dev/null\nip link set {dev} up\n"
-            )
-        };
-        let carrier = |dev: &str| {
-            format!(
-                "n=0; until [ \"$(cat /sys/class/net/{dev}/carrier 2>/dev/null)\" = 1 ]; do \
-                 n=$((n+1)); [ $n -lt 300 ] || {{ echo 'no carrier on {dev}' >&2; exit 1; }}; sleep 0.01; done\n"
-            )
-        };
-        // (phase B?, host, script)
-        let mut scripts: Vec<(bool, String, String)> = Vec::new();
-        // Gateway: bare (no forwarding), no redirects (hairpin would draw
-        // them), default route to the outside router as in NATGW_CONFIG.
-        let mut gw = common.to_string();
-        gw += "sysctl -q -w net.ipv4.ip_forward=0 net.ipv4.conf.all.send_redirects=0 \
-               net.ipv4.conf.default.send_redirects=0 net.ipv4.conf.lan0.send_redirects=0 \
-               net.ipv4.conf.wan0.send_redirects=0\n";
-        gw += &iface("lan0", &format!("{GW_LAN}/24"));
-        gw += &iface("wan0", &format!("{GW_WAN}/24"));
-        gw += &format!("ip route add default via {RTR} dev wan0\n");
-        scripts.push((false, "gw".into(), gw));
-        if s.switched {
-            let mut sw = common.to_string();
-            sw += "sysctl -q -w net.bridge.bridge-nf-call-iptables=0 \
-                   net.bridge.bridge-nf-call-arptables=0 2>/dev/null || true\n";
-            for (br, side, hosts) in [("brlan", "l", &s.inside), ("brwan", "w", &s.outside)] {
-                sw += &format!(
-                    "ip link add {br} type bridge stp_state 0 forward_delay 0 mcast_snooping 0\n\
-                     ip link set {br} up\n"
-                );
-                let mut ports: Vec<String> =
-                    hosts.iter().map(|h| format!("{side}-{}", h.name)).collect();
-                ports.push(format!("{side}-gw"));
-                if side == "w" && s.router {
-                    ports.push("w-rtr".into());
-                }
-                for port in ports {
-                    sw += &format!("ip link set {port} master {br}\nip link set {port} up\n");
-                    sw += &carrier(&port);
-                }
-            }
-            scripts.push((true, "sw".into(), sw));
-        }
-        for h in &s.inside {
-            let mut sc = common.to_string();
-            sc += &iface("eth0", &format!("{}/24", h.addr));
-            sc += &format!("ip route add default via {GW_LAN}\n");
-            if !s.switched {
-                sc += &carrier("eth0");
-            }
-            scripts.push((!s.switched, h.name.into(), sc));
-        }
-        for h in &s.outside {
-            let mut sc = common.to_string();
-            sc += &iface("eth0", &format!("{}/24", h.addr));
-            if s.router {
-                sc += &format!("ip route add default via {RTR}\n");
-            }
-            if !s.switched {
-                sc += &carrier("eth0");
-            }
-            scripts.push((!s.switched, h.name.into(), sc));
-        }
-        if s.router {
-            let mut r = common.to_string();
-            r += "sysctl -q -w net.ipv4.ip_forward=1\n";
-            r += &iface("eth0", &format!("{RTR}/24"));
-            r += &iface("eth1", &format!("{RTR_FAR}/24"));
-            scripts.push((false, "rtr".into(), r));
-            let mut f = common.to_string();
-            f += &iface("eth0", &format!("{FAR}/24"));
-            f += &format!("ip route add default via {RTR_FAR}\n");
-            f += &carrier("eth0");
-            scripts.push((true, "far".into(), f));
-        }
-        for phase_b in [false, true] {
-            let procs: Vec<(String, Proc)> = scripts
-                .iter()
-                .filter(|(b, _, _)| *b == phase_b)
-                .map(|(_, h, sc)| (h.clone(), self.spawn(h, sc)))
-                .collect();
-            for (h, mut p) in procs {
-                let st = p.wait(EXEC_TIMEOUT);
-                assert!(
-                    st.is_some_and(|s| s.success()),
-                    "setting up namespace {h} failed ({st:?}): {}",
-                    p.stderr()
-                );
-            }
-        }
+        let mut cmd = Command::new("bash");
+        cmd.args([NETNS_SH, "up", &self.prefix])
+            .env("NETNS_INSIDE", list(&s.inside))
+            .env("NETNS_OUTSIDE", list(&s.outside))
+            .env_remove("NETNS_EXTRA_INSIDE")
+            .env_remove("NETNS_EXTRA_OUTSIDE")
+            .env("NETNS_SWITCHED", if s.switched { "1" } else { "0" })
+            .env("NETNS_ROUTER", if s.router { "1" } else { "0" })
+            .env("NETNS_QUIET", "1");
+        // `ip netns add` of parallel tests take turns (the first one
+        // mounts /run/netns).
+        let _g = NETNS_ADD.lock().unwrap_or_else(|e| e.into_inner());
+        self.created
+            .lock()
+            .unwrap()
+            .extend(names.iter().map(|n| format!("{}-{n}", self.prefix)));
+        let out = run_cmd(cmd, None, EXEC_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "building the topology failed ({NETNS_SH} up {}): {}",
+            self.prefix,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Makes the gateway the Linux reference: ip_forward=1 and
@@ -1017,6 +858,28 @@ impl Proc {
             panic!("{} did not become ready: {}", self.desc, self.stderr());
         }
         self
+    }
+
+    /// The stdout lines starting with `prefix`, once there are at least
+    /// `n` of them (or what there is after `timeout`, or once stdout
+    /// closed): a server's log line may reach us a moment after the
+    /// client got its answer.
+    pub fn lines_starting(&self, prefix: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.out;
+        let mut g = m.lock().unwrap();
+        loop {
+            let v: Vec<String> =
+                g.0.iter()
+                    .filter(|l| l.starts_with(prefix))
+                    .map(|l| l.trim_end().to_string())
+                    .collect();
+            let now = Instant::now();
+            if v.len() >= n || g.1 || now >= deadline {
+                return v;
+            }
+            g = cv.wait_timeout(g, deadline - now).unwrap().0;
+        }
     }
 
     /// Stdout lines so far (without line ends).

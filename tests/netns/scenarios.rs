@@ -57,11 +57,7 @@ pub fn masquerade_http(t: &Topology) {
             "[{host}] outside server saw {body:?}, expected the gateway's outside address {GW_WAN}"
         );
     }
-    let gets: Vec<String> = web
-        .lines()
-        .into_iter()
-        .filter(|l| l.starts_with("GET "))
-        .collect();
+    let gets = web.lines_starting("GET ", clients.len(), Duration::from_secs(5));
     assert_eq!(gets.len(), clients.len(), "server log: {gets:?}");
     assert!(
         gets.iter()
@@ -150,11 +146,7 @@ pub fn dnat_port_forward(t: &Topology) {
             "[{host}] inside server saw {body:?}, expected the client's own address {addr}"
         );
     }
-    let gets: Vec<String> = web
-        .lines()
-        .into_iter()
-        .filter(|l| l.starts_with("GET "))
-        .collect();
+    let gets = web.lines_starting("GET ", 2, Duration::from_secs(5));
     assert_eq!(gets.len(), 2, "server log: {gets:?}");
     timed("dnat_port_forward", t0);
 }
