@@ -2,6 +2,9 @@
 //! `replay` of a capture, output read back by an independent pcap reader
 //! (and by tcpdump when it is installed).
 
+mod common;
+
+use common::{ConfigText, dnat_web, masquerade_lan};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
@@ -9,33 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[[interface]]
-name = "lan0"
-role = "inside"
-address = "10.0.0.1/24"
-
-[[interface]]
-name = "wan0"
-role = "outside"
-address = "203.0.113.1/24"
-
-[[route]]
-to = "0.0.0.0/0"
-via = "203.0.113.254"
-
-[[rule]]
-iif = "wan0"
-proto = "tcp"
-dport = 8080
-action = "dnat"
-to = "10.0.0.5:80"
-
-[[rule]]
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
-"#;
+/// Port forwarding and masquerade on the base interfaces (no `[gateway]`).
+fn config() -> String {
+    ConfigText::base()
+        .rule(dnat_web())
+        .rule(masquerade_lan())
+        .text()
+}
 
 fn natgw(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_natgw"))
@@ -59,7 +42,7 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 #[test]
 fn check_prints_the_effective_ruleset() {
     let d = tmpdir("check-ok");
-    let cfg = write_config(&d, CONFIG);
+    let cfg = write_config(&d, &config());
     let out = natgw(&["check", "--config", cfg.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -84,7 +67,7 @@ fn check_prints_the_effective_ruleset() {
 #[test]
 fn check_refuses_a_bad_config_naming_file_line_and_field() {
     let d = tmpdir("check-bad");
-    let cfg = write_config(&d, &CONFIG.replace("oif = \"wan0\"", "oif = \"eth9\""));
+    let cfg = write_config(&d, &config().replace("oif = \"wan0\"", "oif = \"eth9\""));
     let out = natgw(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -152,7 +135,7 @@ fn capture(path: &Path) {
 #[test]
 fn replay_writes_translated_frames() {
     let d = tmpdir("replay");
-    let cfg = write_config(&d, CONFIG);
+    let cfg = write_config(&d, &config());
     let (inp, outp) = (d.join("in.pcap"), d.join("out.pcap"));
     capture(&inp);
     let out = natgw(&[
@@ -226,7 +209,7 @@ fn replay_writes_translated_frames() {
 #[test]
 fn replay_refuses_an_unknown_interface() {
     let d = tmpdir("replay-iif");
-    let cfg = write_config(&d, CONFIG);
+    let cfg = write_config(&d, &config());
     let inp = d.join("in.pcap");
     capture(&inp);
     let out = natgw(&[

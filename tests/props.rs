@@ -34,29 +34,20 @@ fn pt(cases: u32) -> PtConfig {
 }
 
 /// Masquerade for the LAN plus two published services.
-const MASQ_DNAT: &str = r#"
-[[rule]]
-name = "web"
-iif = "wan0"
-proto = "tcp"
-dport = 8080
-action = "dnat"
-to = "10.0.0.5:80"
-
-[[rule]]
-name = "dns"
-iif = "wan0"
-proto = "udp"
-dport = 5353
-action = "dnat"
-to = "10.0.0.6:53"
-
-[[rule]]
-name = "lan-out"
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
-"#;
+fn masq_dnat() -> ConfigText {
+    ConfigText::seeded()
+        .rule(dnat_web().name("web"))
+        .rule(
+            Fields::new()
+                .name("dns")
+                .s("iif", "wan0")
+                .s("proto", "udp")
+                .v("dport", 5353)
+                .s("action", "dnat")
+                .s("to", "10.0.0.6:53"),
+        )
+        .rule(masquerade_lan().name("lan-out"))
+}
 
 // ---------------------------------------------------------------------------
 // Packet generation
@@ -295,7 +286,7 @@ proptest! {
     /// (`Gw::send` checks each emitted frame; a bad one fails the case.)
     #[test]
     fn a_emitted_frames_have_valid_checksums(events in proptest::collection::vec(event(), 1..40)) {
-        let mut gw = Gw::with("", MASQ_DNAT);
+        let mut gw = Gw::of(masq_dnat());
         let mut sent: Vec<Sent> = Vec::new();
         for ev in events {
             let out = match ev {
@@ -361,7 +352,7 @@ proptest! {
             1..24,
         )
     ) {
-        let gw = Gw::with("", MASQ_DNAT);
+        let gw = Gw::of(masq_dnat());
         for (p, reply_payload, kind, full) in pkts {
             let frame = p.frame();
             let orig = view(&frame);
@@ -456,15 +447,17 @@ proptest! {
         eim in any::<bool>(),
         flows in proptest::collection::vec(flow_spec(), 1..160),
     ) {
-        let mapping = if eim {
-            "mapping = \"endpoint-independent\"\nfiltering = \"endpoint-independent\"\n"
-        } else {
-            ""
-        };
-        let rules = format!(
-            "[timeouts]\nudp = 30\ntcp_syn_sent = 40\nicmp = 20\n\n[[rule]]\noif = \"wan0\"\nsrc = \"10.0.0.0/24\"\naction = \"masquerade\"\nports = \"2000-2015\"\n{mapping}"
+        let mut rule = masquerade_lan().s("ports", "2000-2015");
+        if eim {
+            rule = rule
+                .s("mapping", "endpoint-independent")
+                .s("filtering", "endpoint-independent");
+        }
+        let mut gw = Gw::of(
+            ConfigText::seeded()
+                .table("timeouts", "udp = 30\ntcp_syn_sent = 40\nicmp = 20")
+                .rule(rule),
         );
-        let mut gw = Gw::with("", &rules);
         // Outside tuple (as the server sees it) -> inside endpoint, for the
         // flows that are alive.
         let mut wire: HashMap<(SocketAddrV4, SocketAddrV4, u8), SocketAddrV4> = HashMap::new();
@@ -538,10 +531,11 @@ proptest! {
         port in 1u16..,
     ) {
         let key = ["tcp_syn_sent", "udp", "icmp"][kind as usize];
-        let rules = format!(
-            "[timeouts]\n{key} = {timeout}\n\n[[rule]]\noif = \"wan0\"\nsrc = \"10.0.0.0/24\"\naction = \"masquerade\"\n"
+        let mut gw = Gw::of(
+            ConfigText::seeded()
+                .table("timeouts", &format!("{key} = {timeout}"))
+                .rule(masquerade_lan()),
         );
-        let mut gw = Gw::with("", &rules);
         gw.now = Time(start_ns);
         let ipb = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"));
         let frame = match kind {
@@ -673,7 +667,7 @@ proptest! {
 
     #[test]
     fn e_no_panic_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let gw = Gw::with("", MASQ_DNAT);
+        let gw = Gw::of(masq_dnat());
         hammer(&gw, &bytes);
         // Random bytes behind a valid Ethernet/IPv4 start are likelier to
         // reach the deeper parsers.
@@ -694,7 +688,7 @@ proptest! {
         muts in proptest::collection::vec(mutation(), 1..6),
         fix in any::<bool>(),
     ) {
-        let gw = Gw::with("", MASQ_DNAT);
+        let gw = Gw::of(masq_dnat());
         // Some state to hit: a flow for the UDP seed and the TCP seed.
         let seeds = seed_frames();
         let _ = gw.on_lan(&seeds[0]);

@@ -1,7 +1,8 @@
 //! The stories of SCENARIOS.md 1 (share one public address) and 2 (publish
 //! an inside server), driven through the pure core with a virtual clock.
 //!
-//! Topology in every test (see `common::BASE_INTERFACES`):
+//! Topology in every test (see `common::BASE_INTERFACES`, which
+//! `common::ConfigText` starts from):
 //!
 //! ```text
 //!   inside hosts 10.0.0.0/24 --- lan0 10.0.0.1 [natgw] wan0 203.0.113.1 --- 203.0.113.254 --- internet
@@ -21,31 +22,22 @@ use std::net::Ipv4Addr;
 
 /// `masquerade` for the LAN on the way out of wan0 (iptables
 /// `-s 10.0.0.0/24 -o wan0 -j MASQUERADE`).
-const MASQ: &str = r#"
-[[rule]]
-name = "lan-out"
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
-"#;
+fn lan_out() -> Fields {
+    masquerade_lan().name("lan-out")
+}
+
+/// The gateway with [`lan_out`] only.
+fn masq() -> ConfigText {
+    ConfigText::seeded().rule(lan_out())
+}
 
 /// Port forwarding `public:8080 -> 10.0.0.5:80` for outside clients, and
 /// masquerade for the LAN.
-const DNAT_AND_MASQ: &str = r#"
-[[rule]]
-name = "web"
-iif = "wan0"
-proto = "tcp"
-dport = 8080
-action = "dnat"
-to = "10.0.0.5:80"
-
-[[rule]]
-name = "lan-out"
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
-"#;
+fn dnat_and_masq() -> ConfigText {
+    ConfigText::seeded()
+        .rule(dnat_web().name("web"))
+        .rule(lan_out())
+}
 
 const GW_OUT: &str = "203.0.113.1";
 const GW_IN: &str = "10.0.0.1";
@@ -65,7 +57,7 @@ fn public(port: u16) -> String {
 
 #[test]
 fn masquerade_inside_host_reaches_server_and_gets_reply() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
 
     // The inside host opens a connection to a web server.
     let out = gw.on_lan(&tcp("10.0.0.2:40000", "198.51.100.20:80", SYN, b""));
@@ -151,7 +143,7 @@ fn masquerade_inside_host_reaches_server_and_gets_reply() {
 
 #[test]
 fn masquerade_udp_round_trip() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let seen = gw
         .on_lan(&udp("10.0.0.2:5353", "198.51.100.53:53", b"dns query"))
         .seen();
@@ -170,7 +162,7 @@ fn masquerade_udp_round_trip() {
 /// means "no checksum"). Craft a datagram whose translated checksum is zero.
 #[test]
 fn udp_checksum_that_computes_to_zero_is_sent_as_ffff() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let first = gw
         .on_lan(&udp("10.0.0.2:40000", "198.51.100.20:53", b"\0\0"))
         .seen();
@@ -275,30 +267,19 @@ fn snat_pool_persistent_same_host_same_address() {
     );
 }
 
-const EIM: &str = r#"
-[[rule]]
-name = "lan-out"
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
-mapping = "endpoint-independent"
-"#;
+fn eim() -> Fields {
+    lan_out().s("mapping", "endpoint-independent")
+}
 
-const EIM_EIF: &str = r#"
-[[rule]]
-name = "lan-out"
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
-mapping = "endpoint-independent"
-filtering = "endpoint-independent"
-"#;
+fn eim_eif() -> Fields {
+    eim().s("filtering", "endpoint-independent")
+}
 
 /// A peer-to-peer client talks to a STUN server, then to a second server:
 /// both see the same public address and port (RFC 4787 REQ-1).
 #[test]
 fn udp_endpoint_independent_mapping_keeps_outside_port() {
-    let gw = Gw::with("", EIM);
+    let gw = Gw::of(ConfigText::seeded().rule(eim()));
     let a = gw
         .on_lan(&udp(
             "10.0.0.2:5000",
@@ -353,7 +334,7 @@ fn udp_endpoint_independent_mapping_keeps_outside_port() {
 /// never sent to cannot use the mapping; once the inside sends to it, it can.
 #[test]
 fn udp_eim_without_eif_filters_unknown_remotes() {
-    let gw = Gw::with("", EIM);
+    let gw = Gw::of(ConfigText::seeded().rule(eim()));
     let m = gw
         .on_lan(&udp(
             "10.0.0.2:5000",
@@ -382,7 +363,7 @@ fn udp_eim_without_eif_filters_unknown_remotes() {
 /// from the mapped address and port.
 #[test]
 fn udp_eim_with_eif_lets_new_remote_in() {
-    let mut gw = Gw::with("", EIM_EIF);
+    let mut gw = Gw::of(ConfigText::seeded().rule(eim_eif()));
     let m = gw
         .on_lan(&udp(
             "10.0.0.2:5000",
@@ -435,7 +416,7 @@ fn udp_eim_with_eif_lets_new_remote_in() {
 
 #[test]
 fn dnat_port_forward_server_sees_real_client() {
-    let gw = Gw::with("", DNAT_AND_MASQ);
+    let gw = Gw::of(dnat_and_masq());
     let client = "198.51.100.99:50000";
 
     let out = gw.on_wan(&tcp(client, &public(8080), SYN, b""));
@@ -488,19 +469,18 @@ fn dnat_port_forward_server_sees_real_client() {
 /// destination only).
 #[test]
 fn dnat_server_sees_client_privileged_source_port() {
-    let gw = Gw::with(
-        "",
-        &format!(
-            r#"
-[[rule]]
-name = "ntp"
-iif = "wan0"
-proto = "udp"
-dport = 123
-action = "dnat"
-to = "10.0.0.6:123"
-{MASQ}"#
-        ),
+    let gw = Gw::of(
+        ConfigText::seeded()
+            .rule(
+                Fields::new()
+                    .name("ntp")
+                    .s("iif", "wan0")
+                    .s("proto", "udp")
+                    .v("dport", 123)
+                    .s("action", "dnat")
+                    .s("to", "10.0.0.6:123"),
+            )
+            .rule(lan_out()),
     );
     let seen = gw
         .on_wan(&udp("198.51.100.99:123", &public(123), b"ntp request"))
@@ -541,17 +521,16 @@ fn unmatched_flows_are_routed_untranslated() {
 /// 10.0.0.5 is 203.0.113.5 to the world, both ways, with ports untouched.
 #[test]
 fn one_to_one_mapping_both_ways_keeps_ports() {
-    let gw = Gw::with(
-        "",
-        &format!(
-            r#"
-[[rule]]
-name = "server-1to1"
-src = "10.0.0.5/32"
-action = "netmap"
-to = "203.0.113.5/32"
-{MASQ}"#
-        ),
+    let gw = Gw::of(
+        ConfigText::seeded()
+            .rule(
+                Fields::new()
+                    .name("server-1to1")
+                    .s("src", "10.0.0.5/32")
+                    .s("action", "netmap")
+                    .s("to", "203.0.113.5/32"),
+            )
+            .rule(lan_out()),
     );
     // New inbound flows to the public address reach the server, which sees
     // the real client.
@@ -598,22 +577,19 @@ to = "203.0.113.5/32"
 /// natgw), and the answer reaches the client from the public address.
 #[test]
 fn hairpin_inside_client_reaches_inside_server_by_public_address() {
-    let rules = r#"
-[[rule]]
-name = "web-public"
-dst = "203.0.113.1"
-proto = "tcp"
-dport = 8080
-action = "dnat"
-to = "10.0.0.5:80"
-
-[[rule]]
-name = "lan-out"
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
-"#;
-    let gw = Gw::with("", rules);
+    let gw = Gw::of(
+        ConfigText::seeded()
+            .rule(
+                Fields::new()
+                    .name("web-public")
+                    .s("dst", "203.0.113.1")
+                    .s("proto", "tcp")
+                    .v("dport", 8080)
+                    .s("action", "dnat")
+                    .s("to", "10.0.0.5:80"),
+            )
+            .rule(lan_out()),
+    );
     let out = gw.on_lan(&tcp("10.0.0.7:40001", &public(8080), SYN, b""));
     assert_eq!(out.oif(), gw.lan, "back out of the interface it came in");
     assert_eq!(out.next_hop(), ip("10.0.0.5"));
@@ -664,7 +640,7 @@ action = "masquerade"
 
 #[test]
 fn ping_through_nat_two_hosts_same_id() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let id = 0x04d2;
     let a = gw.on_lan(&ping("10.0.0.2", "198.51.100.20", id, 1)).seen();
     let b = gw.on_lan(&ping("10.0.0.3", "198.51.100.20", id, 1)).seen();
@@ -704,7 +680,7 @@ fn ping_through_nat_two_hosts_same_id() {
 /// work like any other.
 #[test]
 fn ping_with_identifier_zero_works() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let out = gw.on_lan(&ping("10.0.0.2", "198.51.100.20", 0, 1));
     let seen = out.seen();
     assert_eq!(seen.src, gw_out());
@@ -717,7 +693,7 @@ fn ping_with_identifier_zero_works() {
 /// A UDP flow 10.0.0.2:40000 -> 198.51.100.20:53 through masquerade;
 /// returns the gateway and the frame as the server received it.
 fn udp_flow() -> (Gw, Vec<u8>) {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let out = gw.on_lan(&udp("10.0.0.2:40000", "198.51.100.20:53", b"dns query"));
     let frame = out.forwarded().to_vec();
     (gw, frame)
@@ -726,7 +702,7 @@ fn udp_flow() -> (Gw, Vec<u8>) {
 /// A TCP flow 10.0.0.2:40000 -> 198.51.100.20:443 (handshake done, one
 /// data segment); returns the gateway and the data segment as it left.
 fn tcp_flow() -> (Gw, Vec<u8>) {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let syn = gw.on_lan(&tcp("10.0.0.2:40000", "198.51.100.20:443", SYN, b""));
     let port = syn.seen().sport;
     let _ = gw.on_wan(&tcp_seq(
@@ -837,7 +813,7 @@ fn icmp_fragmentation_needed_reaches_inside_host_with_mtu() {
 #[test]
 fn icmp_time_exceeded_reaches_inside_host_traceroute() {
     // UDP traceroute: the probe leaves with TTL 1 and dies at the next router.
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let probe = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
         .ttl(2)
         .udp(33434, 33435, b"probe");
@@ -898,7 +874,7 @@ fn icmp_parameter_problem_reaches_inside_host() {
 
 #[test]
 fn icmp_host_unreachable_for_ping_reaches_the_right_host() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let _ = gw.on_lan(&ping("10.0.0.3", "198.51.100.77", 9, 1));
     let sent = gw.on_lan(&ping("10.0.0.2", "198.51.100.77", 9, 1));
     let kind = IcmpKind::HostUnreachable;
@@ -973,7 +949,7 @@ to = "10.0.0.5:53"
 
 #[test]
 fn icmp_error_about_unknown_flow_is_not_forwarded() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let never_sent = Ip::new(gw_out(), ip("198.51.100.20")).udp(4444, 53, b"x");
     let err = icmp_error(
         "198.51.100.20",
@@ -999,7 +975,7 @@ fn icmp_error_about_unknown_flow_is_not_forwarded() {
 /// gateway's inside address (what makes the first hop of traceroute show).
 #[test]
 fn ttl_one_gets_time_exceeded_from_gateway() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let probe = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
         .ttl(1)
         .udp(33434, 33434, b"probe");
@@ -1056,7 +1032,7 @@ fn ttl_one_gets_time_exceeded_from_gateway() {
 /// were the server.
 #[test]
 fn ttl_one_towards_published_port_gets_time_exceeded() {
-    let gw = Gw::with("", DNAT_AND_MASQ);
+    let gw = Gw::of(dnat_and_masq());
     let probe = Ip::new(ip("198.51.100.99"), gw_out())
         .ttl(1)
         .tcp(50000, 8080, SYN, 1, 0, b"");
@@ -1076,7 +1052,7 @@ fn ttl_one_towards_published_port_gets_time_exceeded() {
 
 #[test]
 fn tcp_flow_lifecycle_through_time_wait() {
-    let mut gw = Gw::with("", MASQ);
+    let mut gw = Gw::of(masq());
     let c = "10.0.0.2:40000";
     let s = "198.51.100.20:80";
     let state = |gw: &Gw| {
@@ -1138,13 +1114,18 @@ fn tcp_flow_lifecycle_through_time_wait() {
 // ---------------------------------------------------------------------------
 // Limits: flow table and ports
 
-fn limits(max: u32, early_drop: bool) -> String {
-    format!("[limits]\nmax_flows = {max}\nearly_drop = {early_drop}\n{MASQ}")
+fn limits(max: u32, early_drop: bool) -> ConfigText {
+    ConfigText::seeded()
+        .table(
+            "limits",
+            &format!("max_flows = {max}\nearly_drop = {early_drop}"),
+        )
+        .rule(lan_out())
 }
 
 #[test]
 fn flow_limit_drops_new_flow_without_early_drop() {
-    let mut gw = Gw::with("", &limits(4, false));
+    let mut gw = Gw::of(limits(4, false));
     for i in 0..4 {
         let _ = gw
             .on_lan(&udp(
@@ -1176,7 +1157,7 @@ fn flow_limit_drops_new_flow_without_early_drop() {
 
 #[test]
 fn flow_limit_with_early_drop_evicts_unreplied_flow() {
-    let gw = Gw::with("", &limits(4, true));
+    let gw = Gw::of(limits(4, true));
     // Flow 0 gets an answer (assured); flows 1-3 never do.
     let mut ports = Vec::new();
     for i in 0..4 {
@@ -1214,7 +1195,7 @@ fn flow_limit_with_early_drop_evicts_unreplied_flow() {
 /// flows: early drop finds a victim near the new flow.
 #[test]
 fn flow_limit_with_early_drop_large_table() {
-    let gw = Gw::with("", &limits(2048, true));
+    let gw = Gw::of(limits(2048, true));
     for i in 0..2048u32 {
         let src = format!("10.0.0.{}:{}", 2 + i % 200, 20000 + i);
         let _ = gw.on_lan(&udp(&src, "198.51.100.20:53", b"q")).seen();
@@ -1232,15 +1213,7 @@ fn flow_limit_with_early_drop_large_table() {
 
 #[test]
 fn port_exhaustion_is_counted_and_visible() {
-    let rules = r#"
-[[rule]]
-name = "lan-out"
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
-ports = "1000-1009"
-"#;
-    let mut gw = Gw::with("", rules);
+    let mut gw = Gw::of(ConfigText::seeded().rule(lan_out().s("ports", "1000-1009")));
     let mut used = HashSet::new();
     for h in 2..12 {
         let seen = gw
@@ -1289,7 +1262,7 @@ ports = "1000-1009"
 
 #[test]
 fn fragments_share_their_first_fragments_translation() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let payload: Vec<u8> = (0..64u8).collect();
     let whole = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
         .id(0x4242)
@@ -1336,7 +1309,7 @@ fn fragments_share_their_first_fragments_translation() {
 
 #[test]
 fn large_ping_fragments_keep_translated_identifier() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     // Another host holds the identifier, so this ping's id must change.
     let _ = gw
         .on_lan(&ping("10.0.0.3", "198.51.100.20", 0x77, 1))
@@ -1362,7 +1335,7 @@ fn large_ping_fragments_keep_translated_identifier() {
 
 #[test]
 fn later_fragment_without_first_is_dropped() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let whole = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
         .id(0x9999)
         .udp(40000, 5000, &[1u8; 64]);
@@ -1377,7 +1350,7 @@ fn later_fragment_without_first_is_dropped() {
 
 #[test]
 fn malformed_frames_are_dropped_and_counted() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let good = udp("10.0.0.2:40000", "198.51.100.20:53", b"hello");
     let edit = |f: &dyn Fn(&mut Vec<u8>)| {
         let mut v = good.clone();
@@ -1476,12 +1449,12 @@ fn malformed_frames_are_dropped_and_counted() {
 fn ipv6_frames_pass_or_drop_per_config() {
     let v6 = ipv6_udp("2001:db8::2", "2001:db8:1::1", 5000, 53);
 
-    let gw = Gw::with("ipv6 = \"pass\"", MASQ);
+    let gw = Gw::of(masq().gateway_opt("ipv6", "\"pass\""));
     assert_eq!(gw.on_lan(&v6), Out::Pass);
     assert_eq!(gw.counters.snapshot().passed, 1);
     assert_eq!(gw.counters.snapshot().total_drops(), 0);
 
-    let gw = Gw::with("ipv6 = \"drop\"", MASQ);
+    let gw = Gw::of(masq().gateway_opt("ipv6", "\"drop\""));
     assert_eq!(gw.on_lan(&v6), Out::Drop(DropReason::Ipv6));
     assert_eq!(gw.drops(DropReason::Ipv6), 1);
     assert_eq!(gw.counters.snapshot().passed, 0);
@@ -1493,7 +1466,7 @@ fn ipv6_frames_pass_or_drop_per_config() {
 
 #[test]
 fn ruleset_swap_keeps_existing_flows_and_applies_to_new_ones() {
-    let gw = Gw::with("", MASQ);
+    let gw = Gw::of(masq());
     let old = gw
         .on_lan(&tcp("10.0.0.2:40000", "198.51.100.20:80", SYN, b""))
         .seen();

@@ -6,6 +6,9 @@
 //! same port use, EIM mappings, set entries, persistence entries and
 //! services.
 
+mod common;
+
+use common::{ConfigText, Fields, dnat_web, masquerade_lan};
 use etherparse::PacketBuilder;
 use natgw::conntrack::{FlowRecord, TcpState, Time, flags};
 use natgw::control::config::Config;
@@ -24,68 +27,44 @@ const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
 
-const CONFIG: &str = r#"
-[gateway]
-seed = 7
+/// The gateway of every test here, with room for `max_flows` flows: a
+/// timed and a permanent set, a drop rule on the timed set, a port
+/// forward, masquerade with EIM/EIF, and a load-balanced service.
+fn config_max_flows(max_flows: u32) -> String {
+    let ei = "endpoint-independent";
+    ConfigText::seeded()
+        .table("limits", &format!("max_flows = {max_flows}"))
+        .set(Fields::new().name("blocked").v("timeout", 300))
+        .set(
+            Fields::new()
+                .name("trusted")
+                .v("elements", r#"["10.0.0.0/28"]"#),
+        )
+        .rule(
+            Fields::new()
+                .s("iif", "wan0")
+                .s("src_set", "blocked")
+                .s("action", "drop"),
+        )
+        .rule(dnat_web())
+        .rule(masquerade_lan().s("mapping", ei).s("filtering", ei))
+        .service(
+            Fields::new()
+                .s("address", "203.0.113.10")
+                .v("port", 80)
+                .s("scheduler", "rr")
+                .v("persistence", 300),
+            &[
+                Fields::new().s("address", "10.0.0.20").v("port", 8080),
+                Fields::new().s("address", "10.0.0.21").v("port", 8080),
+            ],
+        )
+        .text()
+}
 
-[limits]
-max_flows = 4096
-
-[[interface]]
-name = "lan0"
-role = "inside"
-address = "10.0.0.1/24"
-
-[[interface]]
-name = "wan0"
-role = "outside"
-address = "203.0.113.1/24"
-
-[[route]]
-to = "0.0.0.0/0"
-via = "203.0.113.254"
-
-[[set]]
-name = "blocked"
-timeout = 300
-
-[[set]]
-name = "trusted"
-elements = ["10.0.0.0/28"]
-
-[[rule]]
-iif = "wan0"
-src_set = "blocked"
-action = "drop"
-
-[[rule]]
-iif = "wan0"
-proto = "tcp"
-dport = 8080
-action = "dnat"
-to = "10.0.0.5:80"
-
-[[rule]]
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "masquerade"
-mapping = "endpoint-independent"
-filtering = "endpoint-independent"
-
-[[service]]
-address = "203.0.113.10"
-port = 80
-scheduler = "rr"
-persistence = 300
-
-[[service.real]]
-address = "10.0.0.20"
-port = 8080
-
-[[service.real]]
-address = "10.0.0.21"
-port = 8080
-"#;
+fn config() -> String {
+    config_max_flows(4096)
+}
 
 const LAN: IfId = 0;
 const WAN: IfId = 1;
@@ -174,7 +153,7 @@ impl Out {
     }
 }
 
-/// An engine from [`CONFIG`] (parsed anew: a config's sets are shared by
+/// An engine from [`config`] (parsed anew: a config's sets are shared by
 /// the engines built from it) and its clock.
 struct Gw {
     engine: Engine,
@@ -259,7 +238,7 @@ struct Built {
 /// The old gateway with one of each kind of flow, run-time set entries
 /// and a run-time service change, 10 s after the flows started.
 fn build_old() -> Built {
-    let mut gw = Gw::new(CONFIG, T0);
+    let mut gw = Gw::new(&config(), T0);
     // Masquerade, TCP, established.
     let o = gw.send(LAN, &tcp("10.0.0.2:40000", "198.51.100.9:443", SYN, b""));
     let tcp_port = o.endpoints().0.port();
@@ -338,7 +317,7 @@ fn handover(b: &mut Built, opts: RestoreOptions) -> (Gw, snapshot::RestoreReport
     write_atomic(&path, &snap).unwrap();
     let loaded = read(&path, max_bytes_for(4096)).unwrap();
     assert_eq!(loaded, snap);
-    let new = Gw::new(CONFIG, TB);
+    let new = Gw::new(&config(), TB);
     let report = loaded.restore(&new.engine, new.now, opts).unwrap();
     b.gw.advance(GAP);
     (new, report)
@@ -445,7 +424,7 @@ fn restored_flows_forward_exactly_as_before() {
 fn new_flows_cannot_take_a_restored_outside_port() {
     let mut b = build_old();
     let (new, _) = handover(&mut b, opts());
-    let fresh = Gw::new(CONFIG, TB);
+    let fresh = Gw::new(&config(), TB);
     let (tp, up) = (b.tcp_port, b.udp_port);
 
     // Another inside host, same source port, same remote: a fresh gateway
@@ -573,7 +552,7 @@ fn time_passed_since_the_capture_expires_what_ran_out() {
     let snap = Snapshot::capture(&b.gw.engine, b.gw.now);
     // 200 s later only the established TCP flow is left: UDP (30 s, or
     // 120 s once replied), ICMP (30 s) and SYN_RECV (60 s) ran out.
-    let new = Gw::new(CONFIG, TB);
+    let new = Gw::new(&config(), TB);
     let rep = snap
         .restore(
             &new.engine,
@@ -596,7 +575,7 @@ fn time_passed_since_the_capture_expires_what_ran_out() {
     assert_eq!((rep.set_entries, rep.set_entries_expired), (2, 0));
 
     // A day later nothing but the permanent set entry is left.
-    let new = Gw::new(CONFIG, TB);
+    let new = Gw::new(&config(), TB);
     let rep = snap
         .restore(
             &new.engine,
@@ -613,7 +592,7 @@ fn time_passed_since_the_capture_expires_what_ran_out() {
     assert!(new.engine.nat().port_usage().iter().all(|u| u.flows == 0));
 
     // The wall clock is the default: a fresh capture loses almost nothing.
-    let new = Gw::new(CONFIG, TB);
+    let new = Gw::new(&config(), TB);
     let rep = snap
         .restore(&new.engine, new.now, RestoreOptions::default())
         .unwrap();
@@ -625,7 +604,7 @@ fn time_passed_since_the_capture_expires_what_ran_out() {
 fn restoring_twice_counts_duplicates_and_keeps_counts_straight() {
     let b = build_old();
     let snap = Snapshot::capture(&b.gw.engine, b.gw.now);
-    let new = Gw::new(CONFIG, TB);
+    let new = Gw::new(&config(), TB);
     snap.restore(&new.engine, new.now, opts()).unwrap();
     let rep = snap.restore(&new.engine, new.now, opts()).unwrap();
     assert_eq!((rep.flows, rep.flows_duplicate), (0, 7));
@@ -651,8 +630,7 @@ fn restoring_twice_counts_duplicates_and_keeps_counts_straight() {
 fn a_table_that_is_too_small_takes_what_fits() {
     let b = build_old();
     let snap = Snapshot::capture(&b.gw.engine, b.gw.now);
-    let small = CONFIG.replace("max_flows = 4096", "max_flows = 3");
-    let new = Gw::new(&small, TB);
+    let new = Gw::new(&config_max_flows(3), TB);
     let rep = snap.restore(&new.engine, new.now, opts()).unwrap();
     assert_eq!((rep.flows, rep.flows_table_full), (3, 4));
     assert_eq!(new.engine.table().len(), 3);
@@ -695,7 +673,7 @@ fn fill(engine: &Engine, n: u32, now: Time) {
 #[ignore]
 fn one_million_flows() {
     const N: u32 = 1_000_000;
-    let config = CONFIG.replace("max_flows = 4096", "max_flows = 1100000");
+    let config = config_max_flows(1_100_000);
     let old = Gw::new(&config, T0);
     let t = Instant::now();
     fill(&old.engine, N, old.now);

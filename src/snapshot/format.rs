@@ -1,16 +1,15 @@
 //! The file format: header, versioned payloads, checks, atomic writes.
-//! See the module docs of [`super`] for the byte layout.
+//! See the module docs of [`super`] for the byte layout and "Versions"
+//! for the migration chain: [`current`] holds the current payload and the
+//! only full codec; `v1` (and every later frozen version) holds an old
+//! payload struct and its upgrade step to the next version.
 
-use super::{EimEntry, FlowEntry, PersistSnap, SetMember, SetSnapshot, Snapshot};
-use crate::conntrack::TcpState;
-use crate::engine::CounterSnapshot;
-use crate::lb::{ServiceKey, ServiceSpec};
-use crate::nat::Prefix;
-use crate::packet::Tuple;
-use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
+pub(super) mod current;
+mod v1;
+
+use super::Snapshot;
+use serde::Deserialize;
 use std::io::{Read, Write};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 /// First eight bytes of every snapshot file.
@@ -100,363 +99,23 @@ pub enum SnapshotError {
 }
 
 // ---------------------------------------------------------------------------
-// Wire types. These, not the in-memory types, define the payload: a change
-// here is a new format version (keep the old structs for its decoder).
-
-pub(super) type Addr = [u8; 4];
-
-fn addr(a: u32) -> Addr {
-    a.to_be_bytes()
-}
-
-fn unaddr(a: Addr) -> u32 {
-    u32::from_be_bytes(a)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct WireTuple {
-    pub(super) src: Addr,
-    pub(super) dst: Addr,
-    pub(super) sport: u16,
-    pub(super) dport: u16,
-    pub(super) proto: u8,
-}
-
-impl From<&Tuple> for WireTuple {
-    fn from(t: &Tuple) -> WireTuple {
-        WireTuple {
-            src: addr(t.src),
-            dst: addr(t.dst),
-            sport: t.sport,
-            dport: t.dport,
-            proto: t.proto,
-        }
-    }
-}
-
-impl From<WireTuple> for Tuple {
-    fn from(t: WireTuple) -> Tuple {
-        Tuple {
-            src: unaddr(t.src),
-            dst: unaddr(t.dst),
-            sport: t.sport,
-            dport: t.dport,
-            proto: t.proto,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct WireFlow {
-    pub(super) orig: WireTuple,
-    pub(super) reply: WireTuple,
-    pub(super) tcp_state: u8,
-    pub(super) flags: u32,
-    pub(super) mark: u32,
-    pub(super) packets: [u64; 2],
-    pub(super) bytes: [u64; 2],
-    pub(super) remaining_ns: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct WireEim {
-    pub(super) inside_addr: Addr,
-    pub(super) inside_port: u16,
-    pub(super) outside_addr: Addr,
-    pub(super) outside_port: u16,
-    pub(super) eif: bool,
-    pub(super) remaining_ns: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct WireMember {
-    pub(super) addr: Addr,
-    pub(super) len: u8,
-    pub(super) remaining_ns: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct WireSet {
-    pub(super) name: String,
-    pub(super) entries: Vec<WireMember>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct WirePersist {
-    pub(super) vip: Addr,
-    pub(super) vport: u16,
-    pub(super) proto: u8,
-    pub(super) client: Addr,
-    pub(super) netmask: u8,
-    pub(super) real: Addr,
-    pub(super) real_port: u16,
-    pub(super) remaining_ns: u64,
-}
-
-/// Version 1: flows, EIM mappings, set entries, persistence entries.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct PayloadV1<'a> {
-    pub(super) captured_unix_ns: u64,
-    pub(super) flows: Cow<'a, [WireFlow]>,
-    pub(super) eim: Cow<'a, [WireEim]>,
-    pub(super) sets: Cow<'a, [WireSet]>,
-    pub(super) persistence: Cow<'a, [WirePersist]>,
-}
-
-/// Version 2: version 1 plus the virtual services (JSON) and counters.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct PayloadV2<'a> {
-    pub(super) captured_unix_ns: u64,
-    pub(super) flows: Cow<'a, [WireFlow]>,
-    pub(super) eim: Cow<'a, [WireEim]>,
-    pub(super) sets: Cow<'a, [WireSet]>,
-    pub(super) persistence: Cow<'a, [WirePersist]>,
-    /// `[ServiceSpec]` as JSON: self-describing, so fields that
-    /// `ServiceSpec` gains later (with serde defaults) do not break it.
-    pub(super) services_json: Option<Cow<'a, str>>,
-    /// Counter name -> value; drop counters as `drop.<name>`.
-    pub(super) counters: Option<Cow<'a, [(String, u64)]>>,
-}
-
-/// The parts both versions share, in wire form.
-pub(super) struct Common {
-    pub(super) flows: Vec<WireFlow>,
-    pub(super) eim: Vec<WireEim>,
-    pub(super) sets: Vec<WireSet>,
-    pub(super) persistence: Vec<WirePersist>,
-}
-
-pub(super) fn to_wire(s: &Snapshot) -> Common {
-    Common {
-        flows: s
-            .flows
-            .iter()
-            .map(|f| WireFlow {
-                orig: (&f.orig).into(),
-                reply: (&f.reply).into(),
-                tcp_state: f.tcp_state as u8,
-                flags: f.flags,
-                mark: f.mark,
-                packets: f.packets,
-                bytes: f.bytes,
-                remaining_ns: f.remaining_ns,
-            })
-            .collect(),
-        eim: s
-            .eim
-            .iter()
-            .map(|m| WireEim {
-                inside_addr: addr(m.inside.0),
-                inside_port: m.inside.1,
-                outside_addr: addr(m.outside.0),
-                outside_port: m.outside.1,
-                eif: m.eif,
-                remaining_ns: m.remaining_ns,
-            })
-            .collect(),
-        sets: s
-            .sets
-            .iter()
-            .map(|set| WireSet {
-                name: set.name.clone(),
-                entries: set
-                    .entries
-                    .iter()
-                    .map(|e| WireMember {
-                        addr: addr(e.prefix.addr),
-                        len: e.prefix.len,
-                        remaining_ns: e.remaining_ns,
-                    })
-                    .collect(),
-            })
-            .collect(),
-        persistence: s
-            .persistence
-            .iter()
-            .map(|p| WirePersist {
-                vip: addr(p.service.vip),
-                vport: p.service.port,
-                proto: p.service.proto,
-                client: addr(p.client),
-                netmask: p.netmask,
-                real: addr(p.real),
-                real_port: p.port,
-                remaining_ns: p.remaining_ns,
-            })
-            .collect(),
-    }
-}
-
-/// The shared parts, checked and converted.
-struct Parts {
-    flows: Vec<FlowEntry>,
-    eim: Vec<EimEntry>,
-    sets: Vec<SetSnapshot>,
-    persistence: Vec<PersistSnap>,
-}
-
-/// Checks and converts the shared parts; `Err` is a reason.
-fn from_wire(c: Common) -> Result<Parts, String> {
-    let mut flows = Vec::with_capacity(c.flows.len());
-    for (i, f) in c.flows.into_iter().enumerate() {
-        if f.tcp_state as usize >= TcpState::ALL.len() {
-            return Err(format!("flow {i}: unknown TCP state {}", f.tcp_state));
-        }
-        flows.push(FlowEntry {
-            orig: f.orig.into(),
-            reply: f.reply.into(),
-            tcp_state: TcpState::from_u8(f.tcp_state),
-            flags: f.flags,
-            mark: f.mark,
-            packets: f.packets,
-            bytes: f.bytes,
-            remaining_ns: f.remaining_ns,
-        });
-    }
-    let eim = c
-        .eim
-        .into_iter()
-        .map(|m| EimEntry {
-            inside: (unaddr(m.inside_addr), m.inside_port),
-            outside: (unaddr(m.outside_addr), m.outside_port),
-            eif: m.eif,
-            remaining_ns: m.remaining_ns,
-        })
-        .collect();
-    let mut sets = Vec::with_capacity(c.sets.len());
-    for s in c.sets {
-        let mut entries = Vec::with_capacity(s.entries.len());
-        for e in s.entries {
-            if e.len > 32 {
-                return Err(format!(
-                    "set `{}`: prefix length {} is more than 32",
-                    s.name, e.len
-                ));
-            }
-            entries.push(SetMember {
-                prefix: Prefix::new(Ipv4Addr::from(e.addr), e.len),
-                remaining_ns: e.remaining_ns,
-            });
-        }
-        sets.push(SetSnapshot {
-            name: s.name,
-            entries,
-        });
-    }
-    let mut persistence = Vec::with_capacity(c.persistence.len());
-    for p in c.persistence {
-        if p.netmask > 32 {
-            return Err(format!(
-                "persistence entry: netmask {} is more than 32",
-                p.netmask
-            ));
-        }
-        persistence.push(PersistSnap {
-            service: ServiceKey {
-                vip: unaddr(p.vip),
-                port: p.vport,
-                proto: p.proto,
-            },
-            client: unaddr(p.client),
-            netmask: p.netmask,
-            real: unaddr(p.real),
-            port: p.real_port,
-            remaining_ns: p.remaining_ns,
-        });
-    }
-    Ok(Parts {
-        flows,
-        eim,
-        sets,
-        persistence,
-    })
-}
-
-fn counters_to_wire(c: &CounterSnapshot) -> Vec<(String, u64)> {
-    let mut v: Vec<(String, u64)> = [
-        ("rx_packets", c.rx_packets),
-        ("rx_bytes", c.rx_bytes),
-        ("tx_packets", c.tx_packets),
-        ("tx_bytes", c.tx_bytes),
-        ("fast_path", c.fast_path),
-        ("flows_created", c.flows_created),
-        ("early_drops", c.early_drops),
-        ("tcp_invalid", c.tcp_invalid),
-        ("icmp_errors_translated", c.icmp_errors_translated),
-        ("frags_translated", c.frags_translated),
-        ("ttl_exceeded_sent", c.ttl_exceeded_sent),
-        ("local", c.local),
-        ("passed", c.passed),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    v.extend(c.drops.iter().map(|(k, n)| (format!("drop.{k}"), *n)));
-    v
-}
-
-/// Names this natgw does not know are ignored (drop counters are kept by
-/// name whatever they are).
-fn counters_from_wire(v: &[(String, u64)]) -> CounterSnapshot {
-    let mut c = CounterSnapshot::default();
-    for (k, n) in v {
-        let n = *n;
-        match k.as_str() {
-            "rx_packets" => c.rx_packets = n,
-            "rx_bytes" => c.rx_bytes = n,
-            "tx_packets" => c.tx_packets = n,
-            "tx_bytes" => c.tx_bytes = n,
-            "fast_path" => c.fast_path = n,
-            "flows_created" => c.flows_created = n,
-            "early_drops" => c.early_drops = n,
-            "tcp_invalid" => c.tcp_invalid = n,
-            "icmp_errors_translated" => c.icmp_errors_translated = n,
-            "frags_translated" => c.frags_translated = n,
-            "ttl_exceeded_sent" => c.ttl_exceeded_sent = n,
-            "local" => c.local = n,
-            "passed" => c.passed = n,
-            _ => {
-                if let Some(d) = k.strip_prefix("drop.") {
-                    c.drops.insert(d.to_string(), n);
-                }
-            }
-        }
-    }
-    c
-}
-
-// ---------------------------------------------------------------------------
 // Encoding
 
-/// The payload of `s` in format `version` (1 or 2).
-fn encode_payload(s: &Snapshot, version: u16) -> Vec<u8> {
-    let w = to_wire(s);
-    let r = match version {
-        1 => postcard::to_allocvec(&PayloadV1 {
-            captured_unix_ns: s.captured_unix_ns,
-            flows: Cow::Borrowed(&w.flows),
-            eim: Cow::Borrowed(&w.eim),
-            sets: Cow::Borrowed(&w.sets),
-            persistence: Cow::Borrowed(&w.persistence),
-        }),
-        2 => {
-            let services = s.services.as_ref().map(|v| {
-                Cow::Owned(serde_json::to_string(v).expect("service specs serialise to JSON"))
-            });
-            let counters = s.counters.as_ref().map(|c| Cow::Owned(counters_to_wire(c)));
-            postcard::to_allocvec(&PayloadV2 {
-                captured_unix_ns: s.captured_unix_ns,
-                flows: Cow::Borrowed(&w.flows),
-                eim: Cow::Borrowed(&w.eim),
-                sets: Cow::Borrowed(&w.sets),
-                persistence: Cow::Borrowed(&w.persistence),
-                services_json: services,
-                counters,
-            })
-        }
-        v => unreachable!("no encoder for version {v}"),
-    };
+/// The payload of `s` in the current version.
+fn encode_payload(s: &Snapshot) -> Vec<u8> {
     // Serialising plain structs into a growable Vec cannot fail.
+    postcard::to_allocvec(&current::Payload::from_snapshot(s)).expect("postcard encodes into a Vec")
+}
+
+/// `p` as a payload of format `version`, downgraded as a writer of that
+/// version would have written it (tests write old files with it).
+#[cfg(test)]
+pub(super) fn payload_as(p: current::Payload, version: u16) -> Vec<u8> {
+    let r = match version {
+        1 => postcard::to_allocvec(&v1::Payload::downgrade(p)),
+        CURRENT_VERSION => postcard::to_allocvec(&p),
+        v => unreachable!("no test encoder for version {v}"),
+    };
     r.expect("postcard encodes into a Vec")
 }
 
@@ -474,22 +133,19 @@ fn header(version: u16, payload: &[u8]) -> [u8; HEADER_LEN] {
     h
 }
 
-fn encode_version(s: &Snapshot, version: u16) -> (Vec<u8>, Vec<u8>) {
-    let payload = encode_payload(s, version);
-    (header(version, &payload).to_vec(), payload)
-}
-
 /// The whole file (header and payload) in the current version.
 pub fn encode(s: &Snapshot) -> Vec<u8> {
-    let (mut h, p) = encode_version(s, CURRENT_VERSION);
+    let p = encode_payload(s);
+    let mut h = header(CURRENT_VERSION, &p).to_vec();
     h.extend_from_slice(&p);
     h
 }
 
-/// A file in the old format `version` (tests write version 1 with it).
+/// A file of `s` in format `version` (tests write old versions with it).
 #[cfg(test)]
 pub(super) fn encode_as(s: &Snapshot, version: u16) -> Vec<u8> {
-    let (mut h, p) = encode_version(s, version);
+    let p = payload_as(current::Payload::from_snapshot(s), version);
+    let mut h = header(version, &p).to_vec();
     h.extend_from_slice(&p);
     h
 }
@@ -606,66 +262,17 @@ fn take_all<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> {
     Ok(v)
 }
 
+/// The migration chain: an old version's payload is decoded into its own
+/// frozen struct and upgraded one version at a time to the current one,
+/// which alone is checked and converted into a [`Snapshot`] (see the
+/// module docs of [`super`], "Versions").
 fn decode_payload(payload: &[u8], version: u16) -> Result<Snapshot, String> {
-    match version {
-        1 => {
-            let p: PayloadV1 = take_all(payload)?;
-            let Parts {
-                flows,
-                eim,
-                sets,
-                persistence,
-            } = from_wire(Common {
-                flows: p.flows.into_owned(),
-                eim: p.eim.into_owned(),
-                sets: p.sets.into_owned(),
-                persistence: p.persistence.into_owned(),
-            })?;
-            Ok(Snapshot {
-                version,
-                captured_unix_ns: p.captured_unix_ns,
-                flows,
-                eim,
-                sets,
-                persistence,
-                services: None,
-                counters: None,
-            })
-        }
-        2 => {
-            let p: PayloadV2 = take_all(payload)?;
-            let services = match &p.services_json {
-                Some(j) => Some(
-                    serde_json::from_str::<Vec<ServiceSpec>>(j)
-                        .map_err(|e| format!("services: {e}"))?,
-                ),
-                None => None,
-            };
-            let counters = p.counters.as_deref().map(counters_from_wire);
-            let Parts {
-                flows,
-                eim,
-                sets,
-                persistence,
-            } = from_wire(Common {
-                flows: p.flows.into_owned(),
-                eim: p.eim.into_owned(),
-                sets: p.sets.into_owned(),
-                persistence: p.persistence.into_owned(),
-            })?;
-            Ok(Snapshot {
-                version,
-                captured_unix_ns: p.captured_unix_ns,
-                flows,
-                eim,
-                sets,
-                persistence,
-                services,
-                counters,
-            })
-        }
-        v => Err(format!("no decoder for version {v}")),
-    }
+    let current = match version {
+        1 => take_all::<v1::Payload>(payload)?.upgrade(),
+        CURRENT_VERSION => take_all::<current::Payload>(payload)?,
+        v => return Err(format!("no decoder for version {v}")),
+    };
+    current.into_snapshot(version)
 }
 
 // ---------------------------------------------------------------------------
@@ -715,7 +322,8 @@ pub fn write_atomic(path: &Path, s: &Snapshot) -> Result<u64, SnapshotError> {
     use std::os::unix::fs::OpenOptionsExt;
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-    let (h, payload) = encode_version(s, CURRENT_VERSION);
+    let payload = encode_payload(s);
+    let h = header(CURRENT_VERSION, &payload);
     let io = |file: &Path, op: &'static str| {
         let file = file.to_path_buf();
         move |source| SnapshotError::Io { file, op, source }

@@ -116,6 +116,34 @@
 //! counters. natgw reads it; a restore from it keeps the services of the
 //! config and [`Snapshot::services`] / [`Snapshot::counters`] are `None`.
 //!
+//! # Versions: a migration chain
+//!
+//! Only the current version has a full decoder and encoder
+//! (`format/current.rs`: its payload struct and the conversions from and
+//! to a [`Snapshot`], with every check). An old version keeps only what
+//! reading it needs, frozen in its own module (`format/v1.rs`): its
+//! payload struct, the record types it introduced, and an upgrade step
+//! to the next version. Reading a file decodes the payload into the
+//! struct of its version, upgrades it step by step (v1 -> v2 -> ... ->
+//! current), then converts the current payload. natgw writes only the
+//! current version (tests write old ones through test-only downgrade
+//! steps).
+//!
+//! To add version N+1 (N the current version):
+//!
+//! 1. Freeze version N: copy the current `Payload` struct into a new
+//!    `format/vN.rs` as it is, and move there (or leave in the module that
+//!    introduced them) the record types N+1 changes. Never edit a frozen
+//!    module afterwards.
+//! 2. Give `vN::Payload` an `upgrade(self) -> current::Payload` step (and a
+//!    `#[cfg(test)] downgrade` for the tests' old-file writer); point the
+//!    upgrade of version N-1 at `vN::Payload` instead of the current one.
+//! 3. Change `current::Payload` and its conversions; bump
+//!    [`CURRENT_VERSION`]; add `N => take_all::<vN::Payload>(..)?.upgrade()`
+//!    to `decode_payload` (and one more `.upgrade()` to each older arm).
+//! 4. Describe the new payload above, check in `testdata/v{N+1}.snap`
+//!    (`write_fixtures`) next to the old files, which must keep loading.
+//!
 //! # Checks on reading
 //!
 //! [`read`] refuses, each with a [`SnapshotError`] naming the file and the

@@ -1,6 +1,6 @@
-//! Format tests: round trips, the version 1 decoder (a file written by
-//! the kept version 1 encoder, and a checked-in one), every refusal, and
-//! arbitrary bytes.
+//! Format tests: round trips, the version 1 -> 2 upgrade (a file written
+//! by the test-only version 1 downgrade, and a checked-in one), every
+//! refusal, and arbitrary bytes.
 
 use super::format::{self, encode_as};
 use super::*;
@@ -343,16 +343,10 @@ fn each_problem_is_refused_with_a_clear_message() {
     let m = refusal(&dir, &junk, max);
     assert!(m.contains("version 2 payload does not decode"), "{m}");
     // A TCP state that does not exist.
-    let mut w = format::to_wire(&sample());
+    let mut w = format::current::Payload::from_snapshot(&sample());
+    w.captured_unix_ns = 1;
     w.flows[1].tcp_state = 10;
-    let p = postcard::to_allocvec(&format::PayloadV1 {
-        captured_unix_ns: 1,
-        flows: w.flows.into(),
-        eim: w.eim.into(),
-        sets: w.sets.into(),
-        persistence: w.persistence.into(),
-    })
-    .unwrap();
+    let p = format::payload_as(w, 1);
     let mut b = header_for(1, &p);
     b.extend_from_slice(&p);
     let m = refusal(&dir, &b, max);

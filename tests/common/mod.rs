@@ -14,7 +14,12 @@
 //! - [`Gw`]: an engine built from TOML text, a virtual clock, and one
 //!   `send` that runs a frame through `Engine::process` and checks the
 //!   checksums of whatever the gateway emits.
+//! - [`ConfigText`]: the config text, built from the base interfaces and
+//!   the rules, sets and services a test adds.
 #![allow(dead_code)]
+
+mod config_text;
+pub use config_text::*;
 
 use etherparse::checksum::Sum16BitWords;
 use etherparse::icmpv4::{DestUnreachableHeader, ParameterProblemHeader, TimeExceededCode};
@@ -666,35 +671,15 @@ pub fn hex(b: &[u8]) -> String {
 // ---------------------------------------------------------------------------
 // The gateway fixture
 
-/// Connected networks and a default route shared by most scenarios: a LAN
-/// `10.0.0.0/24` behind `lan0` (the gateway is 10.0.0.1) and the public side
-/// `203.0.113.0/24` on `wan0` (the gateway is 203.0.113.1, the upstream
-/// router 203.0.113.254).
-pub const BASE_INTERFACES: &str = r#"
-[[interface]]
-name = "lan0"
-role = "inside"
-address = "10.0.0.1/24"
-
-[[interface]]
-name = "wan0"
-role = "outside"
-address = "203.0.113.1/24"
-
-[[route]]
-to = "0.0.0.0/0"
-via = "203.0.113.254"
-"#;
-
 /// A config: `[gateway]` with `gateway` lines (a fixed seed unless given),
 /// the base interfaces and routes, then `rest` (rules, limits, timeouts).
 pub fn config(gateway: &str, rest: &str) -> String {
-    let seed = if gateway.contains("seed") {
-        ""
+    let base = if gateway.contains("seed") {
+        ConfigText::base()
     } else {
-        "seed = 7\n"
+        ConfigText::seeded()
     };
-    format!("[gateway]\n{seed}{gateway}\n{BASE_INTERFACES}\n{rest}")
+    base.gateway_lines(gateway).raw(rest).text()
 }
 
 /// What became of a frame.
@@ -806,6 +791,11 @@ impl Gw {
     /// [`config`] plus [`Gw::new`].
     pub fn with(gateway: &str, rest: &str) -> Gw {
         Gw::new(&config(gateway, rest))
+    }
+
+    /// [`Gw::new`] of a built config.
+    pub fn of(c: ConfigText) -> Gw {
+        Gw::new(&c.text())
     }
 
     pub fn advance_secs(&mut self, s: u64) {
