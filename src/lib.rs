@@ -12,6 +12,8 @@
 //! - [`engine`]: the per-packet pipeline that ties the three together
 //!   (parse, track, classify, translate, route) and returns a verdict. Pure.
 //! - [`control`]: config file, offline replay, CLI output. Reads files.
+//! - [`protocol`]: the control socket's requests and typed replies, as
+//!   plain data (no clap, no I/O).
 //! - [`snapshot`]: the versioned snapshot file; capture from and restore
 //!   into an engine (handover, crash recovery).
 //!
@@ -25,4 +27,5 @@ pub mod engine;
 pub mod lb;
 pub mod nat;
 pub mod packet;
+pub mod protocol;
 pub mod snapshot;

@@ -4,11 +4,15 @@
 //! and routes removed, socket file removed).
 
 use super::config::{Backend, Config};
-use super::format::{FlowView, flow_line};
+use super::format::flow_line;
 use super::health::{self, Checker};
-use super::socket::{self, FlowsReport, Request, StatsReport};
+use super::socket;
 use crate::dataplane::{self, Running, sys};
 use crate::engine::{CounterSnapshot, Engine};
+use crate::protocol::{
+    self, Encoded, FlowView, FlowsReport, FlushReply, LbReply, ReloadReply, Request,
+    ServicesReport, SetOp, SetReport, SnapshotReply, StatsReport, answer,
+};
 use crate::snapshot::{self, RestoreOptions, Snapshot};
 use std::path::Path;
 use std::path::PathBuf;
@@ -42,10 +46,8 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let state = if opts.takeover {
         let tmp = handover_path(&sock_path);
         let t0 = Instant::now();
-        let data = socket::call(&sock_path, &Request::Handover { path: tmp.clone() })
+        let r = socket::call(&sock_path, protocol::Handover { path: tmp.clone() })
             .map_err(|e| format!("takeover: {e}"))?;
-        let r: socket::SnapshotReply =
-            serde_json::from_value(data).map_err(|e| format!("takeover: bad reply: {e}"))?;
         let snap = snapshot::read(&tmp, max_bytes).map_err(|e| format!("takeover: {e}"));
         let _ = std::fs::remove_file(&tmp);
         log::info!(
@@ -124,6 +126,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let checker = Checker::start(engine.clone(), checks);
     checker.set_neighbours(running.neigh.clone());
     let mut ctl = Control {
+        cfg,
         checker: Some(checker),
         engine: engine.clone(),
         running: Some(running),
@@ -140,14 +143,14 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                socket::serve_one(stream, |req| ctl.handle(req, &cfg));
+                socket::serve_one(stream, |req| ctl.handle(req));
                 continue;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => log::warn!("control socket: {e}"),
         }
         if hup.swap(false, Ordering::Relaxed) {
-            match reload(&engine, &cfg, config, false, ctl.checker.as_ref()) {
+            match reload(&engine, &ctl.cfg, config, false, ctl.checker.as_ref()) {
                 Ok(r) => log::info!(
                     "SIGHUP: reloaded {}: {} rules, {} sets; {} live flows keep their translation, {} of them match no rule now",
                     r.config,
@@ -172,7 +175,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         }
         // Periodic snapshot, written by a helper thread so the control
         // loop (expiry) keeps going; one at a time.
-        let snap = &cfg.run.snapshot;
+        let snap = &ctl.cfg.run.snapshot;
         if let Some(path) = &snap.path
             && snap.interval_secs > 0
             && last_snapshot.elapsed() >= Duration::from_secs(snap.interval_secs as u64)
@@ -214,7 +217,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let errors = ctl.running.take().map(|r| r.shutdown()).unwrap_or_default();
     let _ = std::fs::remove_file(&sock_path);
     // A last snapshot once the workers stood still, for the next start.
-    if let Some(path) = &cfg.run.snapshot.path {
+    if let Some(path) = &ctl.cfg.run.snapshot.path {
         match write_snapshot(&engine, path, counters) {
             Ok(r) => log::info!("final snapshot: {} flow(s) to {}", r.flows, r.path),
             Err(e) => log::error!("final snapshot: {e}"),
@@ -241,7 +244,7 @@ fn write_snapshot(
     engine: &Engine,
     path: &Path,
     counters: CounterSnapshot,
-) -> Result<socket::SnapshotReply, String> {
+) -> Result<SnapshotReply, String> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -250,7 +253,7 @@ fn write_snapshot(
     let mut snap = Snapshot::capture(engine, sys::now());
     snap.counters = Some(counters);
     let bytes = snapshot::write_atomic(path, &snap).map_err(|e| e.to_string())?;
-    Ok(socket::SnapshotReply {
+    Ok(SnapshotReply {
         path: path.display().to_string(),
         flows: snap.flows.len(),
         bytes,
@@ -258,8 +261,12 @@ fn write_snapshot(
     })
 }
 
-/// The control thread's view of the running gateway.
+/// The control thread's view of the running gateway: everything a request
+/// handler needs.
 struct Control {
+    /// The config natgw started with (a reload changes the engine, not
+    /// this: `natgw reload` without a file re-reads `cfg.path`).
+    cfg: Config,
     engine: Arc<Engine>,
     /// `None` once handed over.
     running: Option<Running>,
@@ -286,100 +293,177 @@ impl Control {
         total
     }
 
-    fn handle(&mut self, req: Request, cfg: &Config) -> Result<serde_json::Value, String> {
+    /// The one dispatcher: every request is answered here, each by the
+    /// method named after it, which returns that request's reply type
+    /// (`protocol::answer` checks it). Requests are served one at a time
+    /// on the control thread, so changes to the engine never interleave.
+    fn handle(&mut self, req: Request) -> Encoded {
         match req {
-            Request::Handover { path } => {
-                let r = self.handover(&path, cfg)?;
-                serde_json::to_value(&r).map_err(|e| e.to_string())
-            }
-            Request::Snapshot { path } => {
-                let path = path
-                    .or_else(|| cfg.run.snapshot.path.clone())
-                    .ok_or("no path given and no [snapshot] path in the config")?;
-                let r = write_snapshot(&self.engine, &path, self.counters())?;
-                log::info!(
-                    "snapshot: {} flow(s), {} bytes to {}",
-                    r.flows,
-                    r.bytes,
-                    r.path
-                );
-                serde_json::to_value(&r).map_err(|e| e.to_string())
-            }
-            Request::Services => {
-                let now = sys::now();
-                let r = socket::ServicesReport {
-                    services: self.engine.services(now),
-                    persistence: persistence_view(&self.engine, now),
-                    rates: self.lb.rates.clone(),
-                    checks: self
-                        .checker
-                        .as_ref()
-                        .map(|c| c.status())
-                        .unwrap_or_default(),
-                };
-                serde_json::to_value(&r).map_err(|e| e.to_string())
-            }
-            Request::Reload {
-                config: path,
-                flush_unmatched,
-            } => {
-                let path = path.unwrap_or_else(|| cfg.path.clone());
-                let r = reload(
-                    &self.engine,
-                    cfg,
-                    &path,
-                    flush_unmatched,
-                    self.checker.as_ref(),
-                )?;
-                log::info!(
-                    "reloaded {}: {} rules, {} sets, {} services; {} live flows keep their translation, {} match no rule now, {} flushed",
-                    r.config,
-                    r.report.rules,
-                    r.report.sets,
-                    self.engine.lb().len(),
-                    r.report.flows,
-                    r.report.unmatched_flows,
-                    r.flushed
-                );
-                serde_json::to_value(&r).map_err(|e| e.to_string())
-            }
-            Request::Lb {
-                change,
-                expire_flows,
-            } => {
-                let r = lb_change(&self.engine, &change, expire_flows)?;
-                // A deleted service's check goes with it.
-                if let (crate::lb::Change::DelService { key }, Some(c)) = (&change, &self.checker) {
-                    let left: Vec<_> = c.checks().into_iter().filter(|(k, _)| k != key).collect();
-                    if let Err(e) = c.update(left) {
-                        log::warn!("health checks after deleting {key}: {e}");
-                    }
-                }
-                log::info!("lb: {}", r.changed);
-                serde_json::to_value(&r).map_err(|e| e.to_string())
-            }
-            req => {
-                let Some(running) = &self.running else {
-                    return Err("natgw is handing over".into());
-                };
-                handle(
-                    req,
-                    &self.engine,
-                    running,
-                    self.backend,
-                    self.started,
-                    cfg,
-                    &self.carried,
-                )
+            Request::Stats(q) => answer(q, |q| self.stats(q)),
+            Request::Flows(q) => answer(q, |q| self.flows(q)),
+            Request::Reload(q) => answer(q, |q| self.reload(q)),
+            Request::Set(q) => answer(q, |q| self.set(q)),
+            Request::Flush(q) => answer(q, |q| self.flush(q)),
+            Request::Handover(q) => answer(q, |q| self.handover(q)),
+            Request::Snapshot(q) => answer(q, |q| self.snapshot(q)),
+            Request::Services(q) => answer(q, |q| self.services(q)),
+            Request::Lb(q) => answer(q, |q| self.lb(q)),
+        }
+    }
+
+    /// The workers, unless they were handed over.
+    fn running(&self) -> Result<&Running, String> {
+        self.running
+            .as_ref()
+            .ok_or_else(|| "natgw is handing over".to_string())
+    }
+
+    fn stats(&self, _: protocol::Stats) -> Result<StatsReport, String> {
+        let running = self.running()?;
+        let now = sys::now();
+        let workers: Vec<_> = running.stats.iter().map(|w| w.snapshot()).collect();
+        let mut total = self.carried.clone();
+        for w in &workers {
+            total.add(&w.counters);
+        }
+        let neighbours = running
+            .neigh
+            .as_ref()
+            .map(|n| {
+                n.entries(now)
+                    .into_iter()
+                    .map(|(i, a, mac, age)| {
+                        let m = mac
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(":");
+                        (self.cfg.ifname(i), a.into(), m, age.0 / 1_000_000_000)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let engine = &self.engine;
+        Ok(StatsReport {
+            backend: self.backend.into(),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            flows: engine.table().len(),
+            max_flows: engine.table().capacity(),
+            workers,
+            total,
+            port_usage: engine.nat().port_usage(),
+            neighbours,
+        })
+    }
+
+    fn flows(&self, q: protocol::Flows) -> Result<FlowsReport, String> {
+        self.running()?;
+        let now = sys::now();
+        let f = q.filter.compile()?;
+        let mut flows: Vec<_> = self
+            .engine
+            .flows(now)
+            .into_iter()
+            .filter(|r| f.matches(r))
+            .collect();
+        flows.sort_by_key(|r| r.orig);
+        Ok(FlowsReport {
+            total: self.engine.table().len(),
+            lines: flows.iter().map(|r| flow_line(r, now)).collect(),
+            flows: flows.iter().map(|r| FlowView::new(r, now)).collect(),
+        })
+    }
+
+    fn set(&self, q: protocol::Set) -> Result<SetReport, String> {
+        self.running()?;
+        set_op(
+            &self.engine,
+            q.op,
+            &q.name,
+            q.prefix.as_deref(),
+            q.timeout,
+            sys::now(),
+        )
+    }
+
+    fn flush(&self, q: protocol::Flush) -> Result<FlushReply, String> {
+        self.running()?;
+        let f = q.filter.compile()?;
+        let n = self.engine.flush(|r| f.matches(r));
+        log::info!("flushed {n} flow(s)");
+        Ok(FlushReply { flushed: n })
+    }
+
+    fn snapshot(&self, q: protocol::Snapshot) -> Result<SnapshotReply, String> {
+        let path = q
+            .path
+            .or_else(|| self.cfg.run.snapshot.path.clone())
+            .ok_or("no path given and no [snapshot] path in the config")?;
+        let r = write_snapshot(&self.engine, &path, self.counters())?;
+        log::info!(
+            "snapshot: {} flow(s), {} bytes to {}",
+            r.flows,
+            r.bytes,
+            r.path
+        );
+        Ok(r)
+    }
+
+    fn services(&self, _: protocol::Services) -> Result<ServicesReport, String> {
+        let now = sys::now();
+        Ok(ServicesReport {
+            services: self.engine.services(now),
+            persistence: persistence_view(&self.engine, now),
+            rates: self.lb.rates.clone(),
+            checks: self
+                .checker
+                .as_ref()
+                .map(|c| c.status())
+                .unwrap_or_default(),
+        })
+    }
+
+    fn reload(&self, q: protocol::Reload) -> Result<ReloadReply, String> {
+        let path = q.config.unwrap_or_else(|| self.cfg.path.clone());
+        let r = reload(
+            &self.engine,
+            &self.cfg,
+            &path,
+            q.flush_unmatched,
+            self.checker.as_ref(),
+        )?;
+        log::info!(
+            "reloaded {}: {} rules, {} sets, {} services; {} live flows keep their translation, {} match no rule now, {} flushed",
+            r.config,
+            r.report.rules,
+            r.report.sets,
+            self.engine.lb().len(),
+            r.report.flows,
+            r.report.unmatched_flows,
+            r.flushed
+        );
+        Ok(r)
+    }
+
+    fn lb(&self, q: protocol::Lb) -> Result<LbReply, String> {
+        let r = lb_change(&self.engine, &q.change, q.expire_flows)?;
+        // A deleted service's check goes with it.
+        if let (crate::lb::Change::DelService { key }, Some(c)) = (&q.change, &self.checker) {
+            let left: Vec<_> = c.checks().into_iter().filter(|(k, _)| k != key).collect();
+            if let Err(e) = c.update(left) {
+                log::warn!("health checks after deleting {key}: {e}");
             }
         }
+        log::info!("lb: {}", r.changed);
+        Ok(r)
     }
 
     /// The old side of a takeover: stop the workers (the data path goes
     /// quiet: XDP programs detached, so the kernel's guard table drops
     /// what arrives), write the state, free the interfaces and the socket
     /// path, and tell the main loop to exit.
-    fn handover(&mut self, path: &Path, cfg: &Config) -> Result<socket::SnapshotReply, String> {
+    fn handover(&mut self, q: protocol::Handover) -> Result<SnapshotReply, String> {
+        let path = &q.path;
         let Some(running) = self.running.take() else {
             return Err("already handed over".into());
         };
@@ -403,7 +487,7 @@ impl Control {
         let mut r = write_snapshot(&self.engine, path, counters)?;
         r.paused_ms = t0.elapsed().as_secs_f64() * 1e3;
         // Free the path before answering: the new process binds it next.
-        let _ = std::fs::remove_file(&cfg.run.control_socket);
+        let _ = std::fs::remove_file(&self.cfg.run.control_socket);
         self.handed_over = true;
         log::info!(
             "handed over {} flow(s) ({} bytes) in {:.1} ms",
@@ -415,90 +499,6 @@ impl Control {
     }
 }
 
-fn handle(
-    req: Request,
-    engine: &Engine,
-    running: &Running,
-    backend: &str,
-    started: Instant,
-    cfg: &Config,
-    carried: &CounterSnapshot,
-) -> Result<serde_json::Value, String> {
-    let now = sys::now();
-    match req {
-        Request::Handover { .. }
-        | Request::Snapshot { .. }
-        | Request::Services
-        | Request::Lb { .. }
-        | Request::Reload { .. } => Err("handled by the control loop".into()),
-        Request::Set {
-            op,
-            name,
-            prefix,
-            timeout,
-        } => {
-            let r = set_op(engine, op, &name, prefix.as_deref(), timeout, now)?;
-            serde_json::to_value(&r).map_err(|e| e.to_string())
-        }
-        Request::Flush { filter } => {
-            let f = filter.compile()?;
-            let n = engine.flush(|r| f.matches(r));
-            log::info!("flushed {n} flow(s)");
-            Ok(serde_json::json!({ "flushed": n }))
-        }
-        Request::Stats => {
-            let workers: Vec<_> = running.stats.iter().map(|w| w.snapshot()).collect();
-            let mut total = carried.clone();
-            for w in &workers {
-                total.add(&w.counters);
-            }
-            let neighbours = running
-                .neigh
-                .as_ref()
-                .map(|n| {
-                    n.entries(now)
-                        .into_iter()
-                        .map(|(i, a, mac, age)| {
-                            let m = mac
-                                .iter()
-                                .map(|b| format!("{b:02x}"))
-                                .collect::<Vec<_>>()
-                                .join(":");
-                            (cfg.ifname(i), a.into(), m, age.0 / 1_000_000_000)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let r = StatsReport {
-                backend: backend.into(),
-                uptime_secs: started.elapsed().as_secs_f64(),
-                flows: engine.table().len(),
-                max_flows: engine.table().capacity(),
-                workers,
-                total,
-                port_usage: engine.nat().port_usage(),
-                neighbours,
-            };
-            serde_json::to_value(&r).map_err(|e| e.to_string())
-        }
-        Request::Flows { filter } => {
-            let f = filter.compile()?;
-            let mut flows: Vec<_> = engine
-                .flows(now)
-                .into_iter()
-                .filter(|r| f.matches(r))
-                .collect();
-            flows.sort_by_key(|r| r.orig);
-            let r = FlowsReport {
-                total: engine.table().len(),
-                lines: flows.iter().map(|r| flow_line(r, now)).collect(),
-                flows: flows.iter().map(|r| FlowView::new(r, now)).collect(),
-            };
-            serde_json::to_value(&r).map_err(|e| e.to_string())
-        }
-    }
-}
-
 /// Validates `path` completely, then applies it (see `Engine::reload`).
 fn reload(
     engine: &Engine,
@@ -506,7 +506,7 @@ fn reload(
     path: &Path,
     flush_unmatched: bool,
     checker: Option<&Checker>,
-) -> Result<socket::ReloadReply, String> {
+) -> Result<ReloadReply, String> {
     let new = Config::load(path).map_err(|e| e.to_string())?;
     if new.run.backend != cur.run.backend || new.run.control_socket != cur.run.control_socket {
         return Err("the new config changes [gateway] backend or control_socket, which needs a restart; nothing was changed".into());
@@ -532,7 +532,7 @@ fn reload(
     } else {
         0
     };
-    Ok(socket::ReloadReply {
+    Ok(ReloadReply {
         config: path.display().to_string(),
         report,
         flushed,
@@ -541,13 +541,12 @@ fn reload(
 
 fn set_op(
     engine: &Engine,
-    op: socket::SetOp,
+    op: SetOp,
     name: &str,
     prefix: Option<&str>,
     timeout: Option<u32>,
     now: crate::conntrack::Time,
-) -> Result<socket::SetReport, String> {
-    use socket::SetOp;
+) -> Result<SetReport, String> {
     let sets = engine.sets();
     let set = sets.get(name).ok_or_else(|| {
         let mut names: Vec<&str> = sets.keys().map(String::as_str).collect();
@@ -593,13 +592,13 @@ fn set_op(
             format!("flushed {n}")
         }
     };
-    Ok(socket::SetReport {
+    Ok(SetReport {
         name: name.to_string(),
         default_timeout: set.default_timeout(),
         entries: set
             .list(now)
             .into_iter()
-            .map(|e| socket::SetEntryView {
+            .map(|e| protocol::SetEntryView {
                 prefix: e.prefix,
                 expires_in: e
                     .expires
@@ -610,12 +609,12 @@ fn set_op(
     })
 }
 
-fn persistence_view(engine: &Engine, now: crate::conntrack::Time) -> Vec<socket::PersistView> {
+fn persistence_view(engine: &Engine, now: crate::conntrack::Time) -> Vec<protocol::PersistView> {
     engine
         .lb()
         .entries(now)
         .into_iter()
-        .map(|e| socket::PersistView {
+        .map(|e| protocol::PersistView {
             service: e.service,
             client: std::net::Ipv4Addr::from(e.client).to_string(),
             netmask: e.netmask,
@@ -631,7 +630,7 @@ fn lb_change(
     engine: &Engine,
     change: &crate::lb::Change,
     expire_flows: bool,
-) -> Result<socket::LbReply, String> {
+) -> Result<LbReply, String> {
     use crate::lb::Change;
     let cur = engine.lb();
     let new = cur.apply(change).map_err(|e| e.to_string())?;
@@ -699,7 +698,7 @@ fn lb_change(
             )
         }
     };
-    Ok(socket::LbReply { changed, flushed })
+    Ok(LbReply { changed, flushed })
 }
 
 /// Control-thread side of load balancing: rate sampling (and health
@@ -707,7 +706,7 @@ fn lb_change(
 #[derive(Default)]
 struct LbControl {
     last: Option<(Instant, RealTotals)>,
-    rates: Vec<socket::RealRate>,
+    rates: Vec<protocol::RealRate>,
 }
 
 /// Connections, packets in/out, bytes in/out per (service, real server).
@@ -749,7 +748,7 @@ impl LbControl {
                 .map(|(&(service, addr, port), c)| {
                     let p = prev.get(&(service, addr, port)).copied().unwrap_or(*c);
                     let rate = |i: usize| c[i].saturating_sub(p[i]) as f64 / dt;
-                    socket::RealRate {
+                    protocol::RealRate {
                         service,
                         addr,
                         port,

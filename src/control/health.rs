@@ -95,6 +95,7 @@ use crate::engine::Engine;
 use crate::lb::{Health, LbTable, ServiceKey};
 use crate::nat::{IfId, PortRange};
 use crate::packet::proto;
+pub use crate::protocol::CheckStatus;
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -187,40 +188,6 @@ pub enum CheckError {
     Duplicate(ServiceKey),
     #[error("service {service}: {reason}")]
     Invalid { service: ServiceKey, reason: String },
-}
-
-/// One checked real server, for `natgw services` (JSON as is).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckStatus {
-    pub service: ServiceKey,
-    /// The real server as the service lists it.
-    pub real: SocketAddrV4,
-    /// Where the check connects; `None` when it cannot (port 0).
-    pub target: Option<SocketAddrV4>,
-    /// `tcp` or `http`.
-    pub kind: String,
-    pub health: Health,
-    /// Successes in a row (0 after a failure).
-    pub consecutive_ok: u32,
-    /// Failures in a row (0 after a success).
-    pub consecutive_fail: u32,
-    pub rise: u32,
-    pub fall: u32,
-    /// Why the latest failing check failed (kept after a success, for
-    /// the record; `consecutive_fail` says whether it is current).
-    pub last_error: Option<String>,
-    /// Seconds since the current health began: the last transition, or
-    /// the start of checking when there was none.
-    pub health_age_secs: f64,
-    /// Wall clock (Unix seconds) of the last up/down transition, if any.
-    pub last_transition_unix: Option<f64>,
-    /// Up/down transitions so far.
-    pub transitions: u64,
-    pub checks_run: u64,
-    pub checks_failed: u64,
-    /// Seconds since the latest check finished, and how long it took.
-    pub last_check_age_secs: Option<f64>,
-    pub last_check_ms: Option<f64>,
 }
 
 /// A real server of a service: (service, address, port as listed).
