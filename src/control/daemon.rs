@@ -20,8 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Flow slots visited per expiry step (every 100 ms).
+/// Flow slots visited per expiry step (every [`TICK`]).
 const EXPIRY_BUDGET: usize = 32_768;
+/// Time between two steps of the control loop's periodic work (expiry,
+/// rates, set pruning, snapshots); requests are served in between.
+const TICK: Duration = Duration::from_millis(20);
+/// Most requests served between two ticks.
+const REQUESTS_PER_TICK: usize = 16;
 
 /// How `natgw run` starts (see `natgw run --help`).
 #[derive(Debug, Clone, Default)]
@@ -137,18 +142,28 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         handed_over: false,
         stop: stop.clone(),
     };
+    // Clients are read and answered off this thread (see `socket::Server`);
+    // their requests are served here, between ticks, one at a time.
+    let server = socket::Server::start(listener)?;
     let mut last_prune = Instant::now();
     let mut last_snapshot = Instant::now();
     let mut writer: Option<std::thread::JoinHandle<()>> = None;
+    let mut next_tick = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                socket::serve_one(stream, |req| ctl.handle(req));
-                continue;
+        // Until the tick is due: serve what comes (bounded, so a stream
+        // of requests cannot starve expiry).
+        for _ in 0..REQUESTS_PER_TICK {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let Some(p) = server.next(wait) else { break };
+            p.serve(|req| ctl.handle(req));
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => log::warn!("control socket: {e}"),
         }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        next_tick = Instant::now() + TICK;
         if hup.swap(false, Ordering::Relaxed) {
             match reload(&engine, &ctl.cfg, config, false, ctl.checker.as_ref()) {
                 Ok(r) => log::info!(
@@ -199,8 +214,10 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
             stop.store(true, Ordering::Relaxed);
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
+    // Stop taking requests; a handover's reply is written before this
+    // returns.
+    server.shutdown();
     if let Some(w) = writer {
         let _ = w.join();
     }

@@ -2,18 +2,26 @@
 //! [`protocol`](crate::protocol): one JSON request per connection (a
 //! line), answered by one JSON reply (a line).
 //!
+//! The daemon serves it with a [`Server`] (a listener thread; see there
+//! why a slow client cannot stall the control loop); the CLI uses
+//! [`call`].
+//!
 //! The socket is created with mode 0600 (root's); a stale socket file left
 //! by a dead process is replaced, a live one is refused ("already running").
 //!
-//! This module moves bytes only: it may import [`crate::protocol`] and
-//! std, nothing else of natgw (what a request does is the daemon's
+//! This module moves bytes only: it may import [`crate::protocol`], std
+//! and `log`, nothing else of natgw (what a request does is the daemon's
 //! business, how a reply looks on a terminal is `control::format`'s).
 
 use crate::protocol::{Encoded, Query, Request, Response, error_reply};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Binds the control socket at `path`, replacing a stale one.
 pub fn bind(path: &Path) -> Result<UnixListener, String> {
@@ -39,25 +47,6 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
-/// Serves one connection: reads a request line, answers with `handle`.
-/// A request that cannot be read or parsed gets an error reply.
-pub fn serve_one(stream: UnixStream, handle: impl FnOnce(Request) -> Encoded) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut line = String::new();
-    let mut reader = BufReader::new(&stream);
-    let reply = match reader.read_line(&mut line) {
-        Ok(_) => match serde_json::from_str::<Request>(line.trim()) {
-            Ok(req) => handle(req),
-            Err(e) => error_reply(format!("bad request: {e}")),
-        },
-        Err(e) => error_reply(format!("reading request: {e}")),
-    };
-    let mut w = &stream;
-    let _ = w.write_all(reply.0.as_bytes());
-    let _ = w.write_all(b"\n");
-}
-
 /// Sends `query` to the daemon at `path` and returns its typed reply.
 pub fn call<Q: Query>(path: &Path, query: Q) -> Result<Q::Reply, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
@@ -76,4 +65,315 @@ pub fn call<Q: Query>(path: &Path, query: Q) -> Result<Q::Reply, String> {
     let resp: Response<Q::Reply> =
         serde_json::from_str(line.trim()).map_err(|e| format!("bad reply from natgw: {e}"))?;
     resp.into_result()
+}
+
+// ---------------------------------------------------------------------
+// The daemon's side: a listener thread that never blocks the control loop
+// ---------------------------------------------------------------------
+
+/// Connections read or answered at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A client has this long, from `accept`, to send its whole request line.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest request line accepted.
+pub const MAX_REQUEST: usize = 1 << 20;
+/// A reply must be written within this (large `natgw flows` replies to a
+/// client that reads slowly).
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+/// How often the listener looks for new connections and for `shutdown`.
+const ACCEPT_POLL: Duration = Duration::from_millis(5);
+/// How long [`Server::shutdown`] waits for replies still being written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A request read off the socket, waiting for the control loop's answer.
+pub struct Pending {
+    request: Request,
+    reply: mpsc::SyncSender<Encoded>,
+}
+
+impl Pending {
+    /// Answers the request with `handle` (run on the caller's thread: the
+    /// control loop, so requests never run concurrently). The reply is
+    /// written by the connection's own thread.
+    pub fn serve(self, handle: impl FnOnce(Request) -> Encoded) {
+        let reply = handle(self.request);
+        // The connection thread waits for this; it only goes away at
+        // shutdown, and then nobody is left to tell.
+        let _ = self.reply.send(reply);
+    }
+}
+
+/// The control socket's server side.
+///
+/// How it keeps the control loop (expiry, rates, snapshots) going:
+///
+/// - A listener thread accepts connections and gives each its own short
+///   thread (at most [`MAX_CONNECTIONS`] at once), which reads the request
+///   line within [`REQUEST_DEADLINE`] (in total, not per read: a client
+///   that trickles bytes is cut off too). A client that is slow,
+///   half-written or silent only holds its own thread.
+/// - A request that cannot be read or parsed is answered by that thread
+///   with an error; a good one is queued for the control loop, which
+///   takes it with [`Server::next`] between its ticks and answers it with
+///   [`Pending::serve`]. So requests are served one at a time, in
+///   order, on the control thread: changes to the engine stay serialised.
+/// - The connection thread writes the reply (within 30 s), so a client
+///   that reads slowly does not hold up the loop either.
+pub struct Server {
+    requests: Option<mpsc::Receiver<Pending>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts serving `listener` (from [`bind`]).
+    pub fn start(listener: UnixListener) -> Result<Server, String> {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("natgw-control".into())
+            .spawn(move || listen(listener, tx, &s))
+            .map_err(|e| format!("control socket thread: {e}"))?;
+        Ok(Server {
+            requests: Some(rx),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The next request, waiting at most `timeout` for one.
+    pub fn next(&self, timeout: Duration) -> Option<Pending> {
+        let rx = self.requests.as_ref()?;
+        if timeout.is_zero() {
+            rx.try_recv().ok()
+        } else {
+            rx.recv_timeout(timeout).ok()
+        }
+    }
+
+    /// Stops accepting, answers requests still queued with "natgw is
+    /// stopping", and waits (a few seconds at most) for replies being
+    /// written — a handover's reply among them.
+    pub fn shutdown(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the queue drops each waiting request's reply channel.
+        self.requests = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// The listener thread: accept, hand each connection its own thread.
+fn listen(listener: UnixListener, tx: mpsc::Sender<Pending>, stop: &AtomicBool) {
+    let mut conns: Vec<JoinHandle<()>> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        conns.retain(|c| !c.is_finished());
+        if conns.len() >= MAX_CONNECTIONS {
+            std::thread::sleep(ACCEPT_POLL);
+            continue;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let tx = tx.clone();
+                match std::thread::Builder::new()
+                    .name("natgw-control-conn".into())
+                    .spawn(move || serve_connection(stream, &tx))
+                {
+                    Ok(c) => conns.push(c),
+                    Err(e) => log::warn!("control socket: no thread for a connection: {e}"),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
+            Err(e) => {
+                log::warn!("control socket: {e}");
+                std::thread::sleep(ACCEPT_POLL);
+            }
+        }
+    }
+    drop(listener);
+    let until = Instant::now() + SHUTDOWN_GRACE;
+    for c in conns {
+        while !c.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if c.is_finished() {
+            let _ = c.join();
+        }
+    }
+}
+
+/// One connection: read the request, have the control loop answer it,
+/// write the reply.
+fn serve_connection(stream: UnixStream, queue: &mpsc::Sender<Pending>) {
+    let reply = match read_request(&stream) {
+        Ok(request) => {
+            let (tx, rx) = mpsc::sync_channel(1);
+            let stopping = || error_reply("natgw is stopping".into());
+            match queue.send(Pending { request, reply: tx }) {
+                Ok(()) => rx.recv().unwrap_or_else(|_| stopping()),
+                Err(_) => stopping(),
+            }
+        }
+        Err(e) => error_reply(e),
+    };
+    let _ = stream.set_write_timeout(Some(WRITE_DEADLINE));
+    let mut w = &stream;
+    let _ = w
+        .write_all(reply.0.as_bytes())
+        .and_then(|_| w.write_all(b"\n"));
+}
+
+/// Reads one request line within [`REQUEST_DEADLINE`] (the line may also
+/// end at end of file) and parses it.
+fn read_request(stream: &UnixStream) -> Result<Request, String> {
+    let _ = stream.set_nonblocking(false);
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(too_slow());
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                let got = &chunk[..n];
+                if let Some(end) = got.iter().position(|&b| b == b'\n') {
+                    buf.extend_from_slice(&got[..end]);
+                    break;
+                }
+                buf.extend_from_slice(got);
+                if buf.len() > MAX_REQUEST {
+                    return Err(format!(
+                        "bad request: longer than {MAX_REQUEST} bytes without a newline"
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(too_slow());
+            }
+            Err(e) => return Err(format!("reading request: {e}")),
+        }
+    }
+    let line = std::str::from_utf8(&buf).map_err(|e| format!("bad request: {e}"))?;
+    serde_json::from_str(line.trim()).map_err(|e| format!("bad request: {e}"))
+}
+
+fn too_slow() -> String {
+    format!(
+        "reading request: no complete request line within {} s",
+        REQUEST_DEADLINE.as_secs()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{self, StatsReport, answer};
+
+    fn sock(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("natgw-sock-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d.join("ctl.sock")
+    }
+
+    /// Answers requests on this thread, like the control loop, until `n`
+    /// have been served.
+    fn serve_n(server: &Server, n: usize) {
+        let mut served = 0;
+        let until = Instant::now() + Duration::from_secs(10);
+        while served < n && Instant::now() < until {
+            if let Some(p) = server.next(Duration::from_millis(10)) {
+                p.serve(|req| match req {
+                    Request::Stats(q) => answer(q, |_| {
+                        Ok(StatsReport {
+                            backend: "test".into(),
+                            ..Default::default()
+                        })
+                    }),
+                    _ => error_reply("only stats here".into()),
+                });
+                served += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn a_silent_client_holds_up_neither_the_loop_nor_other_clients() {
+        let path = sock("silent");
+        let server = Server::start(bind(&path).unwrap()).unwrap();
+        // Connected, says nothing.
+        let _silent = UnixStream::connect(&path).unwrap();
+        // Half a request, never finished.
+        let mut half = UnixStream::connect(&path).unwrap();
+        half.write_all(br#"{"cmd":"st"#).unwrap();
+        let t0 = Instant::now();
+        let p = path.clone();
+        let client = std::thread::spawn(move || call(&p, protocol::Stats {}));
+        serve_n(&server, 1);
+        let r = client.join().unwrap().unwrap();
+        assert_eq!(r.backend, "test");
+        assert!(t0.elapsed() < REQUEST_DEADLINE, "{:?}", t0.elapsed());
+        // The half-written one is cut off at the deadline with an error.
+        let mut line = String::new();
+        BufReader::new(&half).read_line(&mut line).unwrap();
+        assert!(line.contains("no complete request line"), "{line}");
+        server.shutdown();
+    }
+
+    #[test]
+    fn bad_requests_get_an_error_reply() {
+        let path = sock("bad");
+        let server = Server::start(bind(&path).unwrap()).unwrap();
+        for (req, want) in [
+            (&b"not json\n"[..], "bad request"),
+            (br#"{"cmd":"fly"}"#, "bad request"),
+            (b"\xff\xfe\n", "bad request"),
+        ] {
+            let mut s = UnixStream::connect(&path).unwrap();
+            s.write_all(req).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            let r: Response<()> = serde_json::from_str(&line).unwrap();
+            assert!(!r.ok);
+            assert!(r.error.unwrap().starts_with(want), "{line}");
+        }
+        server.shutdown();
+    }
+
+    #[test]
+    fn requests_waiting_at_shutdown_are_told() {
+        let path = sock("shutdown");
+        let server = Server::start(bind(&path).unwrap()).unwrap();
+        let p = path.clone();
+        let client = std::thread::spawn(move || call(&p, protocol::Stats {}));
+        // Wait until the request is queued, then stop without serving it.
+        let until = Instant::now() + Duration::from_secs(5);
+        while server.requests.as_ref().unwrap().try_recv().is_err() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        server.shutdown();
+        assert_eq!(client.join().unwrap().unwrap_err(), "natgw is stopping");
+    }
 }
