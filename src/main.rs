@@ -7,7 +7,8 @@
 use clap::{Parser, Subcommand};
 use natgw::control::config::Config;
 use natgw::control::socket;
-use natgw::control::{daemon, format, replay};
+use natgw::control::{format, replay};
+use natgw::daemon;
 use natgw::protocol::{self, FlowFilter, SetOp};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};

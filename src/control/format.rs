@@ -179,8 +179,8 @@ pub fn config_summary(c: &Config) -> String {
             }
             if let Some(ch) = &svc.check {
                 let kind = match &ch.kind {
-                    super::health::CheckKind::Tcp => "tcp".to_string(),
-                    super::health::CheckKind::Http { path, status, .. } => {
+                    crate::health::CheckKind::Tcp => "tcp".to_string(),
+                    crate::health::CheckKind::Http { path, status, .. } => {
                         format!("http GET {path} -> {status}")
                     }
                 };

@@ -1,306 +1,48 @@
-//! `natgw run`: start the backend's workers, then be the control thread —
-//! serve the control socket, run expiry in bounded steps, and stop cleanly
-//! on SIGINT/SIGTERM (workers joined, XDP programs detached, TUN devices
-//! and routes removed, socket file removed).
+//! The control thread's request handling: [`Control::handle`] is the one
+//! dispatcher, an exhaustive match over [`Request`] with one method per
+//! request returning that request's reply type. Everything a handler
+//! needs is in [`Control`] (no loose arguments). Handlers run one at a
+//! time on the control thread.
 
-use super::config::{Backend, Config};
-use super::format::flow_line;
-use super::health::{self, Checker};
-use super::socket;
-use crate::dataplane::{self, Running, sys};
+use super::rates::LbControl;
+use super::write_snapshot;
+use crate::control::config::Config;
+use crate::control::format::flow_line;
+use crate::dataplane::{Running, sys};
 use crate::engine::{CounterSnapshot, Engine};
+use crate::health::{self, Checker};
 use crate::protocol::{
     self, Encoded, FlowView, FlowsReport, FlushReply, LbReply, ReloadReply, Request,
     ServicesReport, SetOp, SetReport, SnapshotReply, StatsReport, answer,
 };
-use crate::snapshot::{self, RestoreOptions, Snapshot};
 use std::path::Path;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-/// Flow slots visited per expiry step (every [`TICK`]).
-const EXPIRY_BUDGET: usize = 32_768;
-/// Time between two steps of the control loop's periodic work (expiry,
-/// rates, set pruning, snapshots); requests are served in between.
-const TICK: Duration = Duration::from_millis(20);
-/// Most requests served between two ticks.
-const REQUESTS_PER_TICK: usize = 16;
-
-/// How `natgw run` starts (see `natgw run --help`).
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Restore this snapshot before the workers start.
-    pub snapshot: Option<PathBuf>,
-    /// Take over from the natgw running on the config's control socket.
-    pub takeover: bool,
-    /// Start with no state when the snapshot is missing or unreadable
-    /// (otherwise that is an error and nothing starts).
-    pub allow_empty: bool,
-}
-
-pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
-    let cfg = Config::load(config).map_err(|e| e.to_string())?;
-    let engine = Arc::new(cfg.build_engine()?);
-    let sock_path = cfg.run.control_socket.clone();
-    let max_bytes = snapshot::max_bytes_for(cfg.engine.max_flows);
-    let mut carried = CounterSnapshot::default();
-
-    // State to start from: the running natgw's (takeover) or a file.
-    let state = if opts.takeover {
-        let tmp = handover_path(&sock_path);
-        let t0 = Instant::now();
-        let r = socket::call(&sock_path, protocol::Handover { path: tmp.clone() })
-            .map_err(|e| format!("takeover: {e}"))?;
-        let snap = snapshot::read(&tmp, max_bytes).map_err(|e| format!("takeover: {e}"));
-        let _ = std::fs::remove_file(&tmp);
-        log::info!(
-            "takeover: the old natgw stopped and handed over {} flow(s) ({} bytes) in {:.1} ms",
-            r.flows,
-            r.bytes,
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-        Some(snap?)
-    } else if let Some(p) = &opts.snapshot {
-        match snapshot::read(p, max_bytes) {
-            Ok(s) => Some(s),
-            Err(e) if opts.allow_empty => {
-                log::warn!("{e}; starting with no state (--allow-empty)");
-                None
-            }
-            Err(e) => {
-                return Err(format!(
-                    "{e}; nothing started (pass --allow-empty to start with no state)"
-                ));
-            }
-        }
-    } else {
-        None
-    };
-    if let Some(snap) = &state {
-        let r = snap
-            .restore(&engine, sys::now(), RestoreOptions::default())
-            .map_err(|e| e.to_string())?;
-        if let Some(c) = &snap.counters {
-            carried = c.clone();
-        }
-        log::info!(
-            "restored {} flow(s) ({} expired, {} duplicate, {} over max_flows), {} EIM mapping(s), {} set entr(ies), {} persistence entr(ies); timers moved on by {} ms",
-            r.flows,
-            r.flows_expired,
-            r.flows_duplicate,
-            r.flows_table_full,
-            r.eim,
-            r.set_entries,
-            r.persistence,
-            r.elapsed_ms
-        );
-    }
-
-    let checks = cfg.checks();
-    health::validate(&engine.lb(), &checks).map_err(|e| e.to_string())?;
-    let listener = socket::bind(&sock_path)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .map_err(|e| format!("signal handler: {e}"))?;
-    }
-    let hup = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
-        .map_err(|e| format!("signal handler: {e}"))?;
-    let running = match dataplane::start(&cfg, engine.clone(), stop.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&sock_path);
-            return Err(e.to_string());
-        }
-    };
-    let backend = match cfg.run.backend {
-        Backend::Afxdp => "afxdp",
-        Backend::Tun => "tun",
-    };
-    log::info!(
-        "natgw running: backend {backend}, {} worker(s), {} interface(s), {} rule(s), {} service(s), control socket {}",
-        running.workers.len(),
-        cfg.engine.interfaces.len(),
-        cfg.ruleset.len(),
-        engine.lb().len(),
-        sock_path.display()
-    );
-    let checker = Checker::start(engine.clone(), checks);
-    checker.set_neighbours(running.neigh.clone());
-    let mut ctl = Control {
-        cfg,
-        checker: Some(checker),
-        engine: engine.clone(),
-        running: Some(running),
-        backend,
-        started: Instant::now(),
-        lb: LbControl::default(),
-        carried,
-        handed_over: false,
-        stop: stop.clone(),
-    };
-    // Clients are read and answered off this thread (see `socket::Server`);
-    // their requests are served here, between ticks, one at a time.
-    let server = socket::Server::start(listener)?;
-    let mut last_prune = Instant::now();
-    let mut last_snapshot = Instant::now();
-    let mut writer: Option<std::thread::JoinHandle<()>> = None;
-    let mut next_tick = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        // Until the tick is due: serve what comes (bounded, so a stream
-        // of requests cannot starve expiry).
-        for _ in 0..REQUESTS_PER_TICK {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            let Some(p) = server.next(wait) else { break };
-            p.serve(|req| ctl.handle(req));
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-        }
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        next_tick = Instant::now() + TICK;
-        if hup.swap(false, Ordering::Relaxed) {
-            match reload(&engine, &ctl.cfg, config, false, ctl.checker.as_ref()) {
-                Ok(r) => log::info!(
-                    "SIGHUP: reloaded {}: {} rules, {} sets; {} live flows keep their translation, {} of them match no rule now",
-                    r.config,
-                    r.report.rules,
-                    r.report.sets,
-                    r.report.flows,
-                    r.report.unmatched_flows
-                ),
-                Err(e) => log::error!("SIGHUP: reload refused, nothing changed: {e}"),
-            }
-        }
-        let now = sys::now();
-        engine.expire(now, EXPIRY_BUDGET);
-        engine.lb().expire(now, EXPIRY_BUDGET);
-        ctl.lb.tick(&engine, now);
-        if last_prune.elapsed() >= Duration::from_secs(10) {
-            last_prune = Instant::now();
-            engine.prune_sets(now);
-            if let Some(n) = ctl.running.as_ref().and_then(|r| r.neigh.as_ref()) {
-                n.prune(now);
-            }
-        }
-        // Periodic snapshot, written by a helper thread so the control
-        // loop (expiry) keeps going; one at a time.
-        let snap = &ctl.cfg.run.snapshot;
-        if let Some(path) = &snap.path
-            && snap.interval_secs > 0
-            && last_snapshot.elapsed() >= Duration::from_secs(snap.interval_secs as u64)
-            && writer.as_ref().is_none_or(|w| w.is_finished())
-        {
-            last_snapshot = Instant::now();
-            let (engine, path, counters) = (engine.clone(), path.clone(), ctl.counters());
-            writer = Some(std::thread::spawn(move || {
-                if let Err(e) = write_snapshot(&engine, &path, counters) {
-                    log::error!("periodic snapshot: {e}");
-                }
-            }));
-        }
-        // The workers are stopping if one of them died: stop everything.
-        if ctl
-            .running
-            .as_ref()
-            .is_some_and(|r| r.workers.iter().any(|w| w.is_finished()))
-        {
-            log::error!("a worker stopped unexpectedly; shutting down");
-            stop.store(true, Ordering::Relaxed);
-            break;
-        }
-    }
-    // Stop taking requests; a handover's reply is written before this
-    // returns.
-    server.shutdown();
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
-    if let Some(c) = ctl.checker.take() {
-        c.stop();
-    }
-    if ctl.handed_over {
-        log::info!("natgw handed over; exiting");
-        return Ok(());
-    }
-    log::info!("natgw stopping");
-    stop.store(true, Ordering::Relaxed);
-    let counters = ctl.counters();
-    let errors = ctl.running.take().map(|r| r.shutdown()).unwrap_or_default();
-    let _ = std::fs::remove_file(&sock_path);
-    // A last snapshot once the workers stood still, for the next start.
-    if let Some(path) = &ctl.cfg.run.snapshot.path {
-        match write_snapshot(&engine, path, counters) {
-            Ok(r) => log::info!("final snapshot: {} flow(s) to {}", r.flows, r.path),
-            Err(e) => log::error!("final snapshot: {e}"),
-        }
-    }
-    if errors.is_empty() {
-        log::info!("natgw stopped cleanly");
-        Ok(())
-    } else {
-        Err(format!("worker errors: {}", errors.join("; ")))
-    }
-}
-
-/// Where a takeover asks the old process to write its state: beside the
-/// control socket (same filesystem, root-only directory).
-fn handover_path(sock: &Path) -> PathBuf {
-    let dir = sock.parent().filter(|d| !d.as_os_str().is_empty());
-    dir.unwrap_or(Path::new("."))
-        .join(format!("natgw-handover-{}.snap", std::process::id()))
-}
-
-/// Captures the engine's state with `counters` and writes it atomically.
-fn write_snapshot(
-    engine: &Engine,
-    path: &Path,
-    counters: CounterSnapshot,
-) -> Result<SnapshotReply, String> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let mut snap = Snapshot::capture(engine, sys::now());
-    snap.counters = Some(counters);
-    let bytes = snapshot::write_atomic(path, &snap).map_err(|e| e.to_string())?;
-    Ok(SnapshotReply {
-        path: path.display().to_string(),
-        flows: snap.flows.len(),
-        bytes,
-        paused_ms: 0.0,
-    })
-}
+use std::time::Instant;
 
 /// The control thread's view of the running gateway: everything a request
 /// handler needs.
-struct Control {
+pub(super) struct Control {
     /// The config natgw started with (a reload changes the engine, not
     /// this: `natgw reload` without a file re-reads `cfg.path`).
-    cfg: Config,
-    engine: Arc<Engine>,
+    pub(super) cfg: Config,
+    pub(super) engine: Arc<Engine>,
     /// `None` once handed over.
-    running: Option<Running>,
-    backend: &'static str,
-    started: Instant,
-    lb: LbControl,
+    pub(super) running: Option<Running>,
+    pub(super) backend: &'static str,
+    pub(super) started: Instant,
+    pub(super) lb: LbControl,
     /// Counters carried over from the process natgw took over from.
-    carried: CounterSnapshot,
-    handed_over: bool,
-    stop: Arc<AtomicBool>,
+    pub(super) carried: CounterSnapshot,
+    pub(super) handed_over: bool,
+    pub(super) stop: Arc<AtomicBool>,
     /// Health checks of real servers; `None` once stopped.
-    checker: Option<Checker>,
+    pub(super) checker: Option<Checker>,
 }
 
 impl Control {
     /// Counters summed over the workers, plus those carried over.
-    fn counters(&self) -> CounterSnapshot {
+    pub(super) fn counters(&self) -> CounterSnapshot {
         let mut total = self.carried.clone();
         if let Some(r) = &self.running {
             for w in &r.stats {
@@ -314,7 +56,7 @@ impl Control {
     /// method named after it, which returns that request's reply type
     /// (`protocol::answer` checks it). Requests are served one at a time
     /// on the control thread, so changes to the engine never interleave.
-    fn handle(&mut self, req: Request) -> Encoded {
+    pub(super) fn handle(&mut self, req: Request) -> Encoded {
         match req {
             Request::Stats(q) => answer(q, |q| self.stats(q)),
             Request::Flows(q) => answer(q, |q| self.flows(q)),
@@ -517,7 +259,7 @@ impl Control {
 }
 
 /// Validates `path` completely, then applies it (see `Engine::reload`).
-fn reload(
+pub(super) fn reload(
     engine: &Engine,
     cur: &Config,
     path: &Path,
@@ -716,68 +458,4 @@ fn lb_change(
         }
     };
     Ok(LbReply { changed, flushed })
-}
-
-/// Control-thread side of load balancing: rate sampling (and health
-/// checks).
-#[derive(Default)]
-struct LbControl {
-    last: Option<(Instant, RealTotals)>,
-    rates: Vec<protocol::RealRate>,
-}
-
-/// Connections, packets in/out, bytes in/out per (service, real server).
-type RealTotals = std::collections::HashMap<(crate::lb::ServiceKey, u32, u16), [u64; 5]>;
-
-/// Seconds between two rate samples (`ipvsadm --rate` uses a 2 s estimator).
-const RATE_WINDOW: Duration = Duration::from_secs(2);
-
-impl LbControl {
-    fn tick(&mut self, engine: &Engine, now: crate::conntrack::Time) {
-        if matches!(&self.last, Some((t, _)) if t.elapsed() < RATE_WINDOW) {
-            return;
-        }
-        if engine.lb().is_empty() {
-            self.last = None;
-            self.rates.clear();
-            return;
-        }
-        let t = Instant::now();
-        let mut cur = std::collections::HashMap::new();
-        for s in engine.services(now) {
-            for r in &s.reals {
-                cur.insert(
-                    (s.key, r.addr, r.port),
-                    [
-                        r.conns,
-                        r.packets_in,
-                        r.packets_out,
-                        r.bytes_in,
-                        r.bytes_out,
-                    ],
-                );
-            }
-        }
-        if let Some((t0, prev)) = &self.last {
-            let dt = t.duration_since(*t0).as_secs_f64().max(1e-3);
-            self.rates = cur
-                .iter()
-                .map(|(&(service, addr, port), c)| {
-                    let p = prev.get(&(service, addr, port)).copied().unwrap_or(*c);
-                    let rate = |i: usize| c[i].saturating_sub(p[i]) as f64 / dt;
-                    protocol::RealRate {
-                        service,
-                        addr,
-                        port,
-                        cps: rate(0),
-                        in_pps: rate(1),
-                        out_pps: rate(2),
-                        in_bps: rate(3),
-                        out_bps: rate(4),
-                    }
-                })
-                .collect();
-        }
-        self.last = Some((t, cur));
-    }
 }
