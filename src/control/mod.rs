@@ -5,7 +5,7 @@
 //!   line and field).
 //! - [`socket`]: the control socket's transport (client [`socket::call`],
 //!   daemon-side [`socket::Server`]); imports only [`crate::protocol`].
-//! - [`format`]: replies and the config as text; imports the config and
+//! - [`format`](mod@format): replies and the config as text; imports the config and
 //!   [`crate::protocol`] types, never the socket.
 //! - [`replay`]: the engine over a pcap file (`natgw replay`).
 //!

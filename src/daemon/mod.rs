@@ -9,10 +9,10 @@
 //!
 //! - this file: process lifecycle, signals, the control loop, snapshots
 //!   and the new side of a takeover;
-//! - [`control`](self::control): the request dispatcher — one handler per
+//! - `control.rs`: the request dispatcher — one handler per
 //!   [`Request`](crate::protocol::Request), and the old side of a
 //!   handover;
-//! - [`rates`](self::rates): per-real-server rates for `natgw services --rate`.
+//! - `rates.rs`: per-real-server rates for `natgw services --rate`.
 //!
 //! The daemon is the top of the library: it may import everything below
 //! it (`control::{config, socket, format}`, `health`, `dataplane`,

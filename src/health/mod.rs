@@ -14,7 +14,7 @@
 //! # What it does
 //!
 //! - One scheduler thread wakes at least every [`TICK`]. Each time it reads
-//!   the engine's current [`LbTable`] (`engine.lb()`), so real servers
+//!   the engine's current [`LbTable`](crate::lb::LbTable) (`engine.lb()`), so real servers
 //!   added or removed at run time are picked up within a tick: a new
 //!   server gets a check, a removed one loses it.
 //! - Every real server of every checked service is checked every
@@ -74,7 +74,7 @@
 //!   destination ports to the `local` table (`src/dataplane/tun.rs`).
 //! - natgw's source NAT never hands out a TCP port in that range (nor
 //!   keeps an inside port in it), so no NAT flow's reply can be mistaken
-//!   for a check's ([`PortRange::HEALTH_CHECK`]).
+//!   for a check's ([`PortRange::HEALTH_CHECK`](crate::nat::PortRange::HEALTH_CHECK)).
 //! - ARP (AF_XDP only): natgw answers and learns all ARP on its
 //!   interfaces, including the replies to the kernel's own requests, so the
 //!   kernel never completes a resolution by itself. With
@@ -89,8 +89,8 @@
 //!
 //! //! # Parts
 //!
-//! - [`spec`]: what a check is and which sets of checks are valid.
-//! - [`probe`]: running one check (socket, connect, HTTP exchange).
+//! - `spec.rs`: what a check is and which sets of checks are valid.
+//! - `probe.rs`: running one check (socket, connect, HTTP exchange).
 //! - this file: the [`Checker`] — the scheduler thread, per-server state,
 //!   rise/fall counting, marking servers up and down in the `lb` table.
 //!
