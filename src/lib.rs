@@ -11,7 +11,15 @@
 //! - [`lb`]: virtual services, real servers, schedulers, persistence. Pure.
 //! - [`engine`]: the per-packet pipeline that ties the three together
 //!   (parse, track, classify, translate, route) and returns a verdict. Pure.
-//! - [`control`]: config file, offline replay, CLI output. Reads files.
+//! - [`control`]: config file, offline replay, CLI output, the control
+//!   socket's transport. Reads files.
+//! - [`health`]: health checks of real servers (own threads, kernel
+//!   sockets).
+//! - [`daemon`]: `natgw run` — process lifecycle, signals, the control
+//!   loop and its request dispatcher, handover, periodic snapshots. The
+//!   top: it may import every other module; none imports it.
+//! - [`protocol`]: the control socket's requests and typed replies, as
+//!   plain data (no clap, no I/O).
 //! - [`snapshot`]: the versioned snapshot file; capture from and restore
 //!   into an engine (handover, crash recovery).
 //!
@@ -20,9 +28,12 @@
 
 pub mod conntrack;
 pub mod control;
+pub mod daemon;
 pub mod dataplane;
 pub mod engine;
+pub mod health;
 pub mod lb;
 pub mod nat;
 pub mod packet;
+pub mod protocol;
 pub mod snapshot;

@@ -1,11 +1,15 @@
 //! `natgw`: thin command-line front end over the library.
+//!
+//! The clap argument types live here and convert into the library's
+//! [`protocol`](natgw::protocol) requests; replies come back typed and are
+//! printed by `control::format` (or as JSON).
 
 use clap::{Parser, Subcommand};
 use natgw::control::config::Config;
-use natgw::control::socket::{
-    self, FlowFilter, FlowsReport, ReloadReply, Request, SetOp, SetReport, StatsReport,
-};
-use natgw::control::{daemon, format, replay};
+use natgw::control::socket;
+use natgw::control::{format, replay};
+use natgw::daemon;
+use natgw::protocol::{self, FlowFilter, SetOp};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
@@ -111,7 +115,7 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
         /// add, del, list or flush.
-        op: SetOp,
+        op: SetOpArg,
         /// The set's name (a [[set]] of the config).
         name: String,
         /// Address or prefix (add, del).
@@ -128,7 +132,7 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
-        filter: FlowFilter,
+        filter: FilterArgs,
         /// Remove every flow.
         #[arg(long)]
         all: bool,
@@ -171,7 +175,7 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
-        filter: FlowFilter,
+        filter: FilterArgs,
         /// Print only the number of matching flows.
         #[arg(long)]
         count: bool,
@@ -179,6 +183,79 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `natgw set`'s operation.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SetOpArg {
+    Add,
+    Del,
+    List,
+    Flush,
+}
+
+impl From<SetOpArg> for SetOp {
+    fn from(op: SetOpArg) -> SetOp {
+        match op {
+            SetOpArg::Add => SetOp::Add,
+            SetOpArg::Del => SetOp::Del,
+            SetOpArg::List => SetOp::List,
+            SetOpArg::Flush => SetOp::Flush,
+        }
+    }
+}
+
+/// `conntrack -L`-style filters; every given field must match (`natgw
+/// flows` and `natgw flush` options; a [`FlowFilter`] on the wire).
+#[derive(Clone, Default, clap::Args)]
+struct FilterArgs {
+    /// Original-direction source (like conntrack `-s`).
+    #[arg(long)]
+    src: Option<String>,
+    /// Original-direction destination (`-d`).
+    #[arg(long)]
+    dst: Option<String>,
+    /// Reply-direction source (`-r`).
+    #[arg(long)]
+    reply_src: Option<String>,
+    /// Reply-direction destination (`-q`).
+    #[arg(long)]
+    reply_dst: Option<String>,
+    /// Any address of either tuple.
+    #[arg(long)]
+    addr: Option<String>,
+    /// tcp, udp or icmp.
+    #[arg(long, short)]
+    proto: Option<String>,
+    /// Original-direction source port.
+    #[arg(long)]
+    sport: Option<u16>,
+    /// Original-direction destination port.
+    #[arg(long)]
+    dport: Option<u16>,
+    /// Any port of either tuple.
+    #[arg(long)]
+    port: Option<u16>,
+    /// TCP state name (ESTABLISHED, TIME_WAIT, ...).
+    #[arg(long)]
+    state: Option<String>,
+}
+
+impl From<FilterArgs> for FlowFilter {
+    fn from(a: FilterArgs) -> FlowFilter {
+        FlowFilter {
+            src: a.src,
+            dst: a.dst,
+            reply_src: a.reply_src,
+            reply_dst: a.reply_dst,
+            addr: a.addr,
+            proto: a.proto,
+            sport: a.sport,
+            dport: a.dport,
+            port: a.port,
+            state: a.state,
+        }
+    }
 }
 
 /// A virtual service on the command line: `--tcp VIP:PORT` or `--udp VIP:PORT`.
@@ -370,18 +447,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Snapshot { target, to } => {
             let to = to.map(|p| std::path::absolute(&p).unwrap_or(p));
-            let data = socket::call(&target.path()?, &Request::Snapshot { path: to })
+            let r = socket::call(&target.path()?, protocol::Snapshot { path: to })
                 .map_err(anyhow::Error::msg)?;
-            let r: socket::SnapshotReply = serde_json::from_value(data)?;
-            println!("wrote {} flow(s), {} bytes to {}", r.flows, r.bytes, r.path);
+            print!("{}", format::snapshot_text(&r));
         }
         Cmd::Stats { target, json } => {
-            let data =
-                socket::call(&target.path()?, &Request::Stats).map_err(anyhow::Error::msg)?;
+            let r =
+                socket::call(&target.path()?, protocol::Stats {}).map_err(anyhow::Error::msg)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
+                println!("{}", format::json(&r)?);
             } else {
-                let r: StatsReport = serde_json::from_value(data)?;
                 print!("{}", format::stats_text(&r));
             }
         }
@@ -401,28 +476,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Config::load(c)?;
             }
             let config = config.map(|c| std::fs::canonicalize(&c).unwrap_or(c));
-            let req = Request::Reload {
+            let req = protocol::Reload {
                 config,
                 flush_unmatched,
             };
-            let data = socket::call(&target.path()?, &req).map_err(anyhow::Error::msg)?;
+            let r = socket::call(&target.path()?, req).map_err(anyhow::Error::msg)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
+                println!("{}", format::json(&r)?);
             } else {
-                let r: ReloadReply = serde_json::from_value(data)?;
-                println!(
-                    "reloaded {}: {} rule(s), {} set(s); {} live flow(s) keep their translation, {} match no rule now{}",
-                    r.config,
-                    r.report.rules,
-                    r.report.sets,
-                    r.report.flows,
-                    r.report.unmatched_flows,
-                    if flush_unmatched {
-                        format!(", {} flushed", r.flushed)
-                    } else {
-                        String::new()
-                    }
-                );
+                print!("{}", format::reload_text(&r, flush_unmatched));
             }
         }
         Cmd::Set {
@@ -433,34 +495,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             timeout,
             json,
         } => {
-            let req = Request::Set {
-                op,
+            let req = protocol::Set {
+                op: op.into(),
                 name,
                 prefix: addr,
                 timeout,
             };
-            let data = socket::call(&target.path()?, &req).map_err(anyhow::Error::msg)?;
+            let r = socket::call(&target.path()?, req).map_err(anyhow::Error::msg)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
+                println!("{}", format::json(&r)?);
             } else {
-                let r: SetReport = serde_json::from_value(data)?;
-                if !r.changed.is_empty() {
-                    println!("set {}: {}", r.name, r.changed);
-                }
-                if op == SetOp::List {
-                    println!(
-                        "set {} (default timeout {}s), {} entries:",
-                        r.name,
-                        r.default_timeout,
-                        r.entries.len()
-                    );
-                    for e in &r.entries {
-                        match e.expires_in {
-                            Some(s) => println!("  {} timeout {s}", e.prefix),
-                            None => println!("  {}", e.prefix),
-                        }
-                    }
-                }
+                print!("{}", format::set_text(&r, op == SetOpArg::List));
             }
         }
         Cmd::Flush {
@@ -468,13 +513,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             filter,
             all,
         } => {
+            let filter = FlowFilter::from(filter);
             filter.compile().map_err(anyhow::Error::msg)?;
             if !all && filter == FlowFilter::default() {
                 anyhow::bail!("flush: give a filter (see --help) or --all to remove every flow");
             }
-            let data = socket::call(&target.path()?, &Request::Flush { filter })
+            let r = socket::call(&target.path()?, protocol::Flush { filter })
                 .map_err(anyhow::Error::msg)?;
-            println!("flushed {} flow(s)", data["flushed"]);
+            println!("flushed {} flow(s)", r.flushed);
         }
         Cmd::Services {
             target,
@@ -483,12 +529,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             persistent,
             json,
         } => {
-            let data =
-                socket::call(&target.path()?, &Request::Services).map_err(anyhow::Error::msg)?;
+            let r =
+                socket::call(&target.path()?, protocol::Services {}).map_err(anyhow::Error::msg)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
+                println!("{}", format::json(&r)?);
             } else {
-                let r: socket::ServicesReport = serde_json::from_value(data)?;
                 let view = match (stats, rate, persistent) {
                     (true, _, _) => format::ServicesView::Stats,
                     (_, true, _) => format::ServicesView::Rate,
@@ -576,10 +621,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             // Check the filter here too, so a typo fails before connecting.
+            let filter = FlowFilter::from(filter);
             filter.compile().map_err(anyhow::Error::msg)?;
-            let data = socket::call(&target.path()?, &Request::Flows { filter })
+            let r = socket::call(&target.path()?, protocol::Flows { filter })
                 .map_err(anyhow::Error::msg)?;
-            let r: FlowsReport = serde_json::from_value(data)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r.flows)?);
             } else if count {
@@ -596,12 +641,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn lb_call(target: &Target, change: natgw::lb::Change, expire_flows: bool) -> anyhow::Result<()> {
-    let req = Request::Lb {
+    let req = protocol::Lb {
         change,
         expire_flows,
     };
-    let data = socket::call(&target.path()?, &req).map_err(anyhow::Error::msg)?;
-    let r: socket::LbReply = serde_json::from_value(data)?;
+    let r = socket::call(&target.path()?, req).map_err(anyhow::Error::msg)?;
     println!("{}", r.changed);
     Ok(())
 }

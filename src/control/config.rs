@@ -6,8 +6,8 @@
 //! The format is documented in the README with a full example.
 
 use crate::conntrack::{MAX_FLOWS_LIMIT, Timeouts};
-use crate::control::health::{CheckKind, CheckSpec};
 use crate::engine::{EngineConfig, Interface, Ipv6Policy, Role, Route, Unmatched};
+use crate::health::{CheckKind, CheckSpec};
 use crate::lb::{Forward, Persistence, RealSpec, Scheduler, ServiceKey, ServiceSpec};
 use crate::nat::{
     Action, AddrPool, AddrSet, IfAddr, IfId, Match, PortRange, Prefix, Rule, Ruleset, Sets,

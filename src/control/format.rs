@@ -1,12 +1,17 @@
 //! Text renderings shared by the CLI commands: flows the way
-//! `conntrack -L` prints them, and the effective config.
+//! `conntrack -L` prints them, the effective config, and the replies of
+//! the control protocol (`natgw stats`, `natgw services`, ...) as text or
+//! JSON.
+//!
+//! Pure functions from data to text. May import the config, the
+//! [`protocol`](crate::protocol) reply types and core data types; never
+//! the socket or the daemon.
 
 use super::config::Config;
 use crate::conntrack::{FlowRecord, Time};
 use crate::engine::flag_names;
 use crate::nat::RuleDisplay;
 use crate::packet::{Tuple, proto};
-use serde::Serialize;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -64,53 +69,6 @@ pub fn flow_line(r: &FlowRecord, now: Time) -> String {
         let _ = write!(s, " [{f}]");
     }
     s
-}
-
-/// A flow as JSON-friendly data.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct FlowView {
-    pub proto: String,
-    pub state: Option<String>,
-    pub timeout_secs: u64,
-    pub orig: TupleView,
-    pub reply: TupleView,
-    pub packets: [u64; 2],
-    pub bytes: [u64; 2],
-    pub flags: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct TupleView {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub sport: u16,
-    pub dport: u16,
-}
-
-impl From<&Tuple> for TupleView {
-    fn from(t: &Tuple) -> TupleView {
-        TupleView {
-            src: t.src_ip(),
-            dst: t.dst_ip(),
-            sport: t.sport,
-            dport: t.dport,
-        }
-    }
-}
-
-impl FlowView {
-    pub fn new(r: &FlowRecord, now: Time) -> FlowView {
-        FlowView {
-            proto: crate::packet::proto_name(r.orig.proto).into(),
-            state: (r.orig.proto == proto::TCP).then(|| r.tcp_state.name().to_string()),
-            timeout_secs: r.remaining(now).0 / 1_000_000_000,
-            orig: (&r.orig).into(),
-            reply: (&r.reply).into(),
-            packets: r.packets,
-            bytes: r.bytes,
-            flags: flag_names(r).into_iter().map(String::from).collect(),
-        }
-    }
 }
 
 /// The effective config, as `natgw check` prints it.
@@ -221,8 +179,8 @@ pub fn config_summary(c: &Config) -> String {
             }
             if let Some(ch) = &svc.check {
                 let kind = match &ch.kind {
-                    super::health::CheckKind::Tcp => "tcp".to_string(),
-                    super::health::CheckKind::Http { path, status, .. } => {
+                    crate::health::CheckKind::Tcp => "tcp".to_string(),
+                    crate::health::CheckKind::Http { path, status, .. } => {
                         format!("http GET {path} -> {status}")
                     }
                 };
@@ -256,7 +214,7 @@ pub fn config_summary(c: &Config) -> String {
 }
 
 /// `natgw stats` as text.
-pub fn stats_text(r: &super::socket::StatsReport) -> String {
+pub fn stats_text(r: &crate::protocol::StatsReport) -> String {
     let mut s = String::new();
     let fill = if r.max_flows > 0 {
         100.0 * r.flows as f64 / r.max_flows as f64
@@ -400,7 +358,7 @@ pub enum ServicesView {
 }
 
 /// `natgw services` as text, laid out like `ipvsadm -L -n`.
-pub fn services_text(r: &super::socket::ServicesReport, view: ServicesView) -> String {
+pub fn services_text(r: &crate::protocol::ServicesReport, view: ServicesView) -> String {
     use crate::lb::{Health, Scheduler};
     let mut s = String::new();
     let sock = |a: u32, p: u16| std::net::SocketAddrV4::new(a.into(), p).to_string();
@@ -511,7 +469,7 @@ pub fn services_text(r: &super::socket::ServicesReport, view: ServicesView) -> S
             }
             ServicesView::Rate => {
                 let rates: Vec<_> = r.rates.iter().filter(|x| x.service == svc.key).collect();
-                let sum = |f: fn(&super::socket::RealRate) -> f64| -> u64 {
+                let sum = |f: fn(&crate::protocol::RealRate) -> f64| -> u64 {
                     rates.iter().map(|x| f(x)).sum::<f64>().round() as u64
                 };
                 let _ = writeln!(
@@ -527,7 +485,7 @@ pub fn services_text(r: &super::socket::ServicesReport, view: ServicesView) -> S
                     let x = rates
                         .iter()
                         .find(|x| x.addr == real.addr && x.port == real.port);
-                    let v = |f: fn(&super::socket::RealRate) -> f64| {
+                    let v = |f: fn(&crate::protocol::RealRate) -> f64| {
                         x.map_or(0, |x| f(x).round() as u64)
                     };
                     let _ = writeln!(
@@ -572,7 +530,7 @@ pub fn services_text(r: &super::socket::ServicesReport, view: ServicesView) -> S
 
 /// One health-check status as a line: server, check, state, streaks,
 /// the latest error.
-fn check_line(c: &super::health::CheckStatus) -> String {
+fn check_line(c: &crate::protocol::CheckStatus) -> String {
     use crate::lb::Health;
     let state = match c.health {
         Health::Up => "up",
@@ -608,4 +566,64 @@ fn human(v: u64) -> String {
         100_000_000..=99_999_999_999 => format!("{}M", v / 1_000_000),
         _ => format!("{}G", v / 1_000_000_000),
     }
+}
+
+/// A reply as `--json` prints it: pretty, keys sorted at every level (as
+/// natgw has always printed its replies).
+pub fn json<T: serde::Serialize>(r: &T) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&serde_json::to_value(r)?)
+}
+
+/// `natgw snapshot` as text.
+pub fn snapshot_text(r: &crate::protocol::SnapshotReply) -> String {
+    format!(
+        "wrote {} flow(s), {} bytes to {}\n",
+        r.flows, r.bytes, r.path
+    )
+}
+
+/// `natgw reload` as text; `flush_unmatched` says whether it was asked to
+/// flush.
+pub fn reload_text(r: &crate::protocol::ReloadReply, flush_unmatched: bool) -> String {
+    format!(
+        "reloaded {}: {} rule(s), {} set(s); {} live flow(s) keep their translation, {} match no rule now{}\n",
+        r.config,
+        r.report.rules,
+        r.report.sets,
+        r.report.flows,
+        r.report.unmatched_flows,
+        if flush_unmatched {
+            format!(", {} flushed", r.flushed)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// `natgw set` as text: what changed, then (for `list`) the entries.
+pub fn set_text(r: &crate::protocol::SetReport, list: bool) -> String {
+    let mut s = String::new();
+    if !r.changed.is_empty() {
+        let _ = writeln!(s, "set {}: {}", r.name, r.changed);
+    }
+    if list {
+        let _ = writeln!(
+            s,
+            "set {} (default timeout {}s), {} entries:",
+            r.name,
+            r.default_timeout,
+            r.entries.len()
+        );
+        for e in &r.entries {
+            match e.expires_in {
+                Some(t) => {
+                    let _ = writeln!(s, "  {} timeout {t}", e.prefix);
+                }
+                None => {
+                    let _ = writeln!(s, "  {}", e.prefix);
+                }
+            }
+        }
+    }
+    s
 }

@@ -1,9 +1,18 @@
-//! Control plane: the config file, offline replay, and the text and JSON
-//! renderings the CLI prints.
+//! Control plane: the config file, offline replay, the control socket's
+//! transport, and the text and JSON renderings the CLI prints.
+//!
+//! - [`config`]: the config file, parsed and validated (errors name file,
+//!   line and field).
+//! - [`socket`]: the control socket's transport (client [`socket::call`],
+//!   daemon-side [`socket::Server`]); imports only [`crate::protocol`].
+//! - [`format`](mod@format): replies and the config as text; imports the config and
+//!   [`crate::protocol`] types, never the socket.
+//! - [`replay`]: the engine over a pcap file (`natgw replay`).
+//!
+//! The daemon (`natgw run`) is [`crate::daemon`], the health checker
+//! [`crate::health`], the wire types [`crate::protocol`].
 
 pub mod config;
-pub mod daemon;
 pub mod format;
-pub mod health;
 pub mod replay;
 pub mod socket;

@@ -58,7 +58,7 @@ pub struct ReplayReport {
     pub written: u64,
     pub packets: Vec<PacketLine>,
     pub counters: CounterSnapshot,
-    pub flows: Vec<super::format::FlowView>,
+    pub flows: Vec<crate::protocol::FlowView>,
     /// `conntrack -L`-style lines of the flows left at the end.
     pub flow_lines: Vec<String>,
 }
@@ -224,7 +224,7 @@ pub fn replay(
         .collect();
     report.flows = flows
         .iter()
-        .map(|f| super::format::FlowView::new(f, now))
+        .map(|f| crate::protocol::FlowView::new(f, now))
         .collect();
     Ok(report)
 }

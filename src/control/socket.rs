@@ -1,275 +1,27 @@
-//! The control socket: a Unix stream socket speaking one JSON request per
-//! connection (a line), answered by one JSON response (a line).
+//! The control socket: a Unix stream socket carrying the
+//! [`protocol`](crate::protocol): one JSON request per connection (a
+//! line), answered by one JSON reply (a line).
 //!
-//! Requests: `{"cmd":"stats"}`, `{"cmd":"flows","filter":{...}}`.
-//! Responses: `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
+//! The daemon serves it with a [`Server`] (a listener thread; see there
+//! why a slow client cannot stall the control loop); the CLI uses
+//! [`call`].
+//!
 //! The socket is created with mode 0600 (root's); a stale socket file left
 //! by a dead process is replaced, a live one is refused ("already running").
+//!
+//! This module moves bytes only: it may import [`crate::protocol`], std
+//! and `log`, nothing else of natgw (what a request does is the daemon's
+//! business, how a reply looks on a terminal is `control::format`'s).
 
-use super::format::FlowView;
-use crate::conntrack::{FlowRecord, TcpState};
-use crate::dataplane::WorkerSnapshot;
-use crate::engine::CounterSnapshot;
-use crate::nat::{PortUsage, Prefix};
-use crate::packet::proto;
-use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
+use crate::protocol::{Encoded, Query, Request, Response, error_reply};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::time::Duration;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "lowercase")]
-pub enum Request {
-    Stats,
-    Flows {
-        #[serde(default)]
-        filter: FlowFilter,
-    },
-    /// Re-read the config (`config`, or the file natgw started with).
-    Reload {
-        config: Option<std::path::PathBuf>,
-        #[serde(default)]
-        flush_unmatched: bool,
-    },
-    /// Change or list an address set.
-    Set {
-        op: SetOp,
-        name: String,
-        #[serde(default)]
-        prefix: Option<String>,
-        #[serde(default)]
-        timeout: Option<u32>,
-    },
-    /// Remove the flows that match (like `conntrack -D`).
-    Flush {
-        #[serde(default)]
-        filter: FlowFilter,
-    },
-    /// Hand over to a new natgw process (`natgw run --takeover`): stop
-    /// the workers, write the state to `path`, give up the interfaces and
-    /// the socket, exit.
-    Handover {
-        path: std::path::PathBuf,
-    },
-    /// Write a snapshot of the state now (to `path`, else the configured
-    /// `[snapshot] path`).
-    Snapshot {
-        #[serde(default)]
-        path: Option<std::path::PathBuf>,
-    },
-    /// List virtual services (`ipvsadm -L -n`, with stats and rates).
-    Services,
-    /// Change a virtual service or real server (`ipvsadm -A/-E/-D/-a/-e/-d`).
-    Lb {
-        change: crate::lb::Change,
-        /// With `del_real`: also remove the server's flows (IPVS
-        /// `expire_nodest_conn`); by default they carry on.
-        #[serde(default)]
-        expire_flows: bool,
-    },
-}
-
-/// `natgw services`: the virtual services, their servers' counters, rates
-/// over the last sampling window, and health-check state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServicesReport {
-    pub services: Vec<crate::lb::ServiceStatus>,
-    /// Live persistence entries (IPVS templates).
-    #[serde(default)]
-    pub persistence: Vec<PersistView>,
-    /// Per real server: rates over the last window (`ipvsadm --rate`).
-    pub rates: Vec<RealRate>,
-    /// Health-check state per checked real server.
-    #[serde(default)]
-    pub checks: Vec<crate::control::health::CheckStatus>,
-}
-
-/// A persistence entry as listed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PersistView {
-    pub service: crate::lb::ServiceKey,
-    /// Client network (address masked by `netmask`).
-    pub client: String,
-    pub netmask: u8,
-    pub real: String,
-    /// Seconds left.
-    pub expires_in: u64,
-}
-
-/// Rates of one real server of one service.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct RealRate {
-    pub service: crate::lb::ServiceKey,
-    #[serde(with = "crate::lb::ipv4_serde")]
-    pub addr: u32,
-    pub port: u16,
-    pub cps: f64,
-    pub in_pps: f64,
-    pub out_pps: f64,
-    pub in_bps: f64,
-    pub out_bps: f64,
-}
-
-/// What an `lb` change did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LbReply {
-    pub changed: String,
-    /// Flows removed with `expire_flows`.
-    pub flushed: usize,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SetOp {
-    Add,
-    Del,
-    List,
-    Flush,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
-}
-
-/// `conntrack -L`-style filters; every given field must match. Also the
-/// `natgw flows` command-line options.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, clap::Args)]
-pub struct FlowFilter {
-    /// Original-direction source (like conntrack `-s`).
-    #[arg(long)]
-    pub src: Option<String>,
-    /// Original-direction destination (`-d`).
-    #[arg(long)]
-    pub dst: Option<String>,
-    /// Reply-direction source (`-r`).
-    #[arg(long)]
-    pub reply_src: Option<String>,
-    /// Reply-direction destination (`-q`).
-    #[arg(long)]
-    pub reply_dst: Option<String>,
-    /// Any address of either tuple.
-    #[arg(long)]
-    pub addr: Option<String>,
-    /// tcp, udp or icmp.
-    #[arg(long, short)]
-    pub proto: Option<String>,
-    /// Original-direction source port.
-    #[arg(long)]
-    pub sport: Option<u16>,
-    /// Original-direction destination port.
-    #[arg(long)]
-    pub dport: Option<u16>,
-    /// Any port of either tuple.
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// TCP state name (ESTABLISHED, TIME_WAIT, ...).
-    #[arg(long)]
-    pub state: Option<String>,
-}
-
-/// A filter with its strings parsed.
-pub struct CompiledFilter {
-    src: Option<Prefix>,
-    dst: Option<Prefix>,
-    reply_src: Option<Prefix>,
-    reply_dst: Option<Prefix>,
-    addr: Option<Prefix>,
-    proto: Option<u8>,
-    sport: Option<u16>,
-    dport: Option<u16>,
-    port: Option<u16>,
-    state: Option<TcpState>,
-}
-
-impl FlowFilter {
-    /// Checks every field; errors name the bad one.
-    pub fn compile(&self) -> Result<CompiledFilter, String> {
-        let pre = |name: &str, v: &Option<String>| -> Result<Option<Prefix>, String> {
-            v.as_deref()
-                .map(|s| s.parse::<Prefix>().map_err(|e| format!("--{name}: {e}")))
-                .transpose()
-        };
-        let proto = match self.proto.as_deref() {
-            None => None,
-            Some("tcp") => Some(proto::TCP),
-            Some("udp") => Some(proto::UDP),
-            Some("icmp") => Some(proto::ICMP),
-            Some(p) => return Err(format!("--proto: `{p}` is not one of tcp, udp, icmp")),
-        };
-        let state = match self.state.as_deref() {
-            None => None,
-            Some(s) => Some(TcpState::parse(s).ok_or_else(|| {
-                let names: Vec<&str> = TcpState::ALL[1..].iter().map(|t| t.name()).collect();
-                format!("--state: `{s}` is not a TCP state ({})", names.join(", "))
-            })?),
-        };
-        Ok(CompiledFilter {
-            src: pre("src", &self.src)?,
-            dst: pre("dst", &self.dst)?,
-            reply_src: pre("reply-src", &self.reply_src)?,
-            reply_dst: pre("reply-dst", &self.reply_dst)?,
-            addr: pre("addr", &self.addr)?,
-            proto,
-            sport: self.sport,
-            dport: self.dport,
-            port: self.port,
-            state,
-        })
-    }
-}
-
-impl CompiledFilter {
-    pub fn matches(&self, r: &FlowRecord) -> bool {
-        let (o, y) = (&r.orig, &r.reply);
-        let has_ports = matches!(o.proto, proto::TCP | proto::UDP);
-        self.src.is_none_or(|p| p.contains(o.src))
-            && self.dst.is_none_or(|p| p.contains(o.dst))
-            && self.reply_src.is_none_or(|p| p.contains(y.src))
-            && self.reply_dst.is_none_or(|p| p.contains(y.dst))
-            && self
-                .addr
-                .is_none_or(|p| [o.src, o.dst, y.src, y.dst].iter().any(|&a| p.contains(a)))
-            && self.proto.is_none_or(|p| p == o.proto)
-            && self.sport.is_none_or(|p| has_ports && o.sport == p)
-            && self.dport.is_none_or(|p| has_ports && o.dport == p)
-            && self
-                .port
-                .is_none_or(|p| has_ports && [o.sport, o.dport, y.sport, y.dport].contains(&p))
-            && self
-                .state
-                .is_none_or(|s| o.proto == proto::TCP && r.tcp_state == s)
-    }
-}
-
-/// What `natgw stats` shows.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct StatsReport {
-    pub backend: String,
-    pub uptime_secs: f64,
-    pub flows: usize,
-    pub max_flows: usize,
-    pub workers: Vec<WorkerSnapshot>,
-    /// All workers summed.
-    pub total: CounterSnapshot,
-    pub port_usage: Vec<PortUsage>,
-    /// Neighbours natgw resolved (AF_XDP): interface, address, MAC, age.
-    pub neighbours: Vec<(String, std::net::Ipv4Addr, String, u64)>,
-}
-
-/// What `natgw flows` returns.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct FlowsReport {
-    pub total: usize,
-    pub flows: Vec<FlowView>,
-    /// `conntrack -L`-style lines, same order.
-    pub lines: Vec<String>,
-}
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Binds the control socket at `path`, replacing a stale one.
 pub fn bind(path: &Path) -> Result<UnixListener, String> {
@@ -295,55 +47,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
-/// Serves one connection: reads a request line, answers with `handle`.
-pub fn serve_one(
-    stream: UnixStream,
-    handle: impl FnOnce(Request) -> Result<serde_json::Value, String>,
-) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut line = String::new();
-    let mut reader = BufReader::new(&stream);
-    let resp = match reader.read_line(&mut line) {
-        Ok(_) => match serde_json::from_str::<Request>(line.trim()) {
-            Ok(req) => match handle(req) {
-                Ok(v) => Response {
-                    ok: true,
-                    error: None,
-                    data: Some(v),
-                },
-                Err(e) => Response {
-                    ok: false,
-                    error: Some(e),
-                    data: None,
-                },
-            },
-            Err(e) => Response {
-                ok: false,
-                error: Some(format!("bad request: {e}")),
-                data: None,
-            },
-        },
-        Err(e) => Response {
-            ok: false,
-            error: Some(format!("reading request: {e}")),
-            data: None,
-        },
-    };
-    let mut w = &stream;
-    if let Ok(s) = serde_json::to_string(&resp) {
-        let _ = w.write_all(s.as_bytes());
-        let _ = w.write_all(b"\n");
-    }
-}
-
-/// Sends `req` to the daemon at `path` and returns its data.
-pub fn call(path: &Path, req: &Request) -> Result<serde_json::Value, String> {
+/// Sends `query` to the daemon at `path` and returns its typed reply.
+pub fn call<Q: Query>(path: &Path, query: Q) -> Result<Q::Reply, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         format!("cannot reach natgw at {}: {e} (is `natgw run` running? --socket or --config names another socket)", path.display())
     })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let body = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    let req: Request = query.into();
+    let body = serde_json::to_string(&req).map_err(|e| e.to_string())?;
     s.write_all(body.as_bytes())
         .and_then(|_| s.write_all(b"\n"))
         .map_err(|e| format!("sending request: {e}"))?;
@@ -351,48 +62,318 @@ pub fn call(path: &Path, req: &Request) -> Result<serde_json::Value, String> {
     BufReader::new(&s)
         .read_line(&mut line)
         .map_err(|e| format!("reading reply: {e}"))?;
-    let resp: Response =
+    let resp: Response<Q::Reply> =
         serde_json::from_str(line.trim()).map_err(|e| format!("bad reply from natgw: {e}"))?;
-    match (resp.ok, resp.data, resp.error) {
-        (true, Some(d), _) => Ok(d),
-        (_, _, Some(e)) => Err(e),
-        _ => Err("empty reply from natgw".into()),
+    resp.into_result()
+}
+
+// ---------------------------------------------------------------------
+// The daemon's side: a listener thread that never blocks the control loop
+// ---------------------------------------------------------------------
+
+/// Connections read or answered at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A client has this long, from `accept`, to send its whole request line.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest request line accepted.
+pub const MAX_REQUEST: usize = 1 << 20;
+/// A reply must be written within this (large `natgw flows` replies to a
+/// client that reads slowly).
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+/// How often the listener looks for new connections and for `shutdown`.
+const ACCEPT_POLL: Duration = Duration::from_millis(5);
+/// How long [`Server::shutdown`] waits for replies still being written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A request read off the socket, waiting for the control loop's answer.
+pub struct Pending {
+    request: Request,
+    reply: mpsc::SyncSender<Encoded>,
+}
+
+impl Pending {
+    /// Answers the request with `handle` (run on the caller's thread: the
+    /// control loop, so requests never run concurrently). The reply is
+    /// written by the connection's own thread.
+    pub fn serve(self, handle: impl FnOnce(Request) -> Encoded) {
+        let reply = handle(self.request);
+        // The connection thread waits for this; it only goes away at
+        // shutdown, and then nobody is left to tell.
+        let _ = self.reply.send(reply);
     }
 }
 
-/// What `natgw set` returns.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct SetReport {
-    pub name: String,
-    pub default_timeout: u32,
-    pub entries: Vec<SetEntryView>,
-    /// What the operation changed (`added`, `refreshed`, `deleted`, `flushed N`).
-    pub changed: String,
+/// The control socket's server side.
+///
+/// How it keeps the control loop (expiry, rates, snapshots) going:
+///
+/// - A listener thread accepts connections and gives each its own short
+///   thread (at most [`MAX_CONNECTIONS`] at once), which reads the request
+///   line within [`REQUEST_DEADLINE`] (in total, not per read: a client
+///   that trickles bytes is cut off too). A client that is slow,
+///   half-written or silent only holds its own thread.
+/// - A request that cannot be read or parsed is answered by that thread
+///   with an error; a good one is queued for the control loop, which
+///   takes it with [`Server::next`] between its ticks and answers it with
+///   [`Pending::serve`]. So requests are served one at a time, in
+///   order, on the control thread: changes to the engine stay serialised.
+/// - The connection thread writes the reply (within 30 s), so a client
+///   that reads slowly does not hold up the loop either.
+pub struct Server {
+    requests: Option<mpsc::Receiver<Pending>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct SetEntryView {
-    pub prefix: String,
-    /// Seconds left, `None` for a permanent entry.
-    pub expires_in: Option<u64>,
+impl Server {
+    /// Starts serving `listener` (from [`bind`]).
+    pub fn start(listener: UnixListener) -> Result<Server, String> {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("natgw-control".into())
+            .spawn(move || listen(listener, tx, &s))
+            .map_err(|e| format!("control socket thread: {e}"))?;
+        Ok(Server {
+            requests: Some(rx),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The next request, waiting at most `timeout` for one.
+    pub fn next(&self, timeout: Duration) -> Option<Pending> {
+        let rx = self.requests.as_ref()?;
+        if timeout.is_zero() {
+            rx.try_recv().ok()
+        } else {
+            rx.recv_timeout(timeout).ok()
+        }
+    }
+
+    /// Stops accepting, answers requests still queued with "natgw is
+    /// stopping", and waits (a few seconds at most) for replies being
+    /// written — a handover's reply among them.
+    pub fn shutdown(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the queue drops each waiting request's reply channel.
+        self.requests = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
-/// What `natgw reload` returns.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReloadReply {
-    pub config: String,
-    pub report: crate::engine::ReloadReport,
-    /// Flows removed because they no longer match (with --flush-unmatched).
-    pub flushed: usize,
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.halt();
+    }
 }
 
-/// What the old process of a handover (or a snapshot request) wrote.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SnapshotReply {
-    pub path: String,
-    pub flows: usize,
-    pub bytes: u64,
-    /// Time the workers stood still (handover), or 0.
-    #[serde(default)]
-    pub paused_ms: f64,
+/// The listener thread: accept, hand each connection its own thread.
+fn listen(listener: UnixListener, tx: mpsc::Sender<Pending>, stop: &AtomicBool) {
+    let mut conns: Vec<JoinHandle<()>> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        conns.retain(|c| !c.is_finished());
+        if conns.len() >= MAX_CONNECTIONS {
+            std::thread::sleep(ACCEPT_POLL);
+            continue;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let tx = tx.clone();
+                match std::thread::Builder::new()
+                    .name("natgw-control-conn".into())
+                    .spawn(move || serve_connection(stream, &tx))
+                {
+                    Ok(c) => conns.push(c),
+                    Err(e) => log::warn!("control socket: no thread for a connection: {e}"),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
+            Err(e) => {
+                log::warn!("control socket: {e}");
+                std::thread::sleep(ACCEPT_POLL);
+            }
+        }
+    }
+    drop(listener);
+    let until = Instant::now() + SHUTDOWN_GRACE;
+    for c in conns {
+        while !c.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if c.is_finished() {
+            let _ = c.join();
+        }
+    }
+}
+
+/// One connection: read the request, have the control loop answer it,
+/// write the reply.
+fn serve_connection(stream: UnixStream, queue: &mpsc::Sender<Pending>) {
+    let reply = match read_request(&stream) {
+        Ok(request) => {
+            let (tx, rx) = mpsc::sync_channel(1);
+            let stopping = || error_reply("natgw is stopping".into());
+            match queue.send(Pending { request, reply: tx }) {
+                Ok(()) => rx.recv().unwrap_or_else(|_| stopping()),
+                Err(_) => stopping(),
+            }
+        }
+        Err(e) => error_reply(e),
+    };
+    let _ = stream.set_write_timeout(Some(WRITE_DEADLINE));
+    let mut w = &stream;
+    let _ = w
+        .write_all(reply.0.as_bytes())
+        .and_then(|_| w.write_all(b"\n"));
+}
+
+/// Reads one request line within [`REQUEST_DEADLINE`] (the line may also
+/// end at end of file) and parses it.
+fn read_request(stream: &UnixStream) -> Result<Request, String> {
+    let _ = stream.set_nonblocking(false);
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(too_slow());
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match (&*stream).read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                let got = &chunk[..n];
+                if let Some(end) = got.iter().position(|&b| b == b'\n') {
+                    buf.extend_from_slice(&got[..end]);
+                    break;
+                }
+                buf.extend_from_slice(got);
+                if buf.len() > MAX_REQUEST {
+                    return Err(format!(
+                        "bad request: longer than {MAX_REQUEST} bytes without a newline"
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(too_slow());
+            }
+            Err(e) => return Err(format!("reading request: {e}")),
+        }
+    }
+    let line = std::str::from_utf8(&buf).map_err(|e| format!("bad request: {e}"))?;
+    serde_json::from_str(line.trim()).map_err(|e| format!("bad request: {e}"))
+}
+
+fn too_slow() -> String {
+    format!(
+        "reading request: no complete request line within {} s",
+        REQUEST_DEADLINE.as_secs()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{self, StatsReport, answer};
+
+    fn sock(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("natgw-sock-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d.join("ctl.sock")
+    }
+
+    /// Answers requests on this thread, like the control loop, until `n`
+    /// have been served.
+    fn serve_n(server: &Server, n: usize) {
+        let mut served = 0;
+        let until = Instant::now() + Duration::from_secs(10);
+        while served < n && Instant::now() < until {
+            if let Some(p) = server.next(Duration::from_millis(10)) {
+                p.serve(|req| match req {
+                    Request::Stats(q) => answer(q, |_| {
+                        Ok(StatsReport {
+                            backend: "test".into(),
+                            ..Default::default()
+                        })
+                    }),
+                    _ => error_reply("only stats here".into()),
+                });
+                served += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn a_silent_client_holds_up_neither_the_loop_nor_other_clients() {
+        let path = sock("silent");
+        let server = Server::start(bind(&path).unwrap()).unwrap();
+        // Connected, says nothing.
+        let _silent = UnixStream::connect(&path).unwrap();
+        // Half a request, never finished.
+        let mut half = UnixStream::connect(&path).unwrap();
+        half.write_all(br#"{"cmd":"st"#).unwrap();
+        let t0 = Instant::now();
+        let p = path.clone();
+        let client = std::thread::spawn(move || call(&p, protocol::Stats {}));
+        serve_n(&server, 1);
+        let r = client.join().unwrap().unwrap();
+        assert_eq!(r.backend, "test");
+        assert!(t0.elapsed() < REQUEST_DEADLINE, "{:?}", t0.elapsed());
+        // The half-written one is cut off at the deadline with an error.
+        let mut line = String::new();
+        BufReader::new(&half).read_line(&mut line).unwrap();
+        assert!(line.contains("no complete request line"), "{line}");
+        server.shutdown();
+    }
+
+    #[test]
+    fn bad_requests_get_an_error_reply() {
+        let path = sock("bad");
+        let server = Server::start(bind(&path).unwrap()).unwrap();
+        for (req, want) in [
+            (&b"not json\n"[..], "bad request"),
+            (br#"{"cmd":"fly"}"#, "bad request"),
+            (b"\xff\xfe\n", "bad request"),
+        ] {
+            let mut s = UnixStream::connect(&path).unwrap();
+            s.write_all(req).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            let r: Response<()> = serde_json::from_str(&line).unwrap();
+            assert!(!r.ok);
+            assert!(r.error.unwrap().starts_with(want), "{line}");
+        }
+        server.shutdown();
+    }
+
+    #[test]
+    fn requests_waiting_at_shutdown_are_told() {
+        let path = sock("shutdown");
+        let server = Server::start(bind(&path).unwrap()).unwrap();
+        let p = path.clone();
+        let client = std::thread::spawn(move || call(&p, protocol::Stats {}));
+        // Wait until the request is queued, then stop without serving it.
+        let until = Instant::now() + Duration::from_secs(5);
+        while server.requests.as_ref().unwrap().try_recv().is_err() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        server.shutdown();
+        assert_eq!(client.join().unwrap().unwrap_err(), "natgw is stopping");
+    }
 }

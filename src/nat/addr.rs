@@ -132,7 +132,7 @@ impl PortRange {
     };
     /// ICMP identifiers (any value).
     pub const ICMP_IDS: PortRange = PortRange { lo: 1, hi: 65535 };
-    /// TCP source ports of natgw's health checks (`control::health`).
+    /// TCP source ports of natgw's health checks (`health`).
     /// Check connections are kernel sockets on the gateway, so replies
     /// to these ports on the gateway's interface addresses belong to the
     /// kernel: the XDP program passes them up, the stop guard accepts them,

@@ -14,7 +14,7 @@
 //! # What it does
 //!
 //! - One scheduler thread wakes at least every [`TICK`]. Each time it reads
-//!   the engine's current [`LbTable`] (`engine.lb()`), so real servers
+//!   the engine's current [`LbTable`](crate::lb::LbTable) (`engine.lb()`), so real servers
 //!   added or removed at run time are picked up within a tick: a new
 //!   server gets a check, a removed one loses it.
 //! - Every real server of every checked service is checked every
@@ -74,7 +74,7 @@
 //!   destination ports to the `local` table (`src/dataplane/tun.rs`).
 //! - natgw's source NAT never hands out a TCP port in that range (nor
 //!   keeps an inside port in it), so no NAT flow's reply can be mistaken
-//!   for a check's ([`PortRange::HEALTH_CHECK`]).
+//!   for a check's ([`PortRange::HEALTH_CHECK`](crate::nat::PortRange::HEALTH_CHECK)).
 //! - ARP (AF_XDP only): natgw answers and learns all ARP on its
 //!   interfaces, including the replies to the kernel's own requests, so the
 //!   kernel never completes a resolution by itself. With
@@ -87,141 +87,47 @@
 //!   first check usually succeeds. The TUN backend leaves ARP to the
 //!   kernel and needs none of this.
 //!
+//! //! # Parts
+//!
+//! - `spec.rs`: what a check is and which sets of checks are valid.
+//! - `probe.rs`: running one check (socket, connect, HTTP exchange).
+//! - this file: the [`Checker`] — the scheduler thread, per-server state,
+//!   rise/fall counting, marking servers up and down in the `lb` table.
+//!
+//! May import the engine and its `lb` table, the dataplane's neighbour
+//! table (AF_XDP plumbing above), and [`CheckStatus`] from the
+//! [`protocol`](crate::protocol) (the row it reports); never the control
+//! socket, the daemon or the CLI.
+//!
 //! [`XdpProg::pass_to_kernel`]: crate::dataplane::xdp::XdpProg::pass_to_kernel
+
+mod probe;
+mod spec;
+
+pub use probe::{MAX_RESPONSE, SOURCE_PORTS};
+pub use spec::{CheckError, CheckKind, CheckSpec, validate};
 
 use crate::dataplane::neigh::{KernelNeighbours, Neighbours};
 use crate::dataplane::sys;
 use crate::engine::Engine;
-use crate::lb::{Health, LbTable, ServiceKey};
-use crate::nat::{IfId, PortRange};
+use crate::lb::{Health, ServiceKey};
+use crate::nat::IfId;
 use crate::packet::proto;
+pub use crate::protocol::CheckStatus;
 use parking_lot::{Condvar, Mutex};
-use serde::{Deserialize, Serialize};
+use probe::{Job, check};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::AtomicU32;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-/// A health check as configured (`[service.check]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckSpec {
-    pub kind: CheckKind,
-    /// Time between two checks of one server.
-    pub interval: Duration,
-    /// Connect (and, for HTTP, whole-exchange) deadline of one check.
-    pub timeout: Duration,
-    /// Consecutive successes that bring a down server up.
-    pub rise: u32,
-    /// Consecutive failures that take an up server down.
-    pub fall: u32,
-    /// Port to check instead of the real server's own.
-    pub port: Option<u16>,
-}
-
-/// What a check does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum CheckKind {
-    /// The TCP handshake completes (keepalived TCP_CHECK).
-    Tcp,
-    /// `GET path` answers with `status` and, if given, a body containing
-    /// `body` (keepalived HTTP_GET).
-    Http {
-        path: String,
-        status: u16,
-        body: Option<String>,
-        host: Option<String>,
-    },
-}
-
-impl CheckKind {
-    /// `tcp` or `http`, as the config and the log name it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            CheckKind::Tcp => "tcp",
-            CheckKind::Http { .. } => "http",
-        }
-    }
-}
-
-impl Default for CheckSpec {
-    fn default() -> CheckSpec {
-        CheckSpec {
-            kind: CheckKind::Tcp,
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
-            rise: 2,
-            fall: 2,
-            port: None,
-        }
-    }
-}
-
-/// Source ports of the check sockets (see the module docs).
-pub const SOURCE_PORTS: PortRange = PortRange::HEALTH_CHECK;
 /// The scheduler looks at the table (new and removed servers), syncs
 /// neighbours and starts due checks at least this often.
 pub const TICK: Duration = Duration::from_millis(100);
 /// Most checks running at once; due checks wait beyond that.
 pub const MAX_IN_FLIGHT: usize = 256;
-/// Most bytes of an HTTP response read (status line, headers and body).
-pub const MAX_RESPONSE: usize = 1 << 20;
-/// Shortest interval and timeout accepted.
-const MIN_PERIOD: Duration = Duration::from_millis(10);
-/// Source ports tried per check when the ones tried are busy.
-const PORT_TRIES: u32 = 16;
-
-/// Why a check set was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CheckError {
-    #[error("service {service}: real server {real} has port 0, so its check needs a port")]
-    NeedsPort {
-        service: ServiceKey,
-        real: SocketAddrV4,
-    },
-    #[error("service {0} has two checks")]
-    Duplicate(ServiceKey),
-    #[error("service {service}: {reason}")]
-    Invalid { service: ServiceKey, reason: String },
-}
-
-/// One checked real server, for `natgw services` (JSON as is).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckStatus {
-    pub service: ServiceKey,
-    /// The real server as the service lists it.
-    pub real: SocketAddrV4,
-    /// Where the check connects; `None` when it cannot (port 0).
-    pub target: Option<SocketAddrV4>,
-    /// `tcp` or `http`.
-    pub kind: String,
-    pub health: Health,
-    /// Successes in a row (0 after a failure).
-    pub consecutive_ok: u32,
-    /// Failures in a row (0 after a success).
-    pub consecutive_fail: u32,
-    pub rise: u32,
-    pub fall: u32,
-    /// Why the latest failing check failed (kept after a success, for
-    /// the record; `consecutive_fail` says whether it is current).
-    pub last_error: Option<String>,
-    /// Seconds since the current health began: the last transition, or
-    /// the start of checking when there was none.
-    pub health_age_secs: f64,
-    /// Wall clock (Unix seconds) of the last up/down transition, if any.
-    pub last_transition_unix: Option<f64>,
-    /// Up/down transitions so far.
-    pub transitions: u64,
-    pub checks_run: u64,
-    pub checks_failed: u64,
-    /// Seconds since the latest check finished, and how long it took.
-    pub last_check_age_secs: Option<f64>,
-    pub last_check_ms: Option<f64>,
-}
 
 /// A real server of a service: (service, address, port as listed).
 type TargetKey = (ServiceKey, u32, u16);
@@ -450,58 +356,6 @@ impl Drop for Checker {
     fn drop(&mut self) {
         self.halt();
     }
-}
-
-/// Checks a check set against a table (the engine's current one, or the
-/// one a reload is about to swap in): one check per service, sane
-/// numbers, an HTTP path that fits a request line, and a port for every
-/// port-0 real server. Services the table does not have are accepted
-/// (they may be added later).
-pub fn validate(lb: &LbTable, checks: &[(ServiceKey, CheckSpec)]) -> Result<(), CheckError> {
-    let mut seen = std::collections::BTreeSet::new();
-    for (key, spec) in checks {
-        if !seen.insert(*key) {
-            return Err(CheckError::Duplicate(*key));
-        }
-        let bad = |reason: &str| CheckError::Invalid {
-            service: *key,
-            reason: reason.into(),
-        };
-        if spec.rise == 0 || spec.fall == 0 {
-            return Err(bad("check rise and fall must be at least 1"));
-        }
-        if spec.interval < MIN_PERIOD || spec.timeout < MIN_PERIOD {
-            return Err(bad("check interval and timeout must be at least 10 ms"));
-        }
-        if let CheckKind::Http { path, .. } = &spec.kind
-            && (!path.starts_with('/') || path.chars().any(|c| c.is_whitespace()))
-        {
-            return Err(bad(
-                "check path must start with `/` and contain no white space",
-            ));
-        }
-        if spec.port.is_some_and(|p| p != 0) {
-            continue;
-        }
-        if let Some(svc) = lb.service(key)
-            && let Some(r) = svc.reals().iter().find(|r| r.port == 0)
-        {
-            return Err(CheckError::NeedsPort {
-                service: *key,
-                real: r.socket_addr(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// A check to run: everything the check thread needs.
-struct Job {
-    key: TargetKey,
-    epoch: u64,
-    spec: CheckSpec,
-    target: SocketAddrV4,
-    source: Ipv4Addr,
 }
 
 impl Shared {
@@ -778,260 +632,14 @@ fn service_name(k: &ServiceKey) -> String {
     }
 }
 
-/// Runs one check to its end; `Err` says why it failed, in a few words.
-fn check(job: &Job, cursor: &AtomicU32) -> Result<(), String> {
-    let deadline = Instant::now() + job.spec.timeout;
-    let stream = connect(job, cursor, deadline)?;
-    match &job.spec.kind {
-        CheckKind::Tcp => Ok(()),
-        CheckKind::Http {
-            path,
-            status,
-            body,
-            host,
-        } => {
-            let host = host.clone().unwrap_or_else(|| match job.target.port() {
-                80 => job.target.ip().to_string(),
-                _ => job.target.to_string(),
-            });
-            http_get(stream, path, &host, *status, body.as_deref(), deadline)
-        }
-    }
-}
-
-/// A connected socket from a [`SOURCE_PORTS`] port to the target, within
-/// the deadline.
-fn connect(job: &Job, cursor: &AtomicU32, deadline: Instant) -> Result<TcpStream, String> {
-    use nix::errno::Errno;
-    let mut source = job.source;
-    let mut last = String::from("no free source port");
-    for _ in 0..PORT_TRIES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("timeout".into());
-        }
-        let port = SOURCE_PORTS.nth(cursor.fetch_add(1, Relaxed));
-        let fd = socket().map_err(|e| format!("socket: {e}"))?;
-        let s = nix::sys::socket::SockaddrIn::from(SocketAddrV4::new(source, port));
-        match nix::sys::socket::bind(fd.as_raw_fd(), &s) {
-            Ok(()) => {}
-            Err(Errno::EADDRNOTAVAIL) if !source.is_unspecified() => {
-                // The host does not have the engine's interface address:
-                // let the kernel choose the source.
-                source = Ipv4Addr::UNSPECIFIED;
-                continue;
-            }
-            Err(Errno::EADDRINUSE) => {
-                last = format!("source port {port} in use");
-                continue;
-            }
-            Err(e) => return Err(format!("bind {source}:{port}: {}", errno_text(e))),
-        }
-        let tv =
-            nix::sys::time::TimeVal::new(left.as_secs() as _, left.subsec_micros().max(1) as _);
-        // Linux bounds a blocking connect() by SO_SNDTIMEO.
-        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SendTimeout, &tv)
-            .map_err(|e| format!("SO_SNDTIMEO: {e}"))?;
-        let t = nix::sys::socket::SockaddrIn::from(job.target);
-        match nix::sys::socket::connect(fd.as_raw_fd(), &t) {
-            Ok(()) => return Ok(TcpStream::from(fd)),
-            // This 4-tuple is taken (another check, or TIME_WAIT).
-            Err(Errno::EADDRNOTAVAIL) | Err(Errno::EADDRINUSE) => {
-                last = format!("source port {port} busy towards {}", job.target);
-                continue;
-            }
-            Err(Errno::EINPROGRESS) | Err(Errno::EAGAIN) | Err(Errno::ETIMEDOUT) => {
-                return Err("timeout (no answer to connect)".into());
-            }
-            Err(e) => return Err(errno_text(e)),
-        }
-    }
-    Err(last)
-}
-
-/// A TCP socket with SO_REUSEADDR and an abortive close (SO_LINGER 0).
-fn socket() -> nix::Result<std::os::fd::OwnedFd> {
-    use nix::sys::socket::{self as so, sockopt};
-    let fd = so::socket(
-        so::AddressFamily::Inet,
-        so::SockType::Stream,
-        so::SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    so::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    so::setsockopt(
-        &fd,
-        sockopt::Linger,
-        &libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        },
-    )?;
-    Ok(fd)
-}
-
-/// Short lower-case text for the errors a check meets.
-fn errno_text(e: nix::errno::Errno) -> String {
-    use nix::errno::Errno;
-    match e {
-        Errno::ECONNREFUSED => "connection refused".into(),
-        Errno::EHOSTUNREACH => "host unreachable".into(),
-        Errno::ENETUNREACH => "network unreachable".into(),
-        Errno::ECONNRESET => "connection reset".into(),
-        Errno::ETIMEDOUT => "timeout".into(),
-        e => e.desc().to_lowercase(),
-    }
-}
-
-fn io_text(e: &std::io::Error) -> String {
-    use std::io::ErrorKind as K;
-    match e.kind() {
-        K::WouldBlock | K::TimedOut => "timeout".into(),
-        _ => match e.raw_os_error() {
-            Some(n) => errno_text(nix::errno::Errno::from_raw(n)),
-            None => e.to_string(),
-        },
-    }
-}
-
-/// `GET path HTTP/1.0`, then the response's status and body against
-/// what is expected.
-fn http_get(
-    mut s: TcpStream,
-    path: &str,
-    host: &str,
-    want_status: u16,
-    want_body: Option<&str>,
-    deadline: Instant,
-) -> Result<(), String> {
-    let left = |what: &str| {
-        let d = deadline.saturating_duration_since(Instant::now());
-        if d.is_zero() {
-            Err(format!("timeout ({what})"))
-        } else {
-            Ok(d)
-        }
-    };
-    let req = format!(
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: natgw-health-check\r\n\
-         Accept: */*\r\nConnection: close\r\n\r\n"
-    );
-    s.set_write_timeout(Some(left("sending the request")?))
-        .map_err(|e| io_text(&e))?;
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("sending the request: {}", io_text(&e)))?;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 8192];
-    let complete = loop {
-        if let Some(r) = Response::parse(&buf)
-            && r.complete(buf.len())
-        {
-            break true;
-        }
-        if buf.len() >= MAX_RESPONSE {
-            break false;
-        }
-        let d = match left("reading the response") {
-            Ok(d) => d,
-            Err(e) => return Err(format!("{e}: {} bytes read", buf.len())),
-        };
-        s.set_read_timeout(Some(d)).map_err(|e| io_text(&e))?;
-        match s.read(&mut chunk) {
-            Ok(0) => break true,
-            Ok(n) => buf.extend_from_slice(&chunk[..n.min(MAX_RESPONSE - buf.len())]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(format!(
-                    "timeout (reading the response: {} bytes read)",
-                    buf.len()
-                ));
-            }
-            Err(e) => return Err(format!("reading the response: {}", io_text(&e))),
-        }
-    };
-    let Some(r) = Response::parse(&buf) else {
-        return Err(if buf.is_empty() {
-            "empty response".into()
-        } else {
-            format!(
-                "not an HTTP response: {:?}",
-                String::from_utf8_lossy(&buf[..buf.len().min(40)])
-            )
-        });
-    };
-    if r.status != want_status {
-        return Err(format!("HTTP status {}, want {want_status}", r.status));
-    }
-    if let Some(want) = want_body {
-        let body = &buf[r.body_at..];
-        if !contains(body, want.as_bytes()) {
-            return Err(format!(
-                "body ({} bytes{}) does not contain {want:?}",
-                body.len(),
-                if complete { "" } else { ", truncated" }
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The parts of an HTTP response head the check needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Response {
-    status: u16,
-    /// Offset of the body in the buffer.
-    body_at: usize,
-    content_length: Option<usize>,
-}
-
-impl Response {
-    /// Parses a complete head (through the blank line); `None` until then
-    /// or if it is not HTTP.
-    fn parse(buf: &[u8]) -> Option<Response> {
-        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&buf[..end]).ok()?;
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next()?;
-        let mut parts = status_line.splitn(3, ' ');
-        if !parts.next()?.starts_with("HTTP/") {
-            return None;
-        }
-        let status = parts.next()?.parse().ok()?;
-        let content_length = lines.find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())
-                .flatten()
-        });
-        Some(Response {
-            status,
-            body_at: end + 4,
-            content_length,
-        })
-    }
-
-    /// Whether `len` bytes hold the whole response (known length only).
-    fn complete(&self, len: usize) -> bool {
-        self.content_length
-            .is_some_and(|n| len >= self.body_at.saturating_add(n))
-    }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::probe::*;
     use super::*;
     use crate::control::config::Config;
     use crate::lb::{Change, RealSpec};
+    use crate::nat::PortRange;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::path::Path;
 
@@ -1464,21 +1072,5 @@ address = "203.0.113.1/24"
             let out = flow(proto::TCP, 1000 + i, r, false);
             assert!(r.contains(out) && !SOURCE_PORTS.contains(out), "{out}");
         }
-    }
-
-    #[test]
-    fn http_response_heads() {
-        let r = Response::parse(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").unwrap();
-        assert_eq!((r.status, r.content_length), (204, Some(0)));
-        assert!(r.complete(r.body_at));
-        assert!(
-            Response::parse(b"HTTP/1.0 200 OK\r\nX: y\r\n").is_none(),
-            "head unfinished"
-        );
-        assert!(Response::parse(b"SSH-2.0-OpenSSH\r\n\r\n").is_none());
-        let r = Response::parse(b"HTTP/1.0 200 OK\r\n\r\nbody").unwrap();
-        assert_eq!((r.body_at, r.content_length), (19, None));
-        assert!(!r.complete(100), "no length: read to the end");
-        assert!(contains(b"hello world", b"o w") && !contains(b"hello", b"world"));
     }
 }

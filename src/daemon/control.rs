@@ -1,0 +1,461 @@
+//! The control thread's request handling: [`Control::handle`] is the one
+//! dispatcher, an exhaustive match over [`Request`] with one method per
+//! request returning that request's reply type. Everything a handler
+//! needs is in [`Control`] (no loose arguments). Handlers run one at a
+//! time on the control thread.
+
+use super::rates::LbControl;
+use super::write_snapshot;
+use crate::control::config::Config;
+use crate::control::format::flow_line;
+use crate::dataplane::{Running, sys};
+use crate::engine::{CounterSnapshot, Engine};
+use crate::health::{self, Checker};
+use crate::protocol::{
+    self, Encoded, FlowView, FlowsReport, FlushReply, LbReply, ReloadReply, Request,
+    ServicesReport, SetOp, SetReport, SnapshotReply, StatsReport, answer,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// The control thread's view of the running gateway: everything a request
+/// handler needs.
+pub(super) struct Control {
+    /// The config natgw started with (a reload changes the engine, not
+    /// this: `natgw reload` without a file re-reads `cfg.path`).
+    pub(super) cfg: Config,
+    pub(super) engine: Arc<Engine>,
+    /// `None` once handed over.
+    pub(super) running: Option<Running>,
+    pub(super) backend: &'static str,
+    pub(super) started: Instant,
+    pub(super) lb: LbControl,
+    /// Counters carried over from the process natgw took over from.
+    pub(super) carried: CounterSnapshot,
+    pub(super) handed_over: bool,
+    pub(super) stop: Arc<AtomicBool>,
+    /// Health checks of real servers; `None` once stopped.
+    pub(super) checker: Option<Checker>,
+}
+
+impl Control {
+    /// Counters summed over the workers, plus those carried over.
+    pub(super) fn counters(&self) -> CounterSnapshot {
+        let mut total = self.carried.clone();
+        if let Some(r) = &self.running {
+            for w in &r.stats {
+                total.add(&w.snapshot().counters);
+            }
+        }
+        total
+    }
+
+    /// The one dispatcher: every request is answered here, each by the
+    /// method named after it, which returns that request's reply type
+    /// (`protocol::answer` checks it). Requests are served one at a time
+    /// on the control thread, so changes to the engine never interleave.
+    pub(super) fn handle(&mut self, req: Request) -> Encoded {
+        match req {
+            Request::Stats(q) => answer(q, |q| self.stats(q)),
+            Request::Flows(q) => answer(q, |q| self.flows(q)),
+            Request::Reload(q) => answer(q, |q| self.reload(q)),
+            Request::Set(q) => answer(q, |q| self.set(q)),
+            Request::Flush(q) => answer(q, |q| self.flush(q)),
+            Request::Handover(q) => answer(q, |q| self.handover(q)),
+            Request::Snapshot(q) => answer(q, |q| self.snapshot(q)),
+            Request::Services(q) => answer(q, |q| self.services(q)),
+            Request::Lb(q) => answer(q, |q| self.lb(q)),
+        }
+    }
+
+    /// The workers, unless they were handed over.
+    fn running(&self) -> Result<&Running, String> {
+        self.running
+            .as_ref()
+            .ok_or_else(|| "natgw is handing over".to_string())
+    }
+
+    fn stats(&self, _: protocol::Stats) -> Result<StatsReport, String> {
+        let running = self.running()?;
+        let now = sys::now();
+        let workers: Vec<_> = running.stats.iter().map(|w| w.snapshot()).collect();
+        let mut total = self.carried.clone();
+        for w in &workers {
+            total.add(&w.counters);
+        }
+        let neighbours = running
+            .neigh
+            .as_ref()
+            .map(|n| {
+                n.entries(now)
+                    .into_iter()
+                    .map(|(i, a, mac, age)| {
+                        let m = mac
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(":");
+                        (self.cfg.ifname(i), a.into(), m, age.0 / 1_000_000_000)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let engine = &self.engine;
+        Ok(StatsReport {
+            backend: self.backend.into(),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            flows: engine.table().len(),
+            max_flows: engine.table().capacity(),
+            workers,
+            total,
+            port_usage: engine.nat().port_usage(),
+            neighbours,
+        })
+    }
+
+    fn flows(&self, q: protocol::Flows) -> Result<FlowsReport, String> {
+        self.running()?;
+        let now = sys::now();
+        let f = q.filter.compile()?;
+        let mut flows: Vec<_> = self
+            .engine
+            .flows(now)
+            .into_iter()
+            .filter(|r| f.matches(r))
+            .collect();
+        flows.sort_by_key(|r| r.orig);
+        Ok(FlowsReport {
+            total: self.engine.table().len(),
+            lines: flows.iter().map(|r| flow_line(r, now)).collect(),
+            flows: flows.iter().map(|r| FlowView::new(r, now)).collect(),
+        })
+    }
+
+    fn set(&self, q: protocol::Set) -> Result<SetReport, String> {
+        self.running()?;
+        set_op(
+            &self.engine,
+            q.op,
+            &q.name,
+            q.prefix.as_deref(),
+            q.timeout,
+            sys::now(),
+        )
+    }
+
+    fn flush(&self, q: protocol::Flush) -> Result<FlushReply, String> {
+        self.running()?;
+        let f = q.filter.compile()?;
+        let n = self.engine.flush(|r| f.matches(r));
+        log::info!("flushed {n} flow(s)");
+        Ok(FlushReply { flushed: n })
+    }
+
+    fn snapshot(&self, q: protocol::Snapshot) -> Result<SnapshotReply, String> {
+        let path = q
+            .path
+            .or_else(|| self.cfg.run.snapshot.path.clone())
+            .ok_or("no path given and no [snapshot] path in the config")?;
+        let r = write_snapshot(&self.engine, &path, self.counters())?;
+        log::info!(
+            "snapshot: {} flow(s), {} bytes to {}",
+            r.flows,
+            r.bytes,
+            r.path
+        );
+        Ok(r)
+    }
+
+    fn services(&self, _: protocol::Services) -> Result<ServicesReport, String> {
+        let now = sys::now();
+        Ok(ServicesReport {
+            services: self.engine.services(now),
+            persistence: persistence_view(&self.engine, now),
+            rates: self.lb.rates.clone(),
+            checks: self
+                .checker
+                .as_ref()
+                .map(|c| c.status())
+                .unwrap_or_default(),
+        })
+    }
+
+    fn reload(&self, q: protocol::Reload) -> Result<ReloadReply, String> {
+        let path = q.config.unwrap_or_else(|| self.cfg.path.clone());
+        let r = reload(
+            &self.engine,
+            &self.cfg,
+            &path,
+            q.flush_unmatched,
+            self.checker.as_ref(),
+        )?;
+        log::info!(
+            "reloaded {}: {} rules, {} sets, {} services; {} live flows keep their translation, {} match no rule now, {} flushed",
+            r.config,
+            r.report.rules,
+            r.report.sets,
+            self.engine.lb().len(),
+            r.report.flows,
+            r.report.unmatched_flows,
+            r.flushed
+        );
+        Ok(r)
+    }
+
+    fn lb(&self, q: protocol::Lb) -> Result<LbReply, String> {
+        let r = lb_change(&self.engine, &q.change, q.expire_flows)?;
+        // A deleted service's check goes with it.
+        if let (crate::lb::Change::DelService { key }, Some(c)) = (&q.change, &self.checker) {
+            let left: Vec<_> = c.checks().into_iter().filter(|(k, _)| k != key).collect();
+            if let Err(e) = c.update(left) {
+                log::warn!("health checks after deleting {key}: {e}");
+            }
+        }
+        log::info!("lb: {}", r.changed);
+        Ok(r)
+    }
+
+    /// The old side of a takeover: stop the workers (the data path goes
+    /// quiet: XDP programs detached, so the kernel's guard table drops
+    /// what arrives), write the state, free the interfaces and the socket
+    /// path, and tell the main loop to exit.
+    fn handover(&mut self, q: protocol::Handover) -> Result<SnapshotReply, String> {
+        let path = &q.path;
+        let Some(running) = self.running.take() else {
+            return Err("already handed over".into());
+        };
+        log::info!("handover requested: stopping the workers");
+        let t0 = Instant::now();
+        if let Some(c) = self.checker.take() {
+            c.stop();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        let counters = {
+            let mut total = self.carried.clone();
+            for w in &running.stats {
+                total.add(&w.snapshot().counters);
+            }
+            total
+        };
+        let errors = running.shutdown();
+        if !errors.is_empty() {
+            log::warn!("worker errors while handing over: {}", errors.join("; "));
+        }
+        let mut r = write_snapshot(&self.engine, path, counters)?;
+        r.paused_ms = t0.elapsed().as_secs_f64() * 1e3;
+        // Free the path before answering: the new process binds it next.
+        let _ = std::fs::remove_file(&self.cfg.run.control_socket);
+        self.handed_over = true;
+        log::info!(
+            "handed over {} flow(s) ({} bytes) in {:.1} ms",
+            r.flows,
+            r.bytes,
+            r.paused_ms
+        );
+        Ok(r)
+    }
+}
+
+/// Validates `path` completely, then applies it (see `Engine::reload`).
+pub(super) fn reload(
+    engine: &Engine,
+    cur: &Config,
+    path: &Path,
+    flush_unmatched: bool,
+    checker: Option<&Checker>,
+) -> Result<ReloadReply, String> {
+    let new = Config::load(path).map_err(|e| e.to_string())?;
+    if new.run.backend != cur.run.backend || new.run.control_socket != cur.run.control_socket {
+        return Err("the new config changes [gateway] backend or control_socket, which needs a restart; nothing was changed".into());
+    }
+    let now = sys::now();
+    // Services: the new config is the truth (run-time changes made over
+    // the socket are replaced); built aside so an error changes nothing.
+    let lb = crate::lb::LbTable::build(&new.service_specs(), &engine.lb())
+        .map_err(|e| format!("{}: {e}; nothing was changed", path.display()))?;
+    let checks = new.checks();
+    health::validate(&lb, &checks)
+        .map_err(|e| format!("{}: {e}; nothing was changed", path.display()))?;
+    let (report, unmatched) = engine.reload(&new.engine, new.ruleset, &new.sets, now)?;
+    engine.swap_lb(lb);
+    if let Some(c) = checker
+        && let Err(e) = c.update(checks)
+    {
+        log::warn!("health checks after reload: {e}");
+    }
+    let flushed = if flush_unmatched {
+        let gone: std::collections::HashSet<_> = unmatched.into_iter().map(|r| r.orig).collect();
+        engine.flush(|r| gone.contains(&r.orig))
+    } else {
+        0
+    };
+    Ok(ReloadReply {
+        config: path.display().to_string(),
+        report,
+        flushed,
+    })
+}
+
+fn set_op(
+    engine: &Engine,
+    op: SetOp,
+    name: &str,
+    prefix: Option<&str>,
+    timeout: Option<u32>,
+    now: crate::conntrack::Time,
+) -> Result<SetReport, String> {
+    let sets = engine.sets();
+    let set = sets.get(name).ok_or_else(|| {
+        let mut names: Vec<&str> = sets.keys().map(String::as_str).collect();
+        names.sort();
+        format!(
+            "no set named `{name}` (sets: {})",
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        )
+    })?;
+    let prefix = |need: bool| -> Result<Option<crate::nat::Prefix>, String> {
+        match prefix {
+            Some(p) => p.parse().map(Some).map_err(|e| format!("set {name}: {e}")),
+            None if need => Err(format!("set {name}: an address or prefix is needed")),
+            None => Ok(None),
+        }
+    };
+    let changed = match op {
+        SetOp::Add => {
+            let p = prefix(true)?.ok_or("unreachable: prefix required")?;
+            let existed = set.list(now).iter().any(|e| e.prefix == p.to_string());
+            set.add(p, timeout, now);
+            if existed {
+                format!("refreshed {p}")
+            } else {
+                format!("added {p}")
+            }
+        }
+        SetOp::Del => {
+            let p = prefix(true)?.ok_or("unreachable: prefix required")?;
+            if !set.del(p) {
+                return Err(format!("set {name}: {p} is not a member"));
+            }
+            format!("deleted {p}")
+        }
+        SetOp::List => String::new(),
+        SetOp::Flush => {
+            let n = set.list(now).len();
+            set.flush();
+            format!("flushed {n}")
+        }
+    };
+    Ok(SetReport {
+        name: name.to_string(),
+        default_timeout: set.default_timeout(),
+        entries: set
+            .list(now)
+            .into_iter()
+            .map(|e| protocol::SetEntryView {
+                prefix: e.prefix,
+                expires_in: e
+                    .expires
+                    .map(|t| t.saturating_sub(now).0.div_ceil(1_000_000_000)),
+            })
+            .collect(),
+        changed,
+    })
+}
+
+fn persistence_view(engine: &Engine, now: crate::conntrack::Time) -> Vec<protocol::PersistView> {
+    engine
+        .lb()
+        .entries(now)
+        .into_iter()
+        .map(|e| protocol::PersistView {
+            service: e.service,
+            client: std::net::Ipv4Addr::from(e.client).to_string(),
+            netmask: e.netmask,
+            real: std::net::SocketAddrV4::new(e.real.into(), e.port).to_string(),
+            expires_in: e.expires.saturating_sub(now).0.div_ceil(1_000_000_000),
+        })
+        .collect()
+}
+
+/// Applies one run-time change to the virtual services atomically: the new
+/// table is built aside and swapped in; on error nothing changes.
+fn lb_change(
+    engine: &Engine,
+    change: &crate::lb::Change,
+    expire_flows: bool,
+) -> Result<LbReply, String> {
+    use crate::lb::Change;
+    let cur = engine.lb();
+    let new = cur.apply(change).map_err(|e| e.to_string())?;
+    engine.swap_lb(new);
+    let sock = |a: u32, p: u16| std::net::SocketAddrV4::new(a.into(), p);
+    let (changed, flushed) = match change {
+        Change::AddService(s) => (
+            format!("added service {} ({} real server(s))", s.key, s.reals.len()),
+            0,
+        ),
+        Change::EditService { key, scheduler, .. } => (
+            format!("edited service {key}: scheduler {}", scheduler.name()),
+            0,
+        ),
+        Change::DelService { key } => (format!("deleted service {key}"), 0),
+        Change::AddReal { service, real } => (
+            format!(
+                "service {service}: added real server {} weight {}",
+                sock(real.addr, real.port),
+                real.weight
+            ),
+            0,
+        ),
+        Change::EditReal { service, real } => (
+            format!(
+                "service {service}: real server {} weight {}{}",
+                sock(real.addr, real.port),
+                real.weight,
+                if real.weight == 0 {
+                    " (draining: no new connections)"
+                } else {
+                    ""
+                }
+            ),
+            0,
+        ),
+        Change::DelReal {
+            service,
+            addr,
+            port,
+        } => {
+            let n = if expire_flows {
+                engine.flush(|r| {
+                    r.has(crate::nat::nat_flags::LB)
+                        && r.orig.dst == service.vip
+                        && (service.port == 0 || r.orig.dport == service.port)
+                        && r.orig.proto == service.proto
+                        && r.reply.src == *addr
+                        && (*port == 0 || r.reply.sport == *port)
+                })
+            } else {
+                0
+            };
+            (
+                format!(
+                    "service {service}: deleted real server {}{}",
+                    sock(*addr, *port),
+                    if expire_flows {
+                        format!(", {n} flow(s) removed")
+                    } else {
+                        ", its flows carry on".into()
+                    }
+                ),
+                n,
+            )
+        }
+    };
+    Ok(LbReply { changed, flushed })
+}

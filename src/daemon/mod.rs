@@ -1,0 +1,295 @@
+//! `natgw run`: the daemon's life — start the backend's workers (from a
+//! snapshot or a takeover), then be the control thread: serve the control
+//! socket's requests, run expiry, rate sampling and set pruning in bounded
+//! steps, write periodic snapshots, reload on SIGHUP, and stop cleanly on
+//! SIGINT/SIGTERM (workers joined, XDP programs detached, TUN devices and
+//! routes removed, socket file removed) or after handing over.
+//!
+//! # Parts
+//!
+//! - this file: process lifecycle, signals, the control loop, snapshots
+//!   and the new side of a takeover;
+//! - `control.rs`: the request dispatcher — one handler per
+//!   [`Request`](crate::protocol::Request), and the old side of a
+//!   handover;
+//! - `rates.rs`: per-real-server rates for `natgw services --rate`.
+//!
+//! The daemon is the top of the library: it may import everything below
+//! it (`control::{config, socket, format}`, `health`, `dataplane`,
+//! `engine`, `snapshot`, `protocol`); nothing imports it but `main.rs`.
+
+mod control;
+mod rates;
+
+use crate::control::config::{Backend, Config};
+use crate::control::socket;
+use crate::dataplane::{self, sys};
+use crate::engine::{CounterSnapshot, Engine};
+use crate::health::{self, Checker};
+use crate::protocol::{self, SnapshotReply};
+use crate::snapshot::{self, RestoreOptions, Snapshot};
+use control::Control;
+use rates::LbControl;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Flow slots visited per expiry step (every [`TICK`]).
+const EXPIRY_BUDGET: usize = 32_768;
+/// Time between two steps of the control loop's periodic work (expiry,
+/// rates, set pruning, snapshots); requests are served in between.
+const TICK: Duration = Duration::from_millis(20);
+/// Most requests served between two ticks.
+const REQUESTS_PER_TICK: usize = 16;
+
+/// How `natgw run` starts (see `natgw run --help`).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Restore this snapshot before the workers start.
+    pub snapshot: Option<PathBuf>,
+    /// Take over from the natgw running on the config's control socket.
+    pub takeover: bool,
+    /// Start with no state when the snapshot is missing or unreadable
+    /// (otherwise that is an error and nothing starts).
+    pub allow_empty: bool,
+}
+
+pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    let engine = Arc::new(cfg.build_engine()?);
+    let sock_path = cfg.run.control_socket.clone();
+    let max_bytes = snapshot::max_bytes_for(cfg.engine.max_flows);
+    let mut carried = CounterSnapshot::default();
+
+    // State to start from: the running natgw's (takeover) or a file.
+    let state = if opts.takeover {
+        let tmp = handover_path(&sock_path);
+        let t0 = Instant::now();
+        let r = socket::call(&sock_path, protocol::Handover { path: tmp.clone() })
+            .map_err(|e| format!("takeover: {e}"))?;
+        let snap = snapshot::read(&tmp, max_bytes).map_err(|e| format!("takeover: {e}"));
+        let _ = std::fs::remove_file(&tmp);
+        log::info!(
+            "takeover: the old natgw stopped and handed over {} flow(s) ({} bytes) in {:.1} ms",
+            r.flows,
+            r.bytes,
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        Some(snap?)
+    } else if let Some(p) = &opts.snapshot {
+        match snapshot::read(p, max_bytes) {
+            Ok(s) => Some(s),
+            Err(e) if opts.allow_empty => {
+                log::warn!("{e}; starting with no state (--allow-empty)");
+                None
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{e}; nothing started (pass --allow-empty to start with no state)"
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(snap) = &state {
+        let r = snap
+            .restore(&engine, sys::now(), RestoreOptions::default())
+            .map_err(|e| e.to_string())?;
+        if let Some(c) = &snap.counters {
+            carried = c.clone();
+        }
+        log::info!(
+            "restored {} flow(s) ({} expired, {} duplicate, {} over max_flows), {} EIM mapping(s), {} set entr(ies), {} persistence entr(ies); timers moved on by {} ms",
+            r.flows,
+            r.flows_expired,
+            r.flows_duplicate,
+            r.flows_table_full,
+            r.eim,
+            r.set_entries,
+            r.persistence,
+            r.elapsed_ms
+        );
+    }
+
+    let checks = cfg.checks();
+    health::validate(&engine.lb(), &checks).map_err(|e| e.to_string())?;
+    let listener = socket::bind(&sock_path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| format!("signal handler: {e}"))?;
+    let running = match dataplane::start(&cfg, engine.clone(), stop.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&sock_path);
+            return Err(e.to_string());
+        }
+    };
+    let backend = match cfg.run.backend {
+        Backend::Afxdp => "afxdp",
+        Backend::Tun => "tun",
+    };
+    log::info!(
+        "natgw running: backend {backend}, {} worker(s), {} interface(s), {} rule(s), {} service(s), control socket {}",
+        running.workers.len(),
+        cfg.engine.interfaces.len(),
+        cfg.ruleset.len(),
+        engine.lb().len(),
+        sock_path.display()
+    );
+    let checker = Checker::start(engine.clone(), checks);
+    checker.set_neighbours(running.neigh.clone());
+    let mut ctl = Control {
+        cfg,
+        checker: Some(checker),
+        engine: engine.clone(),
+        running: Some(running),
+        backend,
+        started: Instant::now(),
+        lb: LbControl::default(),
+        carried,
+        handed_over: false,
+        stop: stop.clone(),
+    };
+    // Clients are read and answered off this thread (see `socket::Server`);
+    // their requests are served here, between ticks, one at a time.
+    let server = socket::Server::start(listener)?;
+    let mut last_prune = Instant::now();
+    let mut last_snapshot = Instant::now();
+    let mut writer: Option<std::thread::JoinHandle<()>> = None;
+    let mut next_tick = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        // Until the tick is due: serve what comes (bounded, so a stream
+        // of requests cannot starve expiry).
+        for _ in 0..REQUESTS_PER_TICK {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let Some(p) = server.next(wait) else { break };
+            p.serve(|req| ctl.handle(req));
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        next_tick = Instant::now() + TICK;
+        if hup.swap(false, Ordering::Relaxed) {
+            match control::reload(&engine, &ctl.cfg, config, false, ctl.checker.as_ref()) {
+                Ok(r) => log::info!(
+                    "SIGHUP: reloaded {}: {} rules, {} sets; {} live flows keep their translation, {} of them match no rule now",
+                    r.config,
+                    r.report.rules,
+                    r.report.sets,
+                    r.report.flows,
+                    r.report.unmatched_flows
+                ),
+                Err(e) => log::error!("SIGHUP: reload refused, nothing changed: {e}"),
+            }
+        }
+        let now = sys::now();
+        engine.expire(now, EXPIRY_BUDGET);
+        engine.lb().expire(now, EXPIRY_BUDGET);
+        ctl.lb.tick(&engine, now);
+        if last_prune.elapsed() >= Duration::from_secs(10) {
+            last_prune = Instant::now();
+            engine.prune_sets(now);
+            if let Some(n) = ctl.running.as_ref().and_then(|r| r.neigh.as_ref()) {
+                n.prune(now);
+            }
+        }
+        // Periodic snapshot, written by a helper thread so the control
+        // loop (expiry) keeps going; one at a time.
+        let snap = &ctl.cfg.run.snapshot;
+        if let Some(path) = &snap.path
+            && snap.interval_secs > 0
+            && last_snapshot.elapsed() >= Duration::from_secs(snap.interval_secs as u64)
+            && writer.as_ref().is_none_or(|w| w.is_finished())
+        {
+            last_snapshot = Instant::now();
+            let (engine, path, counters) = (engine.clone(), path.clone(), ctl.counters());
+            writer = Some(std::thread::spawn(move || {
+                if let Err(e) = write_snapshot(&engine, &path, counters) {
+                    log::error!("periodic snapshot: {e}");
+                }
+            }));
+        }
+        // The workers are stopping if one of them died: stop everything.
+        if ctl
+            .running
+            .as_ref()
+            .is_some_and(|r| r.workers.iter().any(|w| w.is_finished()))
+        {
+            log::error!("a worker stopped unexpectedly; shutting down");
+            stop.store(true, Ordering::Relaxed);
+            break;
+        }
+    }
+    // Stop taking requests; a handover's reply is written before this
+    // returns.
+    server.shutdown();
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    if let Some(c) = ctl.checker.take() {
+        c.stop();
+    }
+    if ctl.handed_over {
+        log::info!("natgw handed over; exiting");
+        return Ok(());
+    }
+    log::info!("natgw stopping");
+    stop.store(true, Ordering::Relaxed);
+    let counters = ctl.counters();
+    let errors = ctl.running.take().map(|r| r.shutdown()).unwrap_or_default();
+    let _ = std::fs::remove_file(&sock_path);
+    // A last snapshot once the workers stood still, for the next start.
+    if let Some(path) = &ctl.cfg.run.snapshot.path {
+        match write_snapshot(&engine, path, counters) {
+            Ok(r) => log::info!("final snapshot: {} flow(s) to {}", r.flows, r.path),
+            Err(e) => log::error!("final snapshot: {e}"),
+        }
+    }
+    if errors.is_empty() {
+        log::info!("natgw stopped cleanly");
+        Ok(())
+    } else {
+        Err(format!("worker errors: {}", errors.join("; ")))
+    }
+}
+
+/// Where a takeover asks the old process to write its state: beside the
+/// control socket (same filesystem, root-only directory).
+fn handover_path(sock: &Path) -> PathBuf {
+    let dir = sock.parent().filter(|d| !d.as_os_str().is_empty());
+    dir.unwrap_or(Path::new("."))
+        .join(format!("natgw-handover-{}.snap", std::process::id()))
+}
+
+/// Captures the engine's state with `counters` and writes it atomically.
+fn write_snapshot(
+    engine: &Engine,
+    path: &Path,
+    counters: CounterSnapshot,
+) -> Result<SnapshotReply, String> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let mut snap = Snapshot::capture(engine, sys::now());
+    snap.counters = Some(counters);
+    let bytes = snapshot::write_atomic(path, &snap).map_err(|e| e.to_string())?;
+    Ok(SnapshotReply {
+        path: path.display().to_string(),
+        flows: snap.flows.len(),
+        bytes,
+        paused_ms: 0.0,
+    })
+}
