@@ -19,31 +19,30 @@
 //! its RX sockets for up to 10 ms. No busy polling.
 #![allow(unsafe_code)]
 
-use super::neigh::{self, Neighbours, Resolve};
+use super::device::{Device, SysClock};
+use super::neigh::Neighbours;
+use super::worker::{KICK_BATCH, Worker};
 use super::xdp::{Attached, XdpProg};
 use super::{DataplaneError, Running, WorkerStats, sys};
 use crate::control::config::{Config, XdpMode};
-use crate::engine::{Counters, DropReason, Engine, Verdict};
+use crate::engine::Engine;
 use crate::nat::{IfId, PortRange};
-use crate::packet::{self, Link};
+use crate::packet::Link;
+use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 use xsk_rs::config::{
     BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
 };
+use xsk_rs::umem::frame::DataMut;
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 const FRAME_SIZE: u32 = 2048;
-/// Frames a worker holds while their next hop is being resolved.
-const HOLD_MAX: usize = 256;
-/// How long a held frame waits for its ARP reply.
-const HOLD_TIME: crate::conntrack::Time = crate::conntrack::Time::from_millis(1000);
-/// Frames per `sendto` kick in copy mode (kernel TX batch).
-const KICK_BATCH: usize = 32;
 
-/// One interface's socket within a worker.
+/// One interface's socket within a worker's device.
 struct Port {
     ifid: IfId,
     mac: [u8; 6],
@@ -56,30 +55,21 @@ struct Port {
     in_fill: usize,
     /// Frames on the TX ring, not yet completed.
     in_tx: usize,
-    /// Frames to put on the TX ring at the end of this batch.
-    pending: Vec<FrameDesc>,
     fill_target: usize,
 }
 
-struct Worker {
-    queue: u32,
-    umem: Umem,
+/// One worker's AF_XDP device: a socket per interface (its queue `q`),
+/// all on one UMEM, and the pool of frames the worker may use.
+pub struct XdpDevice {
+    ports: Vec<Port>,
     pool: Vec<FrameDesc>,
     total: usize,
-    ports: Vec<Port>,
-    engine: Arc<Engine>,
-    neigh: Arc<Neighbours>,
-    stats: Arc<WorkerStats>,
-    batch: usize,
-    /// ARP requests to send after this batch: (interface, target).
-    want_arp: Vec<(IfId, u32)>,
-    /// This worker's copy of fresh neighbour entries, so the shared table
-    /// is not locked per packet; cleared every second, which keeps the
-    /// shared table's refresh and expiry in charge.
-    nh_cache: ahash::AHashMap<(IfId, u32), [u8; 6]>,
-    /// Frames waiting for their next hop's MAC: (frame, oif, next hop,
-    /// length, deadline).
-    held: Vec<(FrameDesc, IfId, u32, usize, crate::conntrack::Time)>,
+    /// Completion descriptors read in one go.
+    cqbuf: Vec<FrameDesc>,
+    /// Poll set of the RX sockets, built once.
+    pollfds: Vec<libc::pollfd>,
+    /// Declared after `ports`, so the sockets are dropped first.
+    umem: Umem,
 }
 
 /// Validates the interfaces, attaches the XDP program, opens the sockets
@@ -208,7 +198,7 @@ pub fn start(
                 .parse()
                 .map_err(|e| DataplaneError(format!("{}: {e}", i.name)))?;
             // SAFETY: the UMEM outlives the socket: both move into the
-            // same Worker, whose `ports` are dropped before `umem`
+            // same XdpDevice, whose `ports` are dropped before `umem`
             // (field order), and each (interface, queue) is bound once.
             let (tx, rx, fqcq) = unsafe { Socket::new(scfg, &umem, &ifname, q) }.map_err(|e| {
                 DataplaneError(format!("AF_XDP socket on {} queue {q}: {e}", i.name))
@@ -231,43 +221,53 @@ pub fn start(
                 cq,
                 in_fill: 0,
                 in_tx: 0,
-                pending: Vec::with_capacity(a.batch as usize * 2),
                 fill_target: ring,
             });
         }
         let total = pool.len();
         let stats = Arc::new(WorkerStats::new(format!("q{q}")));
-        workers.push(Worker {
-            queue: q,
-            umem,
+        let pollfds = ports
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.rx.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let dev = XdpDevice {
+            ports,
             pool,
             total,
-            ports,
-            engine: engine.clone(),
-            neigh: neigh.clone(),
+            cqbuf: vec![FrameDesc::default(); (a.batch as usize).max(KICK_BATCH)],
+            pollfds,
+            umem,
+        };
+        let w = Worker::new(
+            dev,
+            SysClock,
+            engine.clone(),
+            neigh.clone(),
             stats,
-            batch: a.batch as usize,
-            want_arp: Vec::new(),
-            nh_cache: ahash::AHashMap::new(),
-            held: Vec::new(),
-        });
+            a.batch as usize,
+        );
+        workers.push((q, w));
     }
 
     let ncpu = sys::cpus();
     let mut running = Running::default();
-    for w in workers {
+    for (q, w) in workers {
         let cpu = if a.cpus.is_empty() {
-            w.queue as usize % ncpu
+            q as usize % ncpu
         } else {
-            a.cpus[w.queue as usize % a.cpus.len()]
+            a.cpus[q as usize % a.cpus.len()]
         };
-        running.stats.push(w.stats.clone());
+        running.stats.push(w.stats().clone());
         let stop = stop.clone();
         let h = std::thread::Builder::new()
-            .name(format!("natgw-q{}", w.queue))
+            .name(format!("natgw-q{q}"))
             .spawn(move || {
                 if let Err(e) = sys::pin_to_cpu(cpu) {
-                    log::warn!("worker q{}: cannot pin to CPU {cpu}: {e}", w.queue);
+                    log::warn!("worker q{q}: cannot pin to CPU {cpu}: {e}");
                 }
                 w.run(&stop)
             })
@@ -279,319 +279,141 @@ pub fn start(
     Ok(running)
 }
 
-impl Worker {
-    fn run(mut self, stop: &AtomicBool) -> Result<(), String> {
-        let mut rxbuf = vec![FrameDesc::default(); self.batch];
-        let mut cqbuf = vec![FrameDesc::default(); self.batch.max(KICK_BATCH)];
-        let mut last_housekeeping = sys::now();
-        while !stop.load(Ordering::Relaxed) {
-            let mut work = 0;
-            for p in 0..self.ports.len() {
-                work += self.reap(p, &mut cqbuf);
-                self.refill(p);
-            }
-            for p in 0..self.ports.len() {
-                // SAFETY: rxbuf entries are plain descriptors; consume()
-                // fills the first n with frames of this worker's UMEM.
-                let n = unsafe { self.ports[p].rx.consume(&mut rxbuf) };
-                if n == 0 {
-                    continue;
-                }
-                work += n;
-                self.ports[p].in_fill -= n;
-                let t0 = sys::now();
-                for d in rxbuf.iter_mut().take(n) {
-                    self.handle(p, *d, t0);
-                }
-                let t1 = sys::now();
-                self.stats.record_batch(n, t1.saturating_sub(t0).0);
-            }
-            if !self.held.is_empty() {
-                self.release_held(sys::now());
-            }
-            for p in 0..self.ports.len() {
-                self.flush(p, &mut cqbuf)
-                    .map_err(|e| format!("transmit: {e}"))?;
-            }
-            debug_assert_eq!(
-                self.pool.len()
-                    + self.held.len()
-                    + self
-                        .ports
-                        .iter()
-                        .map(|p| p.in_fill + p.in_tx + p.pending.len())
-                        .sum::<usize>(),
-                self.total,
-                "AF_XDP frame accounting"
-            );
-            let now = sys::now();
-            if now.saturating_sub(last_housekeeping).0 >= 1_000_000_000 {
-                last_housekeeping = now;
-                self.housekeeping();
-            }
-            if work == 0 && self.ports.iter().all(|p| p.in_tx == 0) {
-                self.sleep(if self.held.is_empty() { 10 } else { 1 });
-            }
-        }
-        Ok(())
+impl Device for XdpDevice {
+    type Frame = FrameDesc;
+    type Buf<'a> = DataMut<'a>;
+
+    fn link(&self) -> Link {
+        Link::Ethernet
+    }
+
+    fn ports(&self) -> usize {
+        self.ports.len()
+    }
+
+    fn ifid(&self, port: usize) -> IfId {
+        self.ports[port].ifid
+    }
+
+    /// Port `k` carries interface `k`.
+    #[inline]
+    fn port_of(&self, oif: IfId) -> Option<usize> {
+        let p = oif as usize;
+        (p < self.ports.len()).then_some(p)
+    }
+
+    fn mac(&self, port: usize) -> [u8; 6] {
+        self.ports[port].mac
+    }
+
+    fn addr(&self, port: usize) -> u32 {
+        self.ports[port].addr
+    }
+
+    fn recv(&mut self, port: usize, rx: &mut [FrameDesc]) -> io::Result<usize> {
+        let p = &mut self.ports[port];
+        // SAFETY: rx entries are plain descriptors; consume() fills the
+        // first n with frames of this device's UMEM.
+        let n = unsafe { p.rx.consume(rx) };
+        p.in_fill -= n;
+        Ok(n)
+    }
+
+    #[inline]
+    fn len(&self, f: &FrameDesc) -> usize {
+        f.lengths().data()
+    }
+
+    #[inline]
+    fn data_mut<'a>(&'a mut self, f: &'a mut FrameDesc) -> DataMut<'a> {
+        // SAFETY: the worker passes only descriptors it owns: taken off an
+        // RX ring of this UMEM or out of the pool, and not on any ring
+        // until it hands them back; no other descriptor aliases the frame.
+        unsafe { self.umem.data_mut(f) }
+    }
+
+    #[inline]
+    fn buf_mut<'a>(&'a mut self, f: &'a mut FrameDesc) -> DataMut<'a> {
+        // SAFETY: as in `data_mut`.
+        let mut d = unsafe { self.umem.data_mut(f) };
+        let mut cur = d.cursor();
+        let cap = cur.buf_len();
+        cur.set_pos(cap);
+        d
+    }
+
+    #[inline]
+    fn set_len(&mut self, f: &mut FrameDesc, len: usize) {
+        // SAFETY: as in `data_mut`.
+        unsafe { self.umem.data_mut(f) }.cursor().set_pos(len);
+    }
+
+    fn alloc(&mut self) -> Option<FrameDesc> {
+        self.pool.pop()
+    }
+
+    #[inline]
+    fn free(&mut self, f: FrameDesc) {
+        self.pool.push(f);
+    }
+
+    fn transmit(&mut self, port: usize, frames: &mut [FrameDesc]) -> io::Result<usize> {
+        let p = &mut self.ports[port];
+        // SAFETY: the frames are the worker's (from RX or the pool) and
+        // are handed to the kernel exactly once here; the ones beyond `n`
+        // stay the caller's.
+        let n = unsafe { p.tx.produce(frames) };
+        p.in_tx += n;
+        Ok(n)
     }
 
     /// Completed transmissions go back to the pool.
-    fn reap(&mut self, p: usize, buf: &mut [FrameDesc]) -> usize {
-        let port = &mut self.ports[p];
+    fn complete(&mut self, port: usize) -> usize {
+        let p = &mut self.ports[port];
         // SAFETY: completion descriptors are frames of this UMEM that the
         // kernel has finished with.
-        let n = unsafe { port.cq.consume(buf) };
-        self.pool.extend_from_slice(&buf[..n]);
-        port.in_tx -= n;
+        let n = unsafe { p.cq.consume(&mut self.cqbuf) };
+        self.pool.extend_from_slice(&self.cqbuf[..n]);
+        p.in_tx -= n;
         n
     }
 
     /// Keeps the fill ring topped up from the pool.
-    fn refill(&mut self, p: usize) {
-        let port = &mut self.ports[p];
-        let want = port
-            .fill_target
-            .saturating_sub(port.in_fill)
-            .min(self.pool.len());
-        if want >= 16 || (want > 0 && port.in_fill == 0) {
+    fn refill(&mut self, port: usize) {
+        let p = &mut self.ports[port];
+        let want = p.fill_target.saturating_sub(p.in_fill).min(self.pool.len());
+        if want >= 16 || (want > 0 && p.in_fill == 0) {
             let start = self.pool.len() - want;
             // SAFETY: the frames come from the pool, so no one else owns them.
-            let n = unsafe { port.fq.produce(&self.pool[start..]) };
+            let n = unsafe { p.fq.produce(&self.pool[start..]) };
             self.pool.truncate(self.pool.len() - n);
-            port.in_fill += n;
+            p.in_fill += n;
         }
-        if port.fq.needs_wakeup() {
-            let _ = port.fq.wakeup(port.rx.fd_mut(), 0);
-        }
-    }
-
-    /// One received frame: run the engine, then queue, answer or recycle it.
-    fn handle(&mut self, p: usize, mut d: FrameDesc, now: crate::conntrack::Time) {
-        let iif = self.ports[p].ifid;
-        let c = &self.stats.counters;
-        // SAFETY: `d` came off this worker's RX ring, so it is a frame of
-        // `self.umem` that the kernel has handed over; no other descriptor
-        // aliases it.
-        let mut data = unsafe { self.umem.data_mut(&mut d) };
-        let len = data.contents().len();
-        Counters::bump(&c.rx_packets);
-        Counters::add(&c.rx_bytes, len as u64);
-        // Give the engine the whole frame as room for a reply.
-        let cap = {
-            let mut cur = data.cursor();
-            let cap = cur.buf_len();
-            cur.set_pos(cap);
-            cap
-        };
-        let buf = &mut data.contents_mut()[..cap];
-        let v = self.engine.process(buf, len, Link::Ethernet, iif, now, c);
-        let out = match v {
-            Verdict::Forward { oif, next_hop } => Some((oif, next_hop, len, None)),
-            Verdict::Reply { oif, next_hop, len } => Some((oif, next_hop, len, None)),
-            Verdict::Pass => self.arp(p, buf, len, now).map(|l| (iif, 0, l, Some(()))),
-            Verdict::Local => self.ping_me(p, buf, len),
-            Verdict::Drop(_) => None,
-        };
-        let Some((oif, next_hop, out_len, direct)) = out else {
-            self.pool.push(d);
-            return;
-        };
-        let Some(port_out) = self.ports.get(oif as usize) else {
-            self.stats.counters.drop(DropReason::NoRoute);
-            self.pool.push(d);
-            return;
-        };
-        if direct.is_none() {
-            // Routed: find the next hop's MAC.
-            let cached = self.nh_cache.get(&(oif, next_hop)).copied();
-            let resolved = match cached {
-                Some(m) => Resolve::Known(m),
-                None => self.neigh.resolve(oif, next_hop, now),
-            };
-            let mac = match resolved {
-                Resolve::Known(m) => {
-                    if cached.is_none() {
-                        self.nh_cache.insert((oif, next_hop), m);
-                    }
-                    m
-                }
-                Resolve::Refresh(m) => {
-                    self.want_arp.push((oif, next_hop));
-                    m
-                }
-                r @ (Resolve::Request | Resolve::Pending) => {
-                    if r == Resolve::Request {
-                        self.want_arp.push((oif, next_hop));
-                    }
-                    data.cursor().set_pos(out_len);
-                    // Hold the frame until the reply comes (or drop it).
-                    if self.held.len() < HOLD_MAX {
-                        self.held
-                            .push((d, oif, next_hop, out_len, now.saturating_add(HOLD_TIME)));
-                    } else {
-                        self.stats.counters.drop(DropReason::NoNeighbour);
-                        self.pool.push(d);
-                    }
-                    return;
-                }
-            };
-            let buf = data.contents_mut();
-            buf[0..6].copy_from_slice(&mac);
-            buf[6..12].copy_from_slice(&port_out.mac);
-        }
-        data.cursor().set_pos(out_len);
-        self.ports[oif as usize].pending.push(d);
-    }
-
-    /// ARP on port `p`: learn the sender; answer requests for addresses
-    /// the gateway owns on this interface's network. Returns the reply's
-    /// length (written in place) if there is one.
-    fn arp(
-        &self,
-        p: usize,
-        buf: &mut [u8],
-        len: usize,
-        now: crate::conntrack::Time,
-    ) -> Option<usize> {
-        let port = &self.ports[p];
-        let a = neigh::parse_arp(&buf[..len])?;
-        self.neigh.learn(port.ifid, a.spa, a.sha, now);
-        let iface = self.engine.interface(port.ifid)?;
-        let ours = a.tpa == iface.addr.addr
-            || (self.engine.is_local(a.tpa) && iface.addr.network().contains(a.tpa));
-        if !neigh::is_request(&a) || !ours {
-            return None;
-        }
-        let reply = neigh::reply_to(&a, port.mac);
-        let n = neigh::write_arp(buf, a.sha, port.mac, &reply)?;
-        // Pad to the Ethernet minimum.
-        let padded = 60.min(buf.len());
-        buf[n..padded].fill(0);
-        Some(padded)
-    }
-
-    /// A packet for the gateway itself: answer pings, count the rest.
-    fn ping_me(
-        &self,
-        p: usize,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Option<(IfId, u32, usize, Option<()>)> {
-        let port = &self.ports[p];
-        let ok = packet::parse(&buf[..len], Link::Ethernet)
-            .ok()
-            .is_some_and(|parsed| packet::echo_reply_in_place(buf, &parsed));
-        if !ok {
-            self.stats.counters.drop(DropReason::LocalUndeliverable);
-            return None;
-        }
-        // Back to the sender's MAC, from ours.
-        let (dst, src) = (buf[6..12].to_vec(), port.mac);
-        buf[0..6].copy_from_slice(&dst);
-        buf[6..12].copy_from_slice(&src);
-        Some((port.ifid, 0, len, Some(())))
-    }
-
-    /// Sends queued ARP requests, then puts pending frames on the TX ring
-    /// and kicks the kernel as needed.
-    fn flush(&mut self, p: usize, cqbuf: &mut [FrameDesc]) -> std::io::Result<()> {
-        if p == 0 {
-            for (oif, target) in std::mem::take(&mut self.want_arp) {
-                let Some(mut d) = self.pool.pop() else { break };
-                let Some(port) = self.ports.get(oif as usize) else {
-                    self.pool.push(d);
-                    continue;
-                };
-                let req = neigh::request_for(target, port.mac, port.addr);
-                // SAFETY: `d` came from the pool: a frame of this UMEM owned by us.
-                let mut data = unsafe { self.umem.data_mut(&mut d) };
-                let mut cur = data.cursor();
-                let cap = cur.buf_len();
-                cur.set_pos(cap);
-                let buf = data.contents_mut();
-                match neigh::write_arp(buf, [0xff; 6], port.mac, &req) {
-                    Some(n) => {
-                        buf[n..60].fill(0);
-                        data.cursor().set_pos(60);
-                        self.ports[oif as usize].pending.push(d);
-                    }
-                    None => {
-                        self.pool.push(d);
-                    }
-                }
-            }
-        }
-        let c = &self.stats.counters;
-        let port = &mut self.ports[p];
-        if !port.pending.is_empty() {
-            // SAFETY: pending frames are ours (from RX or the pool) and are
-            // handed to the kernel exactly once here.
-            let n = unsafe { port.tx.produce(&port.pending) };
-            for d in &port.pending[..n] {
-                Counters::bump(&c.tx_packets);
-                Counters::add(&c.tx_bytes, d.lengths().data() as u64);
-            }
-            port.in_tx += n;
-            for d in &port.pending[n..] {
-                c.drop(DropReason::TxFull);
-                self.pool.push(*d);
-            }
-            port.pending.clear();
-        }
-        // Copy mode sends at most KICK_BATCH frames per kick: kick once per
-        // batch outstanding, reaping completions in between.
-        let mut kicks = port.in_tx.div_ceil(KICK_BATCH).min(16);
-        while kicks > 0 && port.in_tx > 0 && port.tx.needs_wakeup() {
-            port.tx.wakeup()?;
-            // SAFETY: as in `reap`.
-            let n = unsafe { port.cq.consume(cqbuf) };
-            self.pool.extend_from_slice(&cqbuf[..n]);
-            port.in_tx -= n;
-            kicks -= 1;
-        }
-        Ok(())
-    }
-
-    /// Sends held frames whose next hop is now known; drops (and counts)
-    /// those that waited too long.
-    fn release_held(&mut self, now: crate::conntrack::Time) {
-        let mut i = 0;
-        while i < self.held.len() {
-            let (mut d, oif, hop, len, deadline) = self.held[i];
-            let mac = match self.neigh.resolve(oif, hop, now) {
-                Resolve::Known(m) | Resolve::Refresh(m) => Some(m),
-                Resolve::Request => {
-                    self.want_arp.push((oif, hop));
-                    None
-                }
-                Resolve::Pending => None,
-            };
-            match mac {
-                Some(mac) => {
-                    self.held.swap_remove(i);
-                    let src = self.ports[oif as usize].mac;
-                    // SAFETY: a held frame is ours (taken off an RX ring).
-                    let mut data = unsafe { self.umem.data_mut(&mut d) };
-                    let buf = data.contents_mut();
-                    buf[0..6].copy_from_slice(&mac);
-                    buf[6..12].copy_from_slice(&src);
-                    data.cursor().set_pos(len);
-                    self.ports[oif as usize].pending.push(d);
-                }
-                None if now >= deadline => {
-                    self.held.swap_remove(i);
-                    self.stats.counters.drop(DropReason::NoNeighbour);
-                    self.pool.push(d);
-                }
-                None => i += 1,
-            }
+        if p.fq.needs_wakeup() {
+            let _ = p.fq.wakeup(p.rx.fd_mut(), 0);
         }
     }
 
-    /// Once a second: kernel ring statistics into the worker's counters.
-    fn housekeeping(&mut self) {
-        self.nh_cache.clear();
+    fn tx_in_flight(&self, port: usize) -> usize {
+        self.ports[port].in_tx
+    }
+
+    fn needs_kick(&self, port: usize) -> bool {
+        self.ports[port].tx.needs_wakeup()
+    }
+
+    fn kick(&mut self, port: usize) -> io::Result<()> {
+        self.ports[port].tx.wakeup()
+    }
+
+    /// Waits for a frame on any port.
+    fn wait(&mut self, timeout: Duration) {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        sys::poll_in(&mut self.pollfds, ms);
+    }
+
+    /// Kernel ring statistics and the pool's size into `stats`.
+    fn housekeeping(&mut self, stats: &WorkerStats) {
         let (mut full, mut empty, mut dropped) = (0, 0, 0);
         for port in &self.ports {
             if let Ok(s) = port.rx.fd().xdp_statistics() {
@@ -600,23 +422,21 @@ impl Worker {
                 dropped += s.rx_dropped();
             }
         }
-        self.stats.set_ring_stats(full, empty, dropped);
-        self.stats
-            .set_frames(self.pool.len() as u64, self.total as u64);
+        stats.set_ring_stats(full, empty, dropped);
+        stats.set_frames(self.pool.len() as u64, self.total as u64);
     }
 
-    /// Waits up to `ms` for a frame on any port.
-    fn sleep(&mut self, ms: i32) {
-        let mut fds: Vec<libc::pollfd> = self
-            .ports
-            .iter()
-            .map(|p| libc::pollfd {
-                fd: p.rx.fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: `fds` is a valid array of pollfd of the given length.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    fn check_frames(&self, held: usize) {
+        debug_assert_eq!(
+            self.pool.len()
+                + held
+                + self
+                    .ports
+                    .iter()
+                    .map(|p| p.in_fill + p.in_tx)
+                    .sum::<usize>(),
+            self.total,
+            "AF_XDP frame accounting"
+        );
     }
 }

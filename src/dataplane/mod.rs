@@ -9,10 +9,13 @@
 //! whose [`Running::shutdown`] joins them and removes what was attached.
 
 pub mod afxdp;
+pub mod device;
 pub mod guard;
+pub mod mem;
 pub mod neigh;
 pub mod sys;
 pub mod tun;
+pub mod worker;
 pub mod xdp;
 
 use crate::control::config::{Backend, Config};

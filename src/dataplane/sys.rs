@@ -61,3 +61,14 @@ pub fn now() -> Time {
         Time(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
     })
 }
+
+/// Waits up to `ms` milliseconds until one of `fds` is readable (or has
+/// an error); returns the number of ready descriptors (0 on timeout or
+/// interruption).
+#[allow(unsafe_code)]
+pub fn poll_in(fds: &mut [libc::pollfd], ms: i32) -> usize {
+    // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd of
+    // the given length for the duration of the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    r.max(0) as usize
+}

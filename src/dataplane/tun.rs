@@ -140,25 +140,28 @@
 //! are read and made at start; a ruleset reload or an address added later
 //! does not change them.
 
+use super::device::{Device, SysClock};
+use super::worker::Worker;
 use super::{DataplaneError, Running, WorkerStats, sys};
 use crate::control::config::Config;
-use crate::engine::{Counters, DropReason, Engine, Verdict, local_ranges};
+use crate::engine::{Engine, local_ranges};
 use crate::nat::{IfId, PortRange};
 use crate::packet::Link;
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// Packets a worker reads and processes before it records their latency.
+/// Packets a worker reads and processes in one batch.
 pub const BATCH: usize = 64;
 /// How long a worker waits for a packet before it looks at the stop flag.
 const WAIT: Duration = Duration::from_millis(100);
-/// A worker's one buffer: the largest IPv4 packet, with the rest as room
-/// for a reply the engine writes in place.
+/// A frame buffer: the largest IPv4 packet, with the rest as room for a
+/// reply the engine writes in place.
 const BUF_LEN: usize = 65_536;
 /// Where natgw moves the `lookup local` rule: after its own rules (from
 /// `table_base`), before `main` (32766).
@@ -333,17 +336,14 @@ pub fn start(
 
     // 4. Workers.
     let mut running = Running::default();
+    let neigh = Arc::new(super::neigh::Neighbours::default());
     for (s, dev) in guard.steers.iter().zip(devs) {
         let stats = Arc::new(WorkerStats::new(s.tun.clone()));
         running.stats.push(stats.clone());
-        let w = Worker {
-            ifid: s.ifid,
-            name: s.tun.clone(),
-            dev,
-            engine: engine.clone(),
-            stats,
-            host_addrs: host_addrs.clone(),
-        };
+        let dev = TunDevice::new(s.ifid, s.tun.clone(), dev, BATCH);
+        let w = Worker::new(dev, SysClock, engine.clone(), neigh.clone(), stats, BATCH)
+            .with_host_addrs(host_addrs.clone())
+            .with_idle_wait(WAIT);
         let stop = stop.clone();
         let h = std::thread::Builder::new()
             .name(format!("natgw-{}", s.ifname))
@@ -441,88 +441,182 @@ impl Drop for TunGuard {
     }
 }
 
-/// One TUN device's worker.
-struct Worker {
+/// One TUN device as a one-port [`Device`]: a read gives one IP packet,
+/// which goes into a buffer of the device's own arena (one per frame of a
+/// batch, each [`BUF_LEN`] bytes: the largest IPv4 packet and room for a
+/// reply); a write sends one back. Sent frames are free at once.
+pub struct TunDevice {
     ifid: IfId,
     name: String,
     dev: tun::Device,
-    engine: Arc<Engine>,
-    stats: Arc<WorkerStats>,
-    /// IPv4 addresses the host has: `Local` packets for them go back to
-    /// the kernel, others are dropped.
-    host_addrs: Arc<[u32]>,
+    bufs: Vec<Box<[u8]>>,
+    free: Vec<u32>,
+    pollfd: [libc::pollfd; 1],
 }
 
-impl Worker {
-    fn run(mut self, stop: &AtomicBool) -> Result<(), String> {
-        // The one buffer, reused for every packet.
-        let mut buf = vec![0u8; BUF_LEN];
-        while !stop.load(Ordering::Relaxed) {
-            // Sleep in poll() until a packet comes or WAIT passes.
-            let mut len = match self.dev.recv_timeout(&mut buf, WAIT) {
-                Ok(n) => n,
-                Err(e) if quiet(&e) => continue,
-                Err(e) => return Err(format!("{}: read: {e}", self.name)),
-            };
-            let mut n = 0;
-            let mut busy = 0;
-            loop {
-                busy += self.handle(&mut buf, len)?;
-                n += 1;
-                if n == BATCH {
-                    break;
-                }
-                // The fd is non-blocking: take what is queued, then record.
-                len = match self.dev.read(&mut buf) {
-                    Ok(l) => l,
-                    Err(e) if quiet(&e) => break,
-                    Err(e) => return Err(format!("{}: read: {e}", self.name)),
-                };
-            }
-            self.stats.record_batch(n, busy);
+/// A frame of a [`TunDevice`]: an arena buffer and its data length.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TunFrame {
+    idx: u32,
+    len: u32,
+}
+
+impl TunDevice {
+    /// The device for interface `ifid`, with buffers for `batch` packets.
+    fn new(ifid: IfId, name: String, dev: tun::Device, batch: usize) -> TunDevice {
+        let fd = dev.as_raw_fd();
+        TunDevice {
+            ifid,
+            name,
+            dev,
+            // Zeroed memory from the allocator: pages are touched only as
+            // packets use them.
+            bufs: (0..batch)
+                .map(|_| vec![0u8; BUF_LEN].into_boxed_slice())
+                .collect(),
+            free: (0..batch as u32).rev().collect(),
+            pollfd: [libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            }],
         }
+    }
+}
+
+impl Device for TunDevice {
+    type Frame = TunFrame;
+    type Buf<'a> = &'a mut [u8];
+
+    fn link(&self) -> Link {
+        Link::Ip
+    }
+
+    fn ports(&self) -> usize {
+        1
+    }
+
+    fn ifid(&self, _port: usize) -> IfId {
+        self.ifid
+    }
+
+    fn mac(&self, _port: usize) -> [u8; 6] {
+        [0; 6]
+    }
+
+    fn addr(&self, _port: usize) -> u32 {
+        0
+    }
+
+    /// Reads what is queued (the fd is non-blocking), up to `rx.len()`.
+    fn recv(&mut self, _port: usize, rx: &mut [TunFrame]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < rx.len() {
+            let Some(idx) = self.free.pop() else { break };
+            match self.dev.read(&mut self.bufs[idx as usize]) {
+                Ok(len) => {
+                    rx[n] = TunFrame {
+                        idx,
+                        len: len as u32,
+                    };
+                    n += 1;
+                }
+                Err(e) => {
+                    self.free.push(idx);
+                    if quiet(&e) {
+                        break;
+                    }
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: read: {e}", self.name),
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    #[inline]
+    fn len(&self, f: &TunFrame) -> usize {
+        f.len as usize
+    }
+
+    fn data_mut<'a>(&'a mut self, f: &'a mut TunFrame) -> &'a mut [u8] {
+        &mut self.bufs[f.idx as usize][..f.len as usize]
+    }
+
+    fn buf_mut<'a>(&'a mut self, f: &'a mut TunFrame) -> &'a mut [u8] {
+        &mut self.bufs[f.idx as usize]
+    }
+
+    fn set_len(&mut self, f: &mut TunFrame, len: usize) {
+        f.len = len.min(BUF_LEN) as u32;
+    }
+
+    fn alloc(&mut self) -> Option<TunFrame> {
+        self.free.pop().map(|idx| TunFrame { idx, len: 0 })
+    }
+
+    fn free(&mut self, f: TunFrame) {
+        self.free.push(f.idx);
+    }
+
+    /// Writes each frame; one the kernel refuses (queue full, no memory)
+    /// is left to the caller, and the next is tried.
+    fn transmit(&mut self, _port: usize, frames: &mut [TunFrame]) -> std::io::Result<usize> {
+        let mut sent = 0;
+        for i in 0..frames.len() {
+            let f = frames[i];
+            match self.dev.write(&self.bufs[f.idx as usize][..f.len as usize]) {
+                Ok(_) => {
+                    frames.swap(sent, i);
+                    sent += 1;
+                    self.free.push(f.idx);
+                }
+                Err(e) if quiet(&e) || e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(e) => {
+                    log::debug!("{}: write: {e}", self.name);
+                    if e.raw_os_error() == Some(libc::EBADFD) {
+                        return Err(std::io::Error::new(
+                            e.kind(),
+                            format!("{}: write: {e}", self.name),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    fn complete(&mut self, _port: usize) -> usize {
+        0
+    }
+
+    fn refill(&mut self, _port: usize) {}
+
+    fn tx_in_flight(&self, _port: usize) -> usize {
+        0
+    }
+
+    fn needs_kick(&self, _port: usize) -> bool {
+        false
+    }
+
+    fn kick(&mut self, _port: usize) -> std::io::Result<()> {
         Ok(())
     }
 
-    /// One packet of `len` bytes at the start of `buf`: run the engine and
-    /// write back what it lets through. Returns the engine's time in ns.
-    fn handle(&mut self, buf: &mut [u8], len: usize) -> Result<u64, String> {
-        let c = &self.stats.counters;
-        Counters::bump(&c.rx_packets);
-        Counters::add(&c.rx_bytes, len as u64);
-        let t0 = sys::now();
-        let v = self.engine.process(buf, len, Link::Ip, self.ifid, t0, c);
-        let ns = sys::now().saturating_sub(t0).0;
-        let out = match v {
-            Verdict::Forward { .. } | Verdict::Pass => len,
-            Verdict::Reply { len, .. } => len,
-            // `process` parsed an IPv4 header, so bytes 16..20 are there.
-            Verdict::Local if self.host_addrs.contains(&ipv4_dst(buf)) => len,
-            Verdict::Local => {
-                c.drop(DropReason::LocalUndeliverable);
-                return Ok(ns);
-            }
-            Verdict::Drop(_) => return Ok(ns),
-        };
-        match self.dev.write(&buf[..out]) {
-            Ok(_) => {
-                Counters::bump(&c.tx_packets);
-                Counters::add(&c.tx_bytes, out as u64);
-            }
-            // The kernel refused this packet (queue full, no memory):
-            // count it and go on.
-            Err(e) if quiet(&e) || e.raw_os_error() == Some(libc::ENOBUFS) => {
-                c.drop(DropReason::TxFull);
-            }
-            Err(e) => {
-                c.drop(DropReason::TxFull);
-                log::debug!("{}: write: {e}", self.name);
-                if e.raw_os_error() == Some(libc::EBADFD) {
-                    return Err(format!("{}: write: {e}", self.name));
-                }
-            }
-        }
-        Ok(ns)
+    fn wait(&mut self, timeout: Duration) {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        sys::poll_in(&mut self.pollfd, ms);
+    }
+
+    fn check_frames(&self, held: usize) {
+        debug_assert_eq!(
+            self.free.len() + held,
+            self.bufs.len(),
+            "TUN frame accounting"
+        );
     }
 }
 
@@ -532,13 +626,6 @@ fn quiet(e: &std::io::Error) -> bool {
         e.kind(),
         ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
     )
-}
-
-fn ipv4_dst(b: &[u8]) -> u32 {
-    match b.get(16..20) {
-        Some(d) => u32::from_be_bytes([d[0], d[1], d[2], d[3]]),
-        None => 0,
-    }
 }
 
 /// Names, tables and proxy addresses for the config (no host access).
