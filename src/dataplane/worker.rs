@@ -454,3 +454,525 @@ fn ipv4_dst(b: &[u8]) -> u32 {
         None => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::mem::{Faults, MemDevice, MemPortSpec, VirtualClock};
+    use crate::engine::{EngineConfig, Interface, Role, Route};
+    use crate::nat::{Action, AddrPool, IfAddr, Match, Prefix, Rule, Ruleset, SnatSpec};
+    use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
+    use std::net::Ipv4Addr;
+
+    const GW_LAN: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const GW_WAN: [u8; 6] = [2, 0, 0, 0, 1, 1];
+    const HOST: [u8; 6] = [2, 0, 0, 0, 0, 2];
+    const ROUTER: [u8; 6] = [2, 0, 0, 0, 1, 0xfe];
+
+    fn ip(s: &str) -> u32 {
+        u32::from(s.parse::<Ipv4Addr>().unwrap())
+    }
+
+    /// lan0 (port 0, 10.0.0.1/24) and wan0 (port 1, 203.0.113.1/24), a
+    /// default route via 203.0.113.254, masquerade of 10.0.0.0/24 on wan0.
+    fn engine() -> Arc<Engine> {
+        let iface = |name: &str, role, addr: &str| Interface {
+            name: name.into(),
+            role,
+            addr: IfAddr {
+                addr: ip(addr),
+                len: 24,
+            },
+            extra: vec![],
+            mac: None,
+        };
+        let cfg = EngineConfig {
+            interfaces: vec![
+                iface("lan0", Role::Inside, "10.0.0.1"),
+                iface("wan0", Role::Outside, "203.0.113.1"),
+            ],
+            routes: vec![Route {
+                prefix: Prefix::new(Ipv4Addr::UNSPECIFIED, 0),
+                oif: 1,
+                via: Some(ip("203.0.113.254")),
+            }],
+            seed: 7,
+            ..EngineConfig::default()
+        };
+        let masq = Rule {
+            name: None,
+            m: Match {
+                oif: Some(1),
+                src: Some(Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 24)),
+                ..Match::default()
+            },
+            action: Action::Masquerade(SnatSpec {
+                pool: AddrPool::default(),
+                ports: None,
+                persistent: false,
+                eim: false,
+                eif: false,
+            }),
+            line: 1,
+        };
+        let rs = Ruleset { rules: vec![masq] };
+        Arc::new(Engine::new(cfg, rs, Default::default()))
+    }
+
+    struct Rig {
+        w: Worker<MemDevice, VirtualClock>,
+        clock: VirtualClock,
+        neigh: Arc<Neighbours>,
+    }
+
+    fn rig_with(frames: usize, batch: usize) -> Rig {
+        let ports = [
+            MemPortSpec {
+                ifid: 0,
+                mac: GW_LAN,
+                addr: ip("10.0.0.1"),
+            },
+            MemPortSpec {
+                ifid: 1,
+                mac: GW_WAN,
+                addr: ip("203.0.113.1"),
+            },
+        ];
+        let dev = MemDevice::new(Link::Ethernet, &ports, frames, 2048);
+        let clock = VirtualClock::new(Time::from_secs(1000));
+        let neigh = Arc::new(Neighbours::default());
+        let stats = Arc::new(WorkerStats::new("mem".into()));
+        let w = Worker::new(dev, clock.clone(), engine(), neigh.clone(), stats, batch);
+        Rig { w, clock, neigh }
+    }
+
+    fn rig() -> Rig {
+        rig_with(64, 16)
+    }
+
+    impl Rig {
+        fn now(&self) -> Time {
+            self.clock.now()
+        }
+        fn dev(&mut self) -> &mut MemDevice {
+            self.w.device_mut()
+        }
+        fn poll(&mut self) -> usize {
+            self.w.poll().unwrap()
+        }
+        fn counters(&self) -> crate::engine::CounterSnapshot {
+            self.w.stats().counters.snapshot()
+        }
+        fn drops(&self, r: DropReason) -> u64 {
+            self.w.stats().counters.drops(r)
+        }
+        /// Completes what is in flight on `port` and takes it off the wire.
+        fn sent(&mut self, port: usize) -> Vec<Vec<u8>> {
+            self.dev().complete(port);
+            self.dev().take_sent(port)
+        }
+        fn learn_router(&self) {
+            self.neigh.learn(1, ip("203.0.113.254"), ROUTER, self.now());
+        }
+    }
+
+    fn udp(
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        src: &str,
+        dst: &str,
+        sport: u16,
+        dport: u16,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(src_mac, dst_mac)
+            .ipv4(
+                src.parse::<Ipv4Addr>().unwrap().octets(),
+                dst.parse::<Ipv4Addr>().unwrap().octets(),
+                64,
+            )
+            .udp(sport, dport)
+            .write(&mut out, b"hello natgw")
+            .unwrap();
+        out
+    }
+
+    fn from_host(sport: u16) -> Vec<u8> {
+        udp(HOST, GW_LAN, "10.0.0.2", "198.51.100.7", sport, 53)
+    }
+
+    /// (eth dst, eth src, ip src, ip dst, sport, dport) of a UDP frame
+    /// whose IPv4 and UDP checksums etherparse recomputes and agrees with.
+    fn checked_udp(f: &[u8]) -> ([u8; 6], [u8; 6], u32, u32, u16, u16) {
+        let h = PacketHeaders::from_ethernet_slice(f).expect("parses");
+        let eth = h
+            .link
+            .as_ref()
+            .and_then(|l| l.clone().ethernet2())
+            .expect("Ethernet II");
+        let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
+            panic!("not IPv4")
+        };
+        assert_eq!(
+            ip.header_checksum,
+            ip.calc_header_checksum(),
+            "IPv4 checksum"
+        );
+        let Some(TransportHeader::Udp(u)) = &h.transport else {
+            panic!("not UDP")
+        };
+        let payload = h.payload.slice();
+        assert_eq!(
+            u.checksum,
+            u.calc_checksum_ipv4(ip, payload).unwrap(),
+            "UDP checksum"
+        );
+        (
+            eth.destination,
+            eth.source,
+            u32::from_be_bytes(ip.source),
+            u32::from_be_bytes(ip.destination),
+            u.source_port,
+            u.destination_port,
+        )
+    }
+
+    fn arp_frame(
+        op_request: bool,
+        sha: [u8; 6],
+        spa: &str,
+        tpa: &str,
+        eth_dst: [u8; 6],
+    ) -> Vec<u8> {
+        let a = if op_request {
+            arp::Arp::request(ip(tpa), sha, ip(spa))
+        } else {
+            arp::Arp::request(ip(spa), [0; 6], ip(tpa)).reply(sha)
+        };
+        let mut b = vec![0u8; 60];
+        let n = arp::write(&mut b, eth_dst, sha, &a).unwrap();
+        b.truncate(n);
+        b
+    }
+
+    #[test]
+    fn forwards_translated_frames_both_ways_with_valid_checksums() {
+        let mut r = rig();
+        r.learn_router();
+        r.neigh.learn(0, ip("10.0.0.2"), HOST, r.now());
+        let out_frame = from_host(5000);
+        r.dev().inject(0, &out_frame);
+        assert_eq!(r.poll(), 1);
+        assert!(r.sent(0).is_empty());
+        let sent = r.sent(1);
+        assert_eq!(sent.len(), 1);
+        let (dmac, smac, src, dst, sport, dport) = checked_udp(&sent[0]);
+        assert_eq!((dmac, smac), (ROUTER, GW_WAN));
+        assert_eq!(
+            (src, dst, dport),
+            (ip("203.0.113.1"), ip("198.51.100.7"), 53)
+        );
+
+        // The answer comes back to the masquerade address and port.
+        let back = udp(ROUTER, GW_WAN, "198.51.100.7", "203.0.113.1", 53, sport);
+        r.dev().inject(1, &back);
+        r.poll();
+        let sent = r.sent(0);
+        assert_eq!(sent.len(), 1);
+        let (dmac, smac, src, dst, sport, dport) = checked_udp(&sent[0]);
+        assert_eq!((dmac, smac), (HOST, GW_LAN));
+        assert_eq!(
+            (src, dst, sport, dport),
+            (ip("198.51.100.7"), ip("10.0.0.2"), 53, 5000)
+        );
+
+        let c = r.counters();
+        assert_eq!((c.rx_packets, c.tx_packets), (2, 2));
+        assert_eq!(c.rx_bytes, (out_frame.len() + back.len()) as u64);
+        assert_eq!(c.tx_bytes, c.rx_bytes, "same sizes out as in");
+        assert_eq!(r.dev().frames_out(), 0, "every frame back in the pool");
+    }
+
+    #[test]
+    fn unknown_next_hop_is_held_until_the_arp_reply() {
+        let mut r = rig();
+        r.dev().inject(0, &from_host(5000));
+        r.poll();
+        assert_eq!(r.w.held(), 1);
+        let sent = r.sent(1);
+        assert_eq!(sent.len(), 1, "one ARP request, no data yet");
+        let req = arp::parse(&sent[0]).expect("an ARP request");
+        assert!(req.is_request());
+        assert_eq!(&sent[0][0..6], &[0xff; 6], "broadcast");
+        assert_eq!(
+            (req.sha, req.spa, req.tpa),
+            (GW_WAN, ip("203.0.113.1"), ip("203.0.113.254"))
+        );
+
+        // A second frame for the same hop waits too, without another request.
+        r.dev().inject(0, &from_host(5001));
+        r.poll();
+        assert_eq!(r.w.held(), 2);
+        assert!(r.sent(1).is_empty());
+
+        let reply = arp_frame(false, ROUTER, "203.0.113.254", "203.0.113.1", GW_WAN);
+        r.dev().inject(1, &reply);
+        r.poll();
+        assert_eq!(r.w.held(), 0);
+        let sent = r.sent(1);
+        assert_eq!(sent.len(), 2, "both held frames released");
+        for f in &sent {
+            let (dmac, smac, src, ..) = checked_udp(f);
+            assert_eq!((dmac, smac, src), (ROUTER, GW_WAN, ip("203.0.113.1")));
+        }
+        assert_eq!(r.drops(DropReason::NoNeighbour), 0);
+        let c = r.counters();
+        assert_eq!(
+            (c.rx_packets, c.tx_packets),
+            (3, 3),
+            "2 frames + the request out"
+        );
+        assert_eq!(r.dev().frames_out(), 0);
+    }
+
+    #[test]
+    fn held_frame_without_reply_expires_as_no_neighbour() {
+        let mut r = rig();
+        r.dev().inject(0, &from_host(5000));
+        r.poll();
+        assert_eq!(r.w.held(), 1);
+        assert_eq!(r.sent(1).len(), 1, "the request");
+        r.clock.advance(Duration::from_millis(999));
+        r.poll();
+        assert_eq!(
+            (r.w.held(), r.drops(DropReason::NoNeighbour)),
+            (1, 0),
+            "not yet"
+        );
+        assert!(r.sent(1).is_empty(), "no second request within a second");
+        r.clock.advance(Duration::from_millis(1));
+        r.poll();
+        assert_eq!((r.w.held(), r.drops(DropReason::NoNeighbour)), (0, 1));
+        assert_eq!(r.sent(1).len(), 1, "asked again, a second after the first");
+        assert_eq!(r.dev().frames_out(), 0, "the frame went back to the pool");
+        assert_eq!(r.counters().tx_packets, 2, "only the requests left");
+    }
+
+    #[test]
+    fn hold_queue_overflow_is_counted_as_no_neighbour() {
+        let mut r = rig_with(HOLD_MAX + 64, 64);
+        let n = HOLD_MAX + 10;
+        for sport in 0..n as u16 {
+            r.dev().inject(0, &from_host(1000 + sport));
+            if sport % 64 == 63 {
+                r.poll();
+            }
+        }
+        r.poll();
+        assert_eq!(r.w.held(), HOLD_MAX);
+        assert_eq!(r.drops(DropReason::NoNeighbour), 10);
+    }
+
+    #[test]
+    fn answers_arp_for_its_own_address_and_learns_the_asker() {
+        let mut r = rig();
+        let who_has = arp_frame(true, HOST, "10.0.0.2", "10.0.0.1", [0xff; 6]);
+        r.dev().inject(0, &who_has);
+        r.poll();
+        let sent = r.sent(0);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].len(), 60, "padded to the Ethernet minimum");
+        let rep = arp::parse(&sent[0]).unwrap();
+        assert!(!rep.is_request());
+        assert_eq!(
+            (rep.sha, rep.spa, rep.tha, rep.tpa),
+            (GW_LAN, ip("10.0.0.1"), HOST, ip("10.0.0.2"))
+        );
+        assert_eq!((&sent[0][0..6], &sent[0][6..12]), (&HOST[..], &GW_LAN[..]));
+        assert_eq!(
+            r.neigh.lookup(0, ip("10.0.0.2"), r.now()).map(|e| e.0),
+            Some(HOST)
+        );
+        // Not ours: learned from, not answered.
+        let other = arp_frame(true, HOST, "10.0.0.2", "10.0.0.9", [0xff; 6]);
+        r.dev().inject(0, &other);
+        r.poll();
+        assert!(r.sent(0).is_empty());
+        assert_eq!(r.dev().frames_out(), 0);
+    }
+
+    #[test]
+    fn tx_full_is_counted_and_frames_return_to_the_pool() {
+        let mut r = rig();
+        r.learn_router();
+        r.dev().set_tx_capacity(1, 2);
+        r.dev().set_stalled(1, true);
+        for i in 0..5 {
+            r.dev().inject(0, &from_host(6000 + i));
+        }
+        r.poll();
+        assert_eq!(r.drops(DropReason::TxFull), 3);
+        let c = r.counters();
+        assert_eq!((c.rx_packets, c.tx_packets), (5, 2));
+        assert_eq!(r.dev().frames_out(), 2, "two in flight");
+        assert!(r.sent(1).is_empty());
+        r.dev().set_stalled(1, false);
+        r.poll();
+        assert_eq!(r.sent(1).len(), 2);
+        assert_eq!(r.dev().frames_out(), 0);
+    }
+
+    #[test]
+    fn kicks_only_when_the_device_asks() {
+        let mut r = rig_with(128, 64);
+        r.learn_router();
+        for i in 0..40 {
+            r.dev().inject(0, &from_host(7000 + i));
+        }
+        r.poll();
+        assert_eq!(r.dev().kicks(1), 0, "no need-wakeup: no kick");
+        assert_eq!(r.dev().take_sent(1).len(), 0, "completes at the next round");
+        r.poll();
+        assert_eq!(r.dev().take_sent(1).len(), 40);
+
+        r.dev().set_need_kick(1, true);
+        for i in 0..40 {
+            r.dev().inject(0, &from_host(7000 + i));
+        }
+        r.poll();
+        assert_eq!(
+            r.dev().kicks(1),
+            1,
+            "one kick sent the lot and completed it"
+        );
+        assert_eq!(r.dev().take_sent(1).len(), 40);
+        assert_eq!(r.dev().kicks(0), 0, "an idle port is not kicked");
+    }
+
+    #[test]
+    fn drops_duplicates_and_reorders_are_all_accounted_for() {
+        let mut r = rig_with(256, 32);
+        r.learn_router();
+        let f = Faults {
+            drop_pct: 10,
+            duplicate_pct: 10,
+            corrupt_pct: 0,
+            reorder_pct: 10,
+        };
+        r.dev().set_faults(f, f, 42);
+        let n = 300u64;
+        let mut wire = Vec::new();
+        for i in 0..n {
+            r.dev().inject(0, &from_host(10_000 + (i % 50) as u16));
+            if i % 20 == 19 {
+                r.poll();
+                r.poll();
+                wire.extend(r.sent(1));
+            }
+        }
+        r.dev().release_delayed();
+        r.poll();
+        r.poll();
+        r.dev().release_delayed();
+        wire.extend(r.sent(1));
+        let rx = r.dev().rx_fault_counts;
+        let tx = r.dev().tx_fault_counts;
+        assert!(
+            rx.dropped > 0 && rx.duplicated > 0 && rx.reordered > 0,
+            "{rx:?}"
+        );
+        let c = r.counters();
+        assert_eq!(c.rx_packets, n - rx.dropped + rx.duplicated);
+        assert_eq!(c.tx_packets, c.rx_packets, "every frame received went out");
+        assert_eq!(wire.len() as u64, c.tx_packets - tx.dropped + tx.duplicated);
+        for f in &wire {
+            let (dmac, _, src, ..) = checked_udp(f);
+            assert_eq!((dmac, src), (ROUTER, ip("203.0.113.1")));
+        }
+        assert_eq!(r.dev().frames_out(), 0);
+    }
+
+    #[test]
+    fn corrupted_frames_never_panic_and_each_ends_in_one_counter() {
+        let mut r = rig_with(256, 32);
+        r.learn_router();
+        r.neigh.learn(0, ip("10.0.0.2"), HOST, r.now());
+        let f = Faults {
+            corrupt_pct: 100,
+            ..Faults::default()
+        };
+        r.dev().set_faults(f, Faults::default(), 7);
+        let n = 400u64;
+        let mut arp_out = 0;
+        for i in 0..n {
+            let frame = if i % 2 == 0 {
+                from_host(20_000 + (i % 64) as u16)
+            } else {
+                arp_frame(true, HOST, "10.0.0.2", "10.0.0.1", [0xff; 6])
+            };
+            r.dev().inject(0, &frame);
+            if i % 16 == 15 {
+                r.poll();
+            }
+        }
+        // Past any hold time, so held frames are released or dropped.
+        r.clock.advance(Duration::from_secs(2));
+        r.poll();
+        r.poll();
+        for p in 0..2 {
+            for f in r.sent(p) {
+                if arp::parse(&f).is_some() {
+                    arp_out += 1;
+                }
+            }
+        }
+        assert_eq!(r.dev().rx_fault_counts.corrupted, n);
+        let c = r.counters();
+        let drops: u64 = DropReason::ALL.iter().map(|&d| r.drops(d)).sum();
+        assert_eq!(c.rx_packets, n);
+        assert_eq!(
+            c.rx_packets,
+            c.tx_packets - arp_out + drops + c.passed,
+            "each frame sent, dropped (by reason) or passed (ARP, answered or \
+             not; requests are natgw's own): {c:?}"
+        );
+        assert_eq!(r.dev().frames_out(), 0);
+    }
+
+    #[test]
+    fn ip_device_sends_every_frame_back_out_of_its_port() {
+        let ports = [MemPortSpec {
+            ifid: 0,
+            mac: [0; 6],
+            addr: 0,
+        }];
+        let dev = MemDevice::new(Link::Ip, &ports, 16, 2048);
+        let clock = VirtualClock::new(Time::from_secs(1000));
+        let stats = Arc::new(WorkerStats::new("tun".into()));
+        let host: Arc<[u32]> = vec![ip("10.0.0.1")].into();
+        let mut w =
+            Worker::new(dev, clock, engine(), Arc::default(), stats, 8).with_host_addrs(host);
+        let strip = |f: Vec<u8>| f[14..].to_vec();
+        let out = strip(from_host(5000));
+        // For the host: handed back. For a pool address the host lacks: dropped.
+        let mine = strip(udp(HOST, GW_LAN, "10.0.0.2", "10.0.0.1", 5000, 22));
+        let not_on_host = strip(udp(HOST, GW_LAN, "10.0.0.2", "203.0.113.1", 5000, 22));
+        w.device_mut().inject(0, &out);
+        w.device_mut().inject(0, &mine);
+        w.device_mut().inject(0, &not_on_host);
+        w.poll().unwrap();
+        w.device_mut().complete(0);
+        let sent = w.device_mut().take_sent(0);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(
+            &sent[0][12..16],
+            &Ipv4Addr::new(203, 0, 113, 1).octets(),
+            "translated"
+        );
+        assert_eq!(sent[1], mine, "local traffic unchanged");
+        let c = w.stats().counters.snapshot();
+        assert_eq!((c.rx_packets, c.tx_packets), (3, 2));
+        assert_eq!(w.stats().counters.drops(DropReason::LocalUndeliverable), 1);
+        assert_eq!(w.device().frames_out(), 0);
+    }
+}
