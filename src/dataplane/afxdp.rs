@@ -19,12 +19,12 @@
 //! its RX sockets for up to 10 ms. No busy polling.
 #![allow(unsafe_code)]
 
+use super::config::{DataplaneConfig, XdpMode};
 use super::device::{Device, SysClock};
 use super::neigh::Neighbours;
 use super::worker::{KICK_BATCH, Worker};
 use super::xdp::{Attached, XdpProg};
 use super::{DataplaneError, Running, WorkerStats, sys};
-use crate::control::config::{Config, XdpMode};
 use crate::engine::Engine;
 use crate::nat::{IfId, PortRange};
 use crate::packet::Link;
@@ -75,12 +75,12 @@ pub struct XdpDevice {
 /// Validates the interfaces, attaches the XDP program, opens the sockets
 /// and starts one worker per queue. Nothing is left attached on error.
 pub fn start(
-    cfg: &Config,
+    cfg: &DataplaneConfig,
     engine: Arc<Engine>,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, DataplaneError> {
-    let a = &cfg.run.afxdp;
-    let ifs = &cfg.engine.interfaces;
+    let a = &cfg.afxdp;
+    let ifs = &cfg.interfaces;
     let mut facts = Vec::new();
     for i in ifs {
         let idx = sys::ifindex(&i.name)

@@ -9,6 +9,7 @@
 //! whose [`Running::shutdown`] joins them and removes what was attached.
 
 pub mod afxdp;
+pub mod config;
 pub mod device;
 pub mod guard;
 pub mod mem;
@@ -18,8 +19,8 @@ pub mod tun;
 pub mod worker;
 pub mod xdp;
 
-use crate::control::config::{Backend, Config};
 use crate::engine::{CounterSnapshot, Counters, Engine};
+use config::{Backend, DataplaneConfig};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -150,11 +151,11 @@ impl Running {
 
 /// Starts the backend the config names.
 pub fn start(
-    cfg: &Config,
+    cfg: &DataplaneConfig,
     engine: Arc<Engine>,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, DataplaneError> {
-    match cfg.run.backend {
+    match cfg.backend {
         Backend::Afxdp => afxdp::start(cfg, engine, stop),
         Backend::Tun => tun::start(cfg, engine, stop),
     }

@@ -140,11 +140,11 @@
 //! are read and made at start; a ruleset reload or an address added later
 //! does not change them.
 
+use super::config::DataplaneConfig;
 use super::device::{Device, SysClock};
 use super::worker::Worker;
 use super::{DataplaneError, Running, WorkerStats, sys};
-use crate::control::config::Config;
-use crate::engine::{Engine, local_ranges};
+use crate::engine::Engine;
 use crate::nat::{IfId, PortRange};
 use crate::packet::Link;
 use serde_json::Value;
@@ -201,13 +201,13 @@ pub struct TunGuard {
 /// Validates the host, installs TUN devices, routes and rules, and starts
 /// one worker per interface. On error nothing but the guard is left.
 pub fn start(
-    cfg: &Config,
+    cfg: &DataplaneConfig,
     engine: Arc<Engine>,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, DataplaneError> {
     // 1. Check everything; change nothing.
     let steers = plan(cfg)?;
-    for (s, i) in steers.iter().zip(&cfg.engine.interfaces) {
+    for (s, i) in steers.iter().zip(&cfg.interfaces) {
         sys::ifindex(&s.ifname)
             .map_err(|e| DataplaneError(format!("{e} (config interface `{}`)", s.ifname)))?;
         if !sys::has_ipv4(&s.ifname, i.addr.addr).map_err(|e| DataplaneError(e.to_string()))? {
@@ -382,13 +382,12 @@ pub fn start(
 
 /// The commands that hand the data interfaces back to the kernel after
 /// natgw has stopped (removing the guard it leaves; see the module docs).
-pub fn release_commands(cfg: &Config) -> Vec<String> {
+pub fn release_commands(cfg: &DataplaneConfig) -> Vec<String> {
     release_lines(
-        cfg.engine
-            .interfaces
+        cfg.interfaces
             .iter()
             .enumerate()
-            .map(|(i, f)| (f.name.as_str(), cfg.run.tun.table_base + i as u32)),
+            .map(|(i, f)| (f.name.as_str(), cfg.tun.table_base + i as u32)),
     )
 }
 
@@ -629,9 +628,9 @@ fn quiet(e: &std::io::Error) -> bool {
 }
 
 /// Names, tables and proxy addresses for the config (no host access).
-fn plan(cfg: &Config) -> Result<Vec<Steer>, DataplaneError> {
-    let t = &cfg.run.tun;
-    let ifs = &cfg.engine.interfaces;
+fn plan(cfg: &DataplaneConfig) -> Result<Vec<Steer>, DataplaneError> {
+    let t = &cfg.tun;
+    let ifs = &cfg.interfaces;
     let last = t.table_base as u64 + ifs.len() as u64 - 1;
     if t.table_base < 2 || last >= LOCAL_PREF as u64 {
         return Err(DataplaneError(format!(
@@ -641,7 +640,7 @@ fn plan(cfg: &Config) -> Result<Vec<Steer>, DataplaneError> {
             t.table_base, t.table_base
         )));
     }
-    let ranges = local_ranges(&cfg.engine, &cfg.ruleset, &cfg.vips());
+    let ranges = &cfg.owned;
     let mut steers = Vec::new();
     for (i, f) in ifs.iter().enumerate() {
         let table = t.table_base + i as u32;
@@ -658,7 +657,7 @@ fn plan(cfg: &Config) -> Result<Vec<Steer>, DataplaneError> {
                 "TUN device name `{tun}` is over 15 characters: set a shorter [tun] prefix"
             )));
         }
-        let proxies = proxies(&ranges, f.addr.network());
+        let proxies = proxies(ranges, f.addr.network());
         if proxies.len() > MAX_PROXY {
             return Err(DataplaneError(format!(
                 "{} addresses natgw owns lie in `{}`'s network {}; the tun backend answers \
@@ -1116,33 +1115,64 @@ fn ip_batch(lines: &[String], force: bool) -> Result<(), DataplaneError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use crate::dataplane::config::{AfxdpConfig, Backend, TunConfig, XdpMode};
+    use crate::engine::{Interface, Role};
+    use crate::nat::IfAddr;
 
-    const CFG: &str = r#"
-[gateway]
-backend = "tun"
-[[interface]]
-name = "lan0"
-role = "inside"
-address = "10.0.0.1/24"
-[[interface]]
-name = "wan0"
-role = "outside"
-address = "203.0.113.1/24"
-extra_addresses = ["203.0.113.2"]
-[[rule]]
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "snat"
-to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
-"#;
+    /// lan0 10.0.0.1/24 (inside), wan0 203.0.113.1/24 with extra address
+    /// 203.0.113.2 (outside); natgw owns those and an SNAT pool of
+    /// 203.0.113.10-203.0.113.11 and 198.51.100.1.
+    fn cfg_with(table_base: u32, lan: &str) -> DataplaneConfig {
+        let iface = |name: &str, role, addr: &str, extra: Vec<u32>| Interface {
+            name: name.into(),
+            role,
+            addr: IfAddr {
+                addr: ip_of(addr),
+                len: 24,
+            },
+            extra,
+            mac: None,
+        };
+        let one = |a: &str| (ip_of(a), ip_of(a));
+        DataplaneConfig {
+            backend: Backend::Tun,
+            interfaces: vec![
+                iface(lan, Role::Inside, "10.0.0.1", vec![]),
+                iface(
+                    "wan0",
+                    Role::Outside,
+                    "203.0.113.1",
+                    vec![ip_of("203.0.113.2")],
+                ),
+            ],
+            afxdp: AfxdpConfig {
+                mode: XdpMode::Auto,
+                zero_copy: false,
+                frames: 8192,
+                batch: 64,
+                queues: 0,
+                cpus: vec![],
+            },
+            tun: TunConfig {
+                prefix: "ngw-".into(),
+                table_base,
+            },
+            owned: vec![
+                one("10.0.0.1"),
+                one("203.0.113.1"),
+                one("203.0.113.2"),
+                (ip_of("203.0.113.10"), ip_of("203.0.113.11")),
+                one("198.51.100.1"),
+            ],
+        }
+    }
 
-    fn cfg(text: &str) -> Config {
-        Config::parse(text, Path::new("t.toml")).unwrap()
+    fn cfg() -> DataplaneConfig {
+        cfg_with(7100, "lan0")
     }
 
     fn steers() -> Vec<Steer> {
-        plan(&cfg(CFG)).unwrap()
+        plan(&cfg()).unwrap()
     }
 
     fn ip_of(s: &str) -> u32 {
@@ -1167,16 +1197,11 @@ to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
 
     #[test]
     fn plan_refuses_bad_tables_and_names() {
-        let e = plan(&cfg(&format!("[tun]\ntable_base = 31999\n{CFG}")))
-            .unwrap_err()
-            .0;
+        let e = plan(&cfg_with(31999, "lan0")).unwrap_err().0;
         assert!(e.contains("31999..=32000"), "{e}");
-        let e = plan(&cfg(&format!("[tun]\ntable_base = 252\n{CFG}")))
-            .unwrap_err()
-            .0;
+        let e = plan(&cfg_with(252, "lan0")).unwrap_err().0;
         assert!(e.contains("table 253"), "{e}");
-        let long = CFG.replace("\"lan0\"", "\"enp0s31f6long\"");
-        let e = plan(&cfg(&long)).unwrap_err().0;
+        let e = plan(&cfg_with(7100, "enp0s31f6long")).unwrap_err().0;
         assert!(e.contains("`ngw-enp0s31f6long` is over 15"), "{e}");
     }
 
@@ -1243,9 +1268,7 @@ to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
         let json = r#"[{"priority":7099,"src":"all","ipproto":"ipproto-6","dport_start":80,"dport_end":80,"table":"255"}]"#;
         let e = check_rules(&parse_rules(json).unwrap(), &steers()).unwrap_err();
         assert!(e.contains("looks up the `local` table before"), "{e}");
-        let e = plan(&cfg(&format!("[tun]\ntable_base = 1\n{CFG}")))
-            .unwrap_err()
-            .0;
+        let e = plan(&cfg_with(1, "lan0")).unwrap_err().0;
         assert!(e.contains("2..32000"), "{e}");
     }
 
@@ -1289,7 +1312,7 @@ to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
 
     #[test]
     fn release_commands_undo_the_guard() {
-        let v = release_commands(&cfg(CFG));
+        let v = release_commands(&cfg());
         assert_eq!(v[0], "ip rule add pref 0 lookup local");
         assert_eq!(v[1], "ip rule del pref 32000 lookup local");
         assert_eq!(v[2], "ip rule del pref 7100 iif lan0 lookup 7100");
