@@ -16,7 +16,6 @@
 //!   into an engine (handover, crash recovery).
 //!
 //! The binary (`src/main.rs`) is a thin clap front end.
-#![deny(unsafe_code)]
 
 pub mod conntrack;
 pub mod control;

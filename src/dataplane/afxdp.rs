@@ -6,10 +6,16 @@
 //! TX ring (XDP_SHARED_UMEM across devices; in copy mode the kernel copies
 //! it once into an skb on transmit, in zero-copy mode not at all).
 //!
-//! Frame accounting: every frame is in exactly one place — the worker's
+//! This file sets the backend up (checks the host, attaches the XDP
+//! program, makes a UMEM and a device per queue, starts the workers); the
+//! device itself, with every `unsafe` ring operation, is
+//! [`sys::xsk::XdpDevice`], and the loop is the generic
+//! [`Worker`](super::worker::Worker).
+//!
+//! Frame accounting: every frame is in exactly one place — the device's
 //! free pool, a fill ring (or the RX ring behind it), a TX ring, or the
-//! worker's pending-TX list — and `pool + in_fill + in_tx + pending ==
-//! frames` holds after every loop (checked in debug builds). TX back-
+//! worker (held for a next hop) — and `pool + in_fill + in_tx + held ==
+//! frames` holds after every round (checked in debug builds). TX back-
 //! pressure drops frames back into the pool and counts `tx_full`.
 //!
 //! Wake-ups: sockets are bound with XDP_USE_NEED_WAKEUP; TX is kicked with
@@ -17,60 +23,25 @@
 //! most 32 frames, so a busy worker kicks once per 32 outstanding); the
 //! fill ring is kicked when flagged. An idle worker sleeps in `poll()` on
 //! its RX sockets for up to 10 ms. No busy polling.
-#![allow(unsafe_code)]
 
 use super::config::{DataplaneConfig, XdpMode};
-use super::device::{Device, SysClock};
+use super::device::SysClock;
 use super::neigh::Neighbours;
+use super::sys::xsk::XdpDevice;
 use super::worker::{KICK_BATCH, Worker};
 use super::xdp::{Attached, XdpProg};
 use super::{DataplaneError, Running, WorkerStats, sys};
 use crate::engine::Engine;
 use crate::nat::{IfId, PortRange};
-use crate::packet::Link;
-use std::io;
 use std::num::NonZeroU32;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use xsk_rs::Umem;
 use xsk_rs::config::{
     BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
 };
-use xsk_rs::umem::frame::DataMut;
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 const FRAME_SIZE: u32 = 2048;
-
-/// One interface's socket within a worker's device.
-struct Port {
-    ifid: IfId,
-    mac: [u8; 6],
-    addr: u32,
-    tx: TxQueue,
-    rx: RxQueue,
-    fq: FillQueue,
-    cq: CompQueue,
-    /// Frames handed to the kernel through the fill ring.
-    in_fill: usize,
-    /// Frames on the TX ring, not yet completed.
-    in_tx: usize,
-    fill_target: usize,
-}
-
-/// One worker's AF_XDP device: a socket per interface (its queue `q`),
-/// all on one UMEM, and the pool of frames the worker may use.
-pub struct XdpDevice {
-    ports: Vec<Port>,
-    pool: Vec<FrameDesc>,
-    total: usize,
-    /// Completion descriptors read in one go.
-    cqbuf: Vec<FrameDesc>,
-    /// Poll set of the RX sockets, built once.
-    pollfds: Vec<libc::pollfd>,
-    /// Declared after `ports`, so the sockets are dropped first.
-    umem: Umem,
-}
 
 /// Validates the interfaces, attaches the XDP program, opens the sockets
 /// and starts one worker per queue. Nothing is left attached on error.
@@ -180,7 +151,7 @@ pub fn start(
         } else {
             BindFlags::XDP_COPY
         };
-        let mut ports = Vec::new();
+        let mut dev = XdpDevice::new(umem, pool, (a.batch as usize).max(KICK_BATCH));
         for (k, ((i, f), prog)) in ifs.iter().zip(&facts).zip(&progs).enumerate() {
             let xdp_flags = match prog.mode {
                 Attached::Native => XdpFlags::XDP_FLAGS_DRV_MODE,
@@ -193,55 +164,13 @@ pub fn start(
                 .xdp_flags(xdp_flags)
                 .bind_flags(bind)
                 .build();
-            let ifname = i
-                .name
-                .parse()
+            let fd = dev
+                .bind(k as IfId, f.1, i.addr.addr, &i.name, q, scfg, ring)
+                .map_err(DataplaneError)?;
+            prog.register(q, fd)
                 .map_err(|e| DataplaneError(format!("{}: {e}", i.name)))?;
-            // SAFETY: the UMEM outlives the socket: both move into the
-            // same XdpDevice, whose `ports` are dropped before `umem`
-            // (field order), and each (interface, queue) is bound once.
-            let (tx, rx, fqcq) = unsafe { Socket::new(scfg, &umem, &ifname, q) }.map_err(|e| {
-                DataplaneError(format!("AF_XDP socket on {} queue {q}: {e}", i.name))
-            })?;
-            let Some((fq, cq)) = fqcq else {
-                return Err(DataplaneError(format!(
-                    "{} queue {q} is already bound",
-                    i.name
-                )));
-            };
-            prog.register(q, rx.fd().as_raw_fd())
-                .map_err(|e| DataplaneError(format!("{}: {e}", i.name)))?;
-            ports.push(Port {
-                ifid: k as IfId,
-                mac: f.1,
-                addr: i.addr.addr,
-                tx,
-                rx,
-                fq,
-                cq,
-                in_fill: 0,
-                in_tx: 0,
-                fill_target: ring,
-            });
         }
-        let total = pool.len();
         let stats = Arc::new(WorkerStats::new(format!("q{q}")));
-        let pollfds = ports
-            .iter()
-            .map(|p| libc::pollfd {
-                fd: p.rx.fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        let dev = XdpDevice {
-            ports,
-            pool,
-            total,
-            cqbuf: vec![FrameDesc::default(); (a.batch as usize).max(KICK_BATCH)],
-            pollfds,
-            umem,
-        };
         let w = Worker::new(
             dev,
             SysClock,
@@ -277,166 +206,4 @@ pub fn start(
     running.neigh = Some(neigh);
     running.xdp = progs;
     Ok(running)
-}
-
-impl Device for XdpDevice {
-    type Frame = FrameDesc;
-    type Buf<'a> = DataMut<'a>;
-
-    fn link(&self) -> Link {
-        Link::Ethernet
-    }
-
-    fn ports(&self) -> usize {
-        self.ports.len()
-    }
-
-    fn ifid(&self, port: usize) -> IfId {
-        self.ports[port].ifid
-    }
-
-    /// Port `k` carries interface `k`.
-    #[inline]
-    fn port_of(&self, oif: IfId) -> Option<usize> {
-        let p = oif as usize;
-        (p < self.ports.len()).then_some(p)
-    }
-
-    fn mac(&self, port: usize) -> [u8; 6] {
-        self.ports[port].mac
-    }
-
-    fn addr(&self, port: usize) -> u32 {
-        self.ports[port].addr
-    }
-
-    fn recv(&mut self, port: usize, rx: &mut [FrameDesc]) -> io::Result<usize> {
-        let p = &mut self.ports[port];
-        // SAFETY: rx entries are plain descriptors; consume() fills the
-        // first n with frames of this device's UMEM.
-        let n = unsafe { p.rx.consume(rx) };
-        p.in_fill -= n;
-        Ok(n)
-    }
-
-    #[inline]
-    fn len(&self, f: &FrameDesc) -> usize {
-        f.lengths().data()
-    }
-
-    #[inline]
-    fn data_mut<'a>(&'a mut self, f: &'a mut FrameDesc) -> DataMut<'a> {
-        // SAFETY: the worker passes only descriptors it owns: taken off an
-        // RX ring of this UMEM or out of the pool, and not on any ring
-        // until it hands them back; no other descriptor aliases the frame.
-        unsafe { self.umem.data_mut(f) }
-    }
-
-    #[inline]
-    fn buf_mut<'a>(&'a mut self, f: &'a mut FrameDesc) -> DataMut<'a> {
-        // SAFETY: as in `data_mut`.
-        let mut d = unsafe { self.umem.data_mut(f) };
-        let mut cur = d.cursor();
-        let cap = cur.buf_len();
-        cur.set_pos(cap);
-        d
-    }
-
-    #[inline]
-    fn set_len(&mut self, f: &mut FrameDesc, len: usize) {
-        // SAFETY: as in `data_mut`.
-        unsafe { self.umem.data_mut(f) }.cursor().set_pos(len);
-    }
-
-    fn alloc(&mut self) -> Option<FrameDesc> {
-        self.pool.pop()
-    }
-
-    #[inline]
-    fn free(&mut self, f: FrameDesc) {
-        self.pool.push(f);
-    }
-
-    fn transmit(&mut self, port: usize, frames: &mut [FrameDesc]) -> io::Result<usize> {
-        let p = &mut self.ports[port];
-        // SAFETY: the frames are the worker's (from RX or the pool) and
-        // are handed to the kernel exactly once here; the ones beyond `n`
-        // stay the caller's.
-        let n = unsafe { p.tx.produce(frames) };
-        p.in_tx += n;
-        Ok(n)
-    }
-
-    /// Completed transmissions go back to the pool.
-    fn complete(&mut self, port: usize) -> usize {
-        let p = &mut self.ports[port];
-        // SAFETY: completion descriptors are frames of this UMEM that the
-        // kernel has finished with.
-        let n = unsafe { p.cq.consume(&mut self.cqbuf) };
-        self.pool.extend_from_slice(&self.cqbuf[..n]);
-        p.in_tx -= n;
-        n
-    }
-
-    /// Keeps the fill ring topped up from the pool.
-    fn refill(&mut self, port: usize) {
-        let p = &mut self.ports[port];
-        let want = p.fill_target.saturating_sub(p.in_fill).min(self.pool.len());
-        if want >= 16 || (want > 0 && p.in_fill == 0) {
-            let start = self.pool.len() - want;
-            // SAFETY: the frames come from the pool, so no one else owns them.
-            let n = unsafe { p.fq.produce(&self.pool[start..]) };
-            self.pool.truncate(self.pool.len() - n);
-            p.in_fill += n;
-        }
-        if p.fq.needs_wakeup() {
-            let _ = p.fq.wakeup(p.rx.fd_mut(), 0);
-        }
-    }
-
-    fn tx_in_flight(&self, port: usize) -> usize {
-        self.ports[port].in_tx
-    }
-
-    fn needs_kick(&self, port: usize) -> bool {
-        self.ports[port].tx.needs_wakeup()
-    }
-
-    fn kick(&mut self, port: usize) -> io::Result<()> {
-        self.ports[port].tx.wakeup()
-    }
-
-    /// Waits for a frame on any port.
-    fn wait(&mut self, timeout: Duration) {
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        sys::poll_in(&mut self.pollfds, ms);
-    }
-
-    /// Kernel ring statistics and the pool's size into `stats`.
-    fn housekeeping(&mut self, stats: &WorkerStats) {
-        let (mut full, mut empty, mut dropped) = (0, 0, 0);
-        for port in &self.ports {
-            if let Ok(s) = port.rx.fd().xdp_statistics() {
-                full += s.rx_ring_full();
-                empty += s.rx_fill_ring_empty_descs();
-                dropped += s.rx_dropped();
-            }
-        }
-        stats.set_ring_stats(full, empty, dropped);
-        stats.set_frames(self.pool.len() as u64, self.total as u64);
-    }
-
-    fn check_frames(&self, held: usize) {
-        debug_assert_eq!(
-            self.pool.len()
-                + held
-                + self
-                    .ports
-                    .iter()
-                    .map(|p| p.in_fill + p.in_tx)
-                    .sum::<usize>(),
-            self.total,
-            "AF_XDP frame accounting"
-        );
-    }
 }

@@ -14,10 +14,12 @@ pub mod device;
 pub mod guard;
 pub mod mem;
 pub mod neigh;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tun;
 pub mod worker;
-pub mod xdp;
+
+pub use sys::bpf as xdp;
 
 use crate::engine::{CounterSnapshot, Counters, Engine};
 use config::{Backend, DataplaneConfig};
