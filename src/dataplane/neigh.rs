@@ -7,10 +7,11 @@
 //!   network (interface address, extra addresses, SNAT pool addresses);
 //! - learns neighbours from the sender fields of every ARP request and
 //!   reply it sees (unmodified hosts, no static entries);
-//! - resolves next hops itself: a packet whose next hop is unknown is
-//!   dropped and counted (`no_neighbour`) and an ARP request goes out, at
-//!   most one per next hop per second; entries older than `STALE` are used
-//!   while a refresh request goes out, and dropped after `EXPIRE`.
+//! - resolves next hops itself: a packet whose next hop is unknown is held
+//!   by its worker (see [`worker`](super::worker)) while an ARP request
+//!   goes out, at most one per next hop per second, and dropped and counted
+//!   (`no_neighbour`) if no reply comes in time; entries older than `STALE`
+//!   are used while a refresh request goes out, and dropped after `EXPIRE`.
 //!
 //! The kernel's own sockets on a data interface (natgw's health checks)
 //! need the neighbours too, but the XDP program hands every ARP frame to

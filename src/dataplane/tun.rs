@@ -71,7 +71,8 @@
 //!   there: a stopped natgw is invisible on its data interfaces.
 //!
 //! Rules and routes are made with the `ip` command (iproute2) through
-//! `std::process::Command`, reading its JSON output (`ip -N -j`): natgw has
+//! `std::process::Command`, reading its JSON output (`ip -N -j`; both in
+//! [`host`](super::host), with the sysctls): natgw has
 //! no netlink crate yet, `ip` is on every host that can run natgw, and
 //! every step is a command an operator can read in the error and replay.
 //! Each exit status is checked; a failure is a [`DataplaneError`] naming
@@ -142,16 +143,18 @@
 
 use super::config::DataplaneConfig;
 use super::device::{Device, SysClock};
+use super::host::{
+    IpRoute, IpRule, LOCAL_TABLE, host_ipv4, ip, ip_batch, parse_routes, parse_rules, read_mtu,
+    set_sysctls,
+};
 use super::worker::Worker;
 use super::{DataplaneError, Running, WorkerStats, sys};
 use crate::engine::Engine;
 use crate::nat::{IfId, PortRange};
 use crate::packet::Link;
-use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -175,7 +178,6 @@ pub const MAX_PROXY: usize = 4096;
 const TXQUEUELEN: &str = "4096";
 /// Kernel routing table ids that are taken (unspec, default, main, local).
 const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
-const LOCAL_TABLE: u32 = 255;
 
 /// What natgw installs for one data interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,7 +269,11 @@ pub fn start(
 
     // 3. Sysctls, then proxy ARP, routes, rules, the local move. The guard
     // exists from here on, so an error removes the proxy entries again.
-    set_sysctls(&steers)?;
+    let pairs: Vec<(&str, &str)> = steers
+        .iter()
+        .map(|s| (s.tun.as_str(), s.ifname.as_str()))
+        .collect();
+    set_sysctls(&pairs)?;
     for s in &steers {
         ip(&["link", "set", "dev", &s.tun, "txqueuelen", TXQUEUELEN, "up"])?;
     }
@@ -705,109 +711,6 @@ fn proxies(ranges: &[(u32, u32)], net: crate::nat::Prefix) -> Vec<u32> {
     v
 }
 
-/// One `ip rule`, as far as natgw cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct IpRule {
-    pref: u32,
-    table: Option<u32>,
-    iif: Option<String>,
-    /// No selector but (at most) `iif`, and a plain `lookup` action.
-    plain: bool,
-    /// natgw's health-check rule: `ipproto tcp dport LO-HI lookup local`
-    /// for `PortRange::HEALTH_CHECK`, nothing else.
-    check: bool,
-    /// As `ip rule` would show it (roughly), for messages.
-    text: String,
-}
-
-/// An `ip -j` object as `key value ...` (roughly `ip`'s own text), for
-/// messages; `skip` names keys left out.
-fn render(o: &serde_json::Map<String, Value>, skip: &[&str]) -> String {
-    let mut v = Vec::new();
-    for (k, x) in o {
-        if skip.contains(&k.as_str()) {
-            continue;
-        }
-        match x {
-            Value::Null => v.push(k.clone()),
-            Value::Array(a) if a.is_empty() => {}
-            Value::String(s) => v.push(format!("{k} {s}")),
-            x => v.push(format!("{k} {x}")),
-        }
-    }
-    v.join(" ")
-}
-
-fn s_or(o: &serde_json::Map<String, Value>, k: &str) -> String {
-    o.get(k)
-        .and_then(Value::as_str)
-        .map_or_else(|| "?".into(), String::from)
-}
-
-/// Parses `ip -N -j rule show`.
-fn parse_rules(json: &str) -> Result<Vec<IpRule>, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let list = v.as_array().ok_or("not a JSON array")?;
-    // Keys a rule of the form `[iif X] lookup T` has.
-    const PLAIN: [&str; 6] = [
-        "priority",
-        "src",
-        "iif",
-        "iif_detached",
-        "table",
-        "protocol",
-    ];
-    list.iter()
-        .map(|r| {
-            let o = r.as_object().ok_or("a rule is not a JSON object")?;
-            let pref = o
-                .get("priority")
-                .and_then(Value::as_u64)
-                .ok_or("a rule without a priority")? as u32;
-            let table = o
-                .get("table")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse().ok());
-            let iif = o.get("iif").and_then(Value::as_str).map(String::from);
-            let src_all = o
-                .get("src")
-                .and_then(Value::as_str)
-                .is_none_or(|s| s == "all");
-            let plain = o.keys().all(|k| PLAIN.contains(&k.as_str())) && src_all && table.is_some();
-            const CHECK: [&str; 7] = [
-                "priority",
-                "src",
-                "ipproto",
-                "dport_start",
-                "dport_end",
-                "table",
-                "protocol",
-            ];
-            let port = |k: &str| o.get(k).and_then(Value::as_u64);
-            let check = o.keys().all(|k| CHECK.contains(&k.as_str()))
-                && src_all
-                && table == Some(LOCAL_TABLE)
-                && o.get("ipproto")
-                    .and_then(Value::as_str)
-                    .is_some_and(|p| ["tcp", "ipproto-6", "6"].contains(&p))
-                && port("dport_start") == Some(PortRange::HEALTH_CHECK.lo as u64)
-                && port("dport_end") == Some(PortRange::HEALTH_CHECK.hi as u64);
-            Ok(IpRule {
-                pref,
-                table,
-                iif,
-                plain,
-                check,
-                text: format!(
-                    "{} lookup {}",
-                    render(o, &["priority", "table"]),
-                    s_or(o, "table")
-                ),
-            })
-        })
-        .collect()
-}
-
 /// What to change in the rule list.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct RulePlan {
@@ -913,44 +816,6 @@ fn check_rules(rules: &[IpRule], steers: &[Steer]) -> Result<RulePlan, String> {
     Ok(plan)
 }
 
-/// One route of `ip -N -j route show table T`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct IpRoute {
-    kind: String,
-    dst: String,
-    dev: Option<String>,
-    metric: u64,
-    text: String,
-}
-
-fn parse_routes(json: &str) -> Result<Vec<IpRoute>, String> {
-    let json = json.trim();
-    if json.is_empty() {
-        return Ok(Vec::new());
-    }
-    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let list = v.as_array().ok_or("not a JSON array")?;
-    list.iter()
-        .map(|r| {
-            let o = r.as_object().ok_or("a route is not a JSON object")?;
-            let s = |k: &str| o.get(k).and_then(Value::as_str).map(String::from);
-            Ok(IpRoute {
-                // Unicast routes have no "type"; `-N` prints the number
-                // (6 is RTN_BLACKHOLE).
-                kind: match s("type").as_deref() {
-                    None => "unicast".into(),
-                    Some("6") => "blackhole".into(),
-                    Some(t) => t.into(),
-                },
-                dst: s("dst").unwrap_or_default(),
-                dev: s("dev"),
-                metric: o.get("metric").and_then(Value::as_u64).unwrap_or(0),
-                text: render(o, &[]),
-            })
-        })
-        .collect()
-}
-
 /// Checks table `s.table`: only natgw's blackhole (and TUN route) may be
 /// there. Returns whether the blackhole is.
 fn check_routes(routes: &[IpRoute], s: &Steer) -> Result<bool, String> {
@@ -975,141 +840,6 @@ fn check_routes(routes: &[IpRoute], s: &Steer) -> Result<bool, String> {
             s.table
         ))
     }
-}
-
-/// Forwarding on, reverse-path filtering off where natgw needs it, ARP
-/// answers without delay (see the module docs).
-fn set_sysctls(steers: &[Steer]) -> Result<(), DataplaneError> {
-    const CONF: &str = "/proc/sys/net/ipv4/conf";
-    let tuns: Vec<&str> = steers.iter().map(|s| s.tun.as_str()).collect();
-    let old_all: u32 = read_sysctl(&format!("{CONF}/all/rp_filter"))?;
-    if old_all != 0 {
-        let dir = std::fs::read_dir(CONF).map_err(|e| DataplaneError(format!("{CONF}: {e}")))?;
-        for d in dir.filter_map(Result::ok) {
-            let name = d.file_name().to_string_lossy().into_owned();
-            if name == "all" || tuns.contains(&name.as_str()) {
-                continue;
-            }
-            let path = format!("{CONF}/{name}/rp_filter");
-            if read_sysctl(&path)? < old_all {
-                write_sysctl(&path, old_all)?;
-            }
-        }
-        write_sysctl(&format!("{CONF}/all/rp_filter"), 0)?;
-        log::warn!(
-            "tun: set net.ipv4.conf.all.rp_filter from {old_all} to 0 (the TUN devices need \
-             it off) and raised other devices' own rp_filter to {old_all}, which keeps their \
-             effective mode"
-        );
-    }
-    for s in steers {
-        let t = &s.tun;
-        write_sysctl(&format!("{CONF}/{t}/rp_filter"), 0)?;
-        write_sysctl(&format!("{CONF}/{t}/accept_local"), 1)?;
-        write_sysctl(&format!("{CONF}/{t}/forwarding"), 1)?;
-        // No IPv6 on the TUN devices: nothing to route there, and no
-        // router solicitations for natgw to read.
-        let v6 = format!("/proc/sys/net/ipv6/conf/{t}/disable_ipv6");
-        if std::path::Path::new(&v6).exists() {
-            write_sysctl(&v6, 1)?;
-        }
-        let x = &s.ifname;
-        if read_sysctl(&format!("{CONF}/{x}/rp_filter"))? == 1 {
-            write_sysctl(&format!("{CONF}/{x}/rp_filter"), 2)?;
-            log::info!("tun: {x}: rp_filter strict -> loose (2)");
-        }
-        write_sysctl(&format!("{CONF}/{x}/forwarding"), 1)?;
-        write_sysctl(&format!("/proc/sys/net/ipv4/neigh/{x}/proxy_delay"), 0)?;
-    }
-    write_sysctl("/proc/sys/net/ipv4/ip_forward", 1)
-}
-
-fn read_sysctl(path: &str) -> Result<u32, DataplaneError> {
-    let s = std::fs::read_to_string(path).map_err(|e| DataplaneError(format!("{path}: {e}")))?;
-    s.trim()
-        .parse()
-        .map_err(|_| DataplaneError(format!("{path}: `{}` is not a number", s.trim())))
-}
-
-/// Writes `v` to sysctl `path` unless it holds `v` already.
-fn write_sysctl(path: &str, v: u32) -> Result<(), DataplaneError> {
-    if read_sysctl(path)? == v {
-        return Ok(());
-    }
-    std::fs::write(path, format!("{v}\n"))
-        .map_err(|e| DataplaneError(format!("setting {path} to {v}: {e}")))
-}
-
-fn read_mtu(ifname: &str) -> Result<u16, DataplaneError> {
-    let path = format!("/sys/class/net/{ifname}/mtu");
-    let mtu: u32 = read_sysctl(&path)?;
-    // TUN takes at most 65535; a larger MTU is capped there.
-    Ok(mtu.min(u16::MAX as u32) as u16)
-}
-
-/// Every IPv4 address the host has, on any device.
-fn host_ipv4() -> Result<Vec<u32>, DataplaneError> {
-    let addrs = nix::ifaddrs::getifaddrs()
-        .map_err(|e| DataplaneError(format!("listing addresses: {e}")))?;
-    let mut v: Vec<u32> = addrs
-        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| u32::from(s.ip())))
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    Ok(v)
-}
-
-/// Runs `ip ARGS`; returns its stdout, or an error with the command and
-/// its stderr.
-fn ip(args: &[&str]) -> Result<String, DataplaneError> {
-    let cmd = format!("ip {}", args.join(" "));
-    let out = Command::new("ip").args(args).output().map_err(|e| {
-        DataplaneError(format!(
-            "cannot run `{cmd}`: {e} (the tun backend needs iproute2)"
-        ))
-    })?;
-    if !out.status.success() {
-        return Err(DataplaneError(format!(
-            "`{cmd}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `lines` through one `ip -batch -` (with `-force`: past failures).
-fn ip_batch(lines: &[String], force: bool) -> Result<(), DataplaneError> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let fail = |e: String| DataplaneError(format!("`ip -batch -` ({}, ...): {e}", lines[0]));
-    let mut child = Command::new("ip")
-        .args(if force {
-            &["-force", "-batch", "-"][..]
-        } else {
-            &["-batch", "-"][..]
-        })
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("cannot run: {e} (the tun backend needs iproute2)")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let text = lines.join("\n") + "\n";
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
-        return Err(fail(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
