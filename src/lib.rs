@@ -1,30 +1,27 @@
 //! natgw: a userspace NAT gateway.
 //!
-//! Layers, from the wire inwards (pure parts never touch a socket, a clock
-//! or a thread; time is passed in):
+//! `ls src` is the architecture. Layers, from the wire inwards; each may
+//! import only the layers listed above it (never one below), so the
+//! arrows point one way:
 //!
-//! - [`packet`]: views over frame bytes, in-place rewrite, checksums. Pure.
-//! - [`conntrack`]: flow keys, entries, TCP state, timeouts, the sharded
-//!   flow table. Pure.
-//! - [`nat`]: rules, actions, address sets, port allocation, mapping
-//!   behaviour. Pure.
-//! - [`lb`]: virtual services, real servers, schedulers, persistence. Pure.
-//! - [`engine`]: the per-packet pipeline that ties the three together
-//!   (parse, track, classify, translate, route) and returns a verdict. Pure.
-//! - [`control`]: config file, offline replay, CLI output, the control
-//!   socket's transport. Reads files.
-//! - [`health`]: health checks of real servers (own threads, kernel
-//!   sockets).
-//! - [`daemon`]: `natgw run` — process lifecycle, signals, the control
-//!   loop and its request dispatcher, handover, periodic snapshots. The
-//!   top: it may import every other module; none imports it.
-//! - [`protocol`]: the control socket's requests and typed replies, as
-//!   plain data (no clap, no I/O).
-//! - [`snapshot`]: the versioned snapshot file; capture from and restore
-//!   into an engine (handover, crash recovery).
+//! | layer | module | what it holds | may import |
+//! |---|---|---|---|
+//! | frames | [`packet`] | views over frame bytes, in-place rewrite, checksums, ARP frames | — |
+//! | state | [`conntrack`] | flow keys, entries, TCP state, timeouts, the sharded flow table | packet |
+//! | policy | [`nat`] | rules, actions, address sets, port allocation, mapping behaviour | packet, conntrack |
+//! | policy | [`lb`] | virtual services, real servers, schedulers, persistence | packet, conntrack, nat |
+//! | pipeline | [`engine`] | the per-packet pipeline (parse, track, classify, translate, route) returning a verdict | the four above |
+//! | state file | [`snapshot`] | the versioned snapshot format, a chain of version upgrades; capture from / restore into an engine | engine and below |
+//! | I/O shell | [`dataplane`] | a batch [`dataplane::device::Device`] trait (AF_XDP, TUN, in-memory with fault injection), one generic worker loop, ARP/neighbours, the XDP program, host setup; its own `DataplaneConfig`; the only `unsafe` (in `dataplane::sys`) | engine and below |
+//! | I/O shell | [`health`] | health checks of real servers (own threads, kernel sockets) | dataplane (neighbours, sys), engine and below |
+//! | wire | [`protocol`] | the control socket's requests and typed replies, plain data (no clap, no I/O) | types of the layers above (engine, lb, dataplane stats) |
+//! | control | [`control`] | the config file (builds the engine and the dataplane config), offline replay, text/JSON renderings, the control socket's transport | everything above except daemon |
+//! | top | [`daemon`] | `natgw run`: process lifecycle, signals, the control loop and its one request dispatcher, handover, periodic snapshots | everything; nothing imports it |
 //!
-//! The binary (`src/main.rs`) is a thin clap front end.
-#![deny(unsafe_code)]
+//! The pure layers (packet to engine) never touch a socket, a clock or a
+//! thread: time is passed in, so they are tested with a virtual clock.
+//! The binary (`src/main.rs`) is a thin clap front end over [`protocol`]
+//! and [`control`]. Each module's own doc says what it may import.
 
 pub mod conntrack;
 pub mod control;

@@ -57,40 +57,9 @@ pub struct ServiceConfig {
     pub check: Option<CheckSpec>,
 }
 
-/// Which I/O shell carries packets in `natgw run`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// AF_XDP sockets on the interfaces' queues (the fast path).
-    Afxdp,
-    /// TUN devices that policy routing steers traffic through (fallback).
-    Tun,
-}
-
-/// XDP attach mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// Native (driver) mode where the driver has it, else generic.
-    Auto,
-    Native,
-    Generic,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AfxdpConfig {
-    pub mode: XdpMode,
-    /// Ask for zero-copy (needs a NIC driver that supports it; veth does not).
-    pub zero_copy: bool,
-    /// UMEM frames per worker (shared by that worker's sockets).
-    pub frames: u32,
-    /// Frames per receive/transmit batch.
-    pub batch: u32,
-    /// Queues per interface to serve (0 = all of the interface's RX queues).
-    pub queues: u32,
-    /// CPU for worker i is `cpus[i % len]`; empty = worker i on CPU i.
-    pub cpus: Vec<usize>,
-}
+// The data plane's own settings live with it (the data plane does not
+// import control); re-exported here for the config's users.
+pub use crate::dataplane::config::{AfxdpConfig, Backend, XdpMode};
 
 /// Periodic snapshots (crash recovery) — `[snapshot]`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -102,13 +71,7 @@ pub struct SnapshotConfig {
     pub interval_secs: u32,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TunConfig {
-    /// TUN device name prefix; the device for interface X is prefix + X.
-    pub prefix: String,
-    /// First policy-routing table and rule preference natgw uses.
-    pub table_base: u32,
-}
+pub use crate::dataplane::config::TunConfig;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunConfig {
@@ -784,6 +747,18 @@ impl Config {
     /// The virtual services as specs for `LbTable::build`.
     pub fn service_specs(&self) -> Vec<ServiceSpec> {
         self.services.iter().map(|s| s.spec.clone()).collect()
+    }
+
+    /// What the data plane needs: backend, interfaces, backend settings
+    /// and the addresses the gateway owns.
+    pub fn dataplane(&self) -> crate::dataplane::config::DataplaneConfig {
+        crate::dataplane::config::DataplaneConfig {
+            backend: self.run.backend,
+            interfaces: self.engine.interfaces.clone(),
+            afxdp: self.run.afxdp.clone(),
+            tun: self.run.tun.clone(),
+            owned: crate::engine::local_ranges(&self.engine, &self.ruleset, &self.vips()),
+        }
     }
 }
 

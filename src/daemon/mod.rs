@@ -125,7 +125,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .map_err(|e| format!("signal handler: {e}"))?;
-    let running = match dataplane::start(&cfg, engine.clone(), stop.clone()) {
+    let running = match dataplane::start(&cfg.dataplane(), engine.clone(), stop.clone()) {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&sock_path);

@@ -1,22 +1,49 @@
 //! The I/O shells around the engine: AF_XDP (the fast path) and TUN (the
-//! fallback), the XDP program, ARP and neighbours, and host facts. This is
-//! the only part of natgw with `unsafe` code (`xdp`, `afxdp`), each block
-//! with a `// SAFETY:` comment naming its invariant.
+//! fallback), the XDP program, ARP and neighbours, and host facts.
 //!
-//! A backend's `start` validates the host against the config (interfaces
-//! exist, addresses are on them, queues in range) before it attaches or
-//! creates anything, then starts its workers and returns a [`Running`]
-//! whose [`Running::shutdown`] joins them and removes what was attached.
+//! One worker loop ([`worker::Worker`]) runs every backend: it is generic
+//! over a batch [`device::Device`] (receive a batch, transmit a batch,
+//! wake-up hints) and a [`device::Clock`], and holds the verdict handling,
+//! ARP and the hold queue, the stats and the wake-up policy. A backend's
+//! `start` validates the host against the [`config::DataplaneConfig`]
+//! (interfaces exist, addresses are on them, queues in range) before it
+//! attaches or creates anything, then starts its workers and returns a
+//! [`Running`] whose [`Running::shutdown`] joins them and removes what was
+//! attached.
+//!
+//! | module | holds | may import |
+//! |---|---|---|
+//! | [`config`] | `DataplaneConfig`: what a backend needs, plain data | `engine` |
+//! | [`device`] | the `Device` trait and the `Clock` | `conntrack`, `nat`, `packet` |
+//! | [`worker`] | the worker loop over any device | `device`, `neigh`, `engine`, `packet`, `nat`, `conntrack` |
+//! | [`mem`] | an in-memory device with fault injection, a virtual clock (tests) | `device` |
+//! | [`afxdp`] | AF_XDP setup: host checks, XDP attach, a UMEM and a device per queue, worker threads | `sys`, `worker`, `config`, `guard` |
+//! | [`tun`] | the TUN device (a `Device`), policy routing, proxy ARP, its guard | `host`, `sys`, `worker`, `config`, `guard` |
+//! | `host` | running `ip`, parsing `ip -j` output, sysctls (TUN setup) | `nat` |
+//! | [`neigh`] | the neighbour cache; copying it into the kernel's | `conntrack`, `nat` |
+//! | [`guard`] | the nftables stop guard of the AF_XDP backend | `nat` |
+//! | [`sys`] | host facts, `poll`, and all `unsafe`: [`sys::bpf`] (the XDP program, re-exported as `xdp`), [`sys::xsk`] (the AF_XDP device) | `device`, `nat`, `packet` |
+//!
+//! Nothing here imports `crate::control` (control builds a
+//! `DataplaneConfig` and calls [`start`]); `unsafe` is allowed in [`sys`]
+//! only, each block with a `// SAFETY:` comment naming its invariant.
 
 pub mod afxdp;
+pub mod config;
+pub mod device;
 pub mod guard;
+mod host;
+pub mod mem;
 pub mod neigh;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tun;
-pub mod xdp;
+pub mod worker;
 
-use crate::control::config::{Backend, Config};
+pub use sys::bpf as xdp;
+
 use crate::engine::{CounterSnapshot, Counters, Engine};
+use config::{Backend, DataplaneConfig};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -147,11 +174,11 @@ impl Running {
 
 /// Starts the backend the config names.
 pub fn start(
-    cfg: &Config,
+    cfg: &DataplaneConfig,
     engine: Arc<Engine>,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, DataplaneError> {
-    match cfg.run.backend {
+    match cfg.backend {
         Backend::Afxdp => afxdp::start(cfg, engine, stop),
         Backend::Tun => tun::start(cfg, engine, stop),
     }

@@ -1,4 +1,5 @@
-//! ARP and the neighbour cache (pure: frames and `now` in, frames out).
+//! The neighbour cache (pure: addresses and `now` in, decisions out; the
+//! ARP frames themselves are [`crate::packet::arp`]).
 //!
 //! With the AF_XDP backend natgw owns its data interfaces: the XDP program
 //! sends it ARP as well as IPv4, and natgw
@@ -6,10 +7,11 @@
 //!   network (interface address, extra addresses, SNAT pool addresses);
 //! - learns neighbours from the sender fields of every ARP request and
 //!   reply it sees (unmodified hosts, no static entries);
-//! - resolves next hops itself: a packet whose next hop is unknown is
-//!   dropped and counted (`no_neighbour`) and an ARP request goes out, at
-//!   most one per next hop per second; entries older than `STALE` are used
-//!   while a refresh request goes out, and dropped after `EXPIRE`.
+//! - resolves next hops itself: a packet whose next hop is unknown is held
+//!   by its worker (see [`worker`](super::worker)) while an ARP request
+//!   goes out, at most one per next hop per second, and dropped and counted
+//!   (`no_neighbour`) if no reply comes in time; entries older than `STALE`
+//!   are used while a refresh request goes out, and dropped after `EXPIRE`.
 //!
 //! The kernel's own sockets on a data interface (natgw's health checks)
 //! need the neighbours too, but the XDP program hands every ARP frame to
@@ -31,83 +33,6 @@ pub const STALE_SECS: u64 = 60;
 /// Age after which an entry is forgotten.
 pub const EXPIRE_SECS: u64 = 300;
 const REQUEST_INTERVAL: Time = Time::from_secs(1);
-
-const ETH_P_ARP: u16 = 0x0806;
-const ARP_REQUEST: u16 = 1;
-const ARP_REPLY: u16 = 2;
-
-/// An Ethernet/IPv4 ARP packet (no VLAN tag).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Arp {
-    pub op: u16,
-    pub sha: [u8; 6],
-    pub spa: u32,
-    pub tha: [u8; 6],
-    pub tpa: u32,
-}
-
-/// Parses an ARP frame (Ethernet, IPv4 over Ethernet hardware).
-pub fn parse_arp(f: &[u8]) -> Option<Arp> {
-    if f.len() < 42 || u16::from_be_bytes([f[12], f[13]]) != ETH_P_ARP {
-        return None;
-    }
-    let a = &f[14..42];
-    // htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4
-    if a[0..6] != [0, 1, 8, 0, 6, 4] {
-        return None;
-    }
-    let mac = |o: usize| -> [u8; 6] { [a[o], a[o + 1], a[o + 2], a[o + 3], a[o + 4], a[o + 5]] };
-    let ip = |o: usize| u32::from_be_bytes([a[o], a[o + 1], a[o + 2], a[o + 3]]);
-    Some(Arp {
-        op: u16::from_be_bytes([a[6], a[7]]),
-        sha: mac(8),
-        spa: ip(14),
-        tha: mac(18),
-        tpa: ip(24),
-    })
-}
-
-/// Writes an ARP packet with its Ethernet header into `buf`; returns the
-/// frame length (42), or `None` if `buf` is too small.
-pub fn write_arp(buf: &mut [u8], eth_dst: [u8; 6], eth_src: [u8; 6], a: &Arp) -> Option<usize> {
-    let f = buf.get_mut(..42)?;
-    f[0..6].copy_from_slice(&eth_dst);
-    f[6..12].copy_from_slice(&eth_src);
-    f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-    f[14..20].copy_from_slice(&[0, 1, 8, 0, 6, 4]);
-    f[20..22].copy_from_slice(&a.op.to_be_bytes());
-    f[22..28].copy_from_slice(&a.sha);
-    f[28..32].copy_from_slice(&a.spa.to_be_bytes());
-    f[32..38].copy_from_slice(&a.tha);
-    f[38..42].copy_from_slice(&a.tpa.to_be_bytes());
-    Some(42)
-}
-
-/// The reply to `req`, from `mac` (the owner of `req.tpa`).
-pub fn reply_to(req: &Arp, mac: [u8; 6]) -> Arp {
-    Arp {
-        op: ARP_REPLY,
-        sha: mac,
-        spa: req.tpa,
-        tha: req.sha,
-        tpa: req.spa,
-    }
-}
-
-/// A request for `target` from `mac`/`ip`.
-pub fn request_for(target: u32, mac: [u8; 6], ip: u32) -> Arp {
-    Arp {
-        op: ARP_REQUEST,
-        sha: mac,
-        spa: ip,
-        tha: [0; 6],
-        tpa: target,
-    }
-}
-
-pub fn is_request(a: &Arp) -> bool {
-    a.op == ARP_REQUEST
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -347,22 +272,6 @@ fn ip_batch(lines: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_reply_round_trip() {
-        let mut buf = [0u8; 64];
-        let req = request_for(0x0a000001, [2, 0, 0, 0, 0, 9], 0x0a00000a);
-        let n = write_arp(&mut buf, [0xff; 6], [2, 0, 0, 0, 0, 9], &req).unwrap();
-        let parsed = parse_arp(&buf[..n]).unwrap();
-        assert_eq!(parsed, req);
-        assert!(is_request(&parsed));
-        let rep = reply_to(&parsed, [2, 0, 0, 0, 0, 1]);
-        assert_eq!(
-            (rep.spa, rep.tpa, rep.tha),
-            (0x0a000001, 0x0a00000a, [2, 0, 0, 0, 0, 9])
-        );
-        assert!(parse_arp(&buf[..41]).is_none());
-    }
 
     #[test]
     fn resolve_learns_refreshes_and_rate_limits() {

@@ -48,7 +48,7 @@
 //!   from pref 0 to [`LOCAL_PREF`] (32000, before `main` at 32766). Only
 //!   packets received on the data interfaces are affected; locally
 //!   generated ones match no `iif X` rule.
-//! - Health checks (`control::health`) are kernel sockets on the gateway
+//! - Health checks (`crate::health`) are kernel sockets on the gateway
 //!   whose source ports come from `PortRange::HEALTH_CHECK` (61000-61999);
 //!   their replies arrive on the data interfaces. One rule just before
 //!   natgw's first (`T0 - 1`, 7099 by default) sends TCP to those ports to
@@ -71,7 +71,8 @@
 //!   there: a stopped natgw is invisible on its data interfaces.
 //!
 //! Rules and routes are made with the `ip` command (iproute2) through
-//! `std::process::Command`, reading its JSON output (`ip -N -j`): natgw has
+//! `std::process::Command`, reading its JSON output (`ip -N -j`; both in
+//! `host`, with the sysctls): natgw has
 //! no netlink crate yet, `ip` is on every host that can run natgw, and
 //! every step is a command an operator can read in the error and replay.
 //! Each exit status is checked; a failure is a [`DataplaneError`] naming
@@ -140,25 +141,30 @@
 //! are read and made at start; a ruleset reload or an address added later
 //! does not change them.
 
+use super::config::DataplaneConfig;
+use super::device::{Device, SysClock};
+use super::host::{
+    IpRoute, IpRule, LOCAL_TABLE, host_ipv4, ip, ip_batch, parse_routes, parse_rules, read_mtu,
+    set_sysctls,
+};
+use super::worker::Worker;
 use super::{DataplaneError, Running, WorkerStats, sys};
-use crate::control::config::Config;
-use crate::engine::{Counters, DropReason, Engine, Verdict, local_ranges};
+use crate::engine::Engine;
 use crate::nat::{IfId, PortRange};
 use crate::packet::Link;
-use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// Packets a worker reads and processes before it records their latency.
+/// Packets a worker reads and processes in one batch.
 pub const BATCH: usize = 64;
 /// How long a worker waits for a packet before it looks at the stop flag.
 const WAIT: Duration = Duration::from_millis(100);
-/// A worker's one buffer: the largest IPv4 packet, with the rest as room
-/// for a reply the engine writes in place.
+/// A frame buffer: the largest IPv4 packet, with the rest as room for a
+/// reply the engine writes in place.
 const BUF_LEN: usize = 65_536;
 /// Where natgw moves the `lookup local` rule: after its own rules (from
 /// `table_base`), before `main` (32766).
@@ -172,7 +178,6 @@ pub const MAX_PROXY: usize = 4096;
 const TXQUEUELEN: &str = "4096";
 /// Kernel routing table ids that are taken (unspec, default, main, local).
 const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
-const LOCAL_TABLE: u32 = 255;
 
 /// What natgw installs for one data interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,13 +203,13 @@ pub struct TunGuard {
 /// Validates the host, installs TUN devices, routes and rules, and starts
 /// one worker per interface. On error nothing but the guard is left.
 pub fn start(
-    cfg: &Config,
+    cfg: &DataplaneConfig,
     engine: Arc<Engine>,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, DataplaneError> {
     // 1. Check everything; change nothing.
     let steers = plan(cfg)?;
-    for (s, i) in steers.iter().zip(&cfg.engine.interfaces) {
+    for (s, i) in steers.iter().zip(&cfg.interfaces) {
         sys::ifindex(&s.ifname)
             .map_err(|e| DataplaneError(format!("{e} (config interface `{}`)", s.ifname)))?;
         if !sys::has_ipv4(&s.ifname, i.addr.addr).map_err(|e| DataplaneError(e.to_string()))? {
@@ -264,7 +269,11 @@ pub fn start(
 
     // 3. Sysctls, then proxy ARP, routes, rules, the local move. The guard
     // exists from here on, so an error removes the proxy entries again.
-    set_sysctls(&steers)?;
+    let pairs: Vec<(&str, &str)> = steers
+        .iter()
+        .map(|s| (s.tun.as_str(), s.ifname.as_str()))
+        .collect();
+    set_sysctls(&pairs)?;
     for s in &steers {
         ip(&["link", "set", "dev", &s.tun, "txqueuelen", TXQUEUELEN, "up"])?;
     }
@@ -333,17 +342,14 @@ pub fn start(
 
     // 4. Workers.
     let mut running = Running::default();
+    let neigh = Arc::new(super::neigh::Neighbours::default());
     for (s, dev) in guard.steers.iter().zip(devs) {
         let stats = Arc::new(WorkerStats::new(s.tun.clone()));
         running.stats.push(stats.clone());
-        let w = Worker {
-            ifid: s.ifid,
-            name: s.tun.clone(),
-            dev,
-            engine: engine.clone(),
-            stats,
-            host_addrs: host_addrs.clone(),
-        };
+        let dev = TunDevice::new(s.ifid, s.tun.clone(), dev, BATCH);
+        let w = Worker::new(dev, SysClock, engine.clone(), neigh.clone(), stats, BATCH)
+            .with_host_addrs(host_addrs.clone())
+            .with_idle_wait(WAIT);
         let stop = stop.clone();
         let h = std::thread::Builder::new()
             .name(format!("natgw-{}", s.ifname))
@@ -382,13 +388,12 @@ pub fn start(
 
 /// The commands that hand the data interfaces back to the kernel after
 /// natgw has stopped (removing the guard it leaves; see the module docs).
-pub fn release_commands(cfg: &Config) -> Vec<String> {
+pub fn release_commands(cfg: &DataplaneConfig) -> Vec<String> {
     release_lines(
-        cfg.engine
-            .interfaces
+        cfg.interfaces
             .iter()
             .enumerate()
-            .map(|(i, f)| (f.name.as_str(), cfg.run.tun.table_base + i as u32)),
+            .map(|(i, f)| (f.name.as_str(), cfg.tun.table_base + i as u32)),
     )
 }
 
@@ -441,88 +446,182 @@ impl Drop for TunGuard {
     }
 }
 
-/// One TUN device's worker.
-struct Worker {
+/// One TUN device as a one-port [`Device`]: a read gives one IP packet,
+/// which goes into a buffer of the device's own arena (one per frame of a
+/// batch, each `BUF_LEN` bytes: the largest IPv4 packet and room for a
+/// reply); a write sends one back. Sent frames are free at once.
+pub struct TunDevice {
     ifid: IfId,
     name: String,
     dev: tun::Device,
-    engine: Arc<Engine>,
-    stats: Arc<WorkerStats>,
-    /// IPv4 addresses the host has: `Local` packets for them go back to
-    /// the kernel, others are dropped.
-    host_addrs: Arc<[u32]>,
+    bufs: Vec<Box<[u8]>>,
+    free: Vec<u32>,
+    pollfd: [libc::pollfd; 1],
 }
 
-impl Worker {
-    fn run(mut self, stop: &AtomicBool) -> Result<(), String> {
-        // The one buffer, reused for every packet.
-        let mut buf = vec![0u8; BUF_LEN];
-        while !stop.load(Ordering::Relaxed) {
-            // Sleep in poll() until a packet comes or WAIT passes.
-            let mut len = match self.dev.recv_timeout(&mut buf, WAIT) {
-                Ok(n) => n,
-                Err(e) if quiet(&e) => continue,
-                Err(e) => return Err(format!("{}: read: {e}", self.name)),
-            };
-            let mut n = 0;
-            let mut busy = 0;
-            loop {
-                busy += self.handle(&mut buf, len)?;
-                n += 1;
-                if n == BATCH {
-                    break;
-                }
-                // The fd is non-blocking: take what is queued, then record.
-                len = match self.dev.read(&mut buf) {
-                    Ok(l) => l,
-                    Err(e) if quiet(&e) => break,
-                    Err(e) => return Err(format!("{}: read: {e}", self.name)),
-                };
-            }
-            self.stats.record_batch(n, busy);
+/// A frame of a [`TunDevice`]: an arena buffer and its data length.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TunFrame {
+    idx: u32,
+    len: u32,
+}
+
+impl TunDevice {
+    /// The device for interface `ifid`, with buffers for `batch` packets.
+    fn new(ifid: IfId, name: String, dev: tun::Device, batch: usize) -> TunDevice {
+        let fd = dev.as_raw_fd();
+        TunDevice {
+            ifid,
+            name,
+            dev,
+            // Zeroed memory from the allocator: pages are touched only as
+            // packets use them.
+            bufs: (0..batch)
+                .map(|_| vec![0u8; BUF_LEN].into_boxed_slice())
+                .collect(),
+            free: (0..batch as u32).rev().collect(),
+            pollfd: [libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            }],
         }
+    }
+}
+
+impl Device for TunDevice {
+    type Frame = TunFrame;
+    type Buf<'a> = &'a mut [u8];
+
+    fn link(&self) -> Link {
+        Link::Ip
+    }
+
+    fn ports(&self) -> usize {
+        1
+    }
+
+    fn ifid(&self, _port: usize) -> IfId {
+        self.ifid
+    }
+
+    fn mac(&self, _port: usize) -> [u8; 6] {
+        [0; 6]
+    }
+
+    fn addr(&self, _port: usize) -> u32 {
+        0
+    }
+
+    /// Reads what is queued (the fd is non-blocking), up to `rx.len()`.
+    fn recv(&mut self, _port: usize, rx: &mut [TunFrame]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < rx.len() {
+            let Some(idx) = self.free.pop() else { break };
+            match self.dev.read(&mut self.bufs[idx as usize]) {
+                Ok(len) => {
+                    rx[n] = TunFrame {
+                        idx,
+                        len: len as u32,
+                    };
+                    n += 1;
+                }
+                Err(e) => {
+                    self.free.push(idx);
+                    if quiet(&e) {
+                        break;
+                    }
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: read: {e}", self.name),
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    #[inline]
+    fn len(&self, f: &TunFrame) -> usize {
+        f.len as usize
+    }
+
+    fn data_mut<'a>(&'a mut self, f: &'a mut TunFrame) -> &'a mut [u8] {
+        &mut self.bufs[f.idx as usize][..f.len as usize]
+    }
+
+    fn buf_mut<'a>(&'a mut self, f: &'a mut TunFrame) -> &'a mut [u8] {
+        &mut self.bufs[f.idx as usize]
+    }
+
+    fn set_len(&mut self, f: &mut TunFrame, len: usize) {
+        f.len = len.min(BUF_LEN) as u32;
+    }
+
+    fn alloc(&mut self) -> Option<TunFrame> {
+        self.free.pop().map(|idx| TunFrame { idx, len: 0 })
+    }
+
+    fn free(&mut self, f: TunFrame) {
+        self.free.push(f.idx);
+    }
+
+    /// Writes each frame; one the kernel refuses (queue full, no memory)
+    /// is left to the caller, and the next is tried.
+    fn transmit(&mut self, _port: usize, frames: &mut [TunFrame]) -> std::io::Result<usize> {
+        let mut sent = 0;
+        for i in 0..frames.len() {
+            let f = frames[i];
+            match self.dev.write(&self.bufs[f.idx as usize][..f.len as usize]) {
+                Ok(_) => {
+                    frames.swap(sent, i);
+                    sent += 1;
+                    self.free.push(f.idx);
+                }
+                Err(e) if quiet(&e) || e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(e) => {
+                    log::debug!("{}: write: {e}", self.name);
+                    if e.raw_os_error() == Some(libc::EBADFD) {
+                        return Err(std::io::Error::new(
+                            e.kind(),
+                            format!("{}: write: {e}", self.name),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    fn complete(&mut self, _port: usize) -> usize {
+        0
+    }
+
+    fn refill(&mut self, _port: usize) {}
+
+    fn tx_in_flight(&self, _port: usize) -> usize {
+        0
+    }
+
+    fn needs_kick(&self, _port: usize) -> bool {
+        false
+    }
+
+    fn kick(&mut self, _port: usize) -> std::io::Result<()> {
         Ok(())
     }
 
-    /// One packet of `len` bytes at the start of `buf`: run the engine and
-    /// write back what it lets through. Returns the engine's time in ns.
-    fn handle(&mut self, buf: &mut [u8], len: usize) -> Result<u64, String> {
-        let c = &self.stats.counters;
-        Counters::bump(&c.rx_packets);
-        Counters::add(&c.rx_bytes, len as u64);
-        let t0 = sys::now();
-        let v = self.engine.process(buf, len, Link::Ip, self.ifid, t0, c);
-        let ns = sys::now().saturating_sub(t0).0;
-        let out = match v {
-            Verdict::Forward { .. } | Verdict::Pass => len,
-            Verdict::Reply { len, .. } => len,
-            // `process` parsed an IPv4 header, so bytes 16..20 are there.
-            Verdict::Local if self.host_addrs.contains(&ipv4_dst(buf)) => len,
-            Verdict::Local => {
-                c.drop(DropReason::LocalUndeliverable);
-                return Ok(ns);
-            }
-            Verdict::Drop(_) => return Ok(ns),
-        };
-        match self.dev.write(&buf[..out]) {
-            Ok(_) => {
-                Counters::bump(&c.tx_packets);
-                Counters::add(&c.tx_bytes, out as u64);
-            }
-            // The kernel refused this packet (queue full, no memory):
-            // count it and go on.
-            Err(e) if quiet(&e) || e.raw_os_error() == Some(libc::ENOBUFS) => {
-                c.drop(DropReason::TxFull);
-            }
-            Err(e) => {
-                c.drop(DropReason::TxFull);
-                log::debug!("{}: write: {e}", self.name);
-                if e.raw_os_error() == Some(libc::EBADFD) {
-                    return Err(format!("{}: write: {e}", self.name));
-                }
-            }
-        }
-        Ok(ns)
+    fn wait(&mut self, timeout: Duration) {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        sys::poll_in(&mut self.pollfd, ms);
+    }
+
+    fn check_frames(&self, held: usize) {
+        debug_assert_eq!(
+            self.free.len() + held,
+            self.bufs.len(),
+            "TUN frame accounting"
+        );
     }
 }
 
@@ -534,17 +633,10 @@ fn quiet(e: &std::io::Error) -> bool {
     )
 }
 
-fn ipv4_dst(b: &[u8]) -> u32 {
-    match b.get(16..20) {
-        Some(d) => u32::from_be_bytes([d[0], d[1], d[2], d[3]]),
-        None => 0,
-    }
-}
-
 /// Names, tables and proxy addresses for the config (no host access).
-fn plan(cfg: &Config) -> Result<Vec<Steer>, DataplaneError> {
-    let t = &cfg.run.tun;
-    let ifs = &cfg.engine.interfaces;
+fn plan(cfg: &DataplaneConfig) -> Result<Vec<Steer>, DataplaneError> {
+    let t = &cfg.tun;
+    let ifs = &cfg.interfaces;
     let last = t.table_base as u64 + ifs.len() as u64 - 1;
     if t.table_base < 2 || last >= LOCAL_PREF as u64 {
         return Err(DataplaneError(format!(
@@ -554,7 +646,7 @@ fn plan(cfg: &Config) -> Result<Vec<Steer>, DataplaneError> {
             t.table_base, t.table_base
         )));
     }
-    let ranges = local_ranges(&cfg.engine, &cfg.ruleset, &cfg.vips());
+    let ranges = &cfg.owned;
     let mut steers = Vec::new();
     for (i, f) in ifs.iter().enumerate() {
         let table = t.table_base + i as u32;
@@ -571,7 +663,7 @@ fn plan(cfg: &Config) -> Result<Vec<Steer>, DataplaneError> {
                 "TUN device name `{tun}` is over 15 characters: set a shorter [tun] prefix"
             )));
         }
-        let proxies = proxies(&ranges, f.addr.network());
+        let proxies = proxies(ranges, f.addr.network());
         if proxies.len() > MAX_PROXY {
             return Err(DataplaneError(format!(
                 "{} addresses natgw owns lie in `{}`'s network {}; the tun backend answers \
@@ -617,109 +709,6 @@ fn proxies(ranges: &[(u32, u32)], net: crate::nat::Prefix) -> Vec<u32> {
     v.sort_unstable();
     v.dedup();
     v
-}
-
-/// One `ip rule`, as far as natgw cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct IpRule {
-    pref: u32,
-    table: Option<u32>,
-    iif: Option<String>,
-    /// No selector but (at most) `iif`, and a plain `lookup` action.
-    plain: bool,
-    /// natgw's health-check rule: `ipproto tcp dport LO-HI lookup local`
-    /// for `PortRange::HEALTH_CHECK`, nothing else.
-    check: bool,
-    /// As `ip rule` would show it (roughly), for messages.
-    text: String,
-}
-
-/// An `ip -j` object as `key value ...` (roughly `ip`'s own text), for
-/// messages; `skip` names keys left out.
-fn render(o: &serde_json::Map<String, Value>, skip: &[&str]) -> String {
-    let mut v = Vec::new();
-    for (k, x) in o {
-        if skip.contains(&k.as_str()) {
-            continue;
-        }
-        match x {
-            Value::Null => v.push(k.clone()),
-            Value::Array(a) if a.is_empty() => {}
-            Value::String(s) => v.push(format!("{k} {s}")),
-            x => v.push(format!("{k} {x}")),
-        }
-    }
-    v.join(" ")
-}
-
-fn s_or(o: &serde_json::Map<String, Value>, k: &str) -> String {
-    o.get(k)
-        .and_then(Value::as_str)
-        .map_or_else(|| "?".into(), String::from)
-}
-
-/// Parses `ip -N -j rule show`.
-fn parse_rules(json: &str) -> Result<Vec<IpRule>, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let list = v.as_array().ok_or("not a JSON array")?;
-    // Keys a rule of the form `[iif X] lookup T` has.
-    const PLAIN: [&str; 6] = [
-        "priority",
-        "src",
-        "iif",
-        "iif_detached",
-        "table",
-        "protocol",
-    ];
-    list.iter()
-        .map(|r| {
-            let o = r.as_object().ok_or("a rule is not a JSON object")?;
-            let pref = o
-                .get("priority")
-                .and_then(Value::as_u64)
-                .ok_or("a rule without a priority")? as u32;
-            let table = o
-                .get("table")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse().ok());
-            let iif = o.get("iif").and_then(Value::as_str).map(String::from);
-            let src_all = o
-                .get("src")
-                .and_then(Value::as_str)
-                .is_none_or(|s| s == "all");
-            let plain = o.keys().all(|k| PLAIN.contains(&k.as_str())) && src_all && table.is_some();
-            const CHECK: [&str; 7] = [
-                "priority",
-                "src",
-                "ipproto",
-                "dport_start",
-                "dport_end",
-                "table",
-                "protocol",
-            ];
-            let port = |k: &str| o.get(k).and_then(Value::as_u64);
-            let check = o.keys().all(|k| CHECK.contains(&k.as_str()))
-                && src_all
-                && table == Some(LOCAL_TABLE)
-                && o.get("ipproto")
-                    .and_then(Value::as_str)
-                    .is_some_and(|p| ["tcp", "ipproto-6", "6"].contains(&p))
-                && port("dport_start") == Some(PortRange::HEALTH_CHECK.lo as u64)
-                && port("dport_end") == Some(PortRange::HEALTH_CHECK.hi as u64);
-            Ok(IpRule {
-                pref,
-                table,
-                iif,
-                plain,
-                check,
-                text: format!(
-                    "{} lookup {}",
-                    render(o, &["priority", "table"]),
-                    s_or(o, "table")
-                ),
-            })
-        })
-        .collect()
 }
 
 /// What to change in the rule list.
@@ -827,44 +816,6 @@ fn check_rules(rules: &[IpRule], steers: &[Steer]) -> Result<RulePlan, String> {
     Ok(plan)
 }
 
-/// One route of `ip -N -j route show table T`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct IpRoute {
-    kind: String,
-    dst: String,
-    dev: Option<String>,
-    metric: u64,
-    text: String,
-}
-
-fn parse_routes(json: &str) -> Result<Vec<IpRoute>, String> {
-    let json = json.trim();
-    if json.is_empty() {
-        return Ok(Vec::new());
-    }
-    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let list = v.as_array().ok_or("not a JSON array")?;
-    list.iter()
-        .map(|r| {
-            let o = r.as_object().ok_or("a route is not a JSON object")?;
-            let s = |k: &str| o.get(k).and_then(Value::as_str).map(String::from);
-            Ok(IpRoute {
-                // Unicast routes have no "type"; `-N` prints the number
-                // (6 is RTN_BLACKHOLE).
-                kind: match s("type").as_deref() {
-                    None => "unicast".into(),
-                    Some("6") => "blackhole".into(),
-                    Some(t) => t.into(),
-                },
-                dst: s("dst").unwrap_or_default(),
-                dev: s("dev"),
-                metric: o.get("metric").and_then(Value::as_u64).unwrap_or(0),
-                text: render(o, &[]),
-            })
-        })
-        .collect()
-}
-
 /// Checks table `s.table`: only natgw's blackhole (and TUN route) may be
 /// there. Returns whether the blackhole is.
 fn check_routes(routes: &[IpRoute], s: &Steer) -> Result<bool, String> {
@@ -891,171 +842,67 @@ fn check_routes(routes: &[IpRoute], s: &Steer) -> Result<bool, String> {
     }
 }
 
-/// Forwarding on, reverse-path filtering off where natgw needs it, ARP
-/// answers without delay (see the module docs).
-fn set_sysctls(steers: &[Steer]) -> Result<(), DataplaneError> {
-    const CONF: &str = "/proc/sys/net/ipv4/conf";
-    let tuns: Vec<&str> = steers.iter().map(|s| s.tun.as_str()).collect();
-    let old_all: u32 = read_sysctl(&format!("{CONF}/all/rp_filter"))?;
-    if old_all != 0 {
-        let dir = std::fs::read_dir(CONF).map_err(|e| DataplaneError(format!("{CONF}: {e}")))?;
-        for d in dir.filter_map(Result::ok) {
-            let name = d.file_name().to_string_lossy().into_owned();
-            if name == "all" || tuns.contains(&name.as_str()) {
-                continue;
-            }
-            let path = format!("{CONF}/{name}/rp_filter");
-            if read_sysctl(&path)? < old_all {
-                write_sysctl(&path, old_all)?;
-            }
-        }
-        write_sysctl(&format!("{CONF}/all/rp_filter"), 0)?;
-        log::warn!(
-            "tun: set net.ipv4.conf.all.rp_filter from {old_all} to 0 (the TUN devices need \
-             it off) and raised other devices' own rp_filter to {old_all}, which keeps their \
-             effective mode"
-        );
-    }
-    for s in steers {
-        let t = &s.tun;
-        write_sysctl(&format!("{CONF}/{t}/rp_filter"), 0)?;
-        write_sysctl(&format!("{CONF}/{t}/accept_local"), 1)?;
-        write_sysctl(&format!("{CONF}/{t}/forwarding"), 1)?;
-        // No IPv6 on the TUN devices: nothing to route there, and no
-        // router solicitations for natgw to read.
-        let v6 = format!("/proc/sys/net/ipv6/conf/{t}/disable_ipv6");
-        if std::path::Path::new(&v6).exists() {
-            write_sysctl(&v6, 1)?;
-        }
-        let x = &s.ifname;
-        if read_sysctl(&format!("{CONF}/{x}/rp_filter"))? == 1 {
-            write_sysctl(&format!("{CONF}/{x}/rp_filter"), 2)?;
-            log::info!("tun: {x}: rp_filter strict -> loose (2)");
-        }
-        write_sysctl(&format!("{CONF}/{x}/forwarding"), 1)?;
-        write_sysctl(&format!("/proc/sys/net/ipv4/neigh/{x}/proxy_delay"), 0)?;
-    }
-    write_sysctl("/proc/sys/net/ipv4/ip_forward", 1)
-}
-
-fn read_sysctl(path: &str) -> Result<u32, DataplaneError> {
-    let s = std::fs::read_to_string(path).map_err(|e| DataplaneError(format!("{path}: {e}")))?;
-    s.trim()
-        .parse()
-        .map_err(|_| DataplaneError(format!("{path}: `{}` is not a number", s.trim())))
-}
-
-/// Writes `v` to sysctl `path` unless it holds `v` already.
-fn write_sysctl(path: &str, v: u32) -> Result<(), DataplaneError> {
-    if read_sysctl(path)? == v {
-        return Ok(());
-    }
-    std::fs::write(path, format!("{v}\n"))
-        .map_err(|e| DataplaneError(format!("setting {path} to {v}: {e}")))
-}
-
-fn read_mtu(ifname: &str) -> Result<u16, DataplaneError> {
-    let path = format!("/sys/class/net/{ifname}/mtu");
-    let mtu: u32 = read_sysctl(&path)?;
-    // TUN takes at most 65535; a larger MTU is capped there.
-    Ok(mtu.min(u16::MAX as u32) as u16)
-}
-
-/// Every IPv4 address the host has, on any device.
-fn host_ipv4() -> Result<Vec<u32>, DataplaneError> {
-    let addrs = nix::ifaddrs::getifaddrs()
-        .map_err(|e| DataplaneError(format!("listing addresses: {e}")))?;
-    let mut v: Vec<u32> = addrs
-        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| u32::from(s.ip())))
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    Ok(v)
-}
-
-/// Runs `ip ARGS`; returns its stdout, or an error with the command and
-/// its stderr.
-fn ip(args: &[&str]) -> Result<String, DataplaneError> {
-    let cmd = format!("ip {}", args.join(" "));
-    let out = Command::new("ip").args(args).output().map_err(|e| {
-        DataplaneError(format!(
-            "cannot run `{cmd}`: {e} (the tun backend needs iproute2)"
-        ))
-    })?;
-    if !out.status.success() {
-        return Err(DataplaneError(format!(
-            "`{cmd}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `lines` through one `ip -batch -` (with `-force`: past failures).
-fn ip_batch(lines: &[String], force: bool) -> Result<(), DataplaneError> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let fail = |e: String| DataplaneError(format!("`ip -batch -` ({}, ...): {e}", lines[0]));
-    let mut child = Command::new("ip")
-        .args(if force {
-            &["-force", "-batch", "-"][..]
-        } else {
-            &["-batch", "-"][..]
-        })
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("cannot run: {e} (the tun backend needs iproute2)")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let text = lines.join("\n") + "\n";
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
-        return Err(fail(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use crate::dataplane::config::{AfxdpConfig, Backend, TunConfig, XdpMode};
+    use crate::engine::{Interface, Role};
+    use crate::nat::IfAddr;
 
-    const CFG: &str = r#"
-[gateway]
-backend = "tun"
-[[interface]]
-name = "lan0"
-role = "inside"
-address = "10.0.0.1/24"
-[[interface]]
-name = "wan0"
-role = "outside"
-address = "203.0.113.1/24"
-extra_addresses = ["203.0.113.2"]
-[[rule]]
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "snat"
-to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
-"#;
+    /// lan0 10.0.0.1/24 (inside), wan0 203.0.113.1/24 with extra address
+    /// 203.0.113.2 (outside); natgw owns those and an SNAT pool of
+    /// 203.0.113.10-203.0.113.11 and 198.51.100.1.
+    fn cfg_with(table_base: u32, lan: &str) -> DataplaneConfig {
+        let iface = |name: &str, role, addr: &str, extra: Vec<u32>| Interface {
+            name: name.into(),
+            role,
+            addr: IfAddr {
+                addr: ip_of(addr),
+                len: 24,
+            },
+            extra,
+            mac: None,
+        };
+        let one = |a: &str| (ip_of(a), ip_of(a));
+        DataplaneConfig {
+            backend: Backend::Tun,
+            interfaces: vec![
+                iface(lan, Role::Inside, "10.0.0.1", vec![]),
+                iface(
+                    "wan0",
+                    Role::Outside,
+                    "203.0.113.1",
+                    vec![ip_of("203.0.113.2")],
+                ),
+            ],
+            afxdp: AfxdpConfig {
+                mode: XdpMode::Auto,
+                zero_copy: false,
+                frames: 8192,
+                batch: 64,
+                queues: 0,
+                cpus: vec![],
+            },
+            tun: TunConfig {
+                prefix: "ngw-".into(),
+                table_base,
+            },
+            owned: vec![
+                one("10.0.0.1"),
+                one("203.0.113.1"),
+                one("203.0.113.2"),
+                (ip_of("203.0.113.10"), ip_of("203.0.113.11")),
+                one("198.51.100.1"),
+            ],
+        }
+    }
 
-    fn cfg(text: &str) -> Config {
-        Config::parse(text, Path::new("t.toml")).unwrap()
+    fn cfg() -> DataplaneConfig {
+        cfg_with(7100, "lan0")
     }
 
     fn steers() -> Vec<Steer> {
-        plan(&cfg(CFG)).unwrap()
+        plan(&cfg()).unwrap()
     }
 
     fn ip_of(s: &str) -> u32 {
@@ -1080,16 +927,11 @@ to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
 
     #[test]
     fn plan_refuses_bad_tables_and_names() {
-        let e = plan(&cfg(&format!("[tun]\ntable_base = 31999\n{CFG}")))
-            .unwrap_err()
-            .0;
+        let e = plan(&cfg_with(31999, "lan0")).unwrap_err().0;
         assert!(e.contains("31999..=32000"), "{e}");
-        let e = plan(&cfg(&format!("[tun]\ntable_base = 252\n{CFG}")))
-            .unwrap_err()
-            .0;
+        let e = plan(&cfg_with(252, "lan0")).unwrap_err().0;
         assert!(e.contains("table 253"), "{e}");
-        let long = CFG.replace("\"lan0\"", "\"enp0s31f6long\"");
-        let e = plan(&cfg(&long)).unwrap_err().0;
+        let e = plan(&cfg_with(7100, "enp0s31f6long")).unwrap_err().0;
         assert!(e.contains("`ngw-enp0s31f6long` is over 15"), "{e}");
     }
 
@@ -1156,9 +998,7 @@ to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
         let json = r#"[{"priority":7099,"src":"all","ipproto":"ipproto-6","dport_start":80,"dport_end":80,"table":"255"}]"#;
         let e = check_rules(&parse_rules(json).unwrap(), &steers()).unwrap_err();
         assert!(e.contains("looks up the `local` table before"), "{e}");
-        let e = plan(&cfg(&format!("[tun]\ntable_base = 1\n{CFG}")))
-            .unwrap_err()
-            .0;
+        let e = plan(&cfg_with(1, "lan0")).unwrap_err().0;
         assert!(e.contains("2..32000"), "{e}");
     }
 
@@ -1202,7 +1042,7 @@ to = ["203.0.113.10-203.0.113.11", "198.51.100.1"]
 
     #[test]
     fn release_commands_undo_the_guard() {
-        let v = release_commands(&cfg(CFG));
+        let v = release_commands(&cfg());
         assert_eq!(v[0], "ip rule add pref 0 lookup local");
         assert_eq!(v[1], "ip rule del pref 32000 lookup local");
         assert_eq!(v[2], "ip rule del pref 7100 iif lan0 lookup 7100");

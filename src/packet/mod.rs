@@ -12,6 +12,7 @@
 //! as such; non-first IPv4 fragments are reported with their IP id so the
 //! caller can apply the translation of their first fragment.
 
+pub mod arp;
 pub mod checksum;
 mod parse;
 mod rewrite;

@@ -117,6 +117,8 @@ fn main() -> io::Result<()> {
     let register = get("register").as_deref() != Some("0");
     let stats_every = Duration::from_secs(get("stats").map(|s| s.parse().unwrap()).unwrap_or(0));
 
+    // SAFETY: `on_signal` only stores to an atomic, which is
+    // async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -154,6 +156,8 @@ fn main() -> io::Result<()> {
             "own" => Some(Prog::Libbpf(xdpprog::XdpProg::load_and_attach(name, miss, skb, force)?)),
             _ => None,
         };
+        // SAFETY: the UMEM is shared by both sockets and lives until the end of
+        // main, after the loop that uses them; each interface's queue 0 is bound once.
         let (tx, rx, fqcq) = unsafe { Socket::new(scfg, &umem, &name.parse().unwrap(), 0) }
             .map_err(|e| io::Error::other(format!("Socket::new({name}): {e}: {:?}", std::error::Error::source(&e))))?;
         let (fq, cq) = fqcq.expect("fill/comp queue for a new (ifname, queue) pair");
@@ -198,6 +202,8 @@ fn main() -> io::Result<()> {
 
         for p in ports.iter_mut() {
             // 1. reap tx completions -> pool
+            // SAFETY: completion descriptors are frames of this UMEM the kernel has
+            // finished with; they go back to the pool.
             let n = unsafe { p.cq.consume(&mut cqbuf) };
             pool.extend_from_slice(&cqbuf[..n]);
             p.in_tx -= n;
@@ -209,6 +215,7 @@ fn main() -> io::Result<()> {
                 let start = pool.len() - want;
                 // produce() hands the kernel a prefix of the slice (libxdp reserve is
                 // all-or-nothing, so n is `want` or 0)
+                // SAFETY: the frames come from the pool, so nothing else owns them.
                 let n = unsafe { p.fq.produce(&pool[start..]) };
                 pool.drain(start..start + n);
                 p.in_fq += n;
@@ -218,6 +225,8 @@ fn main() -> io::Result<()> {
         // 3. rx on each port, decide, queue for tx
         for i in 0..2 {
             let o = 1 - i;
+            // SAFETY: `rxbuf` holds plain descriptors; consume() fills the first n
+            // with frames of this UMEM that the kernel has handed over.
             let n = unsafe { ports[i].rx.consume(&mut rxbuf) };
             if n == 0 {
                 continue;
@@ -229,6 +238,8 @@ fn main() -> io::Result<()> {
             let (my_mac, my_ip) = (ports[i].mac, ports[i].ip);
             for d in rxbuf.iter_mut().take(n) {
                 let v = {
+                    // SAFETY: `d` came off an RX ring of this UMEM and is owned by this
+                    // loop until it is queued for TX or put back in the pool.
                     let mut data = unsafe { umem.data_mut(d) };
                     let buf = data.contents_mut();
                     match pkt::classify(buf) {
@@ -263,6 +274,8 @@ fn main() -> io::Result<()> {
         // 4. flush tx; kick the kernel (copy mode transmits inside sendto, max ~32/kick)
         for p in ports.iter_mut() {
             if !p.pending_tx.is_empty() {
+                // SAFETY: pending frames are ours (from RX) and are handed to the kernel
+                // exactly once; the ones beyond n go back to the pool.
                 let n = unsafe { p.tx.produce(&p.pending_tx) };
                 p.in_tx += n;
                 if n < p.pending_tx.len() {
@@ -278,6 +291,8 @@ fn main() -> io::Result<()> {
             let mut kicks = p.in_tx.div_ceil(32).min(16);
             while kicks > 0 && p.in_tx > 0 && p.tx.needs_wakeup() {
                 p.tx.wakeup()?;
+                // SAFETY: completion descriptors are frames of this UMEM the kernel has
+                // finished with; they go back to the pool.
                 let n = unsafe { p.cq.consume(&mut cqbuf) };
                 pool.extend_from_slice(&cqbuf[..n]);
                 p.in_tx -= n;
@@ -303,6 +318,7 @@ fn main() -> io::Result<()> {
                 libc::pollfd { fd: ports[0].rx.fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: ports[1].rx.fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
             ];
+            // SAFETY: `pfds` is a live array of two pollfd.
             unsafe { libc::poll(pfds.as_mut_ptr(), 2, 100) };
         }
     }

@@ -29,6 +29,7 @@ fn errno_res(ret: i32, what: &str) -> io::Result<i32> {
 
 pub fn ifindex(name: &str) -> io::Result<u32> {
     let c = CString::new(name).unwrap();
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 { Err(io::Error::last_os_error()) } else { Ok(idx) }
 }
@@ -38,6 +39,10 @@ impl XdpProg {
     /// (2 = XDP_PASS, 1 = XDP_DROP). skb_mode selects generic XDP.
     pub fn load_and_attach(ifname: &str, miss_action: u32, skb_mode: bool, force: bool) -> io::Result<Self> {
         let ifindex = ifindex(ifname)?;
+        // SAFETY: libbpf is called as documented: the option structs are
+        // zeroed and sized, every name is a NUL-terminated string that
+        // outlives its call, `obj` is checked for null and closed on every
+        // error path, and the .rodata value is read within its reported size.
         unsafe {
             let name = CString::new(format!("natgw_{ifname}")).unwrap();
             let mut oo: bpf::bpf_object_open_opts = std::mem::zeroed();
@@ -94,6 +99,8 @@ impl XdpProg {
 
     /// Put an AF_XDP socket fd into xsks_map[queue_id].
     pub fn register_xsk(&self, queue_id: u32, xsk_fd: i32) -> io::Result<()> {
+        // SAFETY: key and value point to live locals of the map's key and value
+        // sizes (u32 queue id, i32 socket fd) for the duration of the call.
         let ret = unsafe {
             bpf::bpf_map_update_elem(
                 self.xsks_map_fd,
@@ -106,16 +113,20 @@ impl XdpProg {
     }
 
     pub fn unregister_xsk(&self, queue_id: u32) {
+        // SAFETY: the key points to a live u32, the map's key size.
         unsafe { bpf::bpf_map_delete_elem(self.xsks_map_fd, &queue_id as *const u32 as *const _) };
     }
 
     /// Sum of per-CPU counters [redirected, passed_non_ipv4, short].
     pub fn stats(&self) -> [u64; 3] {
+        // SAFETY: a plain query without arguments.
         let ncpu = unsafe { bpf::libbpf_num_possible_cpus() }.max(1) as usize;
         let mut out = [0u64; 3];
         for (k, o) in out.iter_mut().enumerate() {
             let key = k as u32;
             let mut vals = vec![0u64; ncpu];
+            // SAFETY: the key is a live u32 and `vals` holds one u64 per possible
+            // CPU, the size of a per-CPU array map value.
             let r = unsafe {
                 bpf::bpf_map_lookup_elem(
                     self.stats_map_fd,
@@ -133,6 +144,8 @@ impl XdpProg {
 
 impl Drop for XdpProg {
     fn drop(&mut self) {
+        // SAFETY: the link fd and the object are owned by this value and
+        // closed exactly once, here.
         unsafe {
             // Closing the last fd of the link detaches the program from the interface.
             libc::close(self.link_fd);

@@ -1,5 +1,13 @@
-//! Facts about the host's interfaces and CPUs, read without `unsafe`
-//! (sysfs and nix's safe wrappers).
+//! The data plane's system interface, and the only module of natgw where
+//! `unsafe` code is allowed: [`bpf`] (the XDP program through libbpf),
+//! [`xsk`] (AF_XDP sockets and UMEM frames through xsk-rs) and [`poll_in`].
+//! Every `unsafe` block carries a `// SAFETY:` comment naming the
+//! invariant it relies on (enforced by `clippy::undocumented_unsafe_blocks`).
+//! The rest of this file reads facts about the host's interfaces and CPUs
+//! without `unsafe` (sysfs and nix's safe wrappers).
+
+pub mod bpf;
+pub mod xsk;
 
 use crate::conntrack::Time;
 use std::io;
@@ -60,4 +68,14 @@ pub fn now() -> Time {
     ts.map_or(Time(0), |t| {
         Time(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
     })
+}
+
+/// Waits up to `ms` milliseconds until one of `fds` is readable (or has
+/// an error); returns the number of ready descriptors (0 on timeout or
+/// interruption).
+pub fn poll_in(fds: &mut [libc::pollfd], ms: i32) -> usize {
+    // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd of
+    // the given length for the duration of the call.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    r.max(0) as usize
 }

@@ -7,7 +7,6 @@
 //! the kernel: replies to the gateway's health-check sockets (destination
 //! one of the gateway's addresses, destination port in
 //! `PortRange::HEALTH_CHECK`). Until it is called, nothing passes.
-#![allow(unsafe_code)]
 
 use crate::nat::PortRange;
 use libbpf_sys as bpf;

@@ -1,0 +1,62 @@
+//! What the data plane needs to know, as plain data. The control layer
+//! builds it from its config file (`Config::dataplane`); nothing here
+//! reads a file.
+
+use crate::engine::Interface;
+
+/// Which I/O shell carries packets in `natgw run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// AF_XDP sockets on the interfaces' queues (the fast path).
+    Afxdp,
+    /// TUN devices that policy routing steers traffic through (fallback).
+    Tun,
+}
+
+/// XDP attach mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode where the driver has it, else generic.
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AfxdpConfig {
+    pub mode: XdpMode,
+    /// Ask for zero-copy (needs a NIC driver that supports it; veth does not).
+    pub zero_copy: bool,
+    /// UMEM frames per worker (shared by that worker's sockets).
+    pub frames: u32,
+    /// Frames per receive/transmit batch.
+    pub batch: u32,
+    /// Queues per interface to serve (0 = all of the interface's RX queues).
+    pub queues: u32,
+    /// CPU for worker i is `cpus[i % len]`; empty = worker i on CPU i.
+    pub cpus: Vec<usize>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TunConfig {
+    /// TUN device name prefix; the device for interface X is prefix + X.
+    pub prefix: String,
+    /// First policy-routing table and rule preference natgw uses.
+    pub table_base: u32,
+}
+
+/// Everything a backend's `start` needs besides the engine.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    pub backend: Backend,
+    /// The data interfaces, in config order (index = `IfId`).
+    pub interfaces: Vec<Interface>,
+    pub afxdp: AfxdpConfig,
+    pub tun: TunConfig,
+    /// Address ranges (inclusive) the gateway owns: interface and extra
+    /// addresses, SNAT pools, netmap outside prefixes, virtual services.
+    /// The TUN backend answers ARP for those on an interface's network.
+    pub owned: Vec<(u32, u32)>,
+}
