@@ -17,8 +17,10 @@ use natgw::lb::{Change, RealSpec};
 use natgw::nat::{IfId, Prefix, nat_flags};
 use natgw::packet::{Link, Tuple};
 use natgw::snapshot::{
-    self, Elapsed, RestoreOptions, ServicePolicy, Snapshot, max_bytes_for, read, write_atomic,
+    self, Elapsed, FlowEntry, RestoreOptions, ServicePolicy, Snapshot, max_bytes_for, read,
+    write_atomic,
 };
+use proptest::prelude::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -339,9 +341,11 @@ fn restored_flows_forward_exactly_as_before() {
             rep.flows,
             rep.flows_expired,
             rep.flows_duplicate,
-            rep.flows_table_full
+            rep.flows_table_full,
+            rep.flows_bad,
+            rep.flows_clamped
         ),
-        (7, 0, 0, 0),
+        (7, 0, 0, 0, 0, 0),
         "{rep:?}"
     );
     assert_eq!((rep.eim, rep.eim_dropped), (1, 0));
@@ -634,6 +638,270 @@ fn a_table_that_is_too_small_takes_what_fits() {
     let rep = snap.restore(&new.engine, new.now, opts()).unwrap();
     assert_eq!((rep.flows, rep.flows_table_full), (3, 4));
     assert_eq!(new.engine.table().len(), 3);
+}
+
+/// A masqueraded TCP flow from inside port `sport` with `left_s` seconds
+/// left, as a running gateway would write it.
+fn masq_entry(sport: u16, left_ns: u64) -> FlowEntry {
+    let orig = Tuple {
+        src: ip("10.0.0.2"),
+        dst: ip("198.51.100.9"),
+        sport,
+        dport: 443,
+        proto: 6,
+    };
+    let out = Tuple {
+        src: ip("203.0.113.1"),
+        ..orig
+    };
+    FlowEntry {
+        orig,
+        reply: out.invert(),
+        tcp_state: TcpState::Established,
+        flags: flags::SEEN_REPLY | flags::ASSURED | nat_flags::SNAT,
+        mark: 3,
+        packets: [5, 4],
+        bytes: [500, 4000],
+        remaining_ns: left_ns,
+    }
+}
+
+/// A snapshot holding only `flows`.
+fn flows_only(flows: Vec<FlowEntry>) -> Snapshot {
+    Snapshot {
+        version: snapshot::CURRENT_VERSION,
+        captured_unix_ns: 0,
+        flows,
+        eim: vec![],
+        sets: vec![],
+        persistence: vec![],
+        services: None,
+        counters: None,
+    }
+}
+
+fn ignore_elapsed() -> RestoreOptions {
+    RestoreOptions {
+        elapsed: Elapsed::Ignore,
+        services: ServicePolicy::FromConfig,
+    }
+}
+
+/// Found by fuzzing: flows no gateway writes (tuples of two protocols,
+/// and the like) were restored as they were. They are skipped and
+/// counted as bad.
+#[test]
+fn inconsistent_flows_are_skipped_and_counted() {
+    let good = masq_entry(40_000, 100_000_000_000);
+    let mixed = {
+        let mut f = masq_entry(40_001, 100_000_000_000);
+        f.reply.proto = 17;
+        f
+    };
+    let udp_with_tcp_state = {
+        let mut f = masq_entry(40_002, 100_000_000_000);
+        f.orig.proto = 17;
+        f.reply.proto = 17;
+        f
+    };
+    let ping = FlowEntry {
+        orig: Tuple {
+            src: ip("10.0.0.2"),
+            dst: ip("198.51.100.9"),
+            sport: 77,
+            dport: 0,
+            proto: 1,
+        },
+        reply: Tuple {
+            src: ip("198.51.100.9"),
+            dst: ip("203.0.113.1"),
+            sport: 0,
+            dport: 77,
+            proto: 1,
+        },
+        tcp_state: TcpState::None,
+        flags: nat_flags::SNAT,
+        mark: 3,
+        packets: [1, 0],
+        bytes: [84, 0],
+        remaining_ns: 20_000_000_000,
+    };
+    let ping_id_in_both_ports = {
+        let mut f = ping;
+        f.orig.sport = 78;
+        f.orig.dport = 78;
+        f.reply.dport = 78;
+        f
+    };
+    let tcp_with_eim = {
+        let mut f = masq_entry(40_003, 100_000_000_000);
+        f.flags |= nat_flags::EIM;
+        f
+    };
+    let snap = flows_only(vec![
+        good,
+        mixed,
+        udp_with_tcp_state,
+        ping,
+        ping_id_in_both_ports,
+        tcp_with_eim,
+    ]);
+    let new = Gw::new(&config(), TB);
+    let rep = snap
+        .restore(&new.engine, new.now, ignore_elapsed())
+        .unwrap();
+    assert_eq!(
+        (rep.flows, rep.flows_bad, rep.flows_clamped),
+        (2, 4, 0),
+        "{rep:?}"
+    );
+    let live: Vec<Tuple> = new.flows().iter().map(|r| r.orig).collect();
+    let mut want = vec![good.orig, ping.orig];
+    want.sort();
+    assert_eq!(live, want);
+    // The UDP reply tuple of the mixed flow catches nothing.
+    assert!(!new.engine.table().contains(&mixed.reply));
+    // Port use counts only the good flows.
+    let used: u64 = new.engine.nat().port_usage().iter().map(|u| u.flows).sum();
+    assert_eq!(used, 2);
+}
+
+/// Found by fuzzing: a time left near `u64::MAX` made a flow that never
+/// expires. It is cut to the longest timeout of the config, counted.
+#[test]
+fn endless_timers_are_cut_to_the_longest_timeout() {
+    let good = masq_entry(40_000, 100_000_000_000);
+    let max = masq_entry(40_001, u64::MAX);
+    let max_1 = masq_entry(40_002, u64::MAX - 1);
+    let snap = flows_only(vec![good, max, max_1]);
+    let new = Gw::new(&config(), TB);
+    let longest = new.engine.table().timeouts().longest();
+    assert_eq!(longest, 432_000, "the config's established TCP timeout");
+    let rep = snap
+        .restore(&new.engine, new.now, ignore_elapsed())
+        .unwrap();
+    assert_eq!(
+        (rep.flows, rep.flows_bad, rep.flows_clamped),
+        (3, 0, 2),
+        "{rep:?}"
+    );
+    let deadline = TB.plus_secs(longest);
+    for r in new.flows() {
+        let want = if r.orig == good.orig {
+            TB.plus_secs(100)
+        } else {
+            deadline
+        };
+        assert_eq!(r.expires, want, "{:?}", r.orig);
+    }
+    // Gone by the longest timeout.
+    new.engine.expire(Time(deadline.0 - 1), 1 << 20);
+    assert_eq!(new.engine.table().len(), 2);
+    new.engine.expire(deadline, 1 << 20);
+    assert_eq!(new.engine.table().len(), 0);
+    assert!(new.engine.nat().port_usage().iter().all(|u| u.flows == 0));
+
+    // The cut comes before the time elapsed is taken off.
+    let new = Gw::new(&config(), TB);
+    let rep = snap
+        .restore(
+            &new.engine,
+            new.now,
+            RestoreOptions {
+                elapsed: Elapsed::Fixed(Duration::from_secs(1_000)),
+                ..ignore_elapsed()
+            },
+        )
+        .unwrap();
+    // (100 s left on the good flow ran out.)
+    assert_eq!(
+        (rep.flows, rep.flows_expired, rep.flows_clamped),
+        (2, 1, 2),
+        "{rep:?}"
+    );
+    for r in new.flows() {
+        assert_eq!(r.expires, TB.plus_secs(longest - 1_000));
+    }
+    // ... so a long enough gap expires them.
+    let new = Gw::new(&config(), TB);
+    let rep = snap
+        .restore(
+            &new.engine,
+            new.now,
+            RestoreOptions {
+                elapsed: Elapsed::Fixed(Duration::from_secs(u64::MAX)),
+                ..ignore_elapsed()
+            },
+        )
+        .unwrap();
+    assert_eq!((rep.flows, rep.flows_expired), (0, 3), "{rep:?}");
+
+    // A clock near its end does not overflow.
+    let late = Gw::new(&config(), Time(u64::MAX - 5));
+    let rep = snap
+        .restore(&late.engine, late.now, ignore_elapsed())
+        .unwrap();
+    assert_eq!(rep.flows, 3, "{rep:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever the flows of a snapshot say, a restore does not panic,
+    /// keeps only consistent flows, and sets no timer past the longest
+    /// timeout.
+    #[test]
+    fn restoring_arbitrary_flows_never_panics(
+        flows in proptest::collection::vec(
+            (
+                any::<[u32; 4]>(),
+                any::<[u16; 4]>(),
+                prop::sample::select(vec![0u8, 1, 6, 17, 47]),
+                prop::sample::select(vec![0u8, 1, 6, 17, 47]),
+                0u8..10,
+                any::<u32>(),
+                prop_oneof![Just(u64::MAX), Just(u64::MAX - 1), Just(0u64), any::<u64>()],
+            ),
+            0..12,
+        ),
+        elapsed in prop_oneof![Just(0u64), any::<u64>()],
+    ) {
+        let flows: Vec<FlowEntry> = flows
+            .into_iter()
+            .map(|(a, p, po, pr, st, fl, left)| FlowEntry {
+                orig: Tuple { src: a[0], dst: a[1], sport: p[0], dport: p[1], proto: po },
+                reply: Tuple { src: a[2], dst: a[3], sport: p[2], dport: p[3], proto: pr },
+                tcp_state: TcpState::from_u8(st),
+                flags: fl,
+                mark: 0,
+                packets: [1, 1],
+                bytes: [1, 1],
+                remaining_ns: left,
+            })
+            .collect();
+        let n = flows.len();
+        let snap = flows_only(flows);
+        let new = Gw::new(&config(), TB);
+        let rep = snap
+            .restore(
+                &new.engine,
+                new.now,
+                RestoreOptions {
+                    elapsed: Elapsed::Fixed(Duration::from_nanos(elapsed)),
+                    services: ServicePolicy::FromConfig,
+                },
+            )
+            .unwrap();
+        prop_assert_eq!(
+            rep.flows + rep.flows_expired + rep.flows_duplicate + rep.flows_table_full + rep.flows_bad,
+            n
+        );
+        let deadline = TB.plus_secs(new.engine.table().timeouts().longest());
+        for r in new.flows() {
+            prop_assert!(r.expires <= deadline);
+            prop_assert_eq!(r.orig.proto, r.reply.proto);
+        }
+    }
 }
 
 /// Synthetic masqueraded flows: `n` distinct inside hosts and ports, each

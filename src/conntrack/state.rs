@@ -241,6 +241,42 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// The longest of all the timeouts, in seconds: no flow's timer is
+    /// ever set further ahead than this.
+    pub fn longest(&self) -> u32 {
+        let Timeouts {
+            tcp_syn_sent,
+            tcp_syn_recv,
+            tcp_established,
+            tcp_fin_wait,
+            tcp_close_wait,
+            tcp_last_ack,
+            tcp_time_wait,
+            tcp_close,
+            udp,
+            udp_stream,
+            icmp,
+            generic,
+        } = *self;
+        [
+            tcp_syn_sent,
+            tcp_syn_recv,
+            tcp_established,
+            tcp_fin_wait,
+            tcp_close_wait,
+            tcp_last_ack,
+            tcp_time_wait,
+            tcp_close,
+            udp,
+            udp_stream,
+            icmp,
+            generic,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    }
+
     pub fn tcp(&self, s: TcpState) -> u32 {
         match s {
             TcpState::None | TcpState::SynSent | TcpState::SynSent2 => self.tcp_syn_sent,
@@ -306,5 +342,11 @@ mod tests {
         assert_eq!(t.tcp(S::TimeWait), 120);
         assert_eq!(t.tcp(S::Close), 10);
         assert_eq!((t.udp, t.udp_stream, t.icmp), (30, 120, 30));
+        assert_eq!(t.longest(), 432_000);
+        let g = Timeouts {
+            generic: 500_000,
+            ..t
+        };
+        assert_eq!(g.longest(), 500_000);
     }
 }

@@ -102,11 +102,13 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
             carried = c.clone();
         }
         log::info!(
-            "restored {} flow(s) ({} expired, {} duplicate, {} over max_flows), {} EIM mapping(s), {} set entr(ies), {} persistence entr(ies); timers moved on by {} ms",
+            "restored {} flow(s) ({} expired, {} duplicate, {} over max_flows, {} bad skipped, {} timer(s) cut to the longest timeout), {} EIM mapping(s), {} set entr(ies), {} persistence entr(ies); timers moved on by {} ms",
             r.flows,
             r.flows_expired,
             r.flows_duplicate,
             r.flows_table_full,
+            r.flows_bad,
+            r.flows_clamped,
             r.eim,
             r.set_entries,
             r.persistence,

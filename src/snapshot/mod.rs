@@ -44,7 +44,9 @@
 //! - [`Elapsed::Fixed`]: a given duration (tests, or a caller that knows).
 //!
 //! Whatever has `left <= elapsed` is expired and not restored (counted in
-//! the [`RestoreReport`]).
+//! the [`RestoreReport`]). A flow's `left` is first cut to the longest
+//! timeout of the restoring engine's config (no gateway sets a timer
+//! further ahead), counted as `flows_clamped`.
 //!
 //! # File layout
 //!
@@ -151,6 +153,10 @@
 //! truncated file, a version it does not read, a header or payload
 //! checksum mismatch, unknown flags, bytes after the payload, and a payload
 //! that does not decode. Arbitrary bytes never make it panic.
+//!
+//! [`Snapshot::restore`] then skips, counted as `flows_bad`, each flow no
+//! running gateway writes ([`FlowEntry::is_consistent`]: e.g. an original
+//! and a reply tuple of two protocols) and goes on with the rest.
 
 mod format;
 
@@ -166,7 +172,7 @@ use crate::conntrack::{Dir, FlowRecord, InsertError, TcpState, Time};
 use crate::engine::{CounterSnapshot, Engine};
 use crate::lb::{LbError, LbTable, PersistEntry, ServiceKey, ServiceSpec};
 use crate::nat::{Prefix, nat_flags};
-use crate::packet::Tuple;
+use crate::packet::{Tuple, proto};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -221,6 +227,30 @@ impl FlowEntry {
             bytes: r.bytes,
             remaining_ns: r.remaining(now).0,
         }
+    }
+
+    /// True if the flow is one a running gateway can have: both tuples of
+    /// one protocol; a TCP state only on a TCP flow; an ICMP flow's id in
+    /// the request's `sport` and the reply's `dport` (the other port 0);
+    /// no ports on other protocols; EIM / EIF_IN (one of them) only on
+    /// UDP, LB only on TCP or UDP.
+    pub fn is_consistent(&self) -> bool {
+        let (o, r) = (&self.orig, &self.reply);
+        if o.proto != r.proto {
+            return false;
+        }
+        if o.proto != proto::TCP && self.tcp_state != TcpState::None {
+            return false;
+        }
+        let ports_ok = match o.proto {
+            proto::TCP | proto::UDP => true,
+            proto::ICMP => o.dport == 0 && r.sport == 0,
+            _ => o.sport == 0 && o.dport == 0 && r.sport == 0 && r.dport == 0,
+        };
+        let eim = self.flags & (nat_flags::EIM | nat_flags::EIF_IN);
+        let eim_ok = eim == 0 || (o.proto == proto::UDP && eim.count_ones() == 1);
+        let lb_ok = self.flags & nat_flags::LB == 0 || matches!(o.proto, proto::TCP | proto::UDP);
+        ports_ok && eim_ok && lb_ok
     }
 
     /// The record to insert at `now`, `elapsed_ns` after the capture;
@@ -322,6 +352,16 @@ pub struct RestoreReport {
     pub flows_duplicate: usize,
     /// Flows that did not fit under `max_flows`.
     pub flows_table_full: usize,
+    /// Flows no running gateway writes, skipped: tuples of two protocols,
+    /// a TCP state on another protocol, misplaced ICMP ids or ports, NAT
+    /// flags on a protocol that never gets them (see
+    /// [`FlowEntry::is_consistent`]).
+    #[serde(default)]
+    pub flows_bad: usize,
+    /// Restored flows (counted in `flows`) whose time left was longer than
+    /// the longest timeout of the engine's config, cut down to it.
+    #[serde(default)]
+    pub flows_clamped: usize,
     /// EIM mappings live after the restore (each held by a restored flow).
     pub eim: usize,
     /// Stored mappings not restored: no restored flow holds them, or they
@@ -476,7 +516,11 @@ impl Snapshot {
     /// changed), set entries, EIM mappings, flows with their NAT and LB
     /// bookkeeping (port use, EIM references, real-server connection
     /// counts), then persistence entries. Flows whose tuples the engine
-    /// already has, or that do not fit, are skipped and counted.
+    /// already has, that do not fit, or that no gateway writes
+    /// ([`FlowEntry::is_consistent`]) are skipped and counted; a flow's
+    /// time left is cut to the engine's longest timeout
+    /// ([`Timeouts::longest`](crate::conntrack::Timeouts::longest)),
+    /// counted too.
     pub fn restore(
         &self,
         engine: &Engine,
@@ -525,7 +569,17 @@ impl Snapshot {
                 adopted += 1;
             }
         }
+        let longest_ns = u64::from(engine.table().timeouts().longest()) * 1_000_000_000;
         for f in &self.flows {
+            if !f.is_consistent() {
+                rep.flows_bad += 1;
+                continue;
+            }
+            let clamped = f.remaining_ns > longest_ns;
+            let f = FlowEntry {
+                remaining_ns: f.remaining_ns.min(longest_ns),
+                ..*f
+            };
             let Some(r) = f.to_record(now, el) else {
                 rep.flows_expired += 1;
                 continue;
@@ -534,6 +588,7 @@ impl Snapshot {
                 Ok(()) => {
                     nat.adopt_flow(&r);
                     rep.flows += 1;
+                    rep.flows_clamped += usize::from(clamped);
                 }
                 Err(InsertError::Full) => rep.flows_table_full += 1,
                 Err(InsertError::OrigExists | InsertError::ReplyTaken) => rep.flows_duplicate += 1,
