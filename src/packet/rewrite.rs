@@ -75,7 +75,8 @@ pub fn rewrite_tuple(b: &mut [u8], p: &Parsed, to: &Tuple) {
             let mut ic = Delta::default();
             let (old, new) = (from.sport | from.dport, to.sport | to.dport);
             set_port(b, p.l4 + 4, old, new, &mut ic);
-            put16(b, p.l4 + 2, ic.apply(be16(b, p.l4 + 2)));
+            let c = ic.apply_unpseudo(be16(b, p.l4 + 2), &b[p.l4..p.end], 2);
+            put16(b, p.l4 + 2, c);
         }
         // Later fragments and untracked protocols: addresses only. A first
         // fragment's transport checksum covers the whole datagram, and was
@@ -150,8 +151,11 @@ pub fn rewrite_icmp_error(
             let mut ic = Delta::default();
             set_port(b, il4 + 4, old_id, new_id, &mut ic);
             icmp.add(ic);
+            // The quoted part of the inner message (a prefix of it).
+            let inner_end = (e.inner_l3 + be16(b, e.inner_l3 + 2) as usize).clamp(il4, p.end);
             let old = be16(b, il4 + 2);
-            set_port(b, il4 + 2, old, ic.apply(old), &mut icmp);
+            let new = ic.apply_unpseudo(old, &b[il4..inner_end], 2);
+            set_port(b, il4 + 2, old, new, &mut icmp);
         }
         _ => {}
     }
@@ -162,7 +166,8 @@ pub fn rewrite_icmp_error(
     set_addr(b, p.l3 + 16, p.tuple.dst, outer_dst, &mut ip);
     dec_ttl(b, p.l3, &mut ip);
     put16(b, p.l3 + 10, ip.apply(be16(b, p.l3 + 10)));
-    put16(b, p.l4 + 2, icmp.apply(be16(b, p.l4 + 2)));
+    let c = icmp.apply_unpseudo(be16(b, p.l4 + 2), &b[p.l4..p.end], 2);
+    put16(b, p.l4 + 2, c);
 }
 
 /// Turns an ICMP echo request into its reply in place (the gateway
@@ -186,7 +191,9 @@ pub fn echo_reply_in_place(b: &mut [u8], p: &Parsed) -> bool {
     let new = old & 0x00ff; // type 0, same code
     put16(b, p.l4, new);
     ic.word(old, new);
-    put16(b, p.l4 + 2, ic.apply(be16(b, p.l4 + 2)));
+    // Id 0, seq 0 and an all-zero payload sum to +0: checksum 0xffff.
+    let c = ic.apply_unpseudo(be16(b, p.l4 + 2), &b[p.l4..p.end], 2);
+    put16(b, p.l4 + 2, c);
     true
 }
 
@@ -398,5 +405,124 @@ mod tests {
         assert_eq!(q.tuple.src, 0x0a000001);
         assert_eq!(q.tuple.dst, p.tuple.src);
         assert_checksums_ok(&f);
+    }
+
+    /// Independent check of an ICMP message's checksum with etherparse:
+    /// the stored value equals etherparse's from-scratch computation, and
+    /// the receiver's sum over the whole message is all ones.
+    fn assert_icmp_checksum_independent(f: &[u8]) {
+        let s = SlicedPacket::from_ethernet(f).expect("etherparse parses");
+        let Some(TransportSlice::Icmpv4(icmp)) = s.transport else {
+            panic!("not icmp")
+        };
+        let stored = icmp.checksum();
+        let computed = icmp.icmp_type().calc_checksum(icmp.payload());
+        assert_eq!(
+            stored, computed,
+            "icmp checksum {stored:#06x}, etherparse computes {computed:#06x}"
+        );
+        let all = etherparse::checksum::Sum16BitWords::new()
+            .add_slice(icmp.slice())
+            .ones_complement();
+        assert_eq!(all, 0, "receiver's icmp sum is not all ones");
+    }
+
+    fn ping(id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64)
+            .icmpv4_echo_request(id, seq)
+            .write(&mut f, payload)
+            .unwrap();
+        f
+    }
+
+    /// Id 0, seq 0 and an empty or all-zero payload: the reply's ICMP
+    /// message is all zeros, so its checksum must be 0xffff, not 0x0000.
+    #[test]
+    fn echo_reply_to_all_zero_request_has_checksum_ffff() {
+        for payload in [&[][..], &[0u8; 56][..], &[0u8; 7][..]] {
+            let mut f = ping(0, 0, payload);
+            assert_icmp_checksum_independent(&f);
+            let p = parse(&f, Link::Ethernet).unwrap();
+            assert!(echo_reply_in_place(&mut f, &p));
+            assert_eq!(
+                be16(&f, p.l4 + 2),
+                0xffff,
+                "payload {} bytes",
+                payload.len()
+            );
+            assert_icmp_checksum_independent(&f);
+            assert_checksums_ok(&f);
+        }
+    }
+
+    /// An echo reply whose id is rewritten to 0 (seq 0, zero payload): the
+    /// message becomes all zeros. Also a rewrite away from 0 and back.
+    #[test]
+    fn echo_id_rewritten_to_zero_keeps_a_valid_checksum() {
+        for payload in [&[][..], &[0u8; 32][..]] {
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2([2; 6], [4; 6])
+                .ipv4([198, 51, 100, 20], [203, 0, 113, 1], 64)
+                .icmpv4_echo_reply(0x1234, 0)
+                .write(&mut f, payload)
+                .unwrap();
+            let p = parse(&f, Link::Ethernet).unwrap();
+            let to = Tuple {
+                dst: 0x0a000002,
+                dport: 0,
+                ..p.tuple
+            };
+            rewrite_tuple(&mut f, &p, &to);
+            assert_eq!(parse(&f, Link::Ethernet).unwrap().tuple, to);
+            assert_eq!(be16(&f, p.l4 + 2), 0xffff);
+            assert_icmp_checksum_independent(&f);
+            assert_checksums_ok(&f);
+            // And back to a non-zero id.
+            let p = parse(&f, Link::Ethernet).unwrap();
+            let back = Tuple {
+                dport: 0x1234,
+                ..p.tuple
+            };
+            rewrite_tuple(&mut f, &p, &back);
+            assert_icmp_checksum_independent(&f);
+        }
+    }
+
+    /// The same all-zero echo reply quoted in an ICMP error whose inner id
+    /// is rewritten to 0: the quoted checksum and the outer one verify.
+    #[test]
+    fn quoted_echo_id_rewritten_to_zero() {
+        let mut about = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([203, 0, 113, 1], [198, 51, 100, 20], 64)
+            .icmpv4_echo_reply(0x1234, 0)
+            .write(&mut about, &[0u8; 8])
+            .unwrap();
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([198, 51, 100, 20], [203, 0, 113, 1], 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Host,
+            ))
+            .write(&mut f, &about[14..])
+            .unwrap();
+        let p = parse(&f, Link::Ethernet).unwrap();
+        let L4::IcmpError(e) = p.kind else {
+            panic!("not an icmp error")
+        };
+        // An echo reply carries its id in `dport`.
+        let inner_to = Tuple {
+            src: 0x0a000002,
+            dport: 0,
+            ..e.inner
+        };
+        rewrite_icmp_error(&mut f, &p, &e, p.tuple.src, 0x0a000002, &inner_to);
+        assert_checksums_ok(&f);
+        assert_icmp_checksum_independent(&f);
+        let inner = &f[e.inner_l4..p.end];
+        assert_eq!(be16(inner, 2), 0xffff, "quoted echo checksum");
+        assert_eq!(checksum::checksum(inner), 0, "quoted echo verifies");
     }
 }
