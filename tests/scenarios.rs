@@ -1445,6 +1445,44 @@ fn malformed_frames_are_dropped_and_counted() {
     let _ = gw.on_lan(&good).seen();
 }
 
+/// RFC 768: the UDP length covers header and data. A length past the IP
+/// payload (or below 8) is dropped and counted as `udp_bad_length`, not
+/// translated; a shorter one (trailing padding) is forwarded.
+#[test]
+fn udp_length_past_the_ip_payload_is_dropped_and_counted() {
+    let gw = Gw::of(masq());
+    let good = udp("10.0.0.2:40000", "198.51.100.20:53", b"hello");
+    // Ethernet 14 + IPv4 20: the UDP length field is at 38.
+    let ulen = |n: u16| {
+        let mut v = good.clone();
+        v[38..40].copy_from_slice(&n.to_be_bytes());
+        v
+    };
+    assert_eq!(u16::from_be_bytes([good[38], good[39]]), 13);
+    for bad in [14u16, 200, 0xffff, 7, 0] {
+        assert_eq!(
+            gw.on_lan(&ulen(bad)),
+            Out::Drop(DropReason::UdpBadLength),
+            "UDP length {bad}"
+        );
+    }
+    assert_eq!(gw.drops(DropReason::UdpBadLength), 5);
+    assert_eq!(gw.nonzero_drops(), vec![("udp_bad_length".to_string(), 5)]);
+    assert!(!DropReason::UdpBadLength.describe().is_empty());
+    assert!(gw.flows().is_empty(), "a bad UDP length creates no flow");
+
+    // Shorter than the IP payload: the rest is padding, and it is forwarded
+    // (zero checksum: the test verifier sums the whole IP payload).
+    let mut padded = ulen(8 + 3);
+    padded[40..42].copy_from_slice(&[0, 0]);
+    let out = gw.on_lan(&padded);
+    assert!(out.is_forward(), "padded datagram: {}", out.short());
+    assert_eq!(out.seen().src, gw_out());
+    assert_eq!(gw.drops(DropReason::UdpBadLength), 5);
+    // The exact length goes through too.
+    assert!(gw.on_lan(&good).is_forward());
+}
+
 #[test]
 fn ipv6_frames_pass_or_drop_per_config() {
     let v6 = ipv6_udp("2001:db8::2", "2001:db8:1::1", 5000, 53);
