@@ -1026,6 +1026,45 @@ fn ttl_one_gets_time_exceeded_from_gateway() {
     assert_eq!(gw.on_lan(&err), Out::Drop(DropReason::TtlExceeded));
 }
 
+/// RFC 1812 4.3.2.3: the time-exceeded quotes as much of the expired
+/// datagram as fits in 576 bytes of IP (as Linux does), and a shorter
+/// datagram whole; checksums verify (Gw::send checks every emitted frame,
+/// and the quoted UDP checksum too when the whole datagram is quoted).
+#[test]
+fn time_exceeded_quotes_up_to_576_bytes() {
+    let gw = Gw::of(masq());
+    for (ip_len, quoted) in [
+        (1000usize, 576 - 28),
+        (100, 100),
+        (576 - 28, 576 - 28),
+        (577, 548),
+    ] {
+        let payload: Vec<u8> = (0..ip_len - 28).map(|i| (i * 7) as u8).collect();
+        let probe = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
+            .ttl(1)
+            .udp(33434, 33434, &payload);
+        let orig = ip_datagram(&probe);
+        assert_eq!(orig.len(), ip_len);
+        let out = gw.on_lan(&probe);
+        let Out::Reply { frame, .. } = &out else {
+            panic!("expected an ICMP reply, got {}", out.short());
+        };
+        assert_checksums(frame);
+        let err = ip_datagram(frame);
+        assert_eq!(err.len(), 28 + quoted, "{ip_len}-byte datagram");
+        assert_eq!(u16::from_be_bytes([err[2], err[3]]) as usize, err.len());
+        assert_eq!(
+            &err[28..],
+            &orig[..quoted],
+            "quotes the datagram as it came"
+        );
+        let seen = view(frame);
+        assert_eq!(seen.icmp().ty, ICMP_TIME_EXCEEDED);
+        assert_eq!(seen.inner().src_sa(), sa("10.0.0.2:33434"));
+    }
+    assert_eq!(gw.counters.snapshot().ttl_exceeded_sent, 4);
+}
+
 /// tcptraceroute to a published service: the probe that expires at the
 /// gateway gets a time-exceeded (as Linux does after DNAT in prerouting),
 /// rather than being handed to the gateway's own stack as if the gateway

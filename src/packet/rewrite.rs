@@ -197,20 +197,28 @@ pub fn echo_reply_in_place(b: &mut [u8], p: &Parsed) -> bool {
     true
 }
 
+/// Largest ICMP error natgw sends, IP header included (RFC 1812 4.3.2.3:
+/// quote as much of the original datagram as fits in 576 bytes, as Linux).
+pub const ICMP_ERROR_MAX: usize = 576;
+
 /// Replaces the frame with an ICMP time-exceeded message from `from` to the
-/// packet's sender, quoting its IP header and first 8 bytes (RFC 792). The
+/// packet's sender, quoting as much of the original datagram as fits in
+/// [`ICMP_ERROR_MAX`] bytes (the whole of a shorter one) and in `buf`. The
 /// link-layer header (bytes before `p.l3`) is left for the caller. Returns
-/// the new frame length, or `None` if `buf` is too small to hold it.
+/// the new frame length, or `None` if `buf` cannot hold the error with at
+/// least the original IP header and 8 bytes (RFC 792).
 pub fn build_time_exceeded(buf: &mut [u8], p: &Parsed, from: u32) -> Option<usize> {
     let hlen = p.l4 - p.l3;
-    let quote_len = (hlen + 8).min(p.end - p.l3);
-    let mut quote = [0u8; 60 + 8];
-    quote[..quote_len].copy_from_slice(&buf[p.l3..p.l3 + quote_len]);
-    let total = 20 + 8 + quote_len;
-    let new_len = p.l3 + total;
-    if buf.len() < new_len {
+    let orig_len = p.end - p.l3;
+    let room = buf.len().checked_sub(p.l3 + 20 + 8)?;
+    let quote_len = orig_len.min(ICMP_ERROR_MAX - 20 - 8).min(room);
+    if quote_len < (hlen + 8).min(orig_len) {
         return None;
     }
+    let total = 20 + 8 + quote_len;
+    let new_len = p.l3 + total;
+    // The quote moves up behind the new headers (overlapping move).
+    buf.copy_within(p.l3..p.l3 + quote_len, p.l3 + 28);
     let to = p.tuple.src;
     let o = p.l3;
     let ip = &mut buf[o..o + 20];
@@ -243,7 +251,6 @@ pub fn build_time_exceeded(buf: &mut [u8], p: &Parsed, from: u32) -> Option<usiz
     put16(ip, 10, c);
     let icmp = &mut buf[o + 20..new_len];
     icmp[..8].copy_from_slice(&[ICMP_TIME_EXCEEDED, 0, 0, 0, 0, 0, 0, 0]);
-    icmp[8..].copy_from_slice(&quote[..quote_len]);
     let c = checksum::checksum(icmp);
     put16(icmp, 2, c);
     Some(new_len)
@@ -524,5 +531,70 @@ mod tests {
         let inner = &f[e.inner_l4..p.end];
         assert_eq!(be16(inner, 2), 0xffff, "quoted echo checksum");
         assert_eq!(checksum::checksum(inner), 0, "quoted echo verifies");
+    }
+
+    /// UDP frame over Ethernet whose IP datagram is `ip_len` bytes, TTL 1.
+    fn expiring(ip_len: usize) -> Vec<u8> {
+        let payload: Vec<u8> = (0..ip_len - 28).map(|i| (i % 251) as u8 + 1).collect();
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 2], [192, 0, 2, 1], 1)
+            .udp(40000, 33434)
+            .write(&mut f, &payload)
+            .unwrap();
+        f
+    }
+
+    /// Builds the time-exceeded in a buffer of `room` bytes past the frame.
+    fn time_exceeded(ip_len: usize, room: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+        let orig = expiring(ip_len);
+        let mut buf = orig.clone();
+        buf.resize(orig.len() + room, 0xaa);
+        let p = parse(&buf, Link::Ethernet).unwrap();
+        let n = build_time_exceeded(&mut buf, &p, 0x0a000001)?;
+        assert!(n <= buf.len());
+        buf.truncate(n);
+        Some((orig, buf))
+    }
+
+    #[test]
+    fn time_exceeded_quotes_up_to_576_bytes() {
+        // 1000 bytes: 576 of IP, quoting the first 548 bytes.
+        let (orig, f) = time_exceeded(1000, 0).unwrap();
+        assert_eq!(f.len() - 14, ICMP_ERROR_MAX);
+        assert_eq!(be16(&f, 16) as usize, ICMP_ERROR_MAX);
+        assert_eq!(&f[14 + 28..], &orig[14..14 + 548]);
+        assert_checksums_ok(&f);
+        assert_eq!(checksum::checksum(&f[14 + 20..]), 0, "icmp checksum");
+        // 100 bytes: quoted whole (its UDP checksum still verifies inside).
+        let (orig, f) = time_exceeded(100, 64).unwrap();
+        assert_eq!(f.len() - 14, 128);
+        assert_eq!(&f[14 + 28..], &orig[14..]);
+        assert_checksums_ok(&f);
+        let q = parse(&f, Link::Ethernet).unwrap();
+        let L4::IcmpError(e) = q.kind else {
+            panic!("not an icmp error")
+        };
+        assert_eq!(e.inner.dport, 33434);
+    }
+
+    /// The error never outgrows the buffer: with little room past the frame
+    /// the quote shrinks, and without room for header + 8 there is none.
+    #[test]
+    fn time_exceeded_stays_within_the_buffer() {
+        // 100-byte datagram, exactly its frame: 100 - 28 bytes of quote.
+        let (orig, f) = time_exceeded(100, 0).unwrap();
+        assert_eq!(f.len(), 14 + 100);
+        assert_eq!(&f[14 + 28..], &orig[14..14 + 72]);
+        assert_checksums_ok(&f);
+        // 600 bytes, 10 spare: the quote is 548 (limited by 576, not room).
+        let (_, f) = time_exceeded(600, 10).unwrap();
+        assert_eq!(f.len() - 14, 576);
+        // 40 bytes with no spare room: 12 bytes of quote < header + 8.
+        assert!(time_exceeded(40, 0).is_none());
+        // 40 bytes with 16 spare: 28 bytes of quote, just enough.
+        let (_, f) = time_exceeded(40, 16).unwrap();
+        assert_eq!(f.len() - 14, 56);
+        assert_checksums_ok(&f);
     }
 }
