@@ -1026,6 +1026,45 @@ fn ttl_one_gets_time_exceeded_from_gateway() {
     assert_eq!(gw.on_lan(&err), Out::Drop(DropReason::TtlExceeded));
 }
 
+/// RFC 1812 4.3.2.3: the time-exceeded quotes as much of the expired
+/// datagram as fits in 576 bytes of IP (as Linux does), and a shorter
+/// datagram whole; checksums verify (Gw::send checks every emitted frame,
+/// and the quoted UDP checksum too when the whole datagram is quoted).
+#[test]
+fn time_exceeded_quotes_up_to_576_bytes() {
+    let gw = Gw::of(masq());
+    for (ip_len, quoted) in [
+        (1000usize, 576 - 28),
+        (100, 100),
+        (576 - 28, 576 - 28),
+        (577, 548),
+    ] {
+        let payload: Vec<u8> = (0..ip_len - 28).map(|i| (i * 7) as u8).collect();
+        let probe = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
+            .ttl(1)
+            .udp(33434, 33434, &payload);
+        let orig = ip_datagram(&probe);
+        assert_eq!(orig.len(), ip_len);
+        let out = gw.on_lan(&probe);
+        let Out::Reply { frame, .. } = &out else {
+            panic!("expected an ICMP reply, got {}", out.short());
+        };
+        assert_checksums(frame);
+        let err = ip_datagram(frame);
+        assert_eq!(err.len(), 28 + quoted, "{ip_len}-byte datagram");
+        assert_eq!(u16::from_be_bytes([err[2], err[3]]) as usize, err.len());
+        assert_eq!(
+            &err[28..],
+            &orig[..quoted],
+            "quotes the datagram as it came"
+        );
+        let seen = view(frame);
+        assert_eq!(seen.icmp().ty, ICMP_TIME_EXCEEDED);
+        assert_eq!(seen.inner().src_sa(), sa("10.0.0.2:33434"));
+    }
+    assert_eq!(gw.counters.snapshot().ttl_exceeded_sent, 4);
+}
+
 /// tcptraceroute to a published service: the probe that expires at the
 /// gateway gets a time-exceeded (as Linux does after DNAT in prerouting),
 /// rather than being handed to the gateway's own stack as if the gateway
@@ -1443,6 +1482,44 @@ fn malformed_frames_are_dropped_and_counted() {
 
     // The good frame still goes through.
     let _ = gw.on_lan(&good).seen();
+}
+
+/// RFC 768: the UDP length covers header and data. A length past the IP
+/// payload (or below 8) is dropped and counted as `udp_bad_length`, not
+/// translated; a shorter one (trailing padding) is forwarded.
+#[test]
+fn udp_length_past_the_ip_payload_is_dropped_and_counted() {
+    let gw = Gw::of(masq());
+    let good = udp("10.0.0.2:40000", "198.51.100.20:53", b"hello");
+    // Ethernet 14 + IPv4 20: the UDP length field is at 38.
+    let ulen = |n: u16| {
+        let mut v = good.clone();
+        v[38..40].copy_from_slice(&n.to_be_bytes());
+        v
+    };
+    assert_eq!(u16::from_be_bytes([good[38], good[39]]), 13);
+    for bad in [14u16, 200, 0xffff, 7, 0] {
+        assert_eq!(
+            gw.on_lan(&ulen(bad)),
+            Out::Drop(DropReason::UdpBadLength),
+            "UDP length {bad}"
+        );
+    }
+    assert_eq!(gw.drops(DropReason::UdpBadLength), 5);
+    assert_eq!(gw.nonzero_drops(), vec![("udp_bad_length".to_string(), 5)]);
+    assert!(!DropReason::UdpBadLength.describe().is_empty());
+    assert!(gw.flows().is_empty(), "a bad UDP length creates no flow");
+
+    // Shorter than the IP payload: the rest is padding, and it is forwarded
+    // (zero checksum: the test verifier sums the whole IP payload).
+    let mut padded = ulen(8 + 3);
+    padded[40..42].copy_from_slice(&[0, 0]);
+    let out = gw.on_lan(&padded);
+    assert!(out.is_forward(), "padded datagram: {}", out.short());
+    assert_eq!(out.seen().src, gw_out());
+    assert_eq!(gw.drops(DropReason::UdpBadLength), 5);
+    // The exact length goes through too.
+    assert!(gw.on_lan(&good).is_forward());
 }
 
 #[test]

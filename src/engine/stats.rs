@@ -52,6 +52,8 @@ drop_reasons! {
     L4Truncated = "l4_truncated",
     /// First fragment too small to hold the transport header.
     FragTooSmall = "frag_too_small",
+    /// UDP length field below 8 or past the end of the IP payload.
+    UdpBadLength = "udp_bad_length",
     /// Non-first fragment whose first fragment was not seen (or expired).
     FragNoFlow = "frag_no_flow",
     /// ICMP error with a malformed or untrackable quoted datagram.
@@ -102,6 +104,7 @@ impl From<ParseError> for DropReason {
             ParseError::IpBadChecksum => DropReason::IpBadChecksum,
             ParseError::L4Truncated => DropReason::L4Truncated,
             ParseError::FragTooSmall => DropReason::FragTooSmall,
+            ParseError::UdpBadLength => DropReason::UdpBadLength,
             ParseError::IcmpInnerBad => DropReason::IcmpInnerBad,
         }
     }

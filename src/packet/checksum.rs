@@ -4,6 +4,16 @@
 //! is folded into a [`Delta`], and the delta is applied to each checksum
 //! that covers the word (IPv4 header, L4 pseudo-header, ICMP body) with
 //! RFC 1624 equation 3: `HC' = ~(~HC + ~m + m')`.
+//!
+//! Zero has two ones'-complement forms, and equation 3 can never yield
+//! 0xffff (the complement of +0). That is right whenever the covered data
+//! has a non-zero word: its sum is then never +0, so the checksum computed
+//! from scratch is never 0xffff (RFC 1624 section 3). IPv4 headers (version
+//! byte) and TCP/UDP (protocol number in the pseudo-header) always have one.
+//! ICMP has no pseudo-header: an echo reply with id 0, seq 0 and an empty
+//! or all-zero payload sums to +0, and its only valid checksum is 0xffff
+//! (a stored 0x0000 makes the receiver's sum +0, not all ones). Checksums
+//! without a pseudo-header therefore go through [`Delta::apply_unpseudo`].
 
 /// Ones'-complement sum of `data` (big-endian 16-bit words, odd tail
 /// padded with zero) added to `initial`. Not folded.
@@ -75,13 +85,33 @@ impl Delta {
         f == 0 || f == 0xffff
     }
 
-    /// Applies the delta to a stored checksum (RFC 1624 eqn. 3).
+    /// Applies the delta to a stored checksum (RFC 1624 eqn. 3). Exact for
+    /// data that always has a non-zero word (IPv4 header, TCP with its
+    /// pseudo-header); ICMP uses [`Delta::apply_unpseudo`], UDP
+    /// [`Delta::apply_udp`].
     #[inline]
     pub fn apply(self, csum: u16) -> u16 {
         if self.is_zero() {
             return csum;
         }
         !fold64((!csum) as u64 + self.0)
+    }
+
+    /// [`Delta::apply`] for a checksum without a pseudo-header (ICMP), whose
+    /// covered bytes may all be zero. `covered` is the data the checksum
+    /// covers as far as it is present, already rewritten; the two bytes at
+    /// `at` are the checksum field itself and are not looked at. When
+    /// equation 3 gives 0x0000 and every other covered byte is zero, the
+    /// sum is +0 and the checksum must be 0xffff (what a from-scratch
+    /// computation gives); otherwise the result of equation 3 stands.
+    /// Only a 0x0000 result costs a scan. (If `covered` is only the start
+    /// of the data, 0xffff still verifies: with a sum of -0 both forms do.)
+    #[inline]
+    pub fn apply_unpseudo(self, csum: u16, covered: &[u8], at: usize) -> u16 {
+        match self.apply(csum) {
+            0 if all_zero_but(covered, at) => 0xffff,
+            c => c,
+        }
     }
 
     /// Like [`Delta::apply`] for a UDP checksum: zero means "no checksum"
@@ -96,6 +126,13 @@ impl Delta {
             c => c,
         }
     }
+}
+
+/// True if every byte of `b` outside `b[at..at + 2]` is zero.
+fn all_zero_but(b: &[u8], at: usize) -> bool {
+    b.iter()
+        .enumerate()
+        .all(|(i, &x)| x == 0 || i == at || i == at + 1)
 }
 
 #[cfg(test)]
@@ -151,5 +188,54 @@ mod tests {
         let mut d = Delta::default();
         d.word(1, 2);
         assert_eq!(d.apply_udp(0), 0);
+    }
+
+    /// An echo request (type 8, id 0, seq 0, empty payload) becomes a reply:
+    /// the covered data sums to +0, and only 0xffff verifies.
+    #[test]
+    fn delta_to_data_summing_to_zero() {
+        let mut m = [8u8, 0, 0, 0, 0, 0, 0, 0];
+        let c = checksum(&m);
+        assert_eq!(c, 0xf7ff);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut d = Delta::default();
+        d.word(0x0800, 0x0000);
+        m[0] = 0;
+        let inc = d.apply_unpseudo(c, &m, 2);
+        m[2..4].copy_from_slice(&[0, 0]);
+        // From scratch: the sum is +0, so ~0.
+        assert_eq!(inc, 0xffff);
+        assert_eq!(inc, checksum(&m));
+        // Receiver's check: the sum over everything must be all ones.
+        m[2..4].copy_from_slice(&inc.to_be_bytes());
+        assert_eq!(fold(sum(&m, 0)), 0xffff);
+
+        // All-zero data after a change that cancels out, from a stored 0x0000
+        // (valid before: the old data was non-zero and summed to -0).
+        let mut m = [0xffu8, 0xff, 0, 0];
+        assert_eq!(checksum(&m), 0x0000);
+        let mut d = Delta::default();
+        d.word(0xffff, 0x0000); // ~0xffff + 0 = 0: the delta is zero
+        assert!(d.is_zero());
+        m[0] = 0;
+        m[1] = 0;
+        assert_eq!(d.apply_unpseudo(0x0000, &m, 2), 0xffff);
+    }
+
+    /// Non-zero data summing to -0: 0x0000, as from scratch (RFC 1624).
+    #[test]
+    fn delta_to_data_summing_to_negative_zero() {
+        // 0x1234 + 0xedcb = 0xffff after the change.
+        let mut m = [0x12u8, 0x34, 0, 0, 0x00, 0x01];
+        let c = checksum(&m);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut d = Delta::default();
+        d.word(0x0001, 0xedcb);
+        m[4..6].copy_from_slice(&[0xed, 0xcb]);
+        let inc = d.apply_unpseudo(c, &m, 2);
+        m[2..4].copy_from_slice(&[0, 0]);
+        assert_eq!(inc, 0x0000);
+        assert_eq!(inc, checksum(&m));
+        assert_eq!(inc, d.apply(c));
     }
 }

@@ -40,6 +40,8 @@ pub enum ParseError {
     L4Truncated,
     /// A first fragment too small to hold the transport header.
     FragTooSmall,
+    /// UDP length field below 8, or (unfragmented) past the IP payload.
+    UdpBadLength,
     /// An ICMP error whose embedded datagram is cut short or malformed.
     IcmpInnerBad,
 }
@@ -179,6 +181,15 @@ pub fn parse(frame: &[u8], link: Link) -> Result<Parsed, ParseError> {
             k => k?,
         }
     };
+    if kind == L4::Udp {
+        // RFC 768: the length covers header and data. Less than the IP
+        // payload is padding (legal); more is a lie, unless this is a first
+        // fragment (the length then covers the whole datagram).
+        let ulen = be16(frame, l4 + 4) as usize;
+        if ulen < 8 || (frag == Frag::No && ulen > end - l4) {
+            return Err(ParseError::UdpBadLength);
+        }
+    }
     let icmp_type = if p == proto::ICMP && frag != Frag::Later {
         frame[l4]
     } else {
@@ -474,6 +485,32 @@ mod tests {
         let c = checksum::checksum(&f[14..34]);
         f[24..26].copy_from_slice(&c.to_be_bytes());
         assert_eq!(parse(&f, Link::Ethernet), Err(ParseError::FragTooSmall));
+    }
+
+    #[test]
+    fn udp_length_past_the_payload_or_below_8() {
+        let mut f = udp_frame();
+        assert_eq!(be16(&f, 38), 10);
+        for bad in [11u16, 0xffff, 7, 0] {
+            f[38..40].copy_from_slice(&bad.to_be_bytes());
+            assert_eq!(
+                parse(&f, Link::Ethernet),
+                Err(ParseError::UdpBadLength),
+                "{bad}"
+            );
+        }
+        // Shorter than the payload: trailing padding, fine.
+        for ok in [8u16, 9] {
+            f[38..40].copy_from_slice(&ok.to_be_bytes());
+            assert_eq!(parse(&f, Link::Ethernet).unwrap().kind, L4::Udp);
+        }
+        // A first fragment's UDP length covers the whole datagram.
+        f[38..40].copy_from_slice(&1000u16.to_be_bytes());
+        f[20] = 0x20;
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(parse(&f, Link::Ethernet).unwrap().frag, Frag::First);
     }
 
     #[test]

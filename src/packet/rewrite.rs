@@ -75,7 +75,8 @@ pub fn rewrite_tuple(b: &mut [u8], p: &Parsed, to: &Tuple) {
             let mut ic = Delta::default();
             let (old, new) = (from.sport | from.dport, to.sport | to.dport);
             set_port(b, p.l4 + 4, old, new, &mut ic);
-            put16(b, p.l4 + 2, ic.apply(be16(b, p.l4 + 2)));
+            let c = ic.apply_unpseudo(be16(b, p.l4 + 2), &b[p.l4..p.end], 2);
+            put16(b, p.l4 + 2, c);
         }
         // Later fragments and untracked protocols: addresses only. A first
         // fragment's transport checksum covers the whole datagram, and was
@@ -150,8 +151,11 @@ pub fn rewrite_icmp_error(
             let mut ic = Delta::default();
             set_port(b, il4 + 4, old_id, new_id, &mut ic);
             icmp.add(ic);
+            // The quoted part of the inner message (a prefix of it).
+            let inner_end = (e.inner_l3 + be16(b, e.inner_l3 + 2) as usize).clamp(il4, p.end);
             let old = be16(b, il4 + 2);
-            set_port(b, il4 + 2, old, ic.apply(old), &mut icmp);
+            let new = ic.apply_unpseudo(old, &b[il4..inner_end], 2);
+            set_port(b, il4 + 2, old, new, &mut icmp);
         }
         _ => {}
     }
@@ -162,7 +166,8 @@ pub fn rewrite_icmp_error(
     set_addr(b, p.l3 + 16, p.tuple.dst, outer_dst, &mut ip);
     dec_ttl(b, p.l3, &mut ip);
     put16(b, p.l3 + 10, ip.apply(be16(b, p.l3 + 10)));
-    put16(b, p.l4 + 2, icmp.apply(be16(b, p.l4 + 2)));
+    let c = icmp.apply_unpseudo(be16(b, p.l4 + 2), &b[p.l4..p.end], 2);
+    put16(b, p.l4 + 2, c);
 }
 
 /// Turns an ICMP echo request into its reply in place (the gateway
@@ -186,24 +191,34 @@ pub fn echo_reply_in_place(b: &mut [u8], p: &Parsed) -> bool {
     let new = old & 0x00ff; // type 0, same code
     put16(b, p.l4, new);
     ic.word(old, new);
-    put16(b, p.l4 + 2, ic.apply(be16(b, p.l4 + 2)));
+    // Id 0, seq 0 and an all-zero payload sum to +0: checksum 0xffff.
+    let c = ic.apply_unpseudo(be16(b, p.l4 + 2), &b[p.l4..p.end], 2);
+    put16(b, p.l4 + 2, c);
     true
 }
 
+/// Largest ICMP error natgw sends, IP header included (RFC 1812 4.3.2.3:
+/// quote as much of the original datagram as fits in 576 bytes, as Linux).
+pub const ICMP_ERROR_MAX: usize = 576;
+
 /// Replaces the frame with an ICMP time-exceeded message from `from` to the
-/// packet's sender, quoting its IP header and first 8 bytes (RFC 792). The
+/// packet's sender, quoting as much of the original datagram as fits in
+/// [`ICMP_ERROR_MAX`] bytes (the whole of a shorter one) and in `buf`. The
 /// link-layer header (bytes before `p.l3`) is left for the caller. Returns
-/// the new frame length, or `None` if `buf` is too small to hold it.
+/// the new frame length, or `None` if `buf` cannot hold the error with at
+/// least the original IP header and 8 bytes (RFC 792).
 pub fn build_time_exceeded(buf: &mut [u8], p: &Parsed, from: u32) -> Option<usize> {
     let hlen = p.l4 - p.l3;
-    let quote_len = (hlen + 8).min(p.end - p.l3);
-    let mut quote = [0u8; 60 + 8];
-    quote[..quote_len].copy_from_slice(&buf[p.l3..p.l3 + quote_len]);
-    let total = 20 + 8 + quote_len;
-    let new_len = p.l3 + total;
-    if buf.len() < new_len {
+    let orig_len = p.end - p.l3;
+    let room = buf.len().checked_sub(p.l3 + 20 + 8)?;
+    let quote_len = orig_len.min(ICMP_ERROR_MAX - 20 - 8).min(room);
+    if quote_len < (hlen + 8).min(orig_len) {
         return None;
     }
+    let total = 20 + 8 + quote_len;
+    let new_len = p.l3 + total;
+    // The quote moves up behind the new headers (overlapping move).
+    buf.copy_within(p.l3..p.l3 + quote_len, p.l3 + 28);
     let to = p.tuple.src;
     let o = p.l3;
     let ip = &mut buf[o..o + 20];
@@ -236,7 +251,6 @@ pub fn build_time_exceeded(buf: &mut [u8], p: &Parsed, from: u32) -> Option<usiz
     put16(ip, 10, c);
     let icmp = &mut buf[o + 20..new_len];
     icmp[..8].copy_from_slice(&[ICMP_TIME_EXCEEDED, 0, 0, 0, 0, 0, 0, 0]);
-    icmp[8..].copy_from_slice(&quote[..quote_len]);
     let c = checksum::checksum(icmp);
     put16(icmp, 2, c);
     Some(new_len)
@@ -397,6 +411,190 @@ mod tests {
         assert_eq!(e.inner, p.tuple);
         assert_eq!(q.tuple.src, 0x0a000001);
         assert_eq!(q.tuple.dst, p.tuple.src);
+        assert_checksums_ok(&f);
+    }
+
+    /// Independent check of an ICMP message's checksum with etherparse:
+    /// the stored value equals etherparse's from-scratch computation, and
+    /// the receiver's sum over the whole message is all ones.
+    fn assert_icmp_checksum_independent(f: &[u8]) {
+        let s = SlicedPacket::from_ethernet(f).expect("etherparse parses");
+        let Some(TransportSlice::Icmpv4(icmp)) = s.transport else {
+            panic!("not icmp")
+        };
+        let stored = icmp.checksum();
+        let computed = icmp.icmp_type().calc_checksum(icmp.payload());
+        assert_eq!(
+            stored, computed,
+            "icmp checksum {stored:#06x}, etherparse computes {computed:#06x}"
+        );
+        let all = etherparse::checksum::Sum16BitWords::new()
+            .add_slice(icmp.slice())
+            .ones_complement();
+        assert_eq!(all, 0, "receiver's icmp sum is not all ones");
+    }
+
+    fn ping(id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64)
+            .icmpv4_echo_request(id, seq)
+            .write(&mut f, payload)
+            .unwrap();
+        f
+    }
+
+    /// Id 0, seq 0 and an empty or all-zero payload: the reply's ICMP
+    /// message is all zeros, so its checksum must be 0xffff, not 0x0000.
+    #[test]
+    fn echo_reply_to_all_zero_request_has_checksum_ffff() {
+        for payload in [&[][..], &[0u8; 56][..], &[0u8; 7][..]] {
+            let mut f = ping(0, 0, payload);
+            assert_icmp_checksum_independent(&f);
+            let p = parse(&f, Link::Ethernet).unwrap();
+            assert!(echo_reply_in_place(&mut f, &p));
+            assert_eq!(
+                be16(&f, p.l4 + 2),
+                0xffff,
+                "payload {} bytes",
+                payload.len()
+            );
+            assert_icmp_checksum_independent(&f);
+            assert_checksums_ok(&f);
+        }
+    }
+
+    /// An echo reply whose id is rewritten to 0 (seq 0, zero payload): the
+    /// message becomes all zeros. Also a rewrite away from 0 and back.
+    #[test]
+    fn echo_id_rewritten_to_zero_keeps_a_valid_checksum() {
+        for payload in [&[][..], &[0u8; 32][..]] {
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2([2; 6], [4; 6])
+                .ipv4([198, 51, 100, 20], [203, 0, 113, 1], 64)
+                .icmpv4_echo_reply(0x1234, 0)
+                .write(&mut f, payload)
+                .unwrap();
+            let p = parse(&f, Link::Ethernet).unwrap();
+            let to = Tuple {
+                dst: 0x0a000002,
+                dport: 0,
+                ..p.tuple
+            };
+            rewrite_tuple(&mut f, &p, &to);
+            assert_eq!(parse(&f, Link::Ethernet).unwrap().tuple, to);
+            assert_eq!(be16(&f, p.l4 + 2), 0xffff);
+            assert_icmp_checksum_independent(&f);
+            assert_checksums_ok(&f);
+            // And back to a non-zero id.
+            let p = parse(&f, Link::Ethernet).unwrap();
+            let back = Tuple {
+                dport: 0x1234,
+                ..p.tuple
+            };
+            rewrite_tuple(&mut f, &p, &back);
+            assert_icmp_checksum_independent(&f);
+        }
+    }
+
+    /// The same all-zero echo reply quoted in an ICMP error whose inner id
+    /// is rewritten to 0: the quoted checksum and the outer one verify.
+    #[test]
+    fn quoted_echo_id_rewritten_to_zero() {
+        let mut about = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([203, 0, 113, 1], [198, 51, 100, 20], 64)
+            .icmpv4_echo_reply(0x1234, 0)
+            .write(&mut about, &[0u8; 8])
+            .unwrap();
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([198, 51, 100, 20], [203, 0, 113, 1], 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Host,
+            ))
+            .write(&mut f, &about[14..])
+            .unwrap();
+        let p = parse(&f, Link::Ethernet).unwrap();
+        let L4::IcmpError(e) = p.kind else {
+            panic!("not an icmp error")
+        };
+        // An echo reply carries its id in `dport`.
+        let inner_to = Tuple {
+            src: 0x0a000002,
+            dport: 0,
+            ..e.inner
+        };
+        rewrite_icmp_error(&mut f, &p, &e, p.tuple.src, 0x0a000002, &inner_to);
+        assert_checksums_ok(&f);
+        assert_icmp_checksum_independent(&f);
+        let inner = &f[e.inner_l4..p.end];
+        assert_eq!(be16(inner, 2), 0xffff, "quoted echo checksum");
+        assert_eq!(checksum::checksum(inner), 0, "quoted echo verifies");
+    }
+
+    /// UDP frame over Ethernet whose IP datagram is `ip_len` bytes, TTL 1.
+    fn expiring(ip_len: usize) -> Vec<u8> {
+        let payload: Vec<u8> = (0..ip_len - 28).map(|i| (i % 251) as u8 + 1).collect();
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 2], [192, 0, 2, 1], 1)
+            .udp(40000, 33434)
+            .write(&mut f, &payload)
+            .unwrap();
+        f
+    }
+
+    /// Builds the time-exceeded in a buffer of `room` bytes past the frame.
+    fn time_exceeded(ip_len: usize, room: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+        let orig = expiring(ip_len);
+        let mut buf = orig.clone();
+        buf.resize(orig.len() + room, 0xaa);
+        let p = parse(&buf, Link::Ethernet).unwrap();
+        let n = build_time_exceeded(&mut buf, &p, 0x0a000001)?;
+        assert!(n <= buf.len());
+        buf.truncate(n);
+        Some((orig, buf))
+    }
+
+    #[test]
+    fn time_exceeded_quotes_up_to_576_bytes() {
+        // 1000 bytes: 576 of IP, quoting the first 548 bytes.
+        let (orig, f) = time_exceeded(1000, 0).unwrap();
+        assert_eq!(f.len() - 14, ICMP_ERROR_MAX);
+        assert_eq!(be16(&f, 16) as usize, ICMP_ERROR_MAX);
+        assert_eq!(&f[14 + 28..], &orig[14..14 + 548]);
+        assert_checksums_ok(&f);
+        assert_eq!(checksum::checksum(&f[14 + 20..]), 0, "icmp checksum");
+        // 100 bytes: quoted whole (its UDP checksum still verifies inside).
+        let (orig, f) = time_exceeded(100, 64).unwrap();
+        assert_eq!(f.len() - 14, 128);
+        assert_eq!(&f[14 + 28..], &orig[14..]);
+        assert_checksums_ok(&f);
+        let q = parse(&f, Link::Ethernet).unwrap();
+        let L4::IcmpError(e) = q.kind else {
+            panic!("not an icmp error")
+        };
+        assert_eq!(e.inner.dport, 33434);
+    }
+
+    /// The error never outgrows the buffer: with little room past the frame
+    /// the quote shrinks, and without room for header + 8 there is none.
+    #[test]
+    fn time_exceeded_stays_within_the_buffer() {
+        // 100-byte datagram, exactly its frame: 100 - 28 bytes of quote.
+        let (orig, f) = time_exceeded(100, 0).unwrap();
+        assert_eq!(f.len(), 14 + 100);
+        assert_eq!(&f[14 + 28..], &orig[14..14 + 72]);
+        assert_checksums_ok(&f);
+        // 600 bytes, 10 spare: the quote is 548 (limited by 576, not room).
+        let (_, f) = time_exceeded(600, 10).unwrap();
+        assert_eq!(f.len() - 14, 576);
+        // 40 bytes with no spare room: 12 bytes of quote < header + 8.
+        assert!(time_exceeded(40, 0).is_none());
+        // 40 bytes with 16 spare: 28 bytes of quote, just enough.
+        let (_, f) = time_exceeded(40, 16).unwrap();
+        assert_eq!(f.len() - 14, 56);
         assert_checksums_ok(&f);
     }
 }
