@@ -90,18 +90,8 @@ impl Default for RunConfig {
         RunConfig {
             backend: Backend::Afxdp,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
-            afxdp: AfxdpConfig {
-                mode: XdpMode::Auto,
-                zero_copy: false,
-                frames: 8192,
-                batch: 64,
-                queues: 0,
-                cpus: vec![],
-            },
-            tun: TunConfig {
-                prefix: "ngw-".into(),
-                table_base: 7100,
-            },
+            afxdp: AfxdpConfig::default(),
+            tun: TunConfig::default(),
             snapshot: SnapshotConfig {
                 path: None,
                 interval_secs: 10,

@@ -47,6 +47,30 @@ pub struct TunConfig {
     pub table_base: u32,
 }
 
+impl Default for AfxdpConfig {
+    /// natgw's defaults (the `[afxdp]` table when left out).
+    fn default() -> Self {
+        AfxdpConfig {
+            mode: XdpMode::Auto,
+            zero_copy: false,
+            frames: 8192,
+            batch: 64,
+            queues: 0,
+            cpus: vec![],
+        }
+    }
+}
+
+impl Default for TunConfig {
+    /// natgw's defaults (the `[tun]` table when left out).
+    fn default() -> Self {
+        TunConfig {
+            prefix: "ngw-".into(),
+            table_base: 7100,
+        }
+    }
+}
+
 /// Everything a backend's `start` needs besides the engine.
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {

@@ -845,7 +845,7 @@ fn check_routes(routes: &[IpRoute], s: &Steer) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::config::{AfxdpConfig, Backend, TunConfig, XdpMode};
+    use crate::dataplane::config::{AfxdpConfig, Backend, TunConfig};
     use crate::engine::{Interface, Role};
     use crate::nat::IfAddr;
 
@@ -875,17 +875,10 @@ mod tests {
                     vec![ip_of("203.0.113.2")],
                 ),
             ],
-            afxdp: AfxdpConfig {
-                mode: XdpMode::Auto,
-                zero_copy: false,
-                frames: 8192,
-                batch: 64,
-                queues: 0,
-                cpus: vec![],
-            },
+            afxdp: AfxdpConfig::default(),
             tun: TunConfig {
-                prefix: "ngw-".into(),
                 table_base,
+                ..TunConfig::default()
             },
             owned: vec![
                 one("10.0.0.1"),
