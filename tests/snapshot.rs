@@ -25,6 +25,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
@@ -97,6 +98,9 @@ fn tcp(src: &str, dst: &str, fl: u8, payload: &[u8]) -> Vec<u8> {
     }
     if fl & ACK != 0 {
         b = b.ack(2000);
+    }
+    if fl & FIN != 0 {
+        b = b.fin();
     }
     let mut out = Vec::new();
     b.write(&mut out, payload).unwrap();
@@ -329,6 +333,7 @@ fn opts() -> RestoreOptions {
     RestoreOptions {
         elapsed: Elapsed::Fixed(GAP),
         services: ServicePolicy::FromSnapshot,
+        replace: false,
     }
 }
 
@@ -684,6 +689,7 @@ fn ignore_elapsed() -> RestoreOptions {
     RestoreOptions {
         elapsed: Elapsed::Ignore,
         services: ServicePolicy::FromConfig,
+        replace: false,
     }
 }
 
@@ -889,6 +895,7 @@ proptest! {
                 RestoreOptions {
                     elapsed: Elapsed::Fixed(Duration::from_nanos(elapsed)),
                     services: ServicePolicy::FromConfig,
+                    replace: false,
                 },
             )
             .unwrap();
@@ -996,4 +1003,81 @@ fn one_million_flows() {
         "  in memory: {} bytes per FlowEntry; peak RSS of the whole test (two engines, snapshot, file bytes): {hwm}",
         std::mem::size_of::<snapshot::FlowEntry>()
     );
+}
+
+/// A handover in two steps, as `natgw run --takeover` does it: a full copy
+/// while the old gateway still forwards, then only the flows touched since
+/// (new ones, ones that changed state, ones that just carried a packet),
+/// restored over the copy with `replace`. The new gateway then holds
+/// exactly the old one's flows; untouched flows are not sent twice.
+#[test]
+fn a_full_copy_then_the_changes_since_leaves_the_new_gateway_equal_to_the_old() {
+    let mut b = build_old();
+    let since = b.gw.now;
+    let full = Snapshot::capture(&b.gw.engine, since);
+    assert_eq!(full.flows.len(), 7);
+    // Nothing touched yet: no changes.
+    b.gw.advance(Duration::from_millis(1));
+    let none = Snapshot::capture_touched(&b.gw.engine, b.gw.now, since);
+    assert_eq!(none.flows.len(), 0, "{:?}", none.flows);
+    // After the copy: the masqueraded TCP flow closes from the inside
+    // (state change), the ICMP flow carries one more echo, a new UDP flow
+    // starts; the four other flows see nothing.
+    b.gw.advance(Duration::from_millis(5));
+    b.gw.send(
+        LAN,
+        &tcp("10.0.0.2:40000", "198.51.100.9:443", FIN | ACK, b""),
+    )
+    .endpoints();
+    b.gw.send(LAN, &ping("10.0.0.3", "198.51.100.9", 77, false))
+        .endpoints();
+    b.gw.send(LAN, &udp("10.0.0.9:6000", "192.0.2.53:53", b"new"))
+        .endpoints();
+    let delta = Snapshot::capture_touched(&b.gw.engine, b.gw.now, since);
+    let mut touched: Vec<String> = delta
+        .flows
+        .iter()
+        .map(|f| format!("{}:{}", Ipv4Addr::from(f.orig.src), f.orig.sport))
+        .collect();
+    touched.sort();
+    assert_eq!(touched, ["10.0.0.2:40000", "10.0.0.3:77", "10.0.0.9:6000"]);
+
+    let new = Gw::new(&config(), TB);
+    let o = |replace| RestoreOptions {
+        elapsed: Elapsed::Ignore,
+        services: ServicePolicy::FromSnapshot,
+        replace,
+    };
+    let r1 = full.restore(&new.engine, new.now, o(false)).unwrap();
+    assert_eq!(r1.flows, 7);
+    let r2 = delta.restore(&new.engine, new.now, o(true)).unwrap();
+    assert_eq!((r2.flows, r2.flows_replaced, r2.flows_duplicate), (3, 2, 0));
+    let (old_flows, new_flows) = (b.gw.flows(), new.flows());
+    assert_eq!(old_flows.len(), 8);
+    assert_eq!(old_flows.len(), new_flows.len());
+    for (o, n) in old_flows.iter().zip(&new_flows) {
+        let strip = |r: &FlowRecord| FlowRecord {
+            expires: Time(0),
+            ..r.clone()
+        };
+        assert_eq!(strip(o), strip(n));
+    }
+    // The closed flow is FIN_WAIT on the new gateway too, and its port is
+    // still taken there: a new inside flow does not get it.
+    let closed = new_flows.iter().find(|r| r.orig.sport == 40000).unwrap();
+    assert_eq!(closed.tcp_state, TcpState::FinWait);
+    assert_eq!(ports_in_use(&new), ports_in_use(&b.gw));
+}
+
+/// Live translated flows per outside address and protocol.
+fn ports_in_use(gw: &Gw) -> Vec<(Ipv4Addr, String, u64)> {
+    let mut v: Vec<_> = gw
+        .engine
+        .nat()
+        .port_usage()
+        .into_iter()
+        .map(|u| (u.addr, u.proto, u.flows))
+        .collect();
+    v.sort();
+    v
 }

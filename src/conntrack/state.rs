@@ -277,6 +277,20 @@ impl Timeouts {
         .unwrap_or(0)
     }
 
+    /// The timeout (seconds) a flow of protocol `p` gets on each packet,
+    /// given its state word (TCP state in the low byte, then the table's
+    /// flags: a UDP flow that has seen a reply gets `udp_stream`).
+    pub fn of(&self, p: u8, state_word: u32) -> u32 {
+        use crate::packet::proto;
+        match p {
+            proto::TCP => self.tcp(TcpState::from_u8((state_word & 0xff) as u8)),
+            proto::UDP if state_word & super::table::flags::SEEN_REPLY != 0 => self.udp_stream,
+            proto::UDP => self.udp,
+            proto::ICMP => self.icmp,
+            _ => self.generic,
+        }
+    }
+
     pub fn tcp(&self, s: TcpState) -> u32 {
         match s {
             TcpState::None | TcpState::SynSent | TcpState::SynSent2 => self.tcp_syn_sent,

@@ -457,14 +457,7 @@ impl FlowTable {
             prev = old;
             (new != old).then_some(new)
         });
-        let timeout = match p {
-            proto::TCP => t.tcp(TcpState::from_u8((st & flags::STATE_MASK) as u8)),
-            proto::UDP if st & flags::SEEN_REPLY != 0 => t.udp_stream,
-            proto::UDP => t.udp,
-            proto::ICMP => t.icmp,
-            _ => t.generic,
-        };
-        (st, timeout, invalid, prev)
+        (st, t.of(p, st), invalid, prev)
     }
 
     /// Finds the live flow of `key` without touching its state or timer
@@ -743,6 +736,38 @@ impl FlowTable {
             }
         }
         removed
+    }
+
+    /// Finds the flow whose original-direction tuple is `orig`.
+    pub fn find(&self, orig: &Tuple) -> Option<FlowId> {
+        let h = self.hash(orig);
+        let index = self.shard(h).read();
+        let pos = index.find((h >> 32) as u32, |idx, dir| {
+            dir == Dir::Orig && self.slot(idx).is_some_and(|s| s.tuple(0) == *orig)
+        })?;
+        let (_, idx, _) = decode(index.words[pos]);
+        let s = self.slot(idx)?;
+        Some(FlowId {
+            idx,
+            gen_: s.gen_.load(Relaxed),
+        })
+    }
+
+    /// Calls `f` for every live flow that a packet created or touched at
+    /// or after `since` (a handover's changes since its last copy). Every
+    /// packet sets a flow's deadline to its arrival time plus the timeout
+    /// of the state it leaves the flow in ([`Timeouts::of`]), so a flow
+    /// last touched before `since` has `expires < since + timeout` and one
+    /// touched since has `expires >= since + timeout`: no flow is missed,
+    /// and no per-packet bookkeeping is needed for it.
+    pub fn for_each_touched_since(&self, since: Time, mut f: impl FnMut(FlowId, FlowRecord)) {
+        self.for_each(|id, r| {
+            let word = r.tcp_state as u32 | r.flags;
+            let t = u64::from(self.timeouts.of(r.orig.proto, word)) * 1_000_000_000;
+            if r.expires.0 >= since.0.saturating_add(t) {
+                f(id, r)
+            }
+        })
     }
 
     /// Calls `f` for every live flow (a moment's view; flows may come and

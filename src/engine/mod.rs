@@ -247,6 +247,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes the flow whose original tuple is `orig`, with everything
+    /// that goes with it (port, EIM references, real-server counts).
+    /// Returns whether there was one.
+    pub fn remove_flow(&self, orig: &Tuple) -> bool {
+        let Some(id) = self.table.find(orig) else {
+            return false;
+        };
+        match self.table.remove(id, None) {
+            Some(r) => {
+                self.release(&r);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Everything that must happen when a flow ends: its outside port and
     /// EIM references go back to the pool, its real server's counts drop.
     fn release(&self, r: &FlowRecord) {

@@ -335,6 +335,10 @@ pub enum ServicePolicy {
 pub struct RestoreOptions {
     pub elapsed: Elapsed,
     pub services: ServicePolicy,
+    /// A flow whose original tuple the engine already has replaces it
+    /// (the changes of a handover, over its full copy); otherwise it is
+    /// skipped as a duplicate.
+    pub replace: bool,
 }
 
 /// What a restore did.
@@ -358,6 +362,10 @@ pub struct RestoreReport {
     /// [`FlowEntry::is_consistent`]).
     #[serde(default)]
     pub flows_bad: usize,
+    /// With [`RestoreOptions::replace`]: flows that replaced the engine's
+    /// copy of the same flow (also counted in `flows`).
+    #[serde(default)]
+    pub flows_replaced: usize,
     /// Restored flows (counted in `flows`) whose time left was longer than
     /// the longest timeout of the engine's config, cut down to it.
     #[serde(default)]
@@ -406,12 +414,37 @@ impl Snapshot {
 
     /// As [`capture`](Self::capture) with the wall-clock time given.
     pub fn capture_at(engine: &Engine, now: Time, captured_unix_ns: u64) -> Snapshot {
+        Snapshot::capture_with(engine, now, captured_unix_ns, None)
+    }
+
+    /// The changes of a handover: as [`capture`](Self::capture), but only
+    /// the flows a packet created or touched at or after `since` (see
+    /// [`FlowTable::for_each_touched_since`](crate::conntrack::FlowTable::for_each_touched_since)).
+    /// EIM mappings, set entries, persistence entries and services are
+    /// whole, as in a full capture. Restore it with
+    /// [`RestoreOptions::replace`] over the full capture taken at `since`.
+    pub fn capture_touched(engine: &Engine, now: Time, since: Time) -> Snapshot {
+        Snapshot::capture_with(engine, now, unix_now_ns(), Some(since))
+    }
+
+    fn capture_with(
+        engine: &Engine,
+        now: Time,
+        captured_unix_ns: u64,
+        since: Option<Time>,
+    ) -> Snapshot {
         let table = engine.table();
         let want_eim = !engine.nat().eim_mappings().is_empty();
         // Longest time left among the flows holding each EIM mapping.
         let mut eim_left: HashMap<(u32, u16), u64> = HashMap::new();
-        let mut flows = Vec::with_capacity(table.len());
-        table.for_each(|_, r| {
+        let mut flows = Vec::with_capacity(if since.is_some() { 1024 } else { table.len() });
+        let each =
+            |f: &mut dyn FnMut(crate::conntrack::FlowId, crate::conntrack::FlowRecord)| match since
+            {
+                Some(t) => table.for_each_touched_since(t, f),
+                None => table.for_each(f),
+            };
+        each(&mut |_, r| {
             if r.expires <= now {
                 return;
             }
@@ -582,8 +615,14 @@ impl Snapshot {
             };
             let Some(r) = f.to_record(now, el) else {
                 rep.flows_expired += 1;
+                if opts.replace {
+                    engine.remove_flow(&f.orig);
+                }
                 continue;
             };
+            if opts.replace && engine.remove_flow(&r.orig) {
+                rep.flows_replaced += 1;
+            }
             match engine.restore_flow(&r) {
                 Ok(()) => {
                     nat.adopt_flow(&r);
