@@ -60,6 +60,8 @@ pub enum Request {
     Set(Set),
     Flush(Flush),
     Handover(Handover),
+    #[serde(rename = "handover_step")]
+    HandoverStep(HandoverStep),
     Snapshot(Snapshot),
     Services(Services),
     Lb(Lb),
@@ -91,6 +93,7 @@ queries! {
     Set => SetReport,
     Flush => FlushReply,
     Handover => SnapshotReply,
+    HandoverStep => StepReply,
     Snapshot => SnapshotReply,
     Services => ServicesReport,
     Lb => LbReply,
@@ -139,6 +142,58 @@ pub struct Flush {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Handover {
     pub path: PathBuf,
+}
+
+/// One step of a handover without loss (`natgw run --takeover` from a
+/// natgw that knows it; an older one answers "unknown variant" and the new
+/// process falls back to [`Handover`]). The new process asks, in order:
+///
+/// 1. [`StepKind::Copy`]: write the whole state to `path`, while the
+///    workers forward as usual;
+/// 2. [`StepKind::Changes`] (zero or more times): write the flows touched
+///    since `since_ns` (the `at_ns` of the previous reply);
+/// 3. [`StepKind::Cut`]: take the sockets out of the XDP programs (they
+///    park what arrives), drain the workers, write the flows touched since
+///    `since_ns` and the counters, keep the XDP programs attached, free
+///    the socket path and exit.
+///
+/// Until the cut, the old process is unchanged: a new process that gives
+/// up leaves it forwarding as before.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandoverStep {
+    pub step: StepKind,
+    pub path: PathBuf,
+    /// The old process's clock (ns), from the previous step's reply.
+    #[serde(default)]
+    pub since_ns: u64,
+}
+
+/// See [`HandoverStep`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    Copy,
+    Changes,
+    Cut,
+}
+
+/// What one step of a handover wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReply {
+    pub path: String,
+    pub flows: usize,
+    pub bytes: u64,
+    /// The old process's clock when the capture began: the `since_ns` of
+    /// the next step.
+    pub at_ns: u64,
+    /// Cut only: the XDP programs stay attached and park frames until the
+    /// new process registers its sockets (false: TUN, or bpffs missing:
+    /// what arrives in between is lost).
+    #[serde(default)]
+    pub parking: bool,
+    /// Step timings, microseconds, in order (name, time).
+    #[serde(default)]
+    pub timings_us: Vec<(String, u64)>,
 }
 
 /// Write a snapshot of the state now (to `path`, else the configured

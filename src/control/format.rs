@@ -274,7 +274,7 @@ pub fn stats_text(r: &crate::protocol::StatsReport) -> String {
     );
     let _ = writeln!(
         s,
-        "fast path {}, icmp errors translated {}, fragments {}, ttl-exceeded sent {}, tcp invalid {}, early drops {}, local {}, passed {}",
+        "fast path {}, icmp errors translated {}, fragments {}, ttl-exceeded sent {}, tcp invalid {}, early drops {}, local {}, passed {}, parked {}",
         t.fast_path,
         t.icmp_errors_translated,
         t.frags_translated,
@@ -282,7 +282,8 @@ pub fn stats_text(r: &crate::protocol::StatsReport) -> String {
         t.tcp_invalid,
         t.early_drops,
         t.local,
-        t.passed
+        t.passed,
+        t.parked
     );
     let ring: u64 = r
         .workers

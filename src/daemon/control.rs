@@ -13,8 +13,10 @@ use crate::engine::{CounterSnapshot, Engine};
 use crate::health::{self, Checker};
 use crate::protocol::{
     self, Encoded, FlowView, FlowsReport, FlushReply, LbReply, ReloadReply, Request,
-    ServicesReport, SetOp, SetReport, SnapshotReply, StatsReport, answer,
+    ServicesReport, SetOp, SetReport, SnapshotReply, StatsReport, StepKind, StepReply, answer,
 };
+use crate::conntrack::Time;
+use crate::snapshot::{self, Snapshot};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +66,7 @@ impl Control {
             Request::Set(q) => answer(q, |q| self.set(q)),
             Request::Flush(q) => answer(q, |q| self.flush(q)),
             Request::Handover(q) => answer(q, |q| self.handover(q)),
+            Request::HandoverStep(q) => answer(q, |q| self.handover_step(q)),
             Request::Snapshot(q) => answer(q, |q| self.snapshot(q)),
             Request::Services(q) => answer(q, |q| self.services(q)),
             Request::Lb(q) => answer(q, |q| self.lb(q)),
@@ -255,6 +258,97 @@ impl Control {
             r.paused_ms
         );
         Ok(r)
+    }
+}
+
+impl Control {
+    /// The old side of a handover without loss, one step at a time (see
+    /// [`protocol::HandoverStep`]).
+    fn handover_step(&mut self, q: protocol::HandoverStep) -> Result<StepReply, String> {
+        let since = Time(q.since_ns);
+        let t0 = Instant::now();
+        if q.step != StepKind::Cut {
+            self.running()?;
+            let at = sys::now();
+            let snap = match q.step {
+                StepKind::Copy => Snapshot::capture(&self.engine, at),
+                _ => Snapshot::capture_touched(&self.engine, at, since),
+            };
+            let bytes = snapshot::write_atomic(&q.path, &snap).map_err(|e| e.to_string())?;
+            let took = t0.elapsed().as_micros() as u64;
+            log::info!(
+                "handover {:?}: {} flow(s), {bytes} bytes in {took} us",
+                q.step,
+                snap.flows.len()
+            );
+            return Ok(StepReply {
+                path: q.path.display().to_string(),
+                flows: snap.flows.len(),
+                bytes,
+                at_ns: at.0,
+                parking: false,
+                timings_us: vec![("capture+write".into(), took)],
+            });
+        }
+        let Some(running) = self.running.take() else {
+            return Err("already handed over".into());
+        };
+        log::info!("handover cut: taking the sockets out of the XDP programs");
+        if let Some(c) = self.checker.take() {
+            c.stop();
+        }
+        let t_checker = t0.elapsed().as_micros() as u64;
+        let stats = running.stats.clone();
+        let h = running.hand_over(&self.stop);
+        if !h.errors.is_empty() {
+            log::warn!("while handing over: {}", h.errors.join("; "));
+        }
+        let mut counters = self.carried.clone();
+        for w in &stats {
+            counters.add(&w.snapshot().counters);
+        }
+        let t1 = Instant::now();
+        let at = sys::now();
+        let mut snap = Snapshot::capture_touched(&self.engine, at, since);
+        snap.counters = Some(counters);
+        let capture_us = t1.elapsed().as_micros() as u64;
+        let t2 = Instant::now();
+        let written = snapshot::write_atomic(&q.path, &snap).map_err(|e| e.to_string());
+        let write_us = t2.elapsed().as_micros() as u64;
+        // Free the path before answering: the new process binds it next.
+        let _ = std::fs::remove_file(&self.cfg.run.control_socket);
+        self.handed_over = true;
+        self.stop.store(true, Ordering::Relaxed);
+        let bytes = written?;
+        let timings_us = vec![
+            ("health checks stopped".to_string(), t_checker),
+            ("sockets out of the XDP maps".to_string(), h.unregister_us),
+            ("workers drained and joined".to_string(), h.drain_us),
+            ("changes captured".to_string(), capture_us),
+            ("changes written".to_string(), write_us),
+        ];
+        log::info!(
+            "handover cut: {} flow(s) changed since the copy, {bytes} bytes; {}; frames meanwhile {}",
+            snap.flows.len(),
+            timings_us
+                .iter()
+                .map(|(k, v)| format!("{k} {v} us"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if h.parking {
+                "park in the XDP programs"
+            } else {
+                "are lost (no pinned XDP program)"
+            }
+        );
+        Ok(StepReply {
+            path: q.path.display().to_string(),
+            flows: snap.flows.len(),
+            bytes,
+            at_ns: at.0,
+            parking: h.parking,
+            timings_us,
+        })
     }
 }
 

@@ -63,8 +63,16 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let max_bytes = snapshot::max_bytes_for(cfg.engine.max_flows);
     let mut carried = CounterSnapshot::default();
 
-    // State to start from: the running natgw's (takeover) or a file.
-    let state = if opts.takeover {
+    let stop = Arc::new(AtomicBool::new(false));
+    // State to start from: the running natgw's (takeover) or a file. A
+    // takeover in steps also prepares the data plane before its cut.
+    let mut prepared = None;
+    let state = if opts.takeover
+        && let Some(p) = takeover_in_steps(&cfg, &engine, &sock_path, max_bytes, &stop, &mut carried)?
+    {
+        prepared = Some(p);
+        None
+    } else if opts.takeover {
         let tmp = handover_path(&sock_path);
         let t0 = Instant::now();
         let r = socket::call(&sock_path, protocol::Handover { path: tmp.clone() })
@@ -119,7 +127,6 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let checks = cfg.checks();
     health::validate(&engine.lb(), &checks).map_err(|e| e.to_string())?;
     let listener = socket::bind(&sock_path)?;
-    let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("signal handler: {e}"))?;
@@ -127,7 +134,11 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .map_err(|e| format!("signal handler: {e}"))?;
-    let running = match dataplane::start(&cfg.dataplane(), engine.clone(), stop.clone()) {
+    let started = match prepared {
+        Some(p) => p.start(),
+        None => dataplane::start(&cfg.dataplane(), engine.clone(), stop.clone()),
+    };
+    let running = match started {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&sock_path);
@@ -264,6 +275,120 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     } else {
         Err(format!("worker errors: {}", errors.join("; ")))
     }
+}
+
+/// The new side of a handover without loss (see
+/// [`protocol::HandoverStep`]): copy the old process's state while it
+/// forwards, then its changes until they are few, validate, prepare the
+/// data plane (XDP program adopted, UMEMs allocated), and only then cut.
+/// Returns the prepared data plane to start, or `None` when the old
+/// process is an older natgw that only knows the one-shot handover. An
+/// error before the cut leaves the old process forwarding as before.
+fn takeover_in_steps(
+    cfg: &Config,
+    engine: &Arc<Engine>,
+    sock: &Path,
+    max_bytes: u64,
+    stop: &Arc<AtomicBool>,
+    carried: &mut CounterSnapshot,
+) -> Result<Option<dataplane::Prepared>, String> {
+    use protocol::{HandoverStep, StepKind};
+    let tmp = handover_path(sock);
+    let step = |step: StepKind, since_ns: u64| {
+        let t = Instant::now();
+        let r = socket::call(
+            sock,
+            HandoverStep {
+                step,
+                path: tmp.clone(),
+                since_ns,
+            },
+        );
+        let snap = r.and_then(|r| {
+            let s = snapshot::read(&tmp, max_bytes).map_err(|e| e.to_string());
+            let _ = std::fs::remove_file(&tmp);
+            Ok((r, s?))
+        });
+        (snap, t.elapsed().as_micros())
+    };
+    let t0 = Instant::now();
+    let (copy, us) = step(StepKind::Copy, 0);
+    let (r, snap) = match copy {
+        Err(e) if e.contains("unknown variant") => {
+            log::info!(
+                "takeover: the running natgw is an older one (no handover in steps); it stops, then this one starts: frames that arrive in between are lost"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("takeover: {e}; the running natgw carries on")),
+        Ok(x) => x,
+    };
+    let rep = snap
+        .restore(engine, sys::now(), RestoreOptions::default())
+        .map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
+    log::info!(
+        "takeover: copied {} flow(s) ({} bytes) in {us} us while the old natgw forwards; restored {}",
+        r.flows,
+        r.bytes,
+        rep.flows
+    );
+    let replace = RestoreOptions {
+        replace: true,
+        ..RestoreOptions::default()
+    };
+    let mut since = r.at_ns;
+    // Copy the changes until they are few, so the cut has little to do.
+    for _ in 0..3 {
+        let (ch, us) = step(StepKind::Changes, since);
+        let (r, snap) = ch.map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
+        snap.restore(engine, sys::now(), replace)
+            .map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
+        log::info!("takeover: {} flow(s) changed meanwhile, copied in {us} us", r.flows);
+        since = r.at_ns;
+        if r.flows < 1000 {
+            break;
+        }
+    }
+    health::validate(&engine.lb(), &cfg.checks())
+        .map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
+    let tp = Instant::now();
+    let prepared = dataplane::prepare(&cfg.dataplane(), engine.clone(), stop.clone())
+        .map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
+    log::info!(
+        "takeover: data plane prepared in {} us; cutting over",
+        tp.elapsed().as_micros()
+    );
+    let (cut, us) = step(StepKind::Cut, since);
+    let (r, snap) = match cut {
+        Ok(x) => x,
+        Err(e) => {
+            prepared.abandon();
+            return Err(format!("takeover: the cut failed: {e}"));
+        }
+    };
+    let tr = Instant::now();
+    match snap.restore(engine, sys::now(), replace) {
+        Ok(rep) => log::info!(
+            "takeover: cut in {us} us: {} flow(s) changed ({} restored in {} us); old natgw: {}",
+            r.flows,
+            rep.flows,
+            tr.elapsed().as_micros(),
+            r.timings_us
+                .iter()
+                .map(|(k, v)| format!("{k} {v} us"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => log::error!("takeover: the last changes could not be restored: {e}"),
+    }
+    if let Some(c) = &snap.counters {
+        *carried = c.clone();
+    }
+    if !r.parking {
+        log::warn!("takeover: the old natgw could not leave its XDP programs parking frames; frames that arrived during the cut are lost");
+    }
+    log::info!("takeover: state in place {} ms after the start of the handover", t0.elapsed().as_millis());
+    Ok(Some(prepared))
 }
 
 /// Where a takeover asks the old process to write its state: beside the

@@ -29,27 +29,57 @@ use super::device::SysClock;
 use super::neigh::Neighbours;
 use super::sys::xsk::XdpDevice;
 use super::worker::{KICK_BATCH, Worker};
-use super::xdp::{Attached, XdpProg};
+use super::xdp::{Attached, ParkQueue, XdpProg};
 use super::{DataplaneError, Running, WorkerStats, sys};
-use crate::engine::Engine;
+use crate::engine::{DropReason, Engine};
 use crate::nat::{IfId, PortRange};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use xsk_rs::Umem;
+use std::time::Duration;
+use xsk_rs::{FrameDesc, Umem};
 use xsk_rs::config::{
     BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
 };
 
 const FRAME_SIZE: u32 = 2048;
 
-/// Validates the interfaces, attaches the XDP program, opens the sockets
-/// and starts one worker per queue. Nothing is left attached on error.
-pub fn start(
+/// Frames parked longer than this are dropped (`parked_stale`) rather
+/// than processed: nobody waits for them any more.
+pub const PARKED_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Everything up to the sockets: host checked, stop guard installed, XDP
+/// attached (or adopted from the previous natgw), UMEMs allocated. A
+/// handover prepares this while the old process still forwards; only
+/// [`Prepared::start`] (bind the sockets, start the workers) is left for
+/// the cut.
+pub struct Prepared {
+    engine: Arc<Engine>,
+    stop: Arc<AtomicBool>,
+    ifs: Vec<(String, IfId, [u8; 6], u32)>,
+    progs: Vec<Arc<XdpProg>>,
+    queues: Vec<QueuePrep>,
+    ring: usize,
+    batch: usize,
+    zero_copy: bool,
+    cpus: Vec<usize>,
+}
+
+/// One queue's UMEM, made before the cut.
+struct QueuePrep {
+    q: u32,
+    umem: Umem,
+    pool: Vec<FrameDesc>,
+}
+
+/// Validates the interfaces, attaches the XDP program (adopting the one a
+/// previous natgw left attached), installs the stop guard and allocates
+/// the UMEMs. Nothing new is left attached on error.
+pub fn prepare(
     cfg: &DataplaneConfig,
     engine: Arc<Engine>,
     stop: Arc<AtomicBool>,
-) -> Result<Running, DataplaneError> {
+) -> Result<Prepared, DataplaneError> {
     let a = &cfg.afxdp;
     let ifs = &cfg.interfaces;
     let mut facts = Vec::new();
@@ -106,21 +136,44 @@ pub fn start(
     // Replies to the health checks' kernel sockets (see
     // `PortRange::HEALTH_CHECK`) on the interface addresses go to the kernel.
     let own: Vec<u32> = ifs.iter().map(|i| i.addr.addr).collect();
-    let mut progs = Vec::new();
+    let stale = super::xdp::remove_stale_pins();
+    if stale > 0 {
+        log::info!("removed {stale} pinned XDP program(s) of interfaces that are gone");
+    }
+    let mut progs: Vec<Arc<XdpProg>> = Vec::new();
     for (i, f) in ifs.iter().zip(&facts) {
-        let p = XdpProg::attach(&i.name, f.0, native).map_err(|e| DataplaneError(e.to_string()))?;
-        p.pass_to_kernel(&own, PortRange::HEALTH_CHECK)
-            .map_err(|e| DataplaneError(format!("{}: {e}", i.name)))?;
+        let p = match XdpProg::attach(&i.name, f.0, native) {
+            Ok(p) => p,
+            Err(e) => {
+                release(progs);
+                return Err(DataplaneError(e.to_string()));
+            }
+        };
+        if let Err(e) = p.pass_to_kernel(&own, PortRange::HEALTH_CHECK) {
+            release(progs);
+            p.release();
+            return Err(DataplaneError(format!("{}: {e}", i.name)));
+        }
         log::info!(
-            "{}: XDP attached in {} mode",
+            "{}: XDP {} in {} mode{}",
             i.name,
+            if p.adopted() {
+                "program taken over from the previous natgw"
+            } else {
+                "attached"
+            },
             if p.mode == Attached::Native {
                 "native"
             } else {
                 "generic"
+            },
+            if p.pinned() {
+                ""
+            } else {
+                " (not pinned: frames that arrive while no natgw runs are lost)"
             }
         );
-        progs.push(p);
+        progs.push(Arc::new(p));
     }
 
     let nports = ifs.len();
@@ -130,80 +183,224 @@ pub fn start(
     } else {
         ring.next_power_of_two() / 2
     };
-    let neigh = Arc::new(Neighbours::default());
-    let mut workers = Vec::new();
+    let mut prepared = Prepared {
+        engine,
+        stop,
+        ifs: ifs
+            .iter()
+            .zip(&facts)
+            .enumerate()
+            .map(|(k, (i, f))| (i.name.clone(), k as IfId, f.1, i.addr.addr))
+            .collect(),
+        progs,
+        queues: Vec::new(),
+        ring,
+        batch: a.batch as usize,
+        zero_copy: a.zero_copy,
+        cpus: a.cpus.clone(),
+    };
     for q in 0..queues {
-        let qs = QueueSize::new(ring as u32)
-            .map_err(|e| DataplaneError(format!("ring size {ring}: {e}")))?;
-        let ucfg = UmemConfig::builder()
-            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| DataplaneError(e.to_string()))?)
-            .fill_queue_size(qs)
-            .comp_queue_size(qs)
-            .build()
-            .map_err(|e| DataplaneError(format!("UMEM config: {e}")))?;
-        let frames =
-            NonZeroU32::new(a.frames).ok_or_else(|| DataplaneError("afxdp.frames is 0".into()))?;
-        let (umem, pool) = Umem::new(ucfg, frames, false)
-            .map_err(|e| DataplaneError(format!("creating UMEM: {e}")))?;
-        let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
-        bind |= if a.zero_copy {
-            BindFlags::XDP_ZEROCOPY
-        } else {
-            BindFlags::XDP_COPY
-        };
-        let mut dev = XdpDevice::new(umem, pool, (a.batch as usize).max(KICK_BATCH));
-        for (k, ((i, f), prog)) in ifs.iter().zip(&facts).zip(&progs).enumerate() {
-            let xdp_flags = match prog.mode {
-                Attached::Native => XdpFlags::XDP_FLAGS_DRV_MODE,
-                Attached::Generic => XdpFlags::XDP_FLAGS_SKB_MODE,
-            };
-            let scfg = SocketConfig::builder()
-                .rx_queue_size(qs)
-                .tx_queue_size(qs)
-                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-                .xdp_flags(xdp_flags)
-                .bind_flags(bind)
-                .build();
-            let fd = dev
-                .bind(k as IfId, f.1, i.addr.addr, &i.name, q, scfg, ring)
-                .map_err(DataplaneError)?;
-            prog.register(q, fd)
-                .map_err(|e| DataplaneError(format!("{}: {e}", i.name)))?;
+        let umem = (|| {
+            let qs = QueueSize::new(ring as u32)
+                .map_err(|e| DataplaneError(format!("ring size {ring}: {e}")))?;
+            let ucfg = UmemConfig::builder()
+                .frame_size(
+                    FrameSize::new(FRAME_SIZE).map_err(|e| DataplaneError(e.to_string()))?,
+                )
+                .fill_queue_size(qs)
+                .comp_queue_size(qs)
+                .build()
+                .map_err(|e| DataplaneError(format!("UMEM config: {e}")))?;
+            let frames = NonZeroU32::new(a.frames)
+                .ok_or_else(|| DataplaneError("afxdp.frames is 0".into()))?;
+            Umem::new(ucfg, frames, false)
+                .map_err(|e| DataplaneError(format!("creating UMEM: {e}")))
+        })();
+        match umem {
+            Ok((umem, pool)) => prepared.queues.push(QueuePrep { q, umem, pool }),
+            Err(e) => {
+                prepared.abandon();
+                return Err(e);
+            }
         }
-        let stats = Arc::new(WorkerStats::new(format!("q{q}")));
-        let w = Worker::new(
-            dev,
-            SysClock,
-            engine.clone(),
-            neigh.clone(),
-            stats,
-            a.batch as usize,
-        );
-        workers.push((q, w));
+    }
+    Ok(prepared)
+}
+
+/// Lets go of programs without detaching them (their pins stay).
+fn release(progs: Vec<Arc<XdpProg>>) {
+    for p in progs {
+        if let Ok(p) = Arc::try_unwrap(p) {
+            p.release();
+        }
+    }
+}
+
+impl Prepared {
+    /// Gives up before the cut: the XDP programs stay attached as they
+    /// were (the running natgw goes on using them); the UMEMs are freed.
+    pub fn abandon(self) {
+        release(self.progs);
     }
 
-    let ncpu = sys::cpus();
-    let mut running = Running::default();
-    for (q, w) in workers {
-        let cpu = if a.cpus.is_empty() {
-            q as usize % ncpu
-        } else {
-            a.cpus[q as usize % a.cpus.len()]
+    /// Binds a socket per interface and queue and starts one worker per
+    /// queue. Each worker first processes what the XDP program parked
+    /// while no socket was registered (a handover's cut, a restart), then
+    /// registers its sockets, then takes what was parked meanwhile, then
+    /// runs. On error, what was bound is closed and the programs stay
+    /// attached (pinned), parking.
+    pub fn start(self) -> Result<Running, DataplaneError> {
+        let Prepared {
+            engine,
+            stop,
+            ifs,
+            progs,
+            queues,
+            ring,
+            batch,
+            zero_copy,
+            cpus,
+        } = self;
+        let fail = |progs: Vec<Arc<XdpProg>>, e: DataplaneError| {
+            release(progs);
+            Err(e)
         };
-        running.stats.push(w.stats().clone());
-        let stop = stop.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("natgw-q{q}"))
-            .spawn(move || {
-                if let Err(e) = sys::pin_to_cpu(cpu) {
-                    log::warn!("worker q{q}: cannot pin to CPU {cpu}: {e}");
+        let neigh = Arc::new(Neighbours::default());
+        let drain = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for QueuePrep { q, umem, pool } in queues {
+            let qs = match QueueSize::new(ring as u32) {
+                Ok(qs) => qs,
+                Err(e) => return fail(progs, DataplaneError(format!("ring size {ring}: {e}"))),
+            };
+            let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
+            bind |= if zero_copy {
+                BindFlags::XDP_ZEROCOPY
+            } else {
+                BindFlags::XDP_COPY
+            };
+            let mut dev = XdpDevice::new(umem, pool, batch.max(KICK_BATCH));
+            let mut regs = Vec::new();
+            for ((name, ifid, mac, addr), prog) in ifs.iter().zip(&progs) {
+                let xdp_flags = match prog.mode {
+                    Attached::Native => XdpFlags::XDP_FLAGS_DRV_MODE,
+                    Attached::Generic => XdpFlags::XDP_FLAGS_SKB_MODE,
+                };
+                let scfg = SocketConfig::builder()
+                    .rx_queue_size(qs)
+                    .tx_queue_size(qs)
+                    .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                    .xdp_flags(xdp_flags)
+                    .bind_flags(bind)
+                    .build();
+                match dev.bind(*ifid, *mac, *addr, name, q, scfg, ring) {
+                    Ok(fd) => regs.push((prog.clone(), fd)),
+                    Err(e) => return fail(progs, DataplaneError(e)),
                 }
-                w.run(&stop)
-            })
-            .map_err(|e| DataplaneError(format!("spawning worker: {e}")))?;
-        running.workers.push(h);
+            }
+            let parks = match progs.iter().map(|p| p.park_queue()).collect::<Result<Vec<_>, _>>() {
+                Ok(v) => v,
+                Err(e) => {
+                    return fail(progs, DataplaneError(format!("XDP park queue: {e}")));
+                }
+            };
+            let stats = Arc::new(WorkerStats::new(format!("q{q}")));
+            let w = Worker::new(
+                dev,
+                SysClock,
+                engine.clone(),
+                neigh.clone(),
+                stats,
+                batch,
+            );
+            workers.push((q, w, regs, parks));
+        }
+
+        let ncpu = sys::cpus();
+        let mut running = Running::default();
+        for (q, mut w, regs, parks) in workers {
+            let cpu = if cpus.is_empty() {
+                q as usize % ncpu
+            } else {
+                cpus[q as usize % cpus.len()]
+            };
+            running.stats.push(w.stats().clone());
+            let (stop, drain) = (stop.clone(), drain.clone());
+            let h = std::thread::Builder::new()
+                .name(format!("natgw-q{q}"))
+                .spawn(move || {
+                    if let Err(e) = sys::pin_to_cpu(cpu) {
+                        log::warn!("worker q{q}: cannot pin to CPU {cpu}: {e}");
+                    }
+                    // Fill rings first, so registered sockets get frames.
+                    w.poll()?;
+                    let t0 = std::time::Instant::now();
+                    let mut buf = vec![0u8; ParkQueue::MAX_FRAME];
+                    let mut taken = take_parked(&mut w, &parks, &mut buf)?;
+                    for (prog, fd) in &regs {
+                        prog.register(q, *fd)
+                            .map_err(|e| format!("worker q{q}: {e}"))?;
+                    }
+                    // A frame parked by another CPU just before the
+                    // registration lands within microseconds.
+                    std::thread::sleep(Duration::from_millis(1));
+                    taken += take_parked(&mut w, &parks, &mut buf)?;
+                    w.flush_all()?;
+                    if taken > 0 {
+                        log::info!(
+                            "worker q{q}: processed {taken} frame(s) parked while no natgw read the queue, in {} us",
+                            t0.elapsed().as_micros()
+                        );
+                    }
+                    drop(regs);
+                    w.run(&stop, &drain)
+                })
+                .map_err(|e| DataplaneError(format!("spawning worker: {e}")))?;
+            running.workers.push(h);
+        }
+        running.neigh = Some(neigh);
+        running.xdp = progs;
+        running.drain = drain;
+        running.queues = running.workers.len() as u32;
+        Ok(running)
     }
-    running.neigh = Some(neigh);
-    running.xdp = progs;
-    Ok(running)
+}
+
+/// Takes every frame parked on `parks` (one queue per port) and has the
+/// worker process it; returns how many were processed.
+fn take_parked(
+    w: &mut Worker<XdpDevice, SysClock>,
+    parks: &[ParkQueue],
+    buf: &mut [u8],
+) -> Result<usize, String> {
+    let mut n = 0;
+    for (port, pq) in parks.iter().enumerate() {
+        loop {
+            let p = match pq.pop(buf) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("reading parked frames: {e}");
+                    break;
+                }
+            };
+            if Duration::from_nanos(p.age_ns) > PARKED_MAX_AGE {
+                w.stats().counters.drop(DropReason::ParkedStale);
+                continue;
+            }
+            if w.inject(port, &buf[..p.len.min(buf.len())])? {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Validates, attaches and starts at once (no handover).
+pub fn start(
+    cfg: &DataplaneConfig,
+    engine: Arc<Engine>,
+    stop: Arc<AtomicBool>,
+) -> Result<Running, DataplaneError> {
+    prepare(cfg, engine, stop)?.start()
 }

@@ -48,7 +48,7 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, Ordering::Relaxed};
 use std::thread::JoinHandle;
 
 /// A setup error, worded for the operator.
@@ -148,10 +148,28 @@ pub struct Running {
     pub workers: Vec<JoinHandle<Result<(), String>>>,
     pub stats: Vec<Arc<WorkerStats>>,
     pub neigh: Option<Arc<neigh::Neighbours>>,
-    /// Attached XDP programs; dropping them detaches.
-    xdp: Vec<xdp::XdpProg>,
+    /// Attached XDP programs; dropping the last reference detaches (and
+    /// unpins) them, [`Running::hand_over`] keeps them attached.
+    xdp: Vec<Arc<xdp::XdpProg>>,
+    /// Queues (workers) per interface, AF_XDP.
+    queues: u32,
+    /// Set to make the workers drain and end (a handover's cut).
+    drain: Arc<AtomicBool>,
     /// TUN devices and routes; dropping it removes them.
     tun: Option<tun::TunGuard>,
+}
+
+/// What [`Running::hand_over`] did.
+#[derive(Debug, Default)]
+pub struct HandedOver {
+    pub errors: Vec<String>,
+    /// The XDP programs stay attached and park frames until the next
+    /// natgw registers its sockets: nothing is lost in between.
+    pub parking: bool,
+    /// Microseconds: sockets taken out of the XDP programs' maps; workers
+    /// drained and joined; programs released.
+    pub unregister_us: u64,
+    pub drain_us: u64,
 }
 
 impl Running {
@@ -170,6 +188,94 @@ impl Running {
         drop(self.tun);
         errors
     }
+
+    /// The old side of a handover's cut. AF_XDP: takes this process's
+    /// sockets out of the XDP programs' socket maps (from then on the
+    /// programs park arriving frames), lets each worker handle what is on
+    /// its receive rings and finish its transmissions, joins them, and
+    /// lets go of the programs without detaching them, for the next natgw
+    /// to adopt. TUN: stops the workers (frames that arrive until the next
+    /// natgw opens the device are lost).
+    pub fn hand_over(self, stop: &AtomicBool) -> HandedOver {
+        let mut out = HandedOver {
+            parking: !self.xdp.is_empty() && self.xdp.iter().all(|p| p.pinned()),
+            ..HandedOver::default()
+        };
+        let t0 = std::time::Instant::now();
+        if out.parking {
+            for p in &self.xdp {
+                for q in 0..self.queues {
+                    if let Err(e) = p.unregister(q) {
+                        out.errors.push(format!("taking socket {q} out of the XDP map: {e}"));
+                    }
+                }
+            }
+            self.drain.store(true, Ordering::Relaxed);
+        } else {
+            stop.store(true, Ordering::Relaxed);
+        }
+        out.unregister_us = t0.elapsed().as_micros() as u64;
+        for w in self.workers {
+            match w.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => out.errors.push(e),
+                Err(_) => out.errors.push("a worker thread panicked".into()),
+            }
+        }
+        out.drain_us = t0.elapsed().as_micros() as u64 - out.unregister_us;
+        for p in self.xdp {
+            match Arc::try_unwrap(p) {
+                Ok(p) => p.release(),
+                Err(_) => out.errors.push("an XDP program is still in use".into()),
+            }
+        }
+        drop(self.tun);
+        out
+    }
+}
+
+/// A backend made ready up to its sockets (see [`afxdp::Prepared`]); TUN
+/// does everything in [`Prepared::start`].
+pub enum Prepared {
+    Afxdp(afxdp::Prepared),
+    Tun {
+        cfg: Box<DataplaneConfig>,
+        engine: Arc<Engine>,
+        stop: Arc<AtomicBool>,
+    },
+}
+
+impl Prepared {
+    /// Binds the sockets (or opens the TUN device) and starts the workers.
+    pub fn start(self) -> Result<Running, DataplaneError> {
+        match self {
+            Prepared::Afxdp(p) => p.start(),
+            Prepared::Tun { cfg, engine, stop } => tun::start(&cfg, engine, stop),
+        }
+    }
+
+    /// Gives up before starting; an adopted XDP program stays attached.
+    pub fn abandon(self) {
+        if let Prepared::Afxdp(p) = self {
+            p.abandon()
+        }
+    }
+}
+
+/// Prepares the backend the config names.
+pub fn prepare(
+    cfg: &DataplaneConfig,
+    engine: Arc<Engine>,
+    stop: Arc<AtomicBool>,
+) -> Result<Prepared, DataplaneError> {
+    match cfg.backend {
+        Backend::Afxdp => afxdp::prepare(cfg, engine, stop).map(Prepared::Afxdp),
+        Backend::Tun => Ok(Prepared::Tun {
+            cfg: Box::new(cfg.clone()),
+            engine,
+            stop,
+        }),
+    }
 }
 
 /// Starts the backend the config names.
@@ -178,8 +284,5 @@ pub fn start(
     engine: Arc<Engine>,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, DataplaneError> {
-    match cfg.backend {
-        Backend::Afxdp => afxdp::start(cfg, engine, stop),
-        Backend::Tun => tun::start(cfg, engine, stop),
-    }
+    prepare(cfg, engine, stop)?.start()
 }

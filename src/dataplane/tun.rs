@@ -353,7 +353,7 @@ pub fn start(
         let stop = stop.clone();
         let h = std::thread::Builder::new()
             .name(format!("natgw-{}", s.ifname))
-            .spawn(move || w.run(&stop))
+            .spawn(move || w.run(&stop, &AtomicBool::new(false)))
             .map_err(|e| DataplaneError(format!("spawning worker: {e}")))?;
         running.workers.push(h);
     }

@@ -43,6 +43,10 @@ pub const KICK_BATCH: usize = 32;
 const MAX_KICKS: usize = 16;
 /// Sleep while frames are held (their replies are due soon).
 const HELD_WAIT: Duration = Duration::from_millis(1);
+/// A draining worker stops after this long without a frame.
+const DRAIN_QUIET: Duration = Duration::from_millis(2);
+/// A draining worker stops after this long whatever is left.
+const DRAIN_MAX: Duration = Duration::from_millis(200);
 /// How often the neighbour cache is cleared and device stats are read.
 const HOUSEKEEPING: Time = Time::from_secs(1);
 
@@ -140,9 +144,13 @@ impl<D: Device, C: Clock> Worker<D, C> {
         self.held.len()
     }
 
-    /// Runs rounds until `stop` is set.
-    pub fn run(mut self, stop: &AtomicBool) -> Result<(), String> {
+    /// Runs rounds until `stop` is set, or until `drain` is set and the
+    /// worker has drained (see [`drain_out`](Self::drain_out)).
+    pub fn run(mut self, stop: &AtomicBool, drain: &AtomicBool) -> Result<(), String> {
         while !stop.load(Ordering::Relaxed) {
+            if drain.load(Ordering::Relaxed) {
+                return self.drain_out();
+            }
             let work = self.poll()?;
             if work == 0 && (0..self.dev.ports()).all(|p| self.dev.tx_in_flight(p) == 0) {
                 let t = if self.held.is_empty() {
@@ -152,6 +160,81 @@ impl<D: Device, C: Clock> Worker<D, C> {
                 };
                 self.dev.wait(t);
             }
+        }
+        Ok(())
+    }
+
+    /// The last rounds of a worker whose sockets no longer get frames (a
+    /// handover's cut: the XDP program parks new frames from now on):
+    /// handles what is still on the receive rings, sends it, and waits for
+    /// every transmission to complete, so nothing received is lost. Ends
+    /// after [`DRAIN_QUIET`] without a frame and with nothing in flight, or
+    /// after [`DRAIN_MAX`] whatever is left (counted as it is dropped).
+    pub fn drain_out(&mut self) -> Result<(), String> {
+        let start = std::time::Instant::now();
+        let mut quiet = std::time::Instant::now();
+        loop {
+            let work = self.poll()?;
+            let in_flight = (0..self.dev.ports()).any(|p| self.dev.tx_in_flight(p) > 0);
+            if work > 0 || in_flight {
+                quiet = std::time::Instant::now();
+            } else if quiet.elapsed() >= DRAIN_QUIET {
+                return Ok(());
+            }
+            if start.elapsed() >= DRAIN_MAX {
+                return Ok(());
+            }
+            if work == 0 && !in_flight {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    }
+
+    /// Handles a frame that did not come off `port`'s receive ring (the
+    /// XDP program parked it while no natgw read the queue) as if it had:
+    /// copies `bytes` into a free frame first. Sends what is pending and
+    /// reaps completions when no frame is free; false (counted as
+    /// `parked_no_frame`) if there is still none.
+    pub fn inject(&mut self, port: usize, bytes: &[u8]) -> Result<bool, String> {
+        let f = match self.dev.alloc() {
+            Some(f) => Some(f),
+            None => {
+                self.flush_all()?;
+                for p in 0..self.dev.ports() {
+                    self.dev.complete(p);
+                }
+                self.dev.alloc()
+            }
+        };
+        let Some(mut f) = f else {
+            self.stats.counters.drop(DropReason::ParkedNoFrame);
+            return Ok(false);
+        };
+        let n = {
+            let mut buf = self.dev.buf_mut(&mut f);
+            let buf = buf.as_mut();
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            n
+        };
+        self.dev.set_len(&mut f, n);
+        Counters::bump(&self.stats.counters.parked);
+        let now = self.clock.now();
+        self.handle(port, f, now);
+        if self.pending.iter().any(|q| q.len() >= self.rx.len()) {
+            self.flush_all()?;
+        }
+        Ok(true)
+    }
+
+    /// Sends ARP requests and every port's pending frames now.
+    pub fn flush_all(&mut self) -> Result<(), String> {
+        if !self.held.is_empty() {
+            self.release_held(self.clock.now());
+        }
+        self.send_arp_requests();
+        for p in 0..self.dev.ports() {
+            self.flush(p)?;
         }
         Ok(())
     }

@@ -90,6 +90,10 @@ drop_reasons! {
     NoNeighbour = "no_neighbour",
     /// Transmit ring full or the output device refused the frame.
     TxFull = "tx_full",
+    /// Parked by the XDP program while no natgw read the queue, and older than `PARKED_MAX_AGE` when one did.
+    ParkedStale = "parked_stale",
+    /// Parked by the XDP program, but no free frame to process it in.
+    ParkedNoFrame = "parked_no_frame",
 }
 
 impl From<ParseError> for DropReason {
@@ -131,6 +135,9 @@ pub struct Counters {
     pub local: AtomicU64,
     /// Handed to the host stack untouched: ARP, IPv6 with `ipv6 = "pass"`.
     pub passed: AtomicU64,
+    /// Frames the XDP program parked while no natgw read its queue (a
+    /// handover's cut, a restart), taken and processed afterwards.
+    pub parked: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
 }
 
@@ -171,6 +178,7 @@ impl Counters {
             ttl_exceeded_sent: l(&self.ttl_exceeded_sent),
             local: l(&self.local),
             passed: l(&self.passed),
+            parked: l(&self.parked),
             drops: DropReason::ALL
                 .iter()
                 .map(|&r| (r.name().to_string(), self.drops(r)))
@@ -196,6 +204,9 @@ pub struct CounterSnapshot {
     pub ttl_exceeded_sent: u64,
     pub local: u64,
     pub passed: u64,
+    /// See [`Counters::parked`].
+    #[serde(default)]
+    pub parked: u64,
     /// Non-zero drop counters by name.
     pub drops: BTreeMap<String, u64>,
 }
@@ -219,6 +230,7 @@ impl CounterSnapshot {
         self.ttl_exceeded_sent += o.ttl_exceeded_sent;
         self.local += o.local;
         self.passed += o.passed;
+        self.parked += o.parked;
         for (k, v) in &o.drops {
             *self.drops.entry(k.clone()).or_default() += v;
         }

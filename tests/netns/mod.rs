@@ -661,6 +661,26 @@ impl Drop for Topology {
         for ns in &created {
             kill_netns_pids(ns);
         }
+        // XDP programs a killed natgw left pinned (and parking) in our
+        // namespaces: /sys/fs/bpf/natgw/<netns inode>-<ifindex>.
+        let inodes: Vec<u64> = created
+            .iter()
+            .filter_map(|n| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(format!("/run/netns/{n}")).ok().map(|m| m.ino())
+            })
+            .collect();
+        if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf/natgw") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if inodes
+                    .iter()
+                    .any(|i| name.split('-').next() == Some(&i.to_string()))
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let batch: String = created.iter().map(|n| format!("netns del {n}\n")).collect();
         if !batch.is_empty() {
             let _ = run_cmd(
@@ -933,6 +953,21 @@ impl Proc {
                 self.stderr()
             ),
         }
+    }
+
+    /// Asks the process to stop (SIGTERM, as `systemctl stop` does) and
+    /// waits up to `timeout` for it; kills the group if it is still there.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.status.is_none() && !exited(self.pid) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+        }
+        let st = self.wait(timeout);
+        if st.is_none() {
+            self.kill();
+        }
+        st
     }
 
     /// Kills the process group now.
