@@ -248,3 +248,83 @@ fn stale_pins_of_a_deleted_namespace_are_removed() {
     assert!(!dir.exists(), "stale pins {} removed", dir.display());
     assert!(removed >= 1);
 }
+
+/// Creates and pins at `path` a per-CPU array of u64 with `entries`
+/// entries, as an older natgw's `stats` map might have been (python3 and
+/// the bpf(2) syscall: the tests have no `unsafe` and no bpftool).
+fn pin_old_stats_map(path: &std::path::Path, entries: u32) {
+    let script = r#"
+import ctypes, platform, struct, sys
+nr = {"x86_64": 321, "aarch64": 280}[platform.machine()]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+attr = ctypes.create_string_buffer(struct.pack("IIIII", 6, 4, 8, int(sys.argv[2]), 0), 128)
+fd = libc.syscall(nr, 0, attr, 128)  # BPF_MAP_CREATE, PERCPU_ARRAY
+assert fd >= 0, ctypes.get_errno()
+path = ctypes.create_string_buffer(sys.argv[1].encode())
+attr = ctypes.create_string_buffer(struct.pack("QII", ctypes.addressof(path), fd, 0), 128)
+assert libc.syscall(nr, 6, attr, 128) == 0, ctypes.get_errno()  # BPF_OBJ_PIN
+"#;
+    let out = std::process::Command::new(netns::python())
+        .args(["-c", script, path.to_str().unwrap(), &entries.to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "pinning a map: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_incompatible_pinned_map_is_recreated_and_the_rest_kept() {
+    let Some(t) = topology("an_incompatible_pinned_map") else {
+        return;
+    };
+    let old = attach(&t);
+    let dir = old.pin_dir().expect("pinned").to_path_buf();
+    old.release();
+    let sent = payloads("compat", 5);
+    send_udp(&t, &sent);
+    // An older natgw had 4 counters: its `stats` pin differs from ours.
+    std::fs::remove_file(dir.join("stats")).expect("unpin stats");
+    pin_old_stats_map(&dir.join("stats"), 4);
+
+    let new = attach(&t);
+    assert!(new.adopted(), "the link is adopted all the same");
+    assert_eq!(new.counters(), [0; xdp::N_COUNTERS], "fresh counters");
+    let q = new.park_queue().expect("park queue");
+    assert_eq!(
+        udp_payloads(&drain(&q)),
+        sent,
+        "the compatible `parked` map was kept with its frames"
+    );
+    send_udp(&t, &payloads("after", 3));
+    assert!(new.counters()[4] >= 3, "the new `stats` map counts");
+    assert_eq!(udp_payloads(&drain(&q)), payloads("after", 3));
+    drop(new);
+    assert!(!dir.exists());
+    assert_eq!(xdp_prog_id(&t), None);
+}
+
+#[test]
+fn an_old_process_dropping_after_the_takeover_leaves_the_new_ones_pins() {
+    let Some(t) = topology("old_process_dropping_after_takeover") else {
+        return;
+    };
+    let old = attach(&t);
+    let dir = old.pin_dir().expect("pinned").to_path_buf();
+    // The new process adopts while the old one still holds its link.
+    let new = attach(&t);
+    assert!(new.adopted());
+    let new_id = xdp_prog_id(&t);
+    drop(old);
+    assert!(dir.join("link").exists(), "the new process's pins stay");
+    assert_eq!(xdp_prog_id(&t), new_id, "the new program stays attached");
+    send_udp(&t, &payloads("still", 2));
+    let q = new.park_queue().expect("park queue");
+    assert_eq!(udp_payloads(&drain(&q)), payloads("still", 2));
+    drop(new);
+    assert_eq!(xdp_prog_id(&t), None);
+    assert!(!dir.exists());
+}
