@@ -63,3 +63,12 @@ if [ "$(id -u)" -eq 0 ] && ! mountpoint -q /sys/fs/bpf; then
     mkdir -p /sys/fs/bpf
     mount -t bpf bpf /sys/fs/bpf
 fi
+# A second bpffs where `ip netns exec` does not hide it (it mounts a fresh
+# sysfs over /sys): natgw pins its XDP programs there when it runs in a
+# network namespace, so a handover or restart there keeps them attached
+# and parking (see src/dataplane/sys/bpf.rs, pin_root).
+if [ "$(id -u)" -eq 0 ] && ! mountpoint -q /run/natgw/bpffs; then
+    say "mounting bpffs on /run/natgw/bpffs"
+    mkdir -p /run/natgw/bpffs
+    mount -t bpf bpf /run/natgw/bpffs
+fi

@@ -6,6 +6,7 @@
 
 use super::rates::LbControl;
 use super::write_snapshot;
+use crate::conntrack::Time;
 use crate::control::config::Config;
 use crate::control::format::flow_line;
 use crate::dataplane::{Running, sys};
@@ -15,7 +16,6 @@ use crate::protocol::{
     self, Encoded, FlowView, FlowsReport, FlushReply, LbReply, ReloadReply, Request,
     ServicesReport, SetOp, SetReport, SnapshotReply, StatsReport, StepKind, StepReply, answer,
 };
-use crate::conntrack::Time;
 use crate::snapshot::{self, Snapshot};
 use std::path::Path;
 use std::sync::Arc;

@@ -68,7 +68,8 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     // takeover in steps also prepares the data plane before its cut.
     let mut prepared = None;
     let state = if opts.takeover
-        && let Some(p) = takeover_in_steps(&cfg, &engine, &sock_path, max_bytes, &stop, &mut carried)?
+        && let Some(p) =
+            takeover_in_steps(&cfg, &engine, &sock_path, max_bytes, &stop, &mut carried)?
     {
         prepared = Some(p);
         None
@@ -343,7 +344,10 @@ fn takeover_in_steps(
         let (r, snap) = ch.map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
         snap.restore(engine, sys::now(), replace)
             .map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
-        log::info!("takeover: {} flow(s) changed meanwhile, copied in {us} us", r.flows);
+        log::info!(
+            "takeover: {} flow(s) changed meanwhile, copied in {us} us",
+            r.flows
+        );
         since = r.at_ns;
         if r.flows < 1000 {
             break;
@@ -385,9 +389,14 @@ fn takeover_in_steps(
         *carried = c.clone();
     }
     if !r.parking {
-        log::warn!("takeover: the old natgw could not leave its XDP programs parking frames; frames that arrived during the cut are lost");
+        log::warn!(
+            "takeover: the old natgw could not leave its XDP programs parking frames; frames that arrived during the cut are lost"
+        );
     }
-    log::info!("takeover: state in place {} ms after the start of the handover", t0.elapsed().as_millis());
+    log::info!(
+        "takeover: state in place {} ms after the start of the handover",
+        t0.elapsed().as_millis()
+    );
     Ok(Some(prepared))
 }
 

@@ -37,16 +37,18 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use xsk_rs::{FrameDesc, Umem};
 use xsk_rs::config::{
     BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
 };
+use xsk_rs::{FrameDesc, Umem};
 
 const FRAME_SIZE: u32 = 2048;
 
 /// Frames parked longer than this are dropped (`parked_stale`) rather
 /// than processed: nobody waits for them any more.
 pub const PARKED_MAX_AGE: Duration = Duration::from_secs(5);
+/// How long binding a queue is retried (see [`Prepared::start`]).
+const BIND_RETRY: Duration = Duration::from_millis(500);
 
 /// Everything up to the sockets: host checked, stop guard installed, XDP
 /// attached (or adopted from the previous natgw), UMEMs allocated. A
@@ -204,9 +206,7 @@ pub fn prepare(
             let qs = QueueSize::new(ring as u32)
                 .map_err(|e| DataplaneError(format!("ring size {ring}: {e}")))?;
             let ucfg = UmemConfig::builder()
-                .frame_size(
-                    FrameSize::new(FRAME_SIZE).map_err(|e| DataplaneError(e.to_string()))?,
-                )
+                .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| DataplaneError(e.to_string()))?)
                 .fill_queue_size(qs)
                 .comp_queue_size(qs)
                 .build()
@@ -293,26 +293,40 @@ impl Prepared {
                     .xdp_flags(xdp_flags)
                     .bind_flags(bind)
                     .build();
-                match dev.bind(*ifid, *mac, *addr, name, q, scfg, ring) {
-                    Ok(fd) => regs.push((prog.clone(), fd)),
-                    Err(e) => return fail(progs, DataplaneError(e)),
+                // The kernel frees a closed socket's hold on its queue in a
+                // work item, shortly after the close: after a handover's
+                // cut the queue may still be busy for a moment (frames
+                // park meanwhile).
+                let t = std::time::Instant::now();
+                let fd = loop {
+                    match dev.bind(*ifid, *mac, *addr, name, q, scfg.clone(), ring) {
+                        Ok(fd) => break fd,
+                        Err(_) if t.elapsed() < BIND_RETRY => {
+                            std::thread::sleep(Duration::from_millis(1))
+                        }
+                        Err(e) => return fail(progs, DataplaneError(e)),
+                    }
+                };
+                if t.elapsed() > Duration::from_millis(1) {
+                    log::info!(
+                        "{name} queue {q}: bound after {} us (the previous socket was still letting go)",
+                        t.elapsed().as_micros()
+                    );
                 }
+                regs.push((prog.clone(), fd));
             }
-            let parks = match progs.iter().map(|p| p.park_queue()).collect::<Result<Vec<_>, _>>() {
+            let parks = match progs
+                .iter()
+                .map(|p| p.park_queue())
+                .collect::<Result<Vec<_>, _>>()
+            {
                 Ok(v) => v,
                 Err(e) => {
                     return fail(progs, DataplaneError(format!("XDP park queue: {e}")));
                 }
             };
             let stats = Arc::new(WorkerStats::new(format!("q{q}")));
-            let w = Worker::new(
-                dev,
-                SysClock,
-                engine.clone(),
-                neigh.clone(),
-                stats,
-                batch,
-            );
+            let w = Worker::new(dev, SysClock, engine.clone(), neigh.clone(), stats, batch);
             workers.push((q, w, regs, parks));
         }
 

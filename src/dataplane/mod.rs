@@ -206,7 +206,8 @@ impl Running {
             for p in &self.xdp {
                 for q in 0..self.queues {
                     if let Err(e) = p.unregister(q) {
-                        out.errors.push(format!("taking socket {q} out of the XDP map: {e}"));
+                        out.errors
+                            .push(format!("taking socket {q} out of the XDP map: {e}"));
                     }
                 }
             }

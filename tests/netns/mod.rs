@@ -667,10 +667,15 @@ impl Drop for Topology {
             .iter()
             .filter_map(|n| {
                 use std::os::unix::fs::MetadataExt;
-                std::fs::metadata(format!("/run/netns/{n}")).ok().map(|m| m.ino())
+                std::fs::metadata(format!("/run/netns/{n}"))
+                    .ok()
+                    .map(|m| m.ino())
             })
             .collect();
-        if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf/natgw") {
+        for dir in ["/sys/fs/bpf/natgw", "/run/natgw/bpffs/natgw"] {
+            let Ok(dir) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for e in dir.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if inodes

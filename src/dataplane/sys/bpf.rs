@@ -6,13 +6,14 @@
 //!
 //! The program is attached through a BPF link pinned, with all the
 //! program's maps, in the interface's pin directory
-//! `/sys/fs/bpf/natgw/<netns inode>-<ifindex>/` ([`PIN_ROOT`]; the inode of
+//! `<bpffs>/natgw/<netns inode>-<ifindex>/` ([`pin_root`]; the inode of
 //! the calling thread's network namespace keeps interfaces of the same
 //! name in different namespaces apart). The link is pinned as `link`, the
 //! maps under their names (`xsks_map`, `stats`, `parked`, `kernel_addrs`,
-//! `kernel_ports`) by libbpf (`LIBBPF_PIN_BY_NAME`, `pin_root_path`). If
-//! bpffs is not mounted at `/sys/fs/bpf`, [`XdpProg::attach`] mounts it;
-//! if it cannot, it warns and attaches unpinned (the program then lives
+//! `kernel_ports`) by libbpf (`LIBBPF_PIN_BY_NAME`, `pin_root_path`). The
+//! bpffs is /sys/fs/bpf, or /run/natgw/bpffs where `ip netns exec` hides
+//! the first (see [`pin_root`]); with neither, [`XdpProg::attach`] mounts
+//! one at /sys/fs/bpf; if it cannot, it warns and attaches unpinned (the program then lives
 //! exactly as long as the process, and nothing parks across processes).
 //!
 //! # Adoption
@@ -76,8 +77,10 @@ use std::path::{Path, PathBuf};
 static OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/natgw_xdp.o"));
 
 /// Where natgw's pin directories live (one per interface).
-pub const PIN_ROOT: &str = "/sys/fs/bpf/natgw";
-const BPFFS: &str = "/sys/fs/bpf";
+/// Where bpffs is normally mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// A bpffs that `ip netns exec` does not hide (see [`pin_root`]).
+pub const BPFFS_RUN: &str = "/run/natgw/bpffs";
 const LINK_PIN: &str = "link";
 
 /// Number of counters of [`XdpProg::counters`].
@@ -323,12 +326,23 @@ fn query_mode(ifindex: u32) -> Option<Attached> {
 }
 
 /// Makes sure bpffs is mounted at /sys/fs/bpf (mounting it if not).
-fn ensure_bpffs() -> io::Result<()> {
-    let is_bpffs = || {
-        nix::sys::statfs::statfs(BPFFS).is_ok_and(|s| s.filesystem_type().0 == libc::BPF_FS_MAGIC)
-    };
-    if is_bpffs() {
-        return Ok(());
+fn is_bpffs(p: &str) -> bool {
+    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == libc::BPF_FS_MAGIC)
+}
+
+/// The directory natgw pins under: `natgw/` in the first of [`BPFFS`] and
+/// [`BPFFS_RUN`] that is a bpffs. `ip netns exec` (how natgw runs in a
+/// network namespace without its own mount namespace set up) mounts a
+/// fresh sysfs over /sys, hiding /sys/fs/bpf, but leaves /run as it is:
+/// a bpffs at /run/natgw/bpffs (scripts/setup.sh mounts one) is the same
+/// for every process, so natgw's run through `ip netns exec` can hand
+/// their programs to each other. With neither, it mounts bpffs at
+/// /sys/fs/bpf (in the host's mount namespace that is the usual one).
+pub fn pin_root() -> io::Result<PathBuf> {
+    for base in [BPFFS, BPFFS_RUN] {
+        if is_bpffs(base) {
+            return Ok(Path::new(base).join("natgw"));
+        }
     }
     // SAFETY: all four pointers are NUL-terminated static strings; a null
     // data argument is allowed.
@@ -345,11 +359,11 @@ fn ensure_bpffs() -> io::Result<()> {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(
             e.kind(),
-            format!("bpffs is not mounted at {BPFFS} and mounting it failed: {e}"),
+            format!("no bpffs at {BPFFS} or {BPFFS_RUN}, and mounting one at {BPFFS} failed: {e}"),
         ));
     }
-    if is_bpffs() {
-        Ok(())
+    if is_bpffs(BPFFS) {
+        Ok(Path::new(BPFFS).join("natgw"))
     } else {
         Err(io::Error::other(format!("{BPFFS} is not bpffs")))
     }
@@ -358,7 +372,7 @@ fn ensure_bpffs() -> io::Result<()> {
 /// The pin directory of `ifindex` in the calling thread's namespace.
 fn pin_dir(ifindex: u32) -> io::Result<PathBuf> {
     let ino = std::fs::metadata("/proc/thread-self/ns/net")?.ino();
-    Ok(Path::new(PIN_ROOT).join(format!("{ino}-{ifindex}")))
+    Ok(pin_root()?.join(format!("{ino}-{ifindex}")))
 }
 
 /// Creates and locks (flock, exclusive) the pin directory. The lock keeps
@@ -397,13 +411,13 @@ fn remove_dir(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-/// Removes pin directories under [`PIN_ROOT`] whose link no longer points
+/// Removes pin directories under [`pin_root`] whose link no longer points
 /// at a device (the interface or its namespace is gone: the link's ifindex
 /// is 0) or whose link pin cannot be opened; skips directories a natgw is
 /// attaching to right now. Returns how many were removed. Called at natgw
 /// start.
 pub fn remove_stale_pins() -> usize {
-    let Ok(rd) = std::fs::read_dir(PIN_ROOT) else {
+    let Ok(rd) = pin_root().and_then(std::fs::read_dir) else {
         return 0;
     };
     let mut n = 0;
@@ -503,7 +517,7 @@ impl XdpProg {
     /// None driver mode with a fallback to generic. Without bpffs (and
     /// unable to mount it) it warns and attaches unpinned.
     pub fn attach(name: &str, ifindex: u32, native: Option<bool>) -> io::Result<XdpProg> {
-        let dir = ensure_bpffs().and_then(|_| pin_dir(ifindex));
+        let dir = pin_dir(ifindex);
         let dir = match dir {
             Ok(d) => d,
             Err(e) => {
