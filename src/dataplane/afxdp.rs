@@ -299,7 +299,7 @@ impl Prepared {
                 // park meanwhile).
                 let t = std::time::Instant::now();
                 let fd = loop {
-                    match dev.bind(*ifid, *mac, *addr, name, q, scfg.clone(), ring) {
+                    match dev.bind(*ifid, *mac, *addr, name, q, scfg, ring) {
                         Ok(fd) => break fd,
                         Err(_) if t.elapsed() < BIND_RETRY => {
                             std::thread::sleep(Duration::from_millis(1))
