@@ -251,7 +251,6 @@ fn connections_survive_reload_handover_and_crash() {
             TCP_SECS - 2.0
         ),
     );
-    let t0 = Instant::now();
     let flows = cli(&t, &["flows", "--count"]);
     assert!(flows.trim().parse::<u32>().unwrap() >= 200, "{flows}");
 
