@@ -14,7 +14,7 @@ mod netns;
 use netns::{Spec, Topology};
 use serde_json::Value;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NATGW: &str = env!("CARGO_BIN_EXE_natgw");
 
