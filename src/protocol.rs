@@ -408,6 +408,10 @@ pub struct StatsReport {
     pub port_usage: Vec<PortUsage>,
     /// Neighbours natgw resolved (AF_XDP): interface, address, MAC, age.
     pub neighbours: Vec<(String, Ipv4Addr, String, u64)>,
+    /// AF_XDP: what each interface's XDP program did with the frames it
+    /// saw (counted since it was first attached, across handovers).
+    #[serde(default)]
+    pub xdp: Vec<crate::dataplane::XdpCounters>,
 }
 
 /// What `natgw flows` returns.

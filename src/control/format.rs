@@ -305,6 +305,13 @@ pub fn stats_text(r: &crate::protocol::StatsReport) -> String {
             }
         );
     }
+    for x in &r.xdp {
+        let _ = writeln!(
+            s,
+            "xdp {}: redirected {}, to kernel {}, parked {}, park full {}, too big to park {}",
+            x.interface, x.redirected, x.to_kernel, x.parked, x.park_full, x.park_too_big
+        );
+    }
     let kernel: u64 = r.workers.iter().map(|w| w.kernel_dropped).sum();
     if t.drops.is_empty() && kernel > 0 {
         let _ = writeln!(

@@ -115,6 +115,7 @@ impl Control {
             total,
             port_usage: engine.nat().port_usage(),
             neighbours,
+            xdp: running.xdp_counters(),
         })
     }
 

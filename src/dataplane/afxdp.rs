@@ -28,7 +28,7 @@ use super::config::{DataplaneConfig, XdpMode};
 use super::device::SysClock;
 use super::neigh::Neighbours;
 use super::sys::xsk::XdpDevice;
-use super::worker::{KICK_BATCH, Worker};
+use super::worker::{HOLD_MAX, HOLD_TIME, KICK_BATCH, Worker};
 use super::xdp::{Attached, ParkQueue, XdpProg};
 use super::{DataplaneError, Running, WorkerStats, sys};
 use crate::engine::{DropReason, Engine};
@@ -47,6 +47,8 @@ const FRAME_SIZE: u32 = 2048;
 /// Frames parked longer than this are dropped (`parked_stale`) rather
 /// than processed: nobody waits for them any more.
 pub const PARKED_MAX_AGE: Duration = Duration::from_secs(5);
+/// Parked frames processed between two rounds on the sockets.
+const PARKED_CHUNK: usize = 32;
 /// How long binding a queue is retried (see [`Prepared::start`]).
 const BIND_RETRY: Duration = Duration::from_millis(500);
 
@@ -349,12 +351,12 @@ impl Prepared {
                     // Fill rings first, so registered sockets get frames.
                     w.poll()?;
                     let t0 = std::time::Instant::now();
-                    let mut buf = vec![0u8; ParkQueue::MAX_FRAME];
-                    let mut taken = take_parked(&mut w, &parks, &mut buf)?;
                     for (prog, fd) in &regs {
                         prog.register(q, *fd)
                             .map_err(|e| format!("worker q{q}: {e}"))?;
                     }
+                    let mut buf = vec![0u8; ParkQueue::MAX_FRAME];
+                    let mut taken = take_parked(&mut w, &parks, &mut buf)?;
                     // A frame parked by another CPU just before the
                     // registration lands within microseconds.
                     std::thread::sleep(Duration::from_millis(1));
@@ -374,6 +376,7 @@ impl Prepared {
         }
         running.neigh = Some(neigh);
         running.xdp = progs;
+        running.xdp_names = ifs.iter().map(|i| i.0.clone()).collect();
         running.drain = drain;
         running.queues = running.workers.len() as u32;
         Ok(running)
@@ -381,7 +384,14 @@ impl Prepared {
 }
 
 /// Takes every frame parked on `parks` (one queue per port) and has the
-/// worker process it; returns how many were processed.
+/// worker process it; returns how many were processed. The sockets are
+/// registered by then: every [`PARKED_CHUNK`] frames the worker also runs
+/// a round on its sockets, where the ARP replies to its requests arrive (a
+/// new process knows no neighbours yet: parked frames to a next hop it
+/// has not resolved wait in its hold queue), and while the hold queue is
+/// half full it waits for those replies (up to [`HOLD_TIME`]) instead of
+/// overflowing it. Frames that arrived after the parked ones may so be
+/// handled before some of them: reordered, not lost.
 fn take_parked(
     w: &mut Worker<XdpDevice, SysClock>,
     parks: &[ParkQueue],
@@ -404,6 +414,16 @@ fn take_parked(
             }
             if w.inject(port, &buf[..p.len.min(buf.len())])? {
                 n += 1;
+            }
+            if n % PARKED_CHUNK == 0 {
+                w.flush_all()?;
+                w.poll()?;
+                let t = std::time::Instant::now();
+                while w.held() >= HOLD_MAX / 2 && t.elapsed() < Duration::from_nanos(HOLD_TIME.0) {
+                    if w.poll()? == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
             }
         }
     }

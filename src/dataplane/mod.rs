@@ -142,6 +142,23 @@ impl WorkerStats {
     }
 }
 
+/// What one interface's XDP program did (its per-CPU counters summed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct XdpCounters {
+    pub interface: String,
+    /// Sent to natgw's AF_XDP socket.
+    pub redirected: u64,
+    /// Passed to the kernel (not IPv4/ARP, health-check replies, too short).
+    pub to_kernel: u64,
+    /// No socket registered for the queue (a handover's cut, natgw
+    /// restarting): kept in the park queue for the next natgw.
+    pub parked: u64,
+    /// No socket and the park queue full: dropped.
+    pub park_full: u64,
+    /// No socket and longer than a park slot: dropped.
+    pub park_too_big: u64,
+}
+
 /// A started backend.
 #[derive(Default)]
 pub struct Running {
@@ -155,6 +172,8 @@ pub struct Running {
     queues: u32,
     /// Set to make the workers drain and end (a handover's cut).
     drain: Arc<AtomicBool>,
+    /// Interface names, in the order of `xdp`.
+    xdp_names: Vec<String>,
     /// TUN devices and routes; dropping it removes them.
     tun: Option<tun::TunGuard>,
 }
@@ -173,6 +192,25 @@ pub struct HandedOver {
 }
 
 impl Running {
+    /// The XDP programs' counters, per interface (AF_XDP; empty on TUN).
+    pub fn xdp_counters(&self) -> Vec<XdpCounters> {
+        self.xdp
+            .iter()
+            .zip(&self.xdp_names)
+            .map(|(p, name)| {
+                let c = p.counters();
+                XdpCounters {
+                    interface: name.clone(),
+                    redirected: c[0],
+                    to_kernel: c[1],
+                    parked: c[4],
+                    park_full: c[5],
+                    park_too_big: c[6],
+                }
+            })
+            .collect()
+    }
+
     /// Joins the workers (the caller set the stop flag), then detaches and
     /// removes what the backend installed. Returns worker errors.
     pub fn shutdown(self) -> Vec<String> {
