@@ -12,6 +12,50 @@
 //! [`sys::xsk::XdpDevice`], and the loop is the generic
 //! [`super::worker::Worker`].
 //!
+//! # Handover without loss
+//!
+//! Setup is split: [`prepare`] does everything up to the sockets (host
+//! checks, stop guard, XDP program attached or adopted, UMEMs allocated),
+//! [`Prepared::start`] binds the sockets and starts the workers. A
+//! handover runs `prepare` while the old process still forwards; only
+//! `start` is left for the cut.
+//!
+//! What the kernel allows decided the shape: a bound AF_XDP socket's rings
+//! cannot be mapped again by another process (`xsk_mmap` returns EBUSY
+//! once bound; the fill and completion rings belong to the buffer pool),
+//! so the old process's sockets cannot be passed on, and a queue takes a
+//! new socket only once the old one is closed (and the kernel has freed
+//! the queue, in a work item shortly after the close: `start` retries the
+//! bind for up to 500 ms). Something has to hold the frames that arrive
+//! between the old socket leaving and the new one arriving. Options
+//! weighed:
+//!
+//! - the XDP program passes them to the kernel: they would be forwarded
+//!   untranslated or answered with resets — ruled out;
+//! - two sockets sharing one UMEM across processes (XDP_SHARED_UMEM with
+//!   the old socket's fd): the new process would need the old one's fill
+//!   ring, which it cannot map;
+//! - **the XDP program parks them** (chosen): while no socket is
+//!   registered for a queue, it copies each frame into a BPF queue map
+//!   (16384 frames of up to 1536 bytes per interface) and drops it; the
+//!   new process pops them (`bpf(MAP_LOOKUP_AND_DELETE_ELEM)`, ~1–2 µs
+//!   each) and processes them like received frames. The program and its
+//!   maps are pinned in bpffs, so they outlive the process that attached
+//!   them, and the next natgw adopts them (`bpf_link_update`, no detach).
+//!   Costs nothing while natgw runs (one socket-map lookup per frame);
+//!   the cut is bounded by the queue's size, not by a race.
+//!
+//! The cut, old side ([`super::Running::hand_over`]): delete its sockets
+//! from the socket map (frames park from now on), let each worker handle
+//! what is left on its RX rings and finish its TX, join them, release the
+//! programs (pins kept). New side (the worker thread in `start`): fill the
+//! fill rings, register the sockets, then pop the parked frames in chunks
+//! of [`PARKED_CHUNK`] with a round on the sockets in between (where the
+//! ARP replies for next hops it does not know yet arrive), then once more
+//! after 1 ms for frames parked just before the registration. A frame
+//! parked longer than [`PARKED_MAX_AGE`] is dropped (`parked_stale`).
+//! After `kill -9` the same program parks until the next natgw starts.
+//!
 //! Frame accounting: every frame is in exactly one place — the device's
 //! free pool, a fill ring (or the RX ring behind it), a TX ring, or the
 //! worker (held for a next hop) — and `pool + in_fill + in_tx + held ==
@@ -48,7 +92,7 @@ const FRAME_SIZE: u32 = 2048;
 /// than processed: nobody waits for them any more.
 pub const PARKED_MAX_AGE: Duration = Duration::from_secs(5);
 /// Parked frames processed between two rounds on the sockets.
-const PARKED_CHUNK: usize = 32;
+pub const PARKED_CHUNK: usize = 32;
 /// How long binding a queue is retried (see [`Prepared::start`]).
 const BIND_RETRY: Duration = Duration::from_millis(500);
 

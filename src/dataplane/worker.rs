@@ -44,9 +44,9 @@ const MAX_KICKS: usize = 16;
 /// Sleep while frames are held (their replies are due soon).
 const HELD_WAIT: Duration = Duration::from_millis(1);
 /// A draining worker stops after this long without a frame.
-const DRAIN_QUIET: Duration = Duration::from_millis(2);
+pub const DRAIN_QUIET: Duration = Duration::from_millis(2);
 /// A draining worker stops after this long whatever is left.
-const DRAIN_MAX: Duration = Duration::from_millis(200);
+pub const DRAIN_MAX: Duration = Duration::from_millis(200);
 /// How often the neighbour cache is cleared and device stats are read.
 const HOUSEKEEPING: Time = Time::from_secs(1);
 
