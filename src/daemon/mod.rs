@@ -57,8 +57,16 @@ pub struct RunOptions {
 }
 
 pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
-    let cfg = Config::load(config).map_err(|e| e.to_string())?;
-    let engine = Arc::new(cfg.build_engine()?);
+    // A takeover refused this early has asked nothing of the running natgw.
+    let carry_on = |e: String| {
+        if opts.takeover {
+            format!("takeover: {e}; the running natgw carries on")
+        } else {
+            e
+        }
+    };
+    let cfg = Config::load(config).map_err(|e| carry_on(e.to_string()))?;
+    let engine = Arc::new(cfg.build_engine().map_err(carry_on)?);
     let sock_path = cfg.run.control_socket.clone();
     let max_bytes = snapshot::max_bytes_for(cfg.engine.max_flows);
     let mut carried = CounterSnapshot::default();
