@@ -588,10 +588,11 @@ if [ -n "${LOST[reload]:-}" ]; then
     TARGETS+="- reload loses nothing (no frame lost near the event, every run): **$(verdict $ok)** (lost near the event per run: ${NEAR[reload]% }; in the whole run: ${LOST[reload]% })"$'\n'
 fi
 # Issue 13: a handover loses nothing near the event in any run, and its
-# longest gap at the server is no worse than the baseline's (the longest gap
-# of any baseline run: what the machine does alone).
+# longest gap at the server is no worse than the baseline's: the median of
+# the baseline runs' longest gaps (what the machine does alone; the median,
+# as others' builds now and then stall one run for a second).
 BASE_MAXGAP=""
-[ -n "${GAP[none]:-}" ] && BASE_MAXGAP=$(mx <<<"${GAP[none]}")
+[ -n "${GAP[none]:-}" ] && BASE_MAXGAP=$(med <<<"${GAP[none]}")
 for e in handover handover-1m; do
     [ -n "${LOST[$e]:-}" ] || continue
     ok=0; all_zero "${NEAR[$e]}" && ok=1
@@ -599,7 +600,7 @@ for e in handover handover-1m; do
     hg=${EGAP[$e]:-${GAP[$e]}}
     if [ -n "$BASE_MAXGAP" ]; then
         ok=$(awk -v g="$(mx <<<"$hg")" -v b="$BASE_MAXGAP" 'BEGIN { print (g <= b) ? 1 : 0 }')
-        TARGETS+="- $(label "$e"): longest gap near the event no worse than the baseline's longest gap ($BASE_MAXGAP ms), every run: **$(verdict "$ok")** (gap near the event per run: ${hg% } ms; longest gap in the whole run: ${GAP[$e]% } ms)"$'\n'
+        TARGETS+="- $(label "$e"): longest gap near the event no worse than the baseline's (median of the baseline runs' longest gaps: $BASE_MAXGAP ms; per run: ${GAP[none]% } ms), every run: **$(verdict "$ok")** (gap near the event per run: ${hg% } ms; longest gap in the whole run: ${GAP[$e]% } ms)"$'\n'
     else
         TARGETS+="- $(label "$e"): gap near the event per run ${hg% } ms (no baseline runs to compare with)"$'\n'
     fi
