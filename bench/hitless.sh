@@ -1,9 +1,31 @@
 #!/usr/bin/env bash
-# Issue 6's benchmark: what a steady stream of ~100k pps of 64-byte UDP
-# loses while natgw (a) reloads a changed ruleset, (b) hands over to a new
-# process (`natgw run --takeover`), (c) is killed with -9 and restarted from
-# its periodic snapshot (`--snapshot`, informational), against runs with no
-# event at all (the baseline: what the generator/sink/machine lose alone).
+# Issues 6 and 13's benchmark: what a steady stream of ~100k pps of 64-byte
+# UDP loses while natgw (a) reloads a changed ruleset, (b) hands over to a
+# new process (`natgw run --takeover`), (c) is killed with -9 and restarted
+# from its periodic snapshot (`--snapshot`), (d) hands over while it holds
+# ~1,000,000 flows (handover-1m), against runs with no event at all (the
+# baseline: what the generator/sink/machine lose alone).
+#
+# A handover (issue 13) loses nothing by design: the new process copies
+# the old one's flows while the old one still forwards (a full copy, then
+# the changes since, in steps), prepares its data plane (adopts the XDP
+# program pinned in bpffs, allocates its UMEM), and only then cuts over:
+# the old process takes its AF_XDP sockets out of the XDP program's socket
+# map -- from then on the XDP program parks arriving frames in a BPF queue
+# map -- drains its rings, writes the flows changed since the last step
+# and exits; the new one restores those, binds its sockets, processes the
+# parked frames, registers its sockets and runs. After kill -9 the XDP
+# program stays attached too and parks until the next natgw starts
+# (`natgw run --snapshot`), which processes what was parked.
+#
+# handover-1m: natgw starts from a snapshot of BIG_FLOWS (1,000,000) live
+# UDP masquerade flows written by bench/hitless_snap.rs (`cargo build
+# --release --example hitless_snap`; 20 remotes, so outside ports stay
+# unique per remote), with `[limits] max_flows` above that and `[snapshot]
+# interval = BIG_SNAP_INTERVAL` (a periodic snapshot of 1M flows every
+# second would be a load of its own), then the paced stream runs and the
+# new process takes over as for handover: the copy of 1M flows happens
+# while the old one forwards.
 #
 #   client PFX-cli                 gateway PFX-gw                     server PFX-srv
 #   eth0 10.0.0.10 ---- veth ---- lan0 10.0.0.1 | wan0 203.0.113.1 ---- veth ---- eth0 203.0.113.100
@@ -21,8 +43,8 @@
 #   gap       longest time between two consecutive translated frames at the
 #             server (kernel receive time stamps), overall and the longest
 #             one overlapping [event - 0.1 s, event end + 0.5 s]
-# Events are interleaved per repetition (none reload handover crash, REPS
-# times) so the slow drift of this noisy machine hits each alike. For
+# Events are interleaved per repetition (none reload handover crash
+# handover-1m, REPS times; handover-1m only in the first BIG_REPS) so the slow drift of this noisy machine hits each alike. For
 # handover and crash the natgw logs' millisecond time stamps are set
 # against the capture's to break the gap down.
 #
@@ -52,11 +74,14 @@
 # group) are removed on exit, failure and Ctrl-C.
 #
 #   sudo ./bench/hitless.sh
-#   env: RATE=100000 DUR=5 EVENT_AT=2 REPS=5 FLOWS=256 EVENTS="none reload handover crash"
+#   env: RATE=100000 DUR=5 EVENT_AT=2 REPS=5 FLOWS=256 EVENTS="none reload handover crash handover-1m"
+#        BIG_REPS=3 (handover-1m runs in repetitions 1..BIG_REPS) BIG_FLOWS=1000000 BIG_SNAP_INTERVAL=30
+#        BIG_DUR=10 (handover-1m's stream, s: the copy of 1M flows takes seconds)
 #        OUT=perf/hitless.md WAIT_MAX=300 (first wait up to this long for others' builds/benchmarks)
 #        GW_SCHED="nice -n -20" GEN_SCHED="chrt -f 40" ("" = normal scheduling)
 #        QUANTUM_US=300 (generator burst interval) SINK_RPS= (CPU for the server's receive work)
-#        NATGW_BIN=path (use this binary instead of building target/release/natgw)
+#        NATGW_BIN=path (use this binary instead of building target/release/natgw;
+#                        handover-1m then needs target/release/examples/hitless_snap or SNAP_BIN=path)
 #        KEEP_PCAP=prefix (keep each run's capture as prefix-EVENT-REP.pcap)
 #        KEEP_STATS=prefix (keep `natgw stats` after each run as prefix-EVENT-REP.txt)
 set -euo pipefail
@@ -67,7 +92,11 @@ DUR=${DUR:-5}
 EVENT_AT=${EVENT_AT:-2}
 REPS=${REPS:-5}
 FLOWS=${FLOWS:-256}
-EVENTS=${EVENTS:-"none reload handover crash"}
+EVENTS=${EVENTS:-"none reload handover crash handover-1m"}
+BIG_REPS=${BIG_REPS:-3}
+BIG_FLOWS=${BIG_FLOWS:-1000000}
+BIG_SNAP_INTERVAL=${BIG_SNAP_INTERVAL:-30}
+BIG_DUR=${BIG_DUR:-10}
 OUT=${OUT:-perf/hitless.md}
 WAIT_MAX=${WAIT_MAX:-300}
 GW_SCHED=${GW_SCHED-nice -n -20}
@@ -78,7 +107,8 @@ GEN_CPU=0
 GW_CPU=1
 COUNT=$((RATE * DUR))
 CMDLINE=""
-for v in RATE:100000 DUR:5 EVENT_AT:2 REPS:5 FLOWS:256 "EVENTS:none reload handover crash" \
+for v in RATE:100000 DUR:5 EVENT_AT:2 REPS:5 FLOWS:256 "EVENTS:none reload handover crash handover-1m" \
+    BIG_REPS:3 BIG_FLOWS:1000000 BIG_SNAP_INTERVAL:30 BIG_DUR:10 \
     "GW_SCHED:nice -n -20" "GEN_SCHED:chrt -f 40" QUANTUM_US:300 SINK_RPS: NATGW_BIN:; do
     n=${v%%:*}
     [ "${!n:-}" = "${v#*:}" ] || CMDLINE+="$n=\"${!n:-}\" "
@@ -89,8 +119,12 @@ if [ -n "${SUDO_USER:-}" ]; then CMDLINE="sudo $CMDLINE"; else CMDLINE="$CMDLINE
 [ "$(id -u)" -eq 0 ] || { echo "hitless: run as root (it creates network namespaces)" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || { echo "hitless: needs 2 CPUs (generator on CPU $GEN_CPU, gateway on CPU $GW_CPU)" >&2; exit 1; }
 [ "$FLOWS" -ge 1 ] && [ "$FLOWS" -le 16384 ] || { echo "hitless: FLOWS must be 1..16384" >&2; exit 2; }
-awk -v a="$EVENT_AT" -v d="$DUR" 'BEGIN { exit !(a > 0 && a + 1 < d) }' ||
-    { echo "hitless: need 0 < EVENT_AT < DUR - 1" >&2; exit 2; }
+[ "$BIG_FLOWS" -ge 1 ] && [ "$BIG_FLOWS" -le 1000000 ] || { echo "hitless: BIG_FLOWS must be 1..1000000" >&2; exit 2; }
+for e in $EVENTS; do
+    case $e in none | reload | handover | crash | handover-1m) ;; *) echo "hitless: unknown event $e" >&2; exit 2 ;; esac
+done
+awk -v a="$EVENT_AT" -v d="$DUR" -v b="$BIG_DUR" 'BEGIN { exit !(a > 0 && a + 1 < d && a + 1 < b) }' ||
+    { echo "hitless: need 0 < EVENT_AT < DUR - 1 and < BIG_DUR - 1" >&2; exit 2; }
 log() { printf '[hitless %s] %s\n' "$(date -u +%T)" "$*" >&2; }
 
 ./scripts/setup.sh --quiet
@@ -101,19 +135,26 @@ if [ -n "${NATGW_BIN:-}" ]; then
     log "using NATGW_BIN=$NATGW_BIN (no build)"
 else
     log "building natgw (release; waits for the shared target dir's lock if others build)"
-    cargo build --release --quiet --bin natgw
+    cargo build --release --quiet --bin natgw --example hitless_snap
     NATGW_BIN=$ROOT/target/release/natgw
+fi
+SNAP_BIN=${SNAP_BIN:-$ROOT/target/release/examples/hitless_snap}
+if [[ " $EVENTS " == *" handover-1m "* ]] && [ ! -x "$SNAP_BIN" ]; then
+    echo "hitless: handover-1m needs $SNAP_BIN (cargo build --release --example hitless_snap)" >&2
+    exit 1
 fi
 # What the binary was built from (others commit to main while this runs).
 COMMIT=$(git rev-parse --short HEAD)
 DIRTY=$(git status --porcelain -- src bpf Cargo.toml Cargo.lock build.rs | awk '{print $2}' | tr '\n' ' ')
 GAPS="python3 $ROOT/bench/hitless_gaps.py"
+LOGS_PY="python3 $ROOT/bench/hitless_logs.py"
 
 P=hl$$
 work=$(mktemp -d /tmp/natgw-hitless.XXXXXX)
 # A private copy: others may rebuild target/release while this runs, and a
 # handover must start the same binary the old process runs.
 cp "$NATGW_BIN" "$work/natgw"
+[[ " $EVENTS " == *" handover-1m "* ]] && cp "$SNAP_BIN" "$work/hitless_snap"
 NATGW=$work/natgw
 NATGW_SUM=$(sha256sum "$NATGW" | cut -c1-12)
 gen_pid=""
@@ -192,7 +233,7 @@ CLI_MAC=$(inns cli cat /sys/class/net/eth0/address)
 tx_count() { inns cli sh -c 'echo $(( $(cat /sys/class/net/eth0/statistics/tx_packets) + $(cat /sys/class/net/eth0/statistics/tx_dropped) ))'; }
 
 # --- natgw ------------------------------------------------------------------------
-natgw_config() { # extra rule? (the reload target differs by one rule)
+natgw_config() { # extra-rule? (the reload target differs by one rule) [snapshot-interval max-flows]
     # The shared topology's config (scripts/topology/natgw.toml) with the
     # bench's backend, socket, CPU and snapshot settings.
     "$ROOT/scripts/netns.sh" config | sed "s|^\[gateway\]\$|[gateway]\nbackend = \"afxdp\"\ncontrol_socket = \"$work/natgw.sock\"|"
@@ -204,8 +245,15 @@ cpus = [$GW_CPU]
 
 [snapshot]
 path = "$work/state.snap"
-interval = 1
+interval = ${2:-1}
 EOF
+    if [ -n "${3:-}" ]; then
+        cat <<EOF
+
+[limits]
+max_flows = $3
+EOF
+    fi
     if [ "$1" = 1 ]; then
         cat <<EOF
 
@@ -218,7 +266,10 @@ EOF
 }
 natgw_config 0 >"$work/a.toml"
 natgw_config 1 >"$work/b.toml"
+natgw_config 0 "$BIG_SNAP_INTERVAL" $((BIG_FLOWS + BIG_FLOWS / 5 + 65536)) >"$work/c.toml"
 inns gw "$NATGW" check --config "$work/b.toml" >/dev/null
+inns gw "$NATGW" check --config "$work/c.toml" >/dev/null
+CONF=$work/a.toml
 
 wait_line() { # file pattern pid timeout-s
     local i
@@ -232,15 +283,33 @@ wait_line() { # file pattern pid timeout-s
 # Starts natgw in the gateway namespace on CPU GW_CPU; sets $started_pid.
 natgw_spawn() { # log flags...
     local logf=$1; shift
-    ip netns exec "$P-gw" taskset -c "$GW_CPU" $GW_SCHED "$NATGW" run --config "$work/a.toml" "$@" >"$logf" 2>&1 &
+    ip netns exec "$P-gw" taskset -c "$GW_CPU" $GW_SCHED "$NATGW" run --config "$CONF" "$@" >"$logf" 2>&1 &
     started_pid=$!
 }
-natgw_start() {
+natgw_start() { # event
     rm -f "$work/natgw.sock" "$work/state.snap"
-    natgw_spawn "$work/natgw-0.log"
+    if [ "$1" = handover-1m ]; then
+        # Written just before the start: its timers (110 s) run from now.
+        CONF=$work/c.toml
+        "$work/hitless_snap" "$work/big.snap" "$BIG_FLOWS" 2>"$work/snap.out" ||
+            { cat "$work/snap.out" >&2; echo "hitless: writing the 1M-flow snapshot failed" >&2; exit 1; }
+        natgw_spawn "$work/natgw-0.log" --snapshot "$work/big.snap"
+    else
+        CONF=$work/a.toml
+        natgw_spawn "$work/natgw-0.log"
+    fi
     natgw_pid=$started_pid
-    wait_line "$work/natgw-0.log" "natgw running" "$natgw_pid" 30 ||
+    wait_line "$work/natgw-0.log" "natgw running" "$natgw_pid" 120 ||
         { cat "$work/natgw-0.log" >&2; echo "hitless: natgw did not start" >&2; exit 1; }
+    rm -f "$work/big.snap"
+    if [ "$1" = handover-1m ]; then
+        local n
+        n=$(grep -m1 -o 'restored [0-9]* flow' "$work/natgw-0.log" | grep -o '[0-9]*' || echo 0)
+        [ "$n" -ge $((BIG_FLOWS * 99 / 100)) ] ||
+            { cat "$work/natgw-0.log" >&2; echo "hitless: natgw restored $n of $BIG_FLOWS flows" >&2; exit 1; }
+        BIG_NOTE="natgw held $n flows (restored at start: $(grep -m1 -o 'restored [0-9]* flow.*' "$work/natgw-0.log" | cut -c1-200)); $(grep VmRSS "/proc/$natgw_pid/status" | tr -s ' \t' ' ')"
+        log "handover-1m: $BIG_NOTE"
+    fi
 }
 natgw_stop() {
     local p
@@ -284,15 +353,21 @@ proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; 
 cpu_ticks() { awk -v c="cpu$GW_CPU" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 
 # --- one run ----------------------------------------------------------------------
-declare -A LOST GAP EGAP RUN NEAR RATEA LATE
+declare -A LOST GAP EGAP RUN NEAR RATEA LATE CNT PLAIN
+BIG_NOTE=""
+BREAK_C=""
 RAW=""
 BREAK=""
 LOGS=""
 jget() { python3 -c 'import json, sys; j = json.loads(sys.argv[1]); print(*(j.get(k, "-") for k in sys.argv[2:]))' "$@"; }
 run_one() { # event rep
     local ev=$1 rep=$2 pcap="$work/$1-$2.pcap"
+    local dur=$DUR
+    [ "$ev" = handover-1m ] && dur=$BIG_DUR
+    local count=$((RATE * dur))
+    CNT[$ev]=$count
     local busy=""
-    natgw_start
+    natgw_start "$ev"
     inns cli ping -c 2 -i 0.2 -W 1 -q 203.0.113.100 >/dev/null 2>&1 || true
     sleep 0.3
     cap_start "$pcap"
@@ -307,7 +382,7 @@ run_one() { # event rep
     p0ticks=$(proc_ticks "$gwpid")
     setsid ip netns exec "$P-cli" taskset -c "$GEN_CPU" $GEN_SCHED python3 "$ROOT/bench/hitless_gen.py" \
         --if eth0 --src-mac "$CLI_MAC" --dst-mac "$GW_MAC" --src 10.0.0.10 --dst 203.0.113.100 \
-        --sport 1024 --dport 9 --flows "$FLOWS" --rate "$RATE" --count "$COUNT" --quantum-us "$QUANTUM_US" >"$work/gen.out" 2>&1 &
+        --sport 1024 --dport 9 --flows "$FLOWS" --rate "$RATE" --count "$count" --quantum-us "$QUANTUM_US" >"$work/gen.out" 2>&1 &
     gen_pid=$!
     wait_line "$work/gen.out" '"start"' "$gen_pid" 60 ||
         { cat "$work/gen.out" >&2; echo "hitless: the generator did not start" >&2; exit 1; }
@@ -321,14 +396,14 @@ run_one() { # event rep
             { cat "$work/reload.out" >&2; echo "hitless: reload failed" >&2; exit 1; }
         te1=$(now)
         ;;
-    handover)
+    handover | handover-1m)
         te0=$(now)
         natgw_spawn "$work/natgw-1.log" --takeover
         new_pid=$started_pid
-        wait_line "$work/natgw-1.log" "natgw running" "$new_pid" 30 ||
+        wait_line "$work/natgw-1.log" "natgw running" "$new_pid" 120 ||
             { cat "$work/natgw-0.log" "$work/natgw-1.log" >&2; echo "hitless: takeover did not start" >&2; exit 1; }
         te1=$(now)
-        for _ in $(seq 100); do kill -0 "$natgw_pid" 2>/dev/null || break; sleep 0.05; done
+        for _ in $(seq 400); do kill -0 "$natgw_pid" 2>/dev/null || break; sleep 0.05; done
         kill -0 "$natgw_pid" 2>/dev/null && { cat "$work/natgw-0.log" >&2; echo "hitless: the old natgw did not exit" >&2; exit 1; }
         wait "$natgw_pid" 2>/dev/null || true
         natgw_pid=$new_pid
@@ -348,9 +423,9 @@ run_one() { # event rep
     esac
     # The generator stops by itself after COUNT frames.
     local i
-    for ((i = 0; i < DUR * 60; i++)); do kill -0 "$gen_pid" 2>/dev/null || break; sleep 0.05; done
+    for ((i = 0; i < dur * 60; i++)); do kill -0 "$gen_pid" 2>/dev/null || break; sleep 0.05; done
     if kill -0 "$gen_pid" 2>/dev/null; then
-        log "warning: generator still running after $((DUR * 3)) s; stopping it"
+        log "warning: generator still running after $((dur * 3)) s; stopping it"
         kill -TERM -- "-$gen_pid" 2>/dev/null || true
         sleep 0.5
         kill -KILL -- "-$gen_pid" 2>/dev/null || true
@@ -379,9 +454,9 @@ run_one() { # event rep
     g=$(tail -1 "$work/gen.out")
     read -r sent late gcpu < <(jget "$g" sent late_max_ms cpu_pct) ||
         { cat "$work/gen.out" >&2; echo "hitless: the generator failed" >&2; exit 1; }
-    [ "$sent" = "$COUNT" ] || { cat "$work/gen.out" >&2; echo "hitless: the generator sent $sent of $COUNT" >&2; exit 1; }
+    [ "$sent" = "$count" ] || { cat "$work/gen.out" >&2; echo "hitless: the generator sent $sent of $count" >&2; exit 1; }
     local j
-    j=$($GAPS "$pcap" 203.0.113.1 --count "$COUNT" --rate "$RATE" ${te0:+--event "$te0" "$te1"}) ||
+    j=$($GAPS "$pcap" 203.0.113.1 --count "$count" --rate "$RATE" ${te0:+--event "$te0" "$te1"}) ||
         { echo "hitless: analysing $pcap failed" >&2; exit 1; }
     [ -n "${KEEP_PCAP:-}" ] && cp "$pcap" "$KEEP_PCAP-$ev-$rep.pcap"
     rm -f "$pcap"
@@ -400,6 +475,7 @@ print(",".join("%.1fms@%+.3fs" % (g, s - t0) for s, g in j.get("top_gaps", [])[:
     RUN[$ev]+="$lrunms "
     RATEA[$ev]+="$rate "
     LATE[$ev]+="$late "
+    PLAIN[$ev]+="$plain "
     local note=""
     local capc capr capk
     read -r capc capr capk <<<"$capd"
@@ -415,52 +491,44 @@ print(",".join("%.1fms@%+.3fs" % (g, s - t0) for s, g in j.get("top_gaps", [])[:
     log "$(printf '%-8s rep %d: sent %d recv %d lost %d (%s runs, longest %s = %s ms)  gap: max %s ms, near event %s ms (at %s ms)  gen late max %s ms  rx %s/s  top gaps %s %s' \
         "$ev" "$rep" "$sent" "$recv" "$lost" "$runs" "$lrun" "$lrunms" "$maxg" "$eg" "$egoff" "$late" "$rate" "$topg" "${note:+[$note]}")"
 
-    # The gap broken down with the logs' time stamps (ms, 1 ms resolution).
-    if [ "$ev" = handover ] || [ "$ev" = crash ]; then
-        local old="$work/natgw-0.log" new="$work/natgw-1.log"
-        local tA tB tC tD tE X Y p0 p1 flows
-        tA=$(log_ts "$old" "handover requested")
-        tB=$(log_ts "$old" "handed over [0-9]")
-        X=$(grep -m1 -o 'handed over [0-9]* flow(s) ([0-9]* bytes) in [0-9.]* ms' "$old" | sed 's/.* in \([0-9.]*\) ms/\1/' || true)
-        tC=$(log_ts "$new" "takeover: ")
-        Y=$(grep -m1 -o 'takeover: .* in [0-9.]* ms' "$new" | sed 's/.* in \([0-9.]*\) ms/\1/' || true)
-        tD=$(log_ts "$new" "restored ")
-        tE=$(log_ts "$new" "natgw running")
-        local tG tL tW
-        tG=$(log_ts "$new" "stop guard")
-        tL=$(log_ts "$new" "lan0: XDP attached")
-        tW=$(log_ts "$new" "wan0: XDP attached")
-        local startup
-        startup="$(ms_between "$tD" "$tG") + $(ms_between "$tG" "$tL") + $(ms_between "$tL" "$tW") + $(ms_between "$tW" "$tE")"
-        p0=""
-        p1=""
-        if [ "$egat" != "-" ]; then
-            p0=$egat
-            p1=$(awk -v a="$egat" -v g="$eg" 'BEGIN { printf "%.6f", a + g / 1000 }')
-        fi
-        flows=$(grep -m1 -o 'restored [0-9]* flow' "$new" | grep -o '[0-9]*' || echo "?")
-        if [ "$ev" = handover ]; then
-            BREAK+="| handover | $rep | $eg | $lost | $(ms_between "$te0" "$tA") | $(ms_between "$tA" "$p0") | ${X:-?} | ${Y:-?} | $(ms_between "$tB" "$tC") | $(ms_between "$tC" "$tD") | $(ms_between "$tD" "$tE") = $startup | $(ms_between "$tE" "$p1") | $(ms_between "$tA" "$tE") | $flows |"$'\n'
+    # What the processes logged, stats of the one running at the end.
+    "$NATGW" stats --socket "$work/natgw.sock" >"$work/stats-$ev-$rep.txt" 2>&1 || true
+    [ -n "${KEEP_STATS:-}" ] && cp "$work/stats-$ev-$rep.txt" "$KEEP_STATS-$ev-$rep.txt"
+    local pstats
+    # "parked N" (frames processed that the XDP programs parked) and the
+    # drops by reason.
+    pstats=$(awk '/^fast path/ { for (i = 1; i < NF; i++) if ($i == "parked") p = "parked " $(i + 1) }
+        /^drops by reason/ { d = 1; next } d && /^  [a-z_]+ +[0-9]+/ { r = r ", " $1 " " $2; next } { d = 0 }
+        END { printf "%s%s", p, (r == "" ? "; no drops" : ";" substr(r, 2)) }' "$work/stats-$ev-$rep.txt")
+    if [ "$ev" = handover ] || [ "$ev" = handover-1m ] || [ "$ev" = crash ]; then
+        local old="$work/natgw-0.log" new="$work/natgw-1.log" kind=handover lj cells
+        [ "$ev" = crash ] && kind=crash
+        lj=$($LOGS_PY "$kind" "$old" "$new" "$te0" "$egat" "$eg") ||
+            { echo "hitless: reading the natgw logs failed" >&2; exit 1; }
+        cells=$(sed -n 2p <<<"$lj")
+        if [ "$kind" = handover ]; then
+            BREAK+="| $ev | $rep | $near | $eg | $cells | ${pstats% } |"$'\n'
         else
-            BREAK+="| kill -9 | $rep | $eg | $lost | - | $(ms_between "$te0" "$p0") (kill → last frame) | - | - | - | $(ms_between "$te0" "$tD") (kill → restored) | $(ms_between "$tD" "$tE") = $startup | $(ms_between "$tE" "$p1") | $(ms_between "$te0" "$tE") (kill → running) | $flows |"$'\n'
+            BREAK_C+="| kill -9 | $rep | $near | $plain | $eg | $cells | ${pstats% } |"$'\n'
         fi
+        log "  steps: $(head -1 <<<"$lj" | cut -c1-400)"
+        local l
+        while read -r l; do log "  natgw: ${l:0:240}"; done < <(grep -h -E 'WARN|ERROR' "$old" "$new" 2>/dev/null | head -5 || true)
         if [ "$rep" -eq 1 ]; then
             LOGS+="
-### $ev, repetition 1: natgw logs
+### $ev, repetition 1: natgw logs (the lines of the handover / restart)
 
 old process (last lines):
 \`\`\`
-$(grep -v '^$' "$old" | tail -6 | cut -c1-240)
+$(grep -E 'handover|exiting|WARN|ERROR' "$old" | tail -8 | cut -c1-400)
 \`\`\`
 new process:
 \`\`\`
-$(grep -v '^$' "$new" | head -12 | cut -c1-240)
+$(grep -E 'takeover|restored|parked|natgw running|WARN|ERROR' "$new" | head -14 | cut -c1-400)
 \`\`\`
 "
         fi
     fi
-    "$NATGW" stats --socket "$work/natgw.sock" >"$work/stats-$ev-$rep.txt" 2>&1 || true
-    [ -n "${KEEP_STATS:-}" ] && cp "$work/stats-$ev-$rep.txt" "$KEEP_STATS-$ev-$rep.txt"
     if [ "$lost" -ne 0 ]; then
         log "  natgw stats (the process running at the end): $(grep -E 'af_xdp rings|^drops' "$work/stats-$ev-$rep.txt" | tr '\n' ';' | cut -c1-300)"
     fi
@@ -468,10 +536,13 @@ $(grep -v '^$' "$new" | head -12 | cut -c1-240)
     rm -f "$work/natgw-1.log"
 }
 
-log "events: $EVENTS; $REPS repetition(s); $COUNT frames at ${RATE} pps (${DUR} s) over $FLOWS flows, event at ${EVENT_AT} s"
+log "events: $EVENTS; $REPS repetition(s) (handover-1m: $BIG_REPS, ${BIG_DUR} s, $BIG_FLOWS flows held); $COUNT frames at ${RATE} pps (${DUR} s) over $FLOWS flows, event at ${EVENT_AT} s"
 START=$(date +%s)
 for rep in $(seq "$REPS"); do
-    for ev in $EVENTS; do run_one "$ev" "$rep"; done
+    for ev in $EVENTS; do
+        [ "$ev" = handover-1m ] && [ "$rep" -gt "$BIG_REPS" ] && continue
+        run_one "$ev" "$rep"
+    done
 done
 ELAPSED=$(( $(date +%s) - START ))
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -484,7 +555,8 @@ label() {
     none) echo "none (baseline)" ;;
     reload) echo "reload (changed ruleset)" ;;
     handover) echo "handover (--takeover)" ;;
-    crash) echo "kill -9 + restart from snapshot (informational)" ;;
+    crash) echo "kill -9 + restart from snapshot" ;;
+    handover-1m) echo "handover holding $BIG_FLOWS flows" ;;
     esac
 }
 pct() { awk -v l="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.2f%%", 100 * l / s; else print "-" }'; }
@@ -493,15 +565,15 @@ row() {
     local eg=${EGAP[$e]:-${GAP[$e]}}
     local nr=${NEAR[$e]:-}
     printf '| %s | %s | %s / %s (%s) | **%s** / %s | %s / %s | **%s** / %s | %s / %s | %s | %s |\n' \
-        "$(label "$e")" "$(wc -w <<<"$ls")" "$(med <<<"$ls")" "$(mx <<<"$ls")" "$(pct "$(mx <<<"$ls")" "$COUNT")" \
+        "$(label "$e")" "$(wc -w <<<"$ls")" "$(med <<<"$ls")" "$(mx <<<"$ls")" "$(pct "$(mx <<<"$ls")" "${CNT[$e]}")" \
         "$(med <<<"${nr:--}")" "$(mx <<<"${nr:--}")" \
         "$(med <<<"${RUN[$e]}")" "$(mx <<<"${RUN[$e]}")" \
         "$(med <<<"$eg")" "$(mx <<<"$eg")" "$(med <<<"${GAP[$e]}")" "$(mx <<<"${GAP[$e]}")" \
         "$(mx <<<"${LATE[$e]}")" "$(med <<<"${RATEA[$e]}")"
 }
-TABLE="| event | runs | frames lost in run: median / max (max % of $COUNT) | lost near event: median / max | longest loss run, ms of stream: median / max | gap near event, ms: median / max | longest gap in run, ms: median / max | generator late, max ms | received pps (median) |
+TABLE="| event | runs | frames lost in run: median / max (max % of sent) | lost near event: median / max | longest loss run, ms of stream: median / max | gap near event, ms: median / max | longest gap in run, ms: median / max | generator late, max ms | received pps (median) |
 |---|---|---|---|---|---|---|---|---|
-$(for e in $EVENTS; do row "$e"; done)"
+$(for e in $EVENTS; do [ -n "${LOST[$e]:-}" ] && row "$e"; done)"
 
 verdict() { if [ "$1" = 1 ]; then echo PASS; else echo MISS; fi; }
 all_zero() { local x; for x in $1; do [ "$x" -eq 0 ] || return 1; done; return 0; }
@@ -515,16 +587,30 @@ if [ -n "${LOST[reload]:-}" ]; then
     ok=0; all_zero "${NEAR[reload]}" && ok=1
     TARGETS+="- reload loses nothing (no frame lost near the event, every run): **$(verdict $ok)** (lost near the event per run: ${NEAR[reload]% }; in the whole run: ${LOST[reload]% })"$'\n'
 fi
-if [ -n "${LOST[handover]:-}" ]; then
-    hg=${EGAP[handover]:-${GAP[handover]}}
-    hm=$(mx <<<"$hg")
-    ok=$(awk -v g="$hm" 'BEGIN { print (g <= 10) ? 1 : 0 }')
-    TARGETS+="- handover gap ≤ 10 ms, every run: **$(verdict "$ok")** (gap per run: ${hg% } ms; median $(med <<<"$hg"))"$'\n'
-    ok=0; all_zero "${NEAR[handover]}" && ok=1
-    TARGETS+="- moonshot, handover loses nothing (near the event, every run): **$(verdict $ok)** (lost near the event per run: ${NEAR[handover]% }; in the whole run: ${LOST[handover]% })"$'\n'
-fi
+# Issue 13: a handover loses nothing near the event in any run, and its
+# longest gap at the server is no worse than the baseline's: the median of
+# the baseline runs' longest gaps (what the machine does alone; the median,
+# as others' builds now and then stall one run for a second).
+BASE_MAXGAP=""
+[ -n "${GAP[none]:-}" ] && BASE_MAXGAP=$(med <<<"${GAP[none]}")
+for e in handover handover-1m; do
+    [ -n "${LOST[$e]:-}" ] || continue
+    ok=0; all_zero "${NEAR[$e]}" && ok=1
+    TARGETS+="- $(label "$e"): 0 frames lost near the event, every run: **$(verdict $ok)** (lost near the event per run: ${NEAR[$e]% }; in the whole run: ${LOST[$e]% })"$'\n'
+    hg=${EGAP[$e]:-${GAP[$e]}}
+    if [ -n "$BASE_MAXGAP" ]; then
+        ok=$(awk -v g="$(mx <<<"$hg")" -v b="$BASE_MAXGAP" 'BEGIN { print (g <= b) ? 1 : 0 }')
+        TARGETS+="- $(label "$e"): longest gap near the event no worse than the baseline's (median of the baseline runs' longest gaps: $BASE_MAXGAP ms; per run: ${GAP[none]% } ms), every run: **$(verdict "$ok")** (gap near the event per run: ${hg% } ms; longest gap in the whole run: ${GAP[$e]% } ms)"$'\n'
+    else
+        TARGETS+="- $(label "$e"): gap near the event per run ${hg% } ms (no baseline runs to compare with)"$'\n'
+    fi
+done
 if [ -n "${LOST[crash]:-}" ]; then
-    TARGETS+="- kill -9 + restart (informational, no target): lost per run ${LOST[crash]% }; gap per run ${EGAP[crash]:-${GAP[crash]}}ms"$'\n'
+    cg=${EGAP[crash]:-${GAP[crash]}}
+    ok=$(awk -v g="$(mx <<<"$cg")" 'BEGIN { print (g < 50) ? 1 : 0 }')
+    TARGETS+="- kill -9 + restart: gap < 50 ms (aim), every run: **$(verdict "$ok")** (gap near the event per run: ${cg% } ms; lost near the event per run: ${NEAR[crash]% }; in the whole run: ${LOST[crash]% })"$'\n'
+    ok=0; all_zero "${PLAIN[crash]}" && ok=1
+    TARGETS+="- kill -9 + restart: nothing untranslated reaches the server, every run: **$(verdict $ok)** (untranslated frames captured per run: ${PLAIN[crash]% })"$'\n'
 fi
 
 CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1 || true)
@@ -542,8 +628,8 @@ mkdir -p "$(dirname "$OUT")"
     cat <<EOF
 # Hitless operation: frames lost and the longest gap across reload, handover and kill -9
 
-Produced by \`bench/hitless.sh\` (issue 6's benchmark); every figure below
-is from one run of it.
+Produced by \`bench/hitless.sh\` (the benchmark of issues 6 and 13); every
+figure below is from one run of it.
 
 | | |
 |---|---|
@@ -553,19 +639,20 @@ is from one run of it.
 | command | \`$CMDLINE\` |
 | kernel | $(uname -r) |
 | CPU | $CPU_MODEL, $(nproc) vCPUs, shared with others' builds and tests (see machine load) |
-| traffic | \`bench/hitless_gen.py\`: $COUNT frames per run at $RATE pps (${DUR} s), paced (frame i due at i / rate, sent in bursts of what is due every ≥ 300 µs), AF_PACKET through the client's qdisc, pinned to CPU $GEN_CPU, \`${GEN_SCHED:-normal scheduling}\`; 60 B frames (64 B with FCS), full IPv4/UDP checksums, a sequence number in each; $FLOWS flows 10.0.0.10:1024–$((1023 + FLOWS)) → 203.0.113.100:9, round robin |
+| traffic | \`bench/hitless_gen.py\`: $COUNT frames per run at $RATE pps (${DUR} s; handover-1m: ${CNT[handover-1m]:-$((RATE * BIG_DUR))} frames, ${BIG_DUR} s), paced (frame i due at i / rate, sent in bursts of what is due every ≥ 300 µs), AF_PACKET through the client's qdisc, pinned to CPU $GEN_CPU, \`${GEN_SCHED:-normal scheduling}\`; 60 B frames (64 B with FCS), full IPv4/UDP checksums, a sequence number in each; $FLOWS flows 10.0.0.10:1024–$((1023 + FLOWS)) → 203.0.113.100:9, round robin |
 | gateway | natgw AF_XDP (mode auto = native XDP on veth, copy mode), masquerade; \`afxdp.cpus = [$GW_CPU]\`, every natgw process \`taskset -c $GW_CPU ${GW_SCHED:-}\`; \`[snapshot] interval = 1\`; started fresh for every run |
 | sink | server: \`tcpdump -s 64 -B 65536 --time-stamp-precision=nano\` (kernel receive time stamps); an nftables netdev ingress rule then counts (cross-check) and drops the frames |
 | topology | client — veth — gateway — veth — server, one namespace each, \`ethtool -K $OFFLOADS\` on all four veth ends |
-| events | at ${EVENT_AT} s into each run: none; \`natgw reload --config\` (a changed file: one rule added); \`natgw run --takeover\` (a new process, same binary and config); \`kill -9\`, then at once \`natgw run --snapshot\` (the periodic snapshot, ≤ 1 s old) |
-| repetitions | $REPS, events interleaved per repetition; ${ELAPSED} s in all |
+| events | at ${EVENT_AT} s into each run: none; \`natgw reload --config\` (a changed file: one rule added); \`natgw run --takeover\` (a new process, same binary and config; the handover in steps, below); \`kill -9\`, then at once \`natgw run --snapshot\` (the periodic snapshot, ≤ 1 s old); handover-1m: \`natgw run --takeover\` while natgw holds $BIG_FLOWS flows (below) |
+| handover-1m | natgw started with \`--snapshot\` from a file of $BIG_FLOWS live UDP masquerade flows written just before by \`bench/hitless_snap.rs\` (inside 10.0.0.20–219, 5000 ports each, to 20 remotes 198.18.0.0–19:53, outside 203.0.113.1:10000–59999 per remote, two-way, 110 s left); config \`[limits] max_flows = $((BIG_FLOWS + BIG_FLOWS / 5 + 65536))\`, \`[snapshot] interval = $BIG_SNAP_INTERVAL\`; last run: ${BIG_NOTE:--} |
+| repetitions | $REPS, events interleaved per repetition (handover-1m in the first $BIG_REPS); ${ELAPSED} s in all |
 | machine load | loadavg $LOADAVG_START at start, $LOADAVG_END at the end$OTHER_NOTE |
 
 ## Results
 
 $TABLE
 
-- *frames lost*: sequence numbers of the $COUNT sent that never arrived
+- *frames lost*: sequence numbers of those sent that never arrived
   translated at the server, over the whole run (the event is inside it).
 - *lost near event*: of those, the frames that were due between 0.1 s
   before the event started and 0.5 s after it ended (due time from the sequence
@@ -584,18 +671,42 @@ $TABLE
 
 $BASE_NOTE.
 
-### Targets (issue 6)
+### Targets (issues 6 and 13)
 
 $TARGETS
-## Handover and restart, broken down (ms)
+## Handover, step by step
 
-Frames: the capture's kernel time stamps (ns). Steps: natgw's log lines
-(env_logger, millisecond time stamps, so each step is ±1 ms), and the "in X
-ms" figures natgw logs. All CLOCK_REALTIME, one machine.
+What a handover does now (\`natgw run --takeover\`, issue 13): the new
+process asks the old one over the control socket for a full copy of its
+state, which the old one writes while its workers go on forwarding, and
+restores it; then it asks for the flows changed since (up to three steps,
+until fewer than 1000 changed); it prepares its data plane (adopts the XDP
+programs pinned in bpffs, allocates its UMEM); then it asks for the cut:
+the old process stops its health checks, takes its AF_XDP sockets out of
+the XDP programs' socket maps (from then on the XDP programs *park*
+arriving frames in a BPF queue map), drains its rings, joins its workers,
+captures and writes the flows changed since the last step and exits; the
+new process restores those, binds its sockets, processes the parked
+frames, registers its sockets and runs.
 
-| event | rep | gap | lost | spawn → old asked | old asked → last frame before gap | old: stop workers + write state (logged "in X ms") | new: request → state read (logged "in Y ms") | "handed over" logged → "takeover" logged | "takeover" → restored | restored → "natgw running" = control socket + nft stop guard, + lan0 XDP attach, + wan0 XDP attach, + UMEM, AF_XDP sockets, workers | "natgw running" → first frame after gap | old asked → new "running" | flows restored |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+Times in µs are natgw's own ("in X us" in its logs); times in ms are
+differences of the logs' millisecond time stamps (±1 ms) from the spawn
+of the new process. Gap and lost: near the event, as in the results.
+
+| event | rep | lost near event | gap near event, ms | copy: flows / µs (old forwards) | changes: flows / µs per step | data plane prepared, µs | **cut, µs** (new side, round trip) | old side of the cut, µs: health checks stopped / sockets out of the XDP maps / workers drained and joined / changes captured / changes written | cut: flows changed / restored in µs | parked frames processed / µs | spawn → old "handover cut" ms | spawn → new "natgw running" ms (cut → running) | "state in place" ms after start | gap start, ms after spawn | stats of the new process at the end |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 $BREAK
+## kill -9 and restart, step by step
+
+After kill -9 the XDP programs stay attached (pinned) and park what
+arrives until the next natgw registers its sockets; \`natgw run
+--snapshot\` restores the periodic snapshot (≤ 1 s old), attaches,
+processes the parked frames and runs. The parking queue holds
+16384 frames (163 ms at $RATE pps); what arrives after it is full is lost.
+
+| event | rep | lost near event | untranslated at the server | gap near event, ms | flows restored | kill → "restored" ms | kill → "natgw running" ms | parked frames processed / µs | gap start, ms after the kill | "natgw running" → first frame after the gap, ms | stats of the new process at the end |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+$BREAK_C
 ## Per run
 
 | event | rep | sent | received | lost | loss runs | longest run (frames) | longest gap ms | gap near event ms | gap start − event ms | lost near event | generator late max ms | generator CPU % | natgw CPU % | CPU $GW_CPU busy % (all tasks) | received pps | notes |
@@ -620,7 +731,11 @@ echo
 echo "$BASE_NOTE"
 printf '%s' "$TARGETS" | sed 's/\*\*//g'
 echo
-echo "| event | rep | gap | lost | spawn→asked | asked→last | X | Y | X→Y logged | →restored | restored→running | running→first | asked→running | flows |"
+echo "handover: | event | rep | lost near | gap near | copy flows/us | changes | prepare us | cut us | old: health/sockets out/drain/capture/write us | cut flows/restore us | parked/us | spawn→cut ms | spawn→running ms | in place ms | gap at ms | stats |"
 printf '%s' "$BREAK"
+echo "kill -9: | event | rep | lost near | untranslated | gap near | flows | kill→restored ms | kill→running ms | parked/us | gap at ms | running→gap end ms | stats |"
+printf '%s' "$BREAK_C"
 echo "written: $OUT"
-[ -n "$KEEP" ] && echo "note: the hand-written part after <!-- analysis --> was kept from the previous $OUT; check it against these figures"
+if [ -n "$KEEP" ]; then
+    echo "note: the hand-written part after <!-- analysis --> was kept from the previous $OUT; check it against these figures"
+fi
