@@ -36,7 +36,10 @@ fn main() {
     };
     let n: u32 = args.next().map_or(1_000_000, |s| s.parse().expect("N"));
     let left_s: u64 = args.next().map_or(110, |s| s.parse().expect("LEFT_S"));
-    assert!(n <= 20 * 50_000, "at most 1,000,000 flows (20 remotes x 50,000 ports)");
+    assert!(
+        n <= 20 * 50_000,
+        "at most 1,000,000 flows (20 remotes x 50,000 ports)"
+    );
     let t = Instant::now();
     let (inside, remote, outside) = (ip("10.0.0.20"), ip("198.18.0.0"), ip("203.0.113.1"));
     let flows = (0..n)
