@@ -84,6 +84,7 @@
 #                        handover-1m then needs target/release/examples/hitless_snap or SNAP_BIN=path)
 #        KEEP_PCAP=prefix (keep each run's capture as prefix-EVENT-REP.pcap)
 #        KEEP_STATS=prefix (keep `natgw stats` after each run as prefix-EVENT-REP.txt)
+#        KEEP_LOGS=prefix (keep the natgw processes' logs as prefix-EVENT-REP-natgw-N.log)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -494,6 +495,9 @@ print(",".join("%.1fms@%+.3fs" % (g, s - t0) for s, g in j.get("top_gaps", [])[:
     # What the processes logged, stats of the one running at the end.
     "$NATGW" stats --socket "$work/natgw.sock" >"$work/stats-$ev-$rep.txt" 2>&1 || true
     [ -n "${KEEP_STATS:-}" ] && cp "$work/stats-$ev-$rep.txt" "$KEEP_STATS-$ev-$rep.txt"
+    if [ -n "${KEEP_LOGS:-}" ]; then
+        for f in "$work"/natgw-[01].log; do [ -e "$f" ] && cp "$f" "$KEEP_LOGS-$ev-$rep-$(basename "$f")"; done
+    fi
     local pstats
     # "parked N" (frames processed that the XDP programs parked) and the
     # drops by reason.
@@ -693,7 +697,7 @@ Times in µs are natgw's own ("in X us" in its logs); times in ms are
 differences of the logs' millisecond time stamps (±1 ms) from the spawn
 of the new process. Gap and lost: near the event, as in the results.
 
-| event | rep | lost near event | gap near event, ms | copy: flows / µs (old forwards) | changes: flows / µs per step | data plane prepared, µs | **cut, µs** (new side, round trip) | old side of the cut, µs: health checks stopped / sockets out of the XDP maps / workers drained and joined / changes captured / changes written | cut: flows changed / restored in µs | parked frames processed / µs | spawn → old "handover cut" ms | spawn → new "natgw running" ms (cut → running) | "state in place" ms after start | gap start, ms after spawn | stats of the new process at the end |
+| event | rep | lost near event | gap near event, ms | copy: flows / µs (old forwards) | changes: flows / µs per step | data plane prepared, µs | **cut, µs** (new side, round trip) | old side of the cut, µs: health checks stopped / sockets out of the XDP maps / workers drained / changes captured / changes written | cut: flows changed / restored in µs | parked frames processed / µs | spawn → old "handover cut" ms | spawn → new "natgw running" ms (cut → running) | "state in place" ms after start | gap start, ms after spawn | stats of the new process at the end |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 $BREAK
 ## kill -9 and restart, step by step

@@ -118,7 +118,7 @@ def cells(kind, j):
     if kind == "handover":
         old = j.get("old", {})
         steps = ["health checks stopped", "sockets out of the XDP maps",
-                 "workers drained and joined", "changes captured", "changes written"]
+                 "workers drained", "changes captured", "changes written"]
         c = [
             f"{f(j.get('copy_flows'))} / {f(j.get('copy_us'))}",
             ", ".join(f"{a} / {b}" for a, b in j.get("changes", [])) or "-",

@@ -194,6 +194,20 @@ pub struct StepReply {
     /// Step timings, microseconds, in order (name, time).
     #[serde(default)]
     pub timings_us: Vec<(String, u64)>,
+    /// The old process's neighbour cache (AF_XDP), so the new one need not
+    /// ask ARP again for the next hops of the first frames it forwards.
+    #[serde(default)]
+    pub neighbours: Vec<NeighbourEntry>,
+}
+
+/// One learnt neighbour, handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighbourEntry {
+    pub interface: String,
+    pub addr: std::net::Ipv4Addr,
+    pub mac: [u8; 6],
+    /// Time since it was learnt, milliseconds.
+    pub age_ms: u64,
 }
 
 /// Write a snapshot of the state now (to `path`, else the configured

@@ -326,6 +326,13 @@ fn connections_survive_reload_handover_and_crash() {
         number_after(line, "restored").unwrap() >= 201,
         "restart did not restore the flows:\n{log}"
     );
+    // The UDP stream's datagrams of the half second without natgw were
+    // parked, and the bridge forwarded them before the sockets were up.
+    let bridged = log_line(&log, "bridge:");
+    assert!(
+        number_after(bridged, "bridge:").is_some_and(|n| n > 0),
+        "no parked frame forwarded by the bridge: {bridged}"
+    );
 
     for (p, what) in running {
         let v = result(p, what);

@@ -49,6 +49,13 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
 
 /// Sends `query` to the daemon at `path` and returns its typed reply.
 pub fn call<Q: Query>(path: &Path, query: Q) -> Result<Q::Reply, String> {
+    call_keep(path, query).map(|(r, _)| r)
+}
+
+/// Like [`call`], and hands back the connection: the daemon's side of it
+/// stays until it is dropped (up to a second), which a handover uses to
+/// hold the old process back until the new one forwards.
+pub fn call_keep<Q: Query>(path: &Path, query: Q) -> Result<(Q::Reply, UnixStream), String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         format!("cannot reach natgw at {}: {e} (is `natgw run` running? --socket or --config names another socket)", path.display())
     })?;
@@ -64,7 +71,7 @@ pub fn call<Q: Query>(path: &Path, query: Q) -> Result<Q::Reply, String> {
         .map_err(|e| format!("reading reply: {e}"))?;
     let resp: Response<Q::Reply> =
         serde_json::from_str(line.trim()).map_err(|e| format!("bad reply from natgw: {e}"))?;
-    resp.into_result()
+    resp.into_result().map(|r| (r, s))
 }
 
 // ---------------------------------------------------------------------
@@ -81,7 +88,10 @@ pub const MAX_REQUEST: usize = 1 << 20;
 /// client that reads slowly).
 const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 /// How often the listener looks for new connections and for `shutdown`.
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
+const ACCEPT_POLL: Duration = Duration::from_millis(50);
+/// How long a connection thread waits for its client to close after the
+/// reply.
+const LINGER: Duration = Duration::from_secs(1);
 /// How long [`Server::shutdown`] waits for replies still being written.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -195,7 +205,7 @@ fn listen(listener: UnixListener, tx: mpsc::Sender<Pending>, stop: &AtomicBool) 
                     Err(e) => log::warn!("control socket: no thread for a connection: {e}"),
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_readable(&listener),
             Err(e) => {
                 log::warn!("control socket: {e}");
                 std::thread::sleep(ACCEPT_POLL);
@@ -214,8 +224,22 @@ fn listen(listener: UnixListener, tx: mpsc::Sender<Pending>, stop: &AtomicBool) 
     }
 }
 
+/// Waits until a connection is waiting on `listener` or [`ACCEPT_POLL`]
+/// passes (to look at the stop flag).
+fn wait_readable(listener: &UnixListener) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    let ms = ACCEPT_POLL.as_millis() as u16;
+    if poll(&mut fds, PollTimeout::from(ms)).is_err() {
+        std::thread::sleep(ACCEPT_POLL);
+    }
+}
+
 /// One connection: read the request, have the control loop answer it,
-/// write the reply.
+/// write the reply, then wait (up to [`LINGER`]) for the client to close:
+/// a handover's new process closes only once it has taken over, and the
+/// old one lets go of its sockets after its connections ended.
 fn serve_connection(stream: UnixStream, queue: &mpsc::Sender<Pending>) {
     let reply = match read_request(&stream) {
         Ok(request) => {
@@ -230,9 +254,14 @@ fn serve_connection(stream: UnixStream, queue: &mpsc::Sender<Pending>) {
     };
     let _ = stream.set_write_timeout(Some(WRITE_DEADLINE));
     let mut w = &stream;
-    let _ = w
+    let written = w
         .write_all(reply.0.as_bytes())
         .and_then(|_| w.write_all(b"\n"));
+    if written.is_ok() && stream.set_read_timeout(Some(LINGER)).is_ok() {
+        let mut b = [0u8; 64];
+        let until = Instant::now() + LINGER;
+        while Instant::now() < until && matches!((&stream).read(&mut b), Ok(n) if n > 0) {}
+    }
 }
 
 /// Reads one request line within [`REQUEST_DEADLINE`] (the line may also

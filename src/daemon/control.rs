@@ -9,9 +9,11 @@ use super::write_snapshot;
 use crate::conntrack::Time;
 use crate::control::config::Config;
 use crate::control::format::flow_line;
+use crate::dataplane::neigh::Neighbours;
 use crate::dataplane::{Running, sys};
 use crate::engine::{CounterSnapshot, Engine};
 use crate::health::{self, Checker};
+use crate::protocol::NeighbourEntry;
 use crate::protocol::{
     self, Encoded, FlowView, FlowsReport, FlushReply, LbReply, ReloadReply, Request,
     ServicesReport, SetOp, SetReport, SnapshotReply, StatsReport, StepKind, StepReply, answer,
@@ -37,6 +39,9 @@ pub(super) struct Control {
     /// Counters carried over from the process natgw took over from.
     pub(super) carried: CounterSnapshot,
     pub(super) handed_over: bool,
+    /// After a handover's cut: the old workers to join and programs to
+    /// release once the answer is out.
+    pub(super) finish: Option<crate::dataplane::Finish>,
     pub(super) stop: Arc<AtomicBool>,
     /// Health checks of real servers; `None` once stopped.
     pub(super) checker: Option<Checker>,
@@ -275,13 +280,14 @@ impl Control {
                 StepKind::Copy => Snapshot::capture(&self.engine, at),
                 _ => Snapshot::capture_touched(&self.engine, at, since),
             };
-            let bytes = snapshot::write_atomic(&q.path, &snap).map_err(|e| e.to_string())?;
+            let bytes = snapshot::write_transient(&q.path, &snap).map_err(|e| e.to_string())?;
             let took = t0.elapsed().as_micros() as u64;
             log::info!(
                 "handover {:?}: {} flow(s), {bytes} bytes in {took} us",
                 q.step,
                 snap.flows.len()
             );
+            let neigh = self.running.as_ref().and_then(|r| r.neigh.clone());
             return Ok(StepReply {
                 path: q.path.display().to_string(),
                 flows: snap.flows.len(),
@@ -289,6 +295,7 @@ impl Control {
                 at_ns: at.0,
                 parking: false,
                 timings_us: vec![("capture+write".into(), took)],
+                neighbours: self.neighbour_entries(neigh.as_deref()),
             });
         }
         let Some(running) = self.running.take() else {
@@ -300,7 +307,9 @@ impl Control {
         }
         let t_checker = t0.elapsed().as_micros() as u64;
         let stats = running.stats.clone();
-        let h = running.hand_over(&self.stop);
+        let neigh = running.neigh.clone();
+        let (h, finish) = running.hand_over(&self.stop);
+        self.finish = Some(finish);
         if !h.errors.is_empty() {
             log::warn!("while handing over: {}", h.errors.join("; "));
         }
@@ -314,7 +323,7 @@ impl Control {
         snap.counters = Some(counters);
         let capture_us = t1.elapsed().as_micros() as u64;
         let t2 = Instant::now();
-        let written = snapshot::write_atomic(&q.path, &snap).map_err(|e| e.to_string());
+        let written = snapshot::write_transient(&q.path, &snap).map_err(|e| e.to_string());
         let write_us = t2.elapsed().as_micros() as u64;
         // Free the path before answering: the new process binds it next.
         let _ = std::fs::remove_file(&self.cfg.run.control_socket);
@@ -324,7 +333,7 @@ impl Control {
         let timings_us = vec![
             ("health checks stopped".to_string(), t_checker),
             ("sockets out of the XDP maps".to_string(), h.unregister_us),
-            ("workers drained and joined".to_string(), h.drain_us),
+            ("workers drained".to_string(), h.drain_us),
             ("changes captured".to_string(), capture_us),
             ("changes written".to_string(), write_us),
         ];
@@ -349,7 +358,28 @@ impl Control {
             at_ns: at.0,
             parking: h.parking,
             timings_us,
+            neighbours: self.neighbour_entries(neigh.as_deref()),
         })
+    }
+
+    /// The neighbour cache as the next process reads it (interfaces by
+    /// name: its interface numbers may differ).
+    fn neighbour_entries(&self, neigh: Option<&Neighbours>) -> Vec<NeighbourEntry> {
+        let Some(n) = neigh else {
+            return Vec::new();
+        };
+        let ifs = self.cfg.dataplane().interfaces;
+        n.entries(sys::now())
+            .into_iter()
+            .filter_map(|(ifid, ip, mac, age)| {
+                Some(NeighbourEntry {
+                    interface: ifs.get(ifid as usize)?.name.clone(),
+                    addr: std::net::Ipv4Addr::from(ip),
+                    mac,
+                    age_ms: age.0 / 1_000_000,
+                })
+            })
+            .collect()
     }
 }
 

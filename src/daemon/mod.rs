@@ -178,6 +178,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         lb: LbControl::default(),
         carried,
         handed_over: false,
+        finish: None,
         stop: stop.clone(),
     };
     // Clients are read and answered off this thread (see `socket::Server`);
@@ -263,6 +264,19 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         c.stop();
     }
     if ctl.handed_over {
+        if let Some(f) = ctl.finish.take() {
+            let t = Instant::now();
+            let errors = f.complete();
+            log::info!(
+                "handover: workers joined, sockets closed in {} us{}",
+                t.elapsed().as_micros(),
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", errors.join("; "))
+                }
+            );
+        }
         log::info!("natgw handed over; exiting");
         return Ok(());
     }
@@ -305,7 +319,7 @@ fn takeover_in_steps(
     let tmp = handover_path(sock);
     let step = |step: StepKind, since_ns: u64| {
         let t = Instant::now();
-        let r = socket::call(
+        let r = socket::call_keep(
             sock,
             HandoverStep {
                 step,
@@ -313,16 +327,16 @@ fn takeover_in_steps(
                 since_ns,
             },
         );
-        let snap = r.and_then(|r| {
+        let snap = r.and_then(|(r, conn)| {
             let s = snapshot::read(&tmp, max_bytes).map_err(|e| e.to_string());
             let _ = std::fs::remove_file(&tmp);
-            Ok((r, s?))
+            Ok((r, s?, conn))
         });
         (snap, t.elapsed().as_micros())
     };
     let t0 = Instant::now();
     let (copy, us) = step(StepKind::Copy, 0);
-    let (r, snap) = match copy {
+    let (r, snap, _) = match copy {
         Err(e) if e.contains("unknown variant") => {
             log::info!(
                 "takeover: the running natgw is an older one (no handover in steps); it stops, then this one starts: frames that arrive in between are lost"
@@ -349,7 +363,8 @@ fn takeover_in_steps(
     // Copy the changes until they are few, so the cut has little to do.
     for _ in 0..3 {
         let (ch, us) = step(StepKind::Changes, since);
-        let (r, snap) = ch.map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
+        let (r, snap, _) =
+            ch.map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
         snap.restore(engine, sys::now(), replace)
             .map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
         log::info!(
@@ -364,14 +379,14 @@ fn takeover_in_steps(
     health::validate(&engine.lb(), &cfg.checks())
         .map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
     let tp = Instant::now();
-    let prepared = dataplane::prepare(&cfg.dataplane(), engine.clone(), stop.clone())
+    let mut prepared = dataplane::prepare(&cfg.dataplane(), engine.clone(), stop.clone())
         .map_err(|e| format!("takeover: {e}; the running natgw carries on"))?;
     log::info!(
         "takeover: data plane prepared in {} us; cutting over",
         tp.elapsed().as_micros()
     );
     let (cut, us) = step(StepKind::Cut, since);
-    let (r, snap) = match cut {
+    let (r, snap, conn) = match cut {
         Ok(x) => x,
         Err(e) => {
             prepared.abandon();
@@ -396,6 +411,24 @@ fn takeover_in_steps(
     if let Some(c) = &snap.counters {
         *carried = c.clone();
     }
+    let mut learnt = 0;
+    if let Some(n) = prepared.neighbours() {
+        let ifs = cfg.dataplane().interfaces;
+        let now = sys::now();
+        for e in &r.neighbours {
+            if let Some(k) = ifs.iter().position(|i| i.name == e.interface) {
+                let age = crate::conntrack::Time(e.age_ms.saturating_mul(1_000_000));
+                n.learn_aged(k as crate::nat::IfId, u32::from(e.addr), e.mac, age, now);
+                learnt += 1;
+            }
+        }
+    }
+    // Forward the parked frames now; then let the old process close its
+    // sockets (it waits for this connection to end), so that work does
+    // not compete with ours for the CPU before we forward.
+    prepared.bridge_go();
+    drop(conn);
+    log::info!("takeover: {learnt} neighbour(s) taken over");
     if !r.parking {
         log::warn!(
             "takeover: the old natgw could not leave its XDP programs parking frames; frames that arrived during the cut are lost"

@@ -46,15 +46,25 @@
 //!   the cut is bounded by the queue's size, not by a race.
 //!
 //! The cut, old side ([`super::Running::hand_over`]): delete its sockets
-//! from the socket map (frames park from now on), let each worker handle
-//! what is left on its RX rings and finish its TX, join them, release the
-//! programs (pins kept). New side (the worker thread in `start`): fill the
-//! fill rings, register the sockets, then pop the parked frames in chunks
-//! of [`PARKED_CHUNK`] with a round on the sockets in between (where the
-//! ARP replies for next hops it does not know yet arrive), then once more
-//! after 1 ms for frames parked just before the registration. A frame
-//! parked longer than [`PARKED_MAX_AGE`] is dropped (`parked_stale`).
-//! After `kill -9` the same program parks until the next natgw starts.
+//! from the socket map (frames park from now on), wake the workers (an
+//! eventfd in their `poll`), let each handle what is left on its RX rings
+//! and finish its TX, and answer as soon as every worker has *drained* —
+//! the workers close their sockets only after the answer is out and the
+//! new process has hung up (closing an AF_XDP socket waits for an RCU
+//! grace period, and the kernel frees the queue later still: 30–60 ms
+//! here), then the programs are released (pins kept). New side: restore
+//! the last changes and the neighbour cache, start the
+//! [`bridge`](super::bridge) (it pops the park queues and forwards
+//! through AF_PACKET, so frames flow again within milliseconds of the
+//! cut, not after the bind), bind the sockets (retrying while the queue
+//! is still held), end the bridge, then in each worker thread: fill the
+//! fill rings, register the sockets, pop what was parked since in chunks
+//! of [`PARKED_CHUNK`] with a round on the sockets in between (where ARP
+//! replies arrive), then once more after 1 ms for frames parked just
+//! before the registration. A frame parked longer than [`PARKED_MAX_AGE`]
+//! is dropped (`parked_stale`). After `kill -9` the same program parks
+//! until the next natgw starts; that one starts the bridge as soon as its
+//! programs are adopted.
 //!
 //! Frame accounting: every frame is in exactly one place — the device's
 //! free pool, a fill ring (or the RX ring behind it), a TX ring, or the
@@ -68,9 +78,11 @@
 //! fill ring is kicked when flagged. An idle worker sleeps in `poll()` on
 //! its RX sockets for up to 10 ms. No busy polling.
 
+use super::bridge::{Bridge, BridgePort, Bridged};
 use super::config::{DataplaneConfig, XdpMode};
 use super::device::SysClock;
 use super::neigh::Neighbours;
+use super::sys::packet::PacketTx;
 use super::sys::xsk::XdpDevice;
 use super::worker::{HOLD_MAX, HOLD_TIME, KICK_BATCH, Worker};
 use super::xdp::{Attached, ParkQueue, XdpProg};
@@ -111,6 +123,11 @@ pub struct Prepared {
     batch: usize,
     zero_copy: bool,
     cpus: Vec<usize>,
+    /// Shared by the bridge and the workers.
+    neigh: Arc<Neighbours>,
+    /// Forwards parked frames from the cut until the sockets are bound
+    /// (programs adopted only; see [`super::bridge`]).
+    bridge: Option<Bridge>,
 }
 
 /// One queue's UMEM, made before the cut.
@@ -246,6 +263,8 @@ pub fn prepare(
         batch: a.batch as usize,
         zero_copy: a.zero_copy,
         cpus: a.cpus.clone(),
+        neigh: Arc::new(Neighbours::default()),
+        bridge: None,
     };
     for q in 0..queues {
         let umem = (|| {
@@ -270,6 +289,7 @@ pub fn prepare(
             }
         }
     }
+    prepared.bridge = spawn_bridge(&prepared);
     Ok(prepared)
 }
 
@@ -283,6 +303,18 @@ fn release(progs: Vec<Arc<XdpProg>>) {
 }
 
 impl Prepared {
+    /// Lets the bridge forward parked frames now (also done by `start`).
+    pub fn bridge_go(&mut self) {
+        if let Some(b) = &mut self.bridge {
+            b.go();
+        }
+    }
+
+    /// The neighbour cache the bridge and the workers share.
+    pub fn neighbours(&self) -> &Arc<Neighbours> {
+        &self.neigh
+    }
+
     /// Gives up before the cut: the XDP programs stay attached as they
     /// were (the running natgw goes on using them); the UMEMs are freed.
     pub fn abandon(self) {
@@ -306,79 +338,57 @@ impl Prepared {
             batch,
             zero_copy,
             cpus,
+            neigh,
+            mut bridge,
         } = self;
-        let fail = |progs: Vec<Arc<XdpProg>>, e: DataplaneError| {
-            release(progs);
-            Err(e)
-        };
-        let neigh = Arc::new(Neighbours::default());
-        let drain = Arc::new(AtomicBool::new(false));
-        let mut workers = Vec::new();
-        for QueuePrep { q, umem, pool } in queues {
-            let qs = match QueueSize::new(ring as u32) {
-                Ok(qs) => qs,
-                Err(e) => return fail(progs, DataplaneError(format!("ring size {ring}: {e}"))),
-            };
-            let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
-            bind |= if zero_copy {
-                BindFlags::XDP_ZEROCOPY
-            } else {
-                BindFlags::XDP_COPY
-            };
-            let mut dev = XdpDevice::new(umem, pool, batch.max(KICK_BATCH));
-            let mut regs = Vec::new();
-            for ((name, ifid, mac, addr), prog) in ifs.iter().zip(&progs) {
-                let xdp_flags = match prog.mode {
-                    Attached::Native => XdpFlags::XDP_FLAGS_DRV_MODE,
-                    Attached::Generic => XdpFlags::XDP_FLAGS_SKB_MODE,
-                };
-                let scfg = SocketConfig::builder()
-                    .rx_queue_size(qs)
-                    .tx_queue_size(qs)
-                    .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-                    .xdp_flags(xdp_flags)
-                    .bind_flags(bind)
-                    .build();
-                // The kernel frees a closed socket's hold on its queue in a
-                // work item, shortly after the close: after a handover's
-                // cut the queue may still be busy for a moment (frames
-                // park meanwhile).
-                let t = std::time::Instant::now();
-                let fd = loop {
-                    match dev.bind(*ifid, *mac, *addr, name, q, scfg, ring) {
-                        Ok(fd) => break fd,
-                        Err(_) if t.elapsed() < BIND_RETRY => {
-                            std::thread::sleep(Duration::from_millis(1))
-                        }
-                        Err(e) => return fail(progs, DataplaneError(e)),
-                    }
-                };
-                if t.elapsed() > Duration::from_millis(1) {
-                    log::info!(
-                        "{name} queue {q}: bound after {} us (the previous socket was still letting go)",
-                        t.elapsed().as_micros()
-                    );
-                }
-                regs.push((prog.clone(), fd));
-            }
-            let parks = match progs
-                .iter()
-                .map(|p| p.park_queue())
-                .collect::<Result<Vec<_>, _>>()
-            {
-                Ok(v) => v,
-                Err(e) => {
-                    return fail(progs, DataplaneError(format!("XDP park queue: {e}")));
-                }
-            };
-            let stats = Arc::new(WorkerStats::new(format!("q{q}")));
-            let w = Worker::new(dev, SysClock, engine.clone(), neigh.clone(), stats, batch);
-            workers.push((q, w, regs, parks));
+        if let Some(b) = &mut bridge {
+            b.go();
         }
+        let drain = Arc::new(AtomicBool::new(false));
+        let (bound, bridged) = bind_queues(
+            queues, &ifs, &progs, ring, batch, zero_copy, &engine, &neigh, bridge,
+        );
+        let mut running = Running::default();
+        if let Some(b) = bridged {
+            match &b.error {
+                None => log::info!(
+                    "bridge: {} parked frame(s) forwarded through AF_PACKET while the sockets were bound, in {} us",
+                    b.frames,
+                    b.us
+                ),
+                Some(e) => log::warn!("bridge: {e}"),
+            }
+            running.stats.push(b.stats);
+        }
+        let workers = match bound {
+            Ok(w) => w,
+            Err(e) => {
+                release(progs);
+                return Err(e);
+            }
+        };
 
         let ncpu = sys::cpus();
-        let mut running = Running::default();
+        let wake = nix::sys::eventfd::EventFd::from_value_and_flags(
+            0,
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .map(Arc::new)
+        .map_err(|e| DataplaneError(format!("eventfd: {e}")));
+        let wake = match wake {
+            Ok(w) => w,
+            Err(e) => {
+                release(progs);
+                return Err(e);
+            }
+        };
+        let (drained_tx, drained_rx) = std::sync::mpsc::channel();
         for (q, mut w, regs, parks) in workers {
+            w.device_mut()
+                .wake_on(std::os::fd::AsRawFd::as_raw_fd(&*wake));
+            let (wake, drained_tx) = (wake.clone(), drained_tx.clone());
+            let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+            running.close.push(close_tx);
             let cpu = if cpus.is_empty() {
                 q as usize % ncpu
             } else {
@@ -413,7 +423,17 @@ impl Prepared {
                         );
                     }
                     drop(regs);
-                    w.run(&stop, &drain)
+                    let r = w.run(&stop, &drain);
+                    // Drained: the old side of a handover answers now;
+                    // closing the sockets (dropping `w`) takes longer and
+                    // waits until the answer is out (`close`).
+                    let _ = drained_tx.send(());
+                    if r.is_ok() && drain.load(std::sync::atomic::Ordering::Acquire) {
+                        let _ = close_rx.recv();
+                    }
+                    drop(w);
+                    drop(wake);
+                    r
                 })
                 .map_err(|e| DataplaneError(format!("spawning worker: {e}")))?;
             running.workers.push(h);
@@ -422,9 +442,139 @@ impl Prepared {
         running.xdp = progs;
         running.xdp_names = ifs.iter().map(|i| i.0.clone()).collect();
         running.drain = drain;
+        running.wake = Some(wake);
+        running.drained = Some(drained_rx);
         running.queues = running.workers.len() as u32;
         Ok(running)
     }
+}
+
+/// Spawns the bridge for `p` (held until [`Bridge::go`]) if its programs
+/// were adopted: only then can frames be parked.
+fn spawn_bridge(p: &Prepared) -> Option<Bridge> {
+    if !p.progs.iter().any(|p| p.adopted()) {
+        return None;
+    }
+    let ports = p
+        .ifs
+        .iter()
+        .zip(&p.progs)
+        .map(|((name, ifid, mac, addr), prog)| {
+            Ok(BridgePort {
+                ifid: *ifid,
+                mac: *mac,
+                addr: *addr,
+                park: prog.park_queue()?,
+                tx: PacketTx::open(sys::ifindex(name)?)?,
+            })
+        })
+        .collect::<std::io::Result<Vec<_>>>()
+        .and_then(|ports| {
+            Bridge::spawn(
+                ports,
+                p.engine.clone(),
+                p.neigh.clone(),
+                p.batch,
+                PARKED_MAX_AGE,
+                p.cpus.first().copied(),
+            )
+        });
+    match ports {
+        Ok(b) => Some(b),
+        Err(e) => {
+            log::warn!("no bridge for parked frames ({e}): they wait until the sockets are bound");
+            None
+        }
+    }
+}
+
+type Bound = Vec<(
+    u32,
+    Worker<XdpDevice, SysClock>,
+    Vec<(Arc<XdpProg>, i32)>,
+    Vec<ParkQueue>,
+)>;
+
+/// Binds a socket per interface for each queue and builds its worker,
+/// while `bridge` (started) forwards the parked frames; the bridge ends
+/// once every socket is bound (or binding failed) and its report comes
+/// back with the result.
+#[allow(clippy::too_many_arguments)]
+fn bind_queues(
+    queues: Vec<QueuePrep>,
+    ifs: &[(String, IfId, [u8; 6], u32)],
+    progs: &[Arc<XdpProg>],
+    ring: usize,
+    batch: usize,
+    zero_copy: bool,
+    engine: &Arc<Engine>,
+    neigh: &Arc<Neighbours>,
+    bridge: Option<Bridge>,
+) -> (Result<Bound, DataplaneError>, Option<Bridged>) {
+    let bound = (|| {
+        let mut workers = Vec::new();
+        for QueuePrep { q, umem, pool } in queues {
+            let qs = match QueueSize::new(ring as u32) {
+                Ok(qs) => qs,
+                Err(e) => return Err(DataplaneError(format!("ring size {ring}: {e}"))),
+            };
+            let mut bind = BindFlags::XDP_USE_NEED_WAKEUP;
+            bind |= if zero_copy {
+                BindFlags::XDP_ZEROCOPY
+            } else {
+                BindFlags::XDP_COPY
+            };
+            let mut dev = XdpDevice::new(umem, pool, batch.max(KICK_BATCH));
+            let mut regs = Vec::new();
+            for ((name, ifid, mac, addr), prog) in ifs.iter().zip(progs) {
+                let xdp_flags = match prog.mode {
+                    Attached::Native => XdpFlags::XDP_FLAGS_DRV_MODE,
+                    Attached::Generic => XdpFlags::XDP_FLAGS_SKB_MODE,
+                };
+                let scfg = SocketConfig::builder()
+                    .rx_queue_size(qs)
+                    .tx_queue_size(qs)
+                    .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                    .xdp_flags(xdp_flags)
+                    .bind_flags(bind)
+                    .build();
+                // The kernel frees a closed socket's hold on its queue in a
+                // work item, shortly after the close: after a handover's
+                // cut the queue may still be busy for a moment (frames
+                // park meanwhile).
+                let t = std::time::Instant::now();
+                let fd = loop {
+                    match dev.bind(*ifid, *mac, *addr, name, q, scfg, ring) {
+                        Ok(fd) => break fd,
+                        Err(_) if t.elapsed() < BIND_RETRY => {
+                            std::thread::sleep(Duration::from_millis(1))
+                        }
+                        Err(e) => return Err(DataplaneError(e)),
+                    }
+                };
+                if t.elapsed() > Duration::from_millis(1) {
+                    log::info!(
+                        "{name} queue {q}: bound after {} us (the previous socket was still letting go)",
+                        t.elapsed().as_micros()
+                    );
+                }
+                regs.push((prog.clone(), fd));
+            }
+            let parks = match progs
+                .iter()
+                .map(|p| p.park_queue())
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(v) => v,
+                Err(e) => return Err(DataplaneError(format!("XDP park queue: {e}"))),
+            };
+            let stats = Arc::new(WorkerStats::new(format!("q{q}")));
+            let w = Worker::new(dev, SysClock, engine.clone(), neigh.clone(), stats, batch);
+            workers.push((q, w, regs, parks));
+        }
+        Ok(workers)
+    })();
+    (bound, bridge.map(Bridge::finish))
 }
 
 /// Takes every frame parked on `parks` (one queue per port) and has the

@@ -18,17 +18,19 @@
 //! | [`worker`] | the worker loop over any device | `device`, `neigh`, `engine`, `packet`, `nat`, `conntrack` |
 //! | [`mem`] | an in-memory device with fault injection, a virtual clock (tests) | `device` |
 //! | [`afxdp`] | AF_XDP setup: host checks, XDP attach, a UMEM and a device per queue, worker threads | `sys`, `worker`, `config`, `guard` |
+//! | [`bridge`] | forwards parked frames through AF_PACKET while a handover binds its sockets | `sys`, `worker`, `device`, `neigh` |
 //! | [`tun`] | the TUN device (a `Device`), policy routing, proxy ARP, its guard | `host`, `sys`, `worker`, `config`, `guard` |
 //! | `host` | running `ip`, parsing `ip -j` output, sysctls (TUN setup) | `nat` |
 //! | [`neigh`] | the neighbour cache; copying it into the kernel's | `conntrack`, `nat` |
 //! | [`guard`] | the nftables stop guard of the AF_XDP backend | `nat` |
-//! | [`sys`] | host facts, `poll`, and all `unsafe`: [`sys::bpf`] (the XDP program, re-exported as `xdp`), [`sys::xsk`] (the AF_XDP device) | `device`, `nat`, `packet` |
+//! | [`sys`] | host facts, `poll`, and all `unsafe`: [`sys::bpf`] (the XDP program, re-exported as `xdp`), [`sys::xsk`] (the AF_XDP device), [`sys::packet`] (AF_PACKET sends) | `device`, `nat`, `packet` |
 //!
 //! Nothing here imports `crate::control` (control builds a
 //! `DataplaneConfig` and calls [`start`]); `unsafe` is allowed in [`sys`]
 //! only, each block with a `// SAFETY:` comment naming its invariant.
 
 pub mod afxdp;
+pub mod bridge;
 pub mod config;
 pub mod device;
 pub mod guard;
@@ -172,6 +174,15 @@ pub struct Running {
     queues: u32,
     /// Set to make the workers drain and end (a handover's cut).
     drain: Arc<AtomicBool>,
+    /// Wakes workers sleeping in `poll` (AF_XDP): written with `drain`.
+    wake: Option<Arc<nix::sys::eventfd::EventFd>>,
+    /// A message from each worker once it has drained, before it closes
+    /// its sockets (which takes the kernel tens of milliseconds).
+    drained: Option<std::sync::mpsc::Receiver<()>>,
+    /// One per worker: a drained worker keeps its sockets open until its
+    /// sender is dropped (after a handover's answer is out, so closing
+    /// them does not compete with it for the CPU).
+    close: Vec<std::sync::mpsc::Sender<()>>,
     /// Interface names, in the order of `xdp`.
     xdp_names: Vec<String>,
     /// TUN devices and routes; dropping it removes them.
@@ -214,14 +225,16 @@ impl Running {
     /// Joins the workers (the caller set the stop flag), then detaches and
     /// removes what the backend installed. Returns worker errors.
     pub fn shutdown(self) -> Vec<String> {
-        let mut errors = Vec::new();
-        for w in self.workers {
-            match w.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => errors.push(e),
-                Err(_) => errors.push("a worker thread panicked".into()),
-            }
+        if let Some(w) = &self.wake {
+            let _ = w.write(1);
         }
+        let errors = Finish {
+            workers: self.workers,
+            close: self.close,
+            xdp: Vec::new(),
+            tun: None,
+        }
+        .join();
         drop(self.xdp);
         drop(self.tun);
         errors
@@ -229,12 +242,15 @@ impl Running {
 
     /// The old side of a handover's cut. AF_XDP: takes this process's
     /// sockets out of the XDP programs' socket maps (from then on the
-    /// programs park arriving frames), lets each worker handle what is on
-    /// its receive rings and finish its transmissions, joins them, and
-    /// lets go of the programs without detaching them, for the next natgw
-    /// to adopt. TUN: stops the workers (frames that arrive until the next
-    /// natgw opens the device are lost).
-    pub fn hand_over(self, stop: &AtomicBool) -> HandedOver {
+    /// programs park arriving frames), wakes the workers, lets each handle
+    /// what is on its receive rings and finish its transmissions, and
+    /// returns once every worker has drained — before they close their
+    /// sockets, which the kernel takes tens of milliseconds over: the
+    /// returned [`Finish`] joins them and lets go of the programs without
+    /// detaching them, for the next natgw to adopt, after the new process
+    /// has its answer. TUN: stops the workers (frames that arrive until
+    /// the next natgw opens the device are lost).
+    pub fn hand_over(self, stop: &AtomicBool) -> (HandedOver, Finish) {
         let mut out = HandedOver {
             parking: !self.xdp.is_empty() && self.xdp.iter().all(|p| p.pinned()),
             ..HandedOver::default()
@@ -249,27 +265,88 @@ impl Running {
                     }
                 }
             }
-            self.drain.store(true, Ordering::Relaxed);
+            self.drain.store(true, Ordering::Release);
         } else {
             stop.store(true, Ordering::Relaxed);
         }
+        if let Some(w) = &self.wake
+            && let Err(e) = w.write(1)
+        {
+            out.errors.push(format!("waking the workers: {e}"));
+        }
         out.unregister_us = t0.elapsed().as_micros() as u64;
-        for w in self.workers {
-            match w.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => out.errors.push(e),
-                Err(_) => out.errors.push("a worker thread panicked".into()),
+        let mut finish = Finish {
+            workers: self.workers,
+            close: self.close,
+            xdp: self.xdp,
+            tun: self.tun,
+        };
+        match (&self.drained, out.parking) {
+            (Some(rx), true) => {
+                let deadline = t0 + worker::DRAIN_MAX + std::time::Duration::from_millis(300);
+                for _ in 0..finish.workers.len() {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if rx.recv_timeout(left).is_err() {
+                        out.errors.push("a worker did not drain in time".into());
+                        break;
+                    }
+                }
             }
+            _ => out.errors.extend(finish.join()),
         }
         out.drain_us = t0.elapsed().as_micros() as u64 - out.unregister_us;
-        for p in self.xdp {
-            match Arc::try_unwrap(p) {
-                Ok(p) => p.release(),
-                Err(_) => out.errors.push("an XDP program is still in use".into()),
+        (out, finish)
+    }
+}
+
+/// The rest of a handover's cut on the old side, after the new process
+/// has its answer: joins the workers (their sockets close) and lets go of
+/// the XDP programs without detaching them. Dropping it does the same.
+pub struct Finish {
+    workers: Vec<JoinHandle<Result<(), String>>>,
+    close: Vec<std::sync::mpsc::Sender<()>>,
+    xdp: Vec<Arc<xdp::XdpProg>>,
+    tun: Option<tun::TunGuard>,
+}
+
+impl Finish {
+    fn join(&mut self) -> Vec<String> {
+        self.close.clear();
+        let mut errors = Vec::new();
+        for w in self.workers.drain(..) {
+            match w.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push("a worker thread panicked".into()),
             }
         }
-        drop(self.tun);
-        out
+        errors
+    }
+
+    /// Joins the workers and releases the programs; returns what went
+    /// wrong.
+    pub fn complete(mut self) -> Vec<String> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Vec<String> {
+        let mut errors = self.join();
+        for p in self.xdp.drain(..) {
+            match Arc::try_unwrap(p) {
+                Ok(p) => p.release(),
+                Err(_) => errors.push("an XDP program is still in use".into()),
+            }
+        }
+        self.tun.take();
+        errors
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        for e in self.finish() {
+            log::warn!("after the handover: {e}");
+        }
     }
 }
 
@@ -290,6 +367,24 @@ impl Prepared {
         match self {
             Prepared::Afxdp(p) => p.start(),
             Prepared::Tun { cfg, engine, stop } => tun::start(&cfg, engine, stop),
+        }
+    }
+
+    /// The neighbour cache the workers will use (AF_XDP), to seed with
+    /// the previous process's before the start.
+    pub fn neighbours(&self) -> Option<&Arc<neigh::Neighbours>> {
+        match self {
+            Prepared::Afxdp(p) => Some(p.neighbours()),
+            Prepared::Tun { .. } => None,
+        }
+    }
+
+    /// Starts forwarding parked frames (AF_XDP with adopted programs: see
+    /// [`bridge`]) ahead of [`start`](Self::start); once the flows of the
+    /// cut are restored.
+    pub fn bridge_go(&mut self) {
+        if let Prepared::Afxdp(p) = self {
+            p.bridge_go()
         }
     }
 

@@ -118,6 +118,14 @@ impl Neighbours {
             .retain(|_, t| now.saturating_sub(*t) < Time::from_secs(10));
     }
 
+    /// Learns an entry another process learnt `age` ago (a handover);
+    /// too old ones are ignored.
+    pub fn learn_aged(&self, ifid: IfId, ip: u32, mac: [u8; 6], age: Time, now: Time) {
+        if age < Time::from_secs(EXPIRE_SECS) && now >= age {
+            self.learn(ifid, ip, mac, Time(now.0 - age.0));
+        }
+    }
+
     /// Current entries: (interface, address, MAC, age).
     pub fn entries(&self, now: Time) -> Vec<(IfId, u32, [u8; 6], Time)> {
         let mut v: Vec<_> = self

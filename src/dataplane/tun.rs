@@ -347,7 +347,7 @@ pub fn start(
         let stats = Arc::new(WorkerStats::new(s.tun.clone()));
         running.stats.push(stats.clone());
         let dev = TunDevice::new(s.ifid, s.tun.clone(), dev, BATCH);
-        let w = Worker::new(dev, SysClock, engine.clone(), neigh.clone(), stats, BATCH)
+        let mut w = Worker::new(dev, SysClock, engine.clone(), neigh.clone(), stats, BATCH)
             .with_host_addrs(host_addrs.clone())
             .with_idle_wait(WAIT);
         let stop = stop.clone();

@@ -44,7 +44,7 @@ const MAX_KICKS: usize = 16;
 /// Sleep while frames are held (their replies are due soon).
 const HELD_WAIT: Duration = Duration::from_millis(1);
 /// A draining worker stops after this long without a frame.
-pub const DRAIN_QUIET: Duration = Duration::from_millis(2);
+pub const DRAIN_QUIET: Duration = Duration::from_millis(1);
 /// A draining worker stops after this long whatever is left.
 pub const DRAIN_MAX: Duration = Duration::from_millis(200);
 /// How often the neighbour cache is cleared and device stats are read.
@@ -146,7 +146,7 @@ impl<D: Device, C: Clock> Worker<D, C> {
 
     /// Runs rounds until `stop` is set, or until `drain` is set and the
     /// worker has drained (see [`drain_out`](Self::drain_out)).
-    pub fn run(mut self, stop: &AtomicBool, drain: &AtomicBool) -> Result<(), String> {
+    pub fn run(&mut self, stop: &AtomicBool, drain: &AtomicBool) -> Result<(), String> {
         while !stop.load(Ordering::Relaxed) {
             if drain.load(Ordering::Relaxed) {
                 return self.drain_out();
@@ -179,9 +179,13 @@ impl<D: Device, C: Clock> Worker<D, C> {
             if work > 0 || in_flight {
                 quiet = std::time::Instant::now();
             } else if quiet.elapsed() >= DRAIN_QUIET {
+                // Held frames wait for ARP replies that now park for the
+                // next process: counted as they are dropped.
+                self.drop_held();
                 return Ok(());
             }
             if start.elapsed() >= DRAIN_MAX {
+                self.drop_held();
                 return Ok(());
             }
             if work == 0 && !in_flight {
@@ -425,6 +429,17 @@ impl<D: Device, C: Clock> Worker<D, C> {
                 None => i += 1,
             }
         }
+    }
+
+    /// Gives up on every held frame (the worker is ending): each is
+    /// dropped and counted as `no_neighbour`. Returns how many.
+    pub fn drop_held(&mut self) -> usize {
+        let n = self.held.len();
+        for h in self.held.drain(..) {
+            self.stats.counters.drop(DropReason::NoNeighbour);
+            self.dev.free(h.frame);
+        }
+        n
     }
 
     /// Builds the ARP requests asked for this round into free frames.

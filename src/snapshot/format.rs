@@ -319,6 +319,17 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<Snapshot, SnapshotError> {
 /// after a crash the file is the old or the new one. Returns the bytes
 /// written.
 pub fn write_atomic(path: &Path, s: &Snapshot) -> Result<u64, SnapshotError> {
+    write_file(path, s, true)
+}
+
+/// Like [`write_atomic`] but without the fsyncs: for a file another
+/// process reads at once and nobody needs after a crash (a handover's
+/// steps), where an fsync would only lengthen the cut.
+pub fn write_transient(path: &Path, s: &Snapshot) -> Result<u64, SnapshotError> {
+    write_file(path, s, false)
+}
+
+fn write_file(path: &Path, s: &Snapshot, durable: bool) -> Result<u64, SnapshotError> {
     use std::os::unix::fs::OpenOptionsExt;
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -351,11 +362,15 @@ pub fn write_atomic(path: &Path, s: &Snapshot) -> Result<u64, SnapshotError> {
             .map_err(io(&tmp, "create a temporary file"))?;
         f.write_all(&h).map_err(io(&tmp, "write"))?;
         f.write_all(&payload).map_err(io(&tmp, "write"))?;
-        f.sync_all().map_err(io(&tmp, "fsync"))?;
+        if durable {
+            f.sync_all().map_err(io(&tmp, "fsync"))?;
+        }
         drop(f);
         std::fs::rename(&tmp, path).map_err(io(path, "rename the temporary file over it"))?;
-        let d = std::fs::File::open(&dir).map_err(io(&dir, "open the directory"))?;
-        d.sync_all().map_err(io(&dir, "fsync the directory"))?;
+        if durable {
+            let d = std::fs::File::open(&dir).map_err(io(&dir, "open the directory"))?;
+            d.sync_all().map_err(io(&dir, "fsync the directory"))?;
+        }
         Ok((h.len() + payload.len()) as u64)
     })();
     if result.is_err() {

@@ -1,12 +1,14 @@
 //! The data plane's system interface, and the only module of natgw where
 //! `unsafe` code is allowed: [`bpf`] (the XDP program through libbpf),
-//! [`xsk`] (AF_XDP sockets and UMEM frames through xsk-rs) and [`poll_in`].
+//! [`xsk`] (AF_XDP sockets and UMEM frames through xsk-rs), [`packet`] (a
+//! send-only AF_PACKET socket) and [`poll_in`].
 //! Every `unsafe` block carries a `// SAFETY:` comment naming the
 //! invariant it relies on (enforced by `clippy::undocumented_unsafe_blocks`).
 //! The rest of this file reads facts about the host's interfaces and CPUs
 //! without `unsafe` (sysfs and nix's safe wrappers).
 
 pub mod bpf;
+pub mod packet;
 pub mod xsk;
 
 use crate::conntrack::Time;

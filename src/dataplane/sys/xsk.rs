@@ -55,6 +55,17 @@ pub struct XdpDevice {
 impl XdpDevice {
     /// A device with no ports yet over `umem`, whose frames are `pool`;
     /// `cq_batch` completions are read at a time.
+    /// Makes [`Device::wait`] also return when `fd` becomes readable (an
+    /// eventfd the control thread writes to wake a sleeping worker). The
+    /// caller keeps `fd` open for the device's life.
+    pub fn wake_on(&mut self, fd: std::os::fd::RawFd) {
+        self.pollfds.push(libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+    }
+
     pub fn new(umem: Umem, pool: Vec<FrameDesc>, cq_batch: usize) -> XdpDevice {
         XdpDevice {
             ports: Vec::new(),
