@@ -82,6 +82,8 @@
 #        QUANTUM_US=300 (generator burst interval) SINK_RPS= (CPU for the server's receive work)
 #        NATGW_BIN=path (use this binary instead of building target/release/natgw;
 #                        handover-1m then needs target/release/examples/hitless_snap or SNAP_BIN=path)
+#        TAKEOVER_BIN=path (the --takeover process runs this binary: an upgrade
+#                        from NATGW_BIN's version to this one, under the same traffic)
 #        KEEP_PCAP=prefix (keep each run's capture as prefix-EVENT-REP.pcap)
 #        KEEP_STATS=prefix (keep `natgw stats` after each run as prefix-EVENT-REP.txt)
 #        KEEP_LOGS=prefix (keep the natgw processes' logs as prefix-EVENT-REP-natgw-N.log)
@@ -110,7 +112,7 @@ COUNT=$((RATE * DUR))
 CMDLINE=""
 for v in RATE:100000 DUR:5 EVENT_AT:2 REPS:5 FLOWS:256 "EVENTS:none reload handover crash handover-1m" \
     BIG_REPS:3 BIG_FLOWS:1000000 BIG_SNAP_INTERVAL:30 BIG_DUR:10 \
-    "GW_SCHED:nice -n -20" "GEN_SCHED:chrt -f 40" QUANTUM_US:300 SINK_RPS: NATGW_BIN:; do
+    "GW_SCHED:nice -n -20" "GEN_SCHED:chrt -f 40" QUANTUM_US:300 SINK_RPS: NATGW_BIN: TAKEOVER_BIN:; do
     n=${v%%:*}
     [ "${!n:-}" = "${v#*:}" ] || CMDLINE+="$n=\"${!n:-}\" "
 done
@@ -157,6 +159,11 @@ work=$(mktemp -d /tmp/natgw-hitless.XXXXXX)
 cp "$NATGW_BIN" "$work/natgw"
 [[ " $EVENTS " == *" handover-1m "* ]] && cp "$SNAP_BIN" "$work/hitless_snap"
 NATGW=$work/natgw
+NATGW_NEW=$NATGW
+if [ -n "${TAKEOVER_BIN:-}" ]; then
+    cp "$TAKEOVER_BIN" "$work/natgw-new"
+    NATGW_NEW=$work/natgw-new
+fi
 NATGW_SUM=$(sha256sum "$NATGW" | cut -c1-12)
 gen_pid=""
 cap_pid=""
@@ -282,9 +289,9 @@ wait_line() { # file pattern pid timeout-s
     return 1
 }
 # Starts natgw in the gateway namespace on CPU GW_CPU; sets $started_pid.
-natgw_spawn() { # log flags...
+natgw_spawn() { # log flags...  (RUN_BIN=path: another binary)
     local logf=$1; shift
-    ip netns exec "$P-gw" taskset -c "$GW_CPU" $GW_SCHED "$NATGW" run --config "$CONF" "$@" >"$logf" 2>&1 &
+    ip netns exec "$P-gw" taskset -c "$GW_CPU" $GW_SCHED "${RUN_BIN:-$NATGW}" run --config "$CONF" "$@" >"$logf" 2>&1 &
     started_pid=$!
 }
 natgw_start() { # event
@@ -399,7 +406,7 @@ run_one() { # event rep
         ;;
     handover | handover-1m)
         te0=$(now)
-        natgw_spawn "$work/natgw-1.log" --takeover
+        RUN_BIN=$NATGW_NEW natgw_spawn "$work/natgw-1.log" --takeover
         new_pid=$started_pid
         wait_line "$work/natgw-1.log" "natgw running" "$new_pid" 120 ||
             { cat "$work/natgw-0.log" "$work/natgw-1.log" >&2; echo "hitless: takeover did not start" >&2; exit 1; }
@@ -621,6 +628,7 @@ CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1 || true)
 BIN_NOTE="target/release/natgw built by \`cargo build --release\` from the shared work tree"
 [ -n "$DIRTY" ] && BIN_NOTE+=", where others had uncommitted changes in: ${DIRTY% }"
 [ "$NATGW_BIN" != "$ROOT/target/release/natgw" ] && BIN_NOTE="$NATGW_BIN (NATGW_BIN)"
+[ -n "${TAKEOVER_BIN:-}" ] && BIN_NOTE+="; the --takeover process runs $TAKEOVER_BIN (sha256 $(sha256sum "$NATGW_NEW" | cut -c1-12)…): an upgrade"
 OTHER_NOTE=""
 [ -n "$OTHER_START" ] && OTHER_NOTE="; still running at start: $OTHER_START"
 KEEP=""

@@ -623,12 +623,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // Check the filter here too, so a typo fails before connecting.
             let filter = FlowFilter::from(filter);
             filter.compile().map_err(anyhow::Error::msg)?;
-            let r = socket::call(&target.path()?, protocol::Flows { filter })
-                .map_err(anyhow::Error::msg)?;
+            let q = protocol::Flows {
+                filter,
+                count_only: count && !json,
+            };
+            let r = socket::call(&target.path()?, q).map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r.flows)?);
             } else if count {
-                println!("{}", r.flows.len());
+                println!("{}", r.matched.unwrap_or(r.flows.len()));
             } else {
                 for l in &r.lines {
                     println!("{l}");

@@ -108,6 +108,10 @@ pub struct Stats {}
 pub struct Flows {
     #[serde(default)]
     pub filter: FlowFilter,
+    /// Only count the matching flows (`natgw flows --count`): no lines, no
+    /// views — cheap at a million flows.
+    #[serde(default)]
+    pub count_only: bool,
 }
 
 /// Re-read the config (`config`, or the file natgw started with).
@@ -432,6 +436,9 @@ pub struct StatsReport {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct FlowsReport {
     pub total: usize,
+    /// Flows that match the filter (absent from natgw before `count_only`).
+    #[serde(default)]
+    pub matched: Option<usize>,
     pub flows: Vec<FlowView>,
     /// `conntrack -L`-style lines, same order.
     pub lines: Vec<String>,
@@ -636,7 +643,9 @@ mod tests {
         }
         // Optional fields may be left out.
         let req: Request = serde_json::from_str(r#"{"cmd":"flows"}"#).unwrap();
-        assert!(matches!(req, Request::Flows(Flows { filter }) if filter == FlowFilter::default()));
+        assert!(
+            matches!(req, Request::Flows(Flows { filter, count_only: false }) if filter == FlowFilter::default())
+        );
         let req: Request = serde_json::from_str(r#"{"cmd":"snapshot"}"#).unwrap();
         assert!(matches!(req, Request::Snapshot(Snapshot { path: None })));
     }

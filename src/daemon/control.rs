@@ -128,6 +128,20 @@ impl Control {
         self.running()?;
         let now = sys::now();
         let f = q.filter.compile()?;
+        if q.count_only {
+            let mut n = 0;
+            self.engine.table().for_each(|_, r| {
+                if r.expires > now && f.matches(&r) {
+                    n += 1;
+                }
+            });
+            return Ok(FlowsReport {
+                total: self.engine.table().len(),
+                matched: Some(n),
+                flows: Vec::new(),
+                lines: Vec::new(),
+            });
+        }
         let mut flows: Vec<_> = self
             .engine
             .flows(now)
@@ -137,6 +151,7 @@ impl Control {
         flows.sort_by_key(|r| r.orig);
         Ok(FlowsReport {
             total: self.engine.table().len(),
+            matched: Some(flows.len()),
             lines: flows.iter().map(|r| flow_line(r, now)).collect(),
             flows: flows.iter().map(|r| FlowView::new(r, now)).collect(),
         })
