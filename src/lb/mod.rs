@@ -69,8 +69,8 @@ mod table;
 pub use persist::{PersistEntry, Sweep};
 pub use sched::{HashOpts, MAX_MH_TABLE, MhOpts, Scheduler};
 pub use service::{
-    ConnState, Forward, Health, NewConn, Persistence, RealIdx, RealServer, RealSpec, RealState,
-    ServiceKey, ServiceSpec, VirtualService,
+    ConnState, Forward, Health, NewConn, Persistence, RealIds, RealIdx, RealServer, RealSpec,
+    RealState, ServiceKey, ServiceSpec, VirtualService,
 };
 pub use table::{Change, LbError, LbTable, RealStatus, ServiceStatus};
 

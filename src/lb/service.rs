@@ -9,12 +9,13 @@ use super::table::LbError;
 use super::{MAX_REALS, MAX_WEIGHT, ipv4};
 use crate::conntrack::{TcpState, Time};
 use crate::packet::proto;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 /// Identifies a virtual service, like `ipvsadm -t VIP:port` (or `-u`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -149,9 +150,14 @@ pub struct RealState {
     inactive: AtomicU32,
     /// Connections ever scheduled to the server.
     conns: AtomicU64,
-    /// Packets and bytes of ended connections, client->server and back
-    /// (live flows are added when listing).
-    retired: [AtomicU64; 4],
+    /// Packets in, packets out, bytes in, bytes out (client->server is
+    /// in) of its connections, live and ended: the engine counts each
+    /// packet of a flow that carries this server's [`RealIds`] id, and
+    /// folds in a flow's counters when it has none (see [`RealIds`]).
+    /// Reading them never walks the flow table.
+    traffic: [AtomicU64; 4],
+    /// Id in the engine's [`RealIds`] (0: none yet).
+    id: AtomicU32,
 }
 
 impl RealState {
@@ -187,21 +193,40 @@ impl RealState {
         self.conns.load(Relaxed)
     }
 
-    /// Adds an ended connection's packets and bytes (`[to server, from
-    /// server]`).
-    pub fn retire(&self, packets: [u64; 2], bytes: [u64; 2]) {
+    /// Adds packets and bytes (`[to server, from server]`) counted
+    /// elsewhere: a flow's own counters when it ends without an id, or
+    /// when it is restored from a snapshot.
+    pub fn add_traffic(&self, packets: [u64; 2], bytes: [u64; 2]) {
         for (c, v) in self
-            .retired
+            .traffic
             .iter()
             .zip([packets[0], packets[1], bytes[0], bytes[1]])
         {
-            c.fetch_add(v, Relaxed);
+            if v > 0 {
+                c.fetch_add(v, Relaxed);
+            }
         }
     }
 
-    /// Packets in, packets out, bytes in, bytes out of ended connections.
-    pub fn retired(&self) -> [u64; 4] {
-        std::array::from_fn(|i| self.retired[i].load(Relaxed))
+    /// Counts one packet of `bytes` in direction `dir` (0: to the server,
+    /// 1: back). Called by the data path for every packet of a flow that
+    /// has this server's id: a locked add, as several workers may carry
+    /// flows of one server.
+    #[inline]
+    pub fn count(&self, dir: usize, bytes: u64) {
+        let d = dir & 1;
+        self.traffic[d].fetch_add(1, Relaxed);
+        self.traffic[2 + d].fetch_add(bytes, Relaxed);
+    }
+
+    /// Packets in, packets out, bytes in, bytes out (see `traffic`).
+    pub fn traffic(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.traffic[i].load(Relaxed))
+    }
+
+    /// Its id in the engine's [`RealIds`], 0 when it has none.
+    pub fn id(&self) -> u16 {
+        self.id.load(Relaxed) as u16
     }
 
     pub fn inactive(&self) -> u32 {
@@ -237,6 +262,72 @@ impl RealState {
     }
 }
 
+/// Chunks of [`RealIds`] and slots per chunk: 64 × 1024 ids, the most a
+/// mark's upper 16 bits can name (id 0 is "none").
+const ID_CHUNKS: usize = 64;
+const ID_CHUNK: usize = 1024;
+
+/// Real servers by a small id, kept by the engine so that the data path
+/// finds a load-balanced flow's server without a lookup: the id lives in
+/// the upper 16 bits of the flow's mark, and each packet of the flow adds
+/// to that server's [`RealState`] traffic counters. Reading a server's
+/// packets and bytes (`natgw services`, metrics) is then a few atomic
+/// loads, never a walk over the flow table.
+///
+/// Ids are handed out once per [`RealState`] and never reused (a removed
+/// server keeps its id while flows name it); after 65535 servers in one
+/// process's life, later ones get no id and their flows' counters are
+/// folded in when the flows end instead.
+pub struct RealIds {
+    chunks: Box<[OnceLock<Box<[OnceLock<Arc<RealState>>]>>]>,
+    next: Mutex<u32>,
+}
+
+impl Default for RealIds {
+    fn default() -> Self {
+        RealIds {
+            chunks: (0..ID_CHUNKS).map(|_| OnceLock::new()).collect(),
+            next: Mutex::new(1),
+        }
+    }
+}
+
+impl RealIds {
+    /// The id of `st`, given one now if it has none; 0 when all are taken.
+    pub fn id_of(&self, st: &Arc<RealState>) -> u16 {
+        let id = st.id();
+        if id != 0 {
+            return id;
+        }
+        let mut next = self.next.lock();
+        // Another thread may have registered it meanwhile.
+        let id = st.id();
+        if id != 0 {
+            return id;
+        }
+        let i = *next as usize;
+        if i >= ID_CHUNKS * ID_CHUNK {
+            return 0;
+        }
+        let chunk = self.chunks[i / ID_CHUNK]
+            .get_or_init(|| (0..ID_CHUNK).map(|_| OnceLock::new()).collect());
+        if chunk[i % ID_CHUNK].set(st.clone()).is_err() {
+            return 0;
+        }
+        st.id.store(i as u32, Relaxed);
+        *next += 1;
+        i as u16
+    }
+
+    /// The server with id `id` (none for 0 or an id not handed out).
+    #[inline]
+    pub fn get(&self, id: u16) -> Option<&RealState> {
+        let i = id as usize;
+        let chunk = self.chunks.get(i / ID_CHUNK)?.get()?;
+        chunk.get(i % ID_CHUNK)?.get().map(|a| &**a)
+    }
+}
+
 /// A real server in one table version: configuration plus the shared
 /// [`RealState`].
 #[derive(Debug, Clone)]
@@ -253,6 +344,11 @@ pub struct RealServer {
 
 impl RealServer {
     pub fn state(&self) -> &RealState {
+        &self.state
+    }
+
+    /// The shared state itself (to register it in [`RealIds`]).
+    pub fn state_arc(&self) -> &Arc<RealState> {
         &self.state
     }
 
