@@ -267,6 +267,9 @@ impl RealState {
 const ID_CHUNKS: usize = 64;
 const ID_CHUNK: usize = 1024;
 
+/// One chunk of [`RealIds`]: [`ID_CHUNK`] slots, each set once.
+type IdChunk = Box<[OnceLock<Arc<RealState>>]>;
+
 /// Real servers by a small id, kept by the engine so that the data path
 /// finds a load-balanced flow's server without a lookup: the id lives in
 /// the upper 16 bits of the flow's mark, and each packet of the flow adds
@@ -279,7 +282,7 @@ const ID_CHUNK: usize = 1024;
 /// process's life, later ones get no id and their flows' counters are
 /// folded in when the flows end instead.
 pub struct RealIds {
-    chunks: Box<[OnceLock<Box<[OnceLock<Arc<RealState>>]>>]>,
+    chunks: Box<[OnceLock<IdChunk>]>,
     next: Mutex<u32>,
 }
 
