@@ -443,8 +443,13 @@ fn add_workers(f: &mut Families, m: &MetricsInput) {
         "AF_XDP: frames the kernel dropped for other reasons.",
         ring(|w| w.kernel_dropped),
     );
+    // Only workers that report their UMEM (a size of 0 is "not known").
     let frames = |get: fn(&crate::dataplane::WorkerSnapshot) -> u64| {
-        ring(get).into_iter().map(|(l, v)| (l, v as f64)).collect()
+        s.workers
+            .iter()
+            .filter(|w| afxdp && w.frames_total > 0)
+            .map(|w| (l1("worker", &w.name), get(w) as f64))
+            .collect()
     };
     f.gauge(
         "afxdp_frames_free",
