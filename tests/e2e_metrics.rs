@@ -310,6 +310,14 @@ fn afxdp_bad_metrics_config_is_refused_and_a_reload_changes_nothing() {
     let cfg = config(&t, "good.toml", Some(good), "");
     let _gw = start_natgw(&t, &cfg);
     assert!(scrape(&t, good).is_some());
+    let code = |args: &str| {
+        t.run(
+            "gw",
+            &format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {args}"),
+        )
+    };
+    assert_eq!(code(&format!("http://{good}/")), "404");
+    assert_eq!(code(&format!("-X POST http://{good}/metrics")), "405");
     let pings = || {
         t.exec_timeout(
             "cl1",

@@ -9,6 +9,7 @@ use super::table::LbError;
 use super::{MAX_REALS, MAX_WEIGHT, ipv4};
 use crate::conntrack::{TcpState, Time};
 use crate::packet::proto;
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -154,8 +155,10 @@ pub struct RealState {
     /// in) of its connections, live and ended: the engine counts each
     /// packet of a flow that carries this server's [`RealIds`] id, and
     /// folds in a flow's counters when it has none (see [`RealIds`]).
-    /// Reading them never walks the flow table.
-    traffic: [AtomicU64; 4],
+    /// Reading them never walks the flow table. On a cache line of
+    /// their own: written per packet, while the schedulers read the
+    /// fields above for every new connection.
+    traffic: CachePadded<[AtomicU64; 4]>,
     /// Id in the engine's [`RealIds`] (0: none yet).
     id: AtomicU32,
 }
