@@ -722,6 +722,30 @@ pub(super) mod tests {
     use super::super::{Change, HashOpts, LbTable, MhOpts};
     use super::*;
 
+    #[test]
+    fn real_ids_are_given_once_and_run_out_cleanly() {
+        let ids = RealIds::default();
+        let (a, b) = (
+            Arc::new(RealState::default()),
+            Arc::new(RealState::default()),
+        );
+        assert_eq!(ids.get(0).map(|_| ()), None, "0 names no server");
+        let ia = ids.id_of(&a);
+        assert_eq!((ia, ids.id_of(&a), ids.id_of(&b)), (1, 1, 2));
+        ids.get(ia).expect("registered").count(1, 60);
+        assert_eq!(a.traffic(), [0, 1, 0, 60]);
+        assert_eq!(ids.get(3).map(|_| ()), None, "not handed out");
+        // Every id taken: later servers get 0 (their flows are folded in
+        // when they end) and nothing panics.
+        let mut last = 0;
+        for _ in 2..ID_CHUNKS * ID_CHUNK {
+            last = ids.id_of(&Arc::new(RealState::default()));
+        }
+        assert_eq!(last, 0);
+        assert_eq!(ids.id_of(&Arc::new(RealState::default())), 0);
+        assert!(ids.get(u16::MAX).is_some());
+    }
+
     pub const VIP: u32 = 0xc000_0201; // 192.0.2.1
 
     /// `10.0.0.<n>`
