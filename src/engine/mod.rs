@@ -425,7 +425,7 @@ impl Engine {
                 if h.flags & nat_flags::LB != 0
                     && let Some(st) = self.reals.get((h.mark >> 16) as u16)
                 {
-                    st.count(h.dir.index(), info.len as u64);
+                    st.count(c.lane(), h.dir.index(), info.len as u64);
                 }
                 Counters::bump(&c.fast_path);
                 h.other.invert()
@@ -649,7 +649,7 @@ impl Engine {
                         // The first packet (the flow's own counters start
                         // with it too).
                         if base.mark >> 16 != 0 {
-                            st.count(0, len as u64);
+                            st.count(c.lane(), 0, len as u64);
                         }
                     }
                     return Ok(reply.invert());

@@ -155,10 +155,12 @@ pub struct RealState {
     /// in) of its connections, live and ended: the engine counts each
     /// packet of a flow that carries this server's [`RealIds`] id, and
     /// folds in a flow's counters when it has none (see [`RealIds`]).
-    /// Reading them never walks the flow table. On a cache line of
-    /// their own: written per packet, while the schedulers read the
-    /// fields above for every new connection.
-    traffic: CachePadded<[AtomicU64; 4]>,
+    /// Reading them never walks the flow table. In [`LANES`] lanes, each
+    /// on a cache line of its own: workers add to different lanes (their
+    /// `Counters::lane`), so a server's packets on several queues do not
+    /// bounce one line between CPUs, nor the line of the fields above
+    /// that the schedulers read for every new connection. Read as the sum.
+    traffic: [CachePadded<[AtomicU64; 4]>; LANES],
     /// Id in the engine's [`RealIds`] (0: none yet).
     id: AtomicU32,
 }
@@ -200,8 +202,7 @@ impl RealState {
     /// elsewhere: a flow's own counters when it ends without an id, or
     /// when it is restored from a snapshot.
     pub fn add_traffic(&self, packets: [u64; 2], bytes: [u64; 2]) {
-        for (c, v) in self
-            .traffic
+        for (c, v) in self.traffic[0]
             .iter()
             .zip([packets[0], packets[1], bytes[0], bytes[1]])
         {
@@ -212,19 +213,20 @@ impl RealState {
     }
 
     /// Counts one packet of `bytes` in direction `dir` (0: to the server,
-    /// 1: back). Called by the data path for every packet of a flow that
-    /// has this server's id: a locked add, as several workers may carry
-    /// flows of one server.
+    /// 1: back) in `lane` (the worker's). Called by the data path for
+    /// every packet of a flow that has this server's id. An atomic add
+    /// (more workers than lanes share one), on a line no other worker
+    /// writes while there are no more workers than [`LANES`].
     #[inline]
-    pub fn count(&self, dir: usize, bytes: u64) {
-        let d = dir & 1;
-        self.traffic[d].fetch_add(1, Relaxed);
-        self.traffic[2 + d].fetch_add(bytes, Relaxed);
+    pub fn count(&self, lane: usize, dir: usize, bytes: u64) {
+        let (t, d) = (&self.traffic[lane % LANES], dir & 1);
+        t[d].fetch_add(1, Relaxed);
+        t[2 + d].fetch_add(bytes, Relaxed);
     }
 
     /// Packets in, packets out, bytes in, bytes out (see `traffic`).
     pub fn traffic(&self) -> [u64; 4] {
-        std::array::from_fn(|i| self.traffic[i].load(Relaxed))
+        std::array::from_fn(|i| self.traffic.iter().map(|l| l[i].load(Relaxed)).sum())
     }
 
     /// Its id in the engine's [`RealIds`], 0 when it has none.
@@ -264,6 +266,9 @@ impl RealState {
         self.active() + self.inactive() > 0
     }
 }
+
+/// Lanes of a real server's traffic counters (see `RealState::traffic`).
+pub const LANES: usize = 8;
 
 /// Chunks of [`RealIds`] and slots per chunk: 64 × 1024 ids, the most a
 /// mark's upper 16 bits can name (id 0 is "none").
@@ -732,8 +737,10 @@ pub(super) mod tests {
         assert_eq!(ids.get(0).map(|_| ()), None, "0 names no server");
         let ia = ids.id_of(&a);
         assert_eq!((ia, ids.id_of(&a), ids.id_of(&b)), (1, 1, 2));
-        ids.get(ia).expect("registered").count(1, 60);
-        assert_eq!(a.traffic(), [0, 1, 0, 60]);
+        ids.get(ia).expect("registered").count(1, 1, 60);
+        a.count(LANES + 2, 0, 40);
+        a.add_traffic([1, 0], [10, 0]);
+        assert_eq!(a.traffic(), [2, 1, 50, 60], "lanes summed");
         assert_eq!(ids.get(3).map(|_| ()), None, "not handed out");
         // Every id taken: later servers get 0 (their flows are folded in
         // when they end) and nothing panics.
