@@ -214,6 +214,10 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     {
         match metrics::Server::start(l, sub.clone()) {
             Ok(m) => ctl.metrics = Some(m),
+            // After a takeover's cut the old natgw is gone: forward anyway.
+            Err(e) if opts.takeover => {
+                log::error!("{e}; natgw runs without its metrics endpoint")
+            }
             Err(e) => {
                 server.shutdown();
                 let _ = std::fs::remove_file(&sock_path);
