@@ -15,7 +15,7 @@
 //! | I/O shell | [`dataplane`] | a batch [`dataplane::device::Device`] trait (AF_XDP, TUN, in-memory with fault injection), one generic worker loop, ARP/neighbours, the XDP program, host setup; its own `DataplaneConfig`; the only `unsafe` (in `dataplane::sys`) | engine and below |
 //! | wire | [`protocol`] | the control socket's requests and typed replies, plain data (no clap, no I/O) | types of the layers above (engine, lb, dataplane stats) |
 //! | I/O shell | [`health`] | health checks of real servers (own threads, kernel sockets) | protocol (its status row), dataplane (neighbours, sys), engine and below; its tests read configs |
-//! | control | [`control`] | the config file (builds the engine and the dataplane config), offline replay, text/JSON renderings, the control socket's transport | everything above except daemon |
+//! | control | [`control`] | the config file (builds the engine and the dataplane config), offline replay, text/JSON renderings, the control socket's transport, the Prometheus endpoint (`control::metrics`) | everything above except daemon |
 //! | top | [`daemon`] | `natgw run`: process lifecycle, signals, the control loop and its one request dispatcher, handover, periodic snapshots | everything; nothing imports it |
 //!
 //! The pure layers (packet to engine) never touch a socket, a clock or a

@@ -65,6 +65,7 @@ pub enum Request {
     Snapshot(Snapshot),
     Services(Services),
     Lb(Lb),
+    Metrics(Metrics),
 }
 
 /// A request and the type of its reply's `data`.
@@ -97,6 +98,23 @@ queries! {
     Snapshot => SnapshotReply,
     Services => ServicesReport,
     Lb => LbReply,
+    Metrics => MetricsReply,
+}
+
+/// Everything `GET /metrics` shows, rendered by the control thread (the
+/// `[metrics]` endpoint asks this of the control loop like any client).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Metrics {
+    /// OpenMetrics text instead of the Prometheus text format 0.0.4.
+    #[serde(default)]
+    pub openmetrics: bool,
+}
+
+/// The exposition, ready to send.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MetricsReply {
+    pub content_type: String,
+    pub text: String,
 }
 
 /// Counters, drops, flow-table fill, port use (`natgw stats`).

@@ -106,6 +106,16 @@ fn replies_come_back_from_the_vip_and_counts_follow_tcp_state() {
     gw.on_wan(&tcp(c, &format!("{VIP}:80"), FIN | ACK, b""))
         .seen();
     assert_eq!((st().active, st().inactive), (0, 1), "closing = inactive");
+    // The live flow's packets and bytes are the server's already (kept as
+    // packets pass, not summed from the flow table), equal to the flow's.
+    let flow = gw.engine.flows(gw.now)[0].clone();
+    let s = st();
+    assert_eq!((s.packets_in, s.packets_out), (3, 1));
+    assert_eq!(
+        (s.packets_in, s.packets_out),
+        (flow.packets[0], flow.packets[1])
+    );
+    assert_eq!((s.bytes_in, s.bytes_out), (flow.bytes[0], flow.bytes[1]));
     // The flow ends: nothing is counted any more, but its traffic is kept.
     let n = gw.engine.flush(|_| true);
     assert_eq!(n, 1);

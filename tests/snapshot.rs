@@ -529,6 +529,24 @@ fn port_use_eim_sets_persistence_and_services_come_back() {
             .collect::<Vec<_>>()
     };
     assert_eq!(counts(&new.engine, new.now), counts(old, oe.now));
+    // Their packets and bytes (live flows' counters, kept without a walk
+    // over the flow table) come back with the flows.
+    let traffic = |e: &Engine, now| {
+        e.services(now)[0]
+            .reals
+            .iter()
+            .map(|r| (r.addr, r.packets_in, r.packets_out, r.bytes_in, r.bytes_out))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(traffic(&new.engine, new.now), traffic(old, oe.now));
+    assert_eq!(
+        traffic(old, oe.now)
+            .iter()
+            .map(|t| (t.1, t.2))
+            .fold((0, 0), |a, t| (a.0 + t.0, a.1 + t.1)),
+        (1, 1),
+        "the LB connection's SYN in and SYN-ACK out"
+    );
     assert_eq!(
         counts(&new.engine, new.now)
             .iter()
@@ -1031,6 +1049,7 @@ fn a_full_copy_then_the_changes_since_leaves_the_new_gateway_equal_to_the_old() 
     .endpoints();
     b.gw.send(LAN, &ping("10.0.0.3", "198.51.100.9", 77, false))
         .endpoints();
+    gw_lb_ack(&b);
     b.gw.send(LAN, &udp("10.0.0.9:6000", "192.0.2.53:53", b"new"))
         .endpoints();
     let delta = Snapshot::capture_touched(&b.gw.engine, b.gw.now, since);
@@ -1040,7 +1059,15 @@ fn a_full_copy_then_the_changes_since_leaves_the_new_gateway_equal_to_the_old() 
         .map(|f| format!("{}:{}", Ipv4Addr::from(f.orig.src), f.orig.sport))
         .collect();
     touched.sort();
-    assert_eq!(touched, ["10.0.0.2:40000", "10.0.0.3:77", "10.0.0.9:6000"]);
+    assert_eq!(
+        touched,
+        [
+            "10.0.0.2:40000",
+            "10.0.0.3:77",
+            "10.0.0.9:6000",
+            "198.51.100.30:7000"
+        ]
+    );
 
     let new = Gw::new(&config(), TB);
     let o = |replace| RestoreOptions {
@@ -1051,7 +1078,22 @@ fn a_full_copy_then_the_changes_since_leaves_the_new_gateway_equal_to_the_old() 
     let r1 = full.restore(&new.engine, new.now, o(false)).unwrap();
     assert_eq!(r1.flows, 7);
     let r2 = delta.restore(&new.engine, new.now, o(true)).unwrap();
-    assert_eq!((r2.flows, r2.flows_replaced, r2.flows_duplicate), (3, 2, 0));
+    assert_eq!((r2.flows, r2.flows_replaced, r2.flows_duplicate), (4, 3, 0));
+    // The replaced LB flow adds only what it carried since the copy to
+    // its server's counters (not its whole count again).
+    let traffic = |e: &Engine, now| {
+        e.services(now)[0]
+            .reals
+            .iter()
+            .map(|r| (r.addr, r.packets_in, r.packets_out, r.bytes_in, r.bytes_out))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        traffic(&new.engine, new.now),
+        traffic(&b.gw.engine, b.gw.now)
+    );
+    let sum: u64 = traffic(&new.engine, new.now).iter().map(|t| t.1).sum();
+    assert_eq!(sum, 2, "SYN and ACK in");
     let (old_flows, new_flows) = (b.gw.flows(), new.flows());
     assert_eq!(old_flows.len(), 8);
     assert_eq!(old_flows.len(), new_flows.len());
@@ -1067,6 +1109,12 @@ fn a_full_copy_then_the_changes_since_leaves_the_new_gateway_equal_to_the_old() 
     let closed = new_flows.iter().find(|r| r.orig.sport == 40000).unwrap();
     assert_eq!(closed.tcp_state, TcpState::FinWait);
     assert_eq!(ports_in_use(&new), ports_in_use(&b.gw));
+}
+
+/// The LB client of [`build_old`] sends its ACK (the flow is touched).
+fn gw_lb_ack(b: &Built) {
+    b.gw.send(WAN, &tcp("198.51.100.30:7000", "203.0.113.10:80", ACK, b""))
+        .endpoints();
 }
 
 /// Live translated flows per outside address and protocol.

@@ -80,6 +80,15 @@ pub struct RunConfig {
     pub afxdp: AfxdpConfig,
     pub tun: TunConfig,
     pub snapshot: SnapshotConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint — `[metrics]`. Off unless `listen` is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (plain HTTP; `127.0.0.1:9469` keeps
+    /// it on the box). `None`: no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Where the control socket is when the config does not say.
@@ -96,6 +105,7 @@ impl Default for RunConfig {
                 path: None,
                 interval_secs: 10,
             },
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -116,6 +126,12 @@ struct RawAfxdp {
 struct RawSnapshot {
     path: Option<Spanned<String>>,
     interval: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -225,6 +241,8 @@ struct RawConfig {
     tun: RawTun,
     #[serde(default)]
     snapshot: RawSnapshot,
+    #[serde(default)]
+    metrics: RawMetrics,
     #[serde(default, rename = "interface")]
     interfaces: Vec<Spanned<RawInterface>>,
     #[serde(default, rename = "route")]
@@ -833,6 +851,28 @@ fn build_run(raw: &RawConfig, src: &Src<'_>) -> Result<RunConfig, ConfigError> {
         }
         run.snapshot.interval_secs = *i.get_ref();
     }
+    if let Some(l) = &raw.metrics.listen {
+        let a = l
+            .get_ref()
+            .trim()
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| {
+                src.err(
+                    l.span(),
+                    format!(
+                        "metrics.listen: `{}` is not ADDRESS:PORT (e.g. \"127.0.0.1:9469\")",
+                        l.get_ref()
+                    ),
+                )
+            })?;
+        if a.port() == 0 {
+            return Err(src.err(
+                l.span(),
+                "metrics.listen: port 0 (Prometheus needs a fixed port)",
+            ));
+        }
+        run.metrics.listen = Some(a);
+    }
     Ok(run)
 }
 
@@ -1241,6 +1281,36 @@ mapping = "endpoint-independent"
 
         let e = err_of(&GOOD.replace("[[set]]", "[[set]\n"));
         assert!(e.starts_with("t.toml:22:"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_checked() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.run.metrics.listen, None);
+        let on = GOOD.replace(
+            "[limits]",
+            "[metrics]\nlisten = \"127.0.0.1:9469\"\n\n[limits]",
+        );
+        let c = parse(&on).unwrap();
+        assert_eq!(
+            c.run.metrics.listen,
+            Some("127.0.0.1:9469".parse().unwrap())
+        );
+        let on6 = GOOD.replace("[limits]", "[metrics]\nlisten = \"[::1]:9469\"\n\n[limits]");
+        assert!(parse(&on6).unwrap().run.metrics.listen.is_some());
+
+        let e = err_of(&GOOD.replace("[limits]", "[metrics]\nlisten = \"localhost\"\n\n[limits]"));
+        assert!(
+            e.starts_with("t.toml:6:10: metrics.listen: `localhost` is not ADDRESS:PORT"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace(
+            "[limits]",
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n\n[limits]",
+        ));
+        assert!(e.contains("metrics.listen: port 0"), "{e}");
+        let e = err_of(&GOOD.replace("[limits]", "[metrics]\nport = 9469\n\n[limits]"));
+        assert!(e.contains("unknown field `port`"), "{e}");
     }
 
     #[test]

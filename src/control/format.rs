@@ -210,6 +210,9 @@ pub fn config_summary(c: &Config) -> String {
             c.run.snapshot.interval_secs
         );
     }
+    if let Some(a) = &c.run.metrics.listen {
+        let _ = writeln!(s, "metrics: http://{a}/metrics");
+    }
     s
 }
 

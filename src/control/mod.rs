@@ -8,11 +8,15 @@
 //! - [`format`](mod@format): replies and the config as text; imports the config and
 //!   [`crate::protocol`] types, never the socket.
 //! - [`replay`]: the engine over a pcap file (`natgw replay`).
+//! - [`metrics`]: the Prometheus endpoint (`[metrics] listen`): the
+//!   exposition rendered from protocol replies, and its HTTP thread, which
+//!   asks the control loop through [`socket::Submitter`].
 //!
 //! The daemon (`natgw run`) is [`crate::daemon`], the health checker
 //! [`crate::health`], the wire types [`crate::protocol`].
 
 pub mod config;
 pub mod format;
+pub mod metrics;
 pub mod replay;
 pub mod socket;

@@ -131,6 +131,9 @@ impl Pending {
 ///   that reads slowly does not hold up the loop either.
 pub struct Server {
     requests: Option<mpsc::Receiver<Pending>>,
+    /// The queue's sending side, for requests that come another way (the
+    /// metrics endpoint): see [`Server::submitter`].
+    queue: mpsc::Sender<Pending>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -141,18 +144,28 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let queue = tx.clone();
         let thread = std::thread::Builder::new()
             .name("natgw-control".into())
             .spawn(move || listen(listener, tx, &s))
             .map_err(|e| format!("control socket thread: {e}"))?;
         Ok(Server {
             requests: Some(rx),
+            queue,
             stop,
             thread: Some(thread),
         })
     }
 
     /// The next request, waiting at most `timeout` for one.
+    /// A handle that puts requests into the same queue as the socket's
+    /// clients (answered by the control loop, one at a time).
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            queue: self.queue.clone(),
+        }
+    }
+
     pub fn next(&self, timeout: Duration) -> Option<Pending> {
         let rx = self.requests.as_ref()?;
         if timeout.is_zero() {
@@ -182,6 +195,26 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+/// Asks the control loop a request from another thread, as a socket
+/// client would (see [`Server::submitter`]).
+#[derive(Clone)]
+pub struct Submitter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Submitter {
+    /// The control loop's reply; "natgw is stopping" once it no longer
+    /// serves requests.
+    pub fn ask(&self, request: Request) -> Encoded {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let stopping = || error_reply("natgw is stopping".into());
+        match self.queue.send(Pending { request, reply: tx }) {
+            Ok(()) => rx.recv().unwrap_or_else(|_| stopping()),
+            Err(_) => stopping(),
+        }
     }
 }
 

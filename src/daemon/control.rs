@@ -9,13 +9,15 @@ use super::write_snapshot;
 use crate::conntrack::Time;
 use crate::control::config::Config;
 use crate::control::format::flow_line;
+use crate::control::metrics::{self, DaemonEvents, MetricsInput};
+use crate::control::socket::Submitter;
 use crate::dataplane::neigh::Neighbours;
 use crate::dataplane::{Running, sys};
 use crate::engine::{CounterSnapshot, Engine};
 use crate::health::{self, Checker};
 use crate::protocol::NeighbourEntry;
 use crate::protocol::{
-    self, Encoded, FlowView, FlowsReport, FlushReply, LbReply, ReloadReply, Request,
+    self, Encoded, FlowView, FlowsReport, FlushReply, LbReply, MetricsReply, ReloadReply, Request,
     ServicesReport, SetOp, SetReport, SnapshotReply, StatsReport, StepKind, StepReply, answer,
 };
 use crate::snapshot::{self, Snapshot};
@@ -45,6 +47,12 @@ pub(super) struct Control {
     pub(super) stop: Arc<AtomicBool>,
     /// Health checks of real servers; `None` once stopped.
     pub(super) checker: Option<Checker>,
+    /// The `[metrics]` endpoint, when on (a reload may move it).
+    pub(super) metrics: Option<metrics::Server>,
+    /// How the metrics endpoint reaches this loop.
+    pub(super) submitter: Option<Submitter>,
+    /// Reloads, snapshots, takeover: what `GET /metrics` reports of them.
+    pub(super) events: DaemonEvents,
 }
 
 impl Control {
@@ -75,7 +83,94 @@ impl Control {
             Request::Snapshot(q) => answer(q, |q| self.snapshot(q)),
             Request::Services(q) => answer(q, |q| self.services(q)),
             Request::Lb(q) => answer(q, |q| self.lb(q)),
+            Request::Metrics(q) => answer(q, |q| self.metrics(q)),
         }
+    }
+
+    /// The exposition for `GET /metrics`: the same data as `natgw stats`
+    /// and `natgw services` (neither walks the flow table) plus the
+    /// daemon's events.
+    fn metrics(&self, q: protocol::Metrics) -> Result<MetricsReply, String> {
+        let stats = self.stats(protocol::Stats {})?;
+        let services = self.services(protocol::Services {})?;
+        let mut events = self.events.clone();
+        events.carried = self.carried.clone();
+        let input = MetricsInput {
+            stats: &stats,
+            services: &services,
+            events: &events,
+            version: env!("CARGO_PKG_VERSION"),
+        };
+        Ok(metrics::render(&input, q.openmetrics))
+    }
+
+    /// Counts a snapshot written (or not) for the metrics.
+    pub(super) fn count_snapshot(&mut self, r: &Result<SnapshotReply, String>, secs: f64) {
+        match r {
+            Ok(r) => {
+                self.events.snapshots_ok += 1;
+                self.events.last_snapshot = Some((unix_now(), secs, r.bytes));
+            }
+            Err(_) => self.events.snapshots_failed += 1,
+        }
+    }
+
+    /// A reload (request or SIGHUP) of `path`: the config is validated and
+    /// applied by [`reload`], and a changed `[metrics] listen` is bound
+    /// before anything is applied (an address it cannot listen on changes
+    /// nothing); counted for the metrics.
+    pub(super) fn reload_from(
+        &mut self,
+        path: &Path,
+        flush_unmatched: bool,
+    ) -> Result<ReloadReply, String> {
+        let t0 = Instant::now();
+        let r = self.reload_inner(path, flush_unmatched);
+        match &r {
+            Ok(_) => {
+                self.events.reloads_ok += 1;
+                self.events.last_reload_success = Some((unix_now(), t0.elapsed().as_secs_f64()));
+            }
+            Err(_) => self.events.reloads_failed += 1,
+        }
+        r
+    }
+
+    fn reload_inner(&mut self, path: &Path, flush_unmatched: bool) -> Result<ReloadReply, String> {
+        let new = Config::load(path).map_err(|e| format!("{e}; nothing was changed"))?;
+        let want = new.run.metrics.listen;
+        let have = self.metrics.as_ref().map(|m| m.addr());
+        // A new endpoint is bound first: if it cannot be, nothing changes.
+        let listener = match want {
+            Some(a) if Some(a) != have => Some(
+                metrics::bind(a)
+                    .map_err(|e| format!("{}: {e}; nothing was changed", path.display()))?,
+            ),
+            _ => None,
+        };
+        let r = reload(
+            &self.engine,
+            &self.cfg,
+            path,
+            flush_unmatched,
+            self.checker.as_ref(),
+        )?;
+        if want != have {
+            if let Some(m) = self.metrics.take() {
+                m.stop();
+                log::info!(
+                    "metrics: no longer serving on {}",
+                    have.map_or(String::new(), |a| a.to_string())
+                );
+            }
+            if let (Some(l), Some(sub)) = (listener, &self.submitter) {
+                match metrics::Server::start(l, sub.clone()) {
+                    Ok(m) => self.metrics = Some(m),
+                    Err(e) => log::error!("metrics: {e}"),
+                }
+            }
+        }
+        Ok(r)
     }
 
     /// The workers, unless they were handed over.
@@ -177,12 +272,15 @@ impl Control {
         Ok(FlushReply { flushed: n })
     }
 
-    fn snapshot(&self, q: protocol::Snapshot) -> Result<SnapshotReply, String> {
+    fn snapshot(&mut self, q: protocol::Snapshot) -> Result<SnapshotReply, String> {
         let path = q
             .path
             .or_else(|| self.cfg.run.snapshot.path.clone())
             .ok_or("no path given and no [snapshot] path in the config")?;
-        let r = write_snapshot(&self.engine, &path, self.counters())?;
+        let t0 = Instant::now();
+        let r = write_snapshot(&self.engine, &path, self.counters());
+        self.count_snapshot(&r, t0.elapsed().as_secs_f64());
+        let r = r?;
         log::info!(
             "snapshot: {} flow(s), {} bytes to {}",
             r.flows,
@@ -193,6 +291,7 @@ impl Control {
     }
 
     fn services(&self, _: protocol::Services) -> Result<ServicesReport, String> {
+        // Servers' counters are kept as flows come and go: no walk here.
         let now = sys::now();
         Ok(ServicesReport {
             services: self.engine.services(now),
@@ -206,15 +305,9 @@ impl Control {
         })
     }
 
-    fn reload(&self, q: protocol::Reload) -> Result<ReloadReply, String> {
+    fn reload(&mut self, q: protocol::Reload) -> Result<ReloadReply, String> {
         let path = q.config.unwrap_or_else(|| self.cfg.path.clone());
-        let r = reload(
-            &self.engine,
-            &self.cfg,
-            &path,
-            q.flush_unmatched,
-            self.checker.as_ref(),
-        )?;
+        let r = self.reload_from(&path, q.flush_unmatched)?;
         log::info!(
             "reloaded {}: {} rules, {} sets, {} services; {} live flows keep their translation, {} match no rule now, {} flushed",
             r.config,
@@ -252,6 +345,7 @@ impl Control {
         };
         log::info!("handover requested: stopping the workers");
         let t0 = Instant::now();
+        self.stop_metrics();
         if let Some(c) = self.checker.take() {
             c.stop();
         }
@@ -317,6 +411,7 @@ impl Control {
             return Err("already handed over".into());
         };
         log::info!("handover cut: taking the sockets out of the XDP programs");
+        self.stop_metrics();
         if let Some(c) = self.checker.take() {
             c.stop();
         }
@@ -396,6 +491,22 @@ impl Control {
             })
             .collect()
     }
+}
+
+impl Control {
+    /// Frees the metrics port (the process taking over binds it next).
+    pub(super) fn stop_metrics(&mut self) {
+        if let Some(m) = self.metrics.take() {
+            m.stop();
+        }
+    }
+}
+
+/// Wall-clock time, Unix seconds.
+pub(super) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Validates `path` completely, then applies it (see `Engine::reload`).

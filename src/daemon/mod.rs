@@ -22,7 +22,7 @@ mod control;
 mod rates;
 
 use crate::control::config::{Backend, Config};
-use crate::control::socket;
+use crate::control::{metrics, socket};
 use crate::dataplane::{self, sys};
 use crate::engine::{CounterSnapshot, Engine};
 use crate::health::{self, Checker};
@@ -67,6 +67,14 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     };
     let cfg = Config::load(config).map_err(|e| carry_on(e.to_string()))?;
     let engine = Arc::new(cfg.build_engine().map_err(carry_on)?);
+    // The metrics port is bound before anything starts, so a port in use
+    // stops natgw here. A takeover binds it after the cut instead: the
+    // running natgw holds it until then.
+    let mut metrics_listener = match cfg.run.metrics.listen {
+        Some(a) if !opts.takeover => Some(metrics::bind(a)?),
+        _ => None,
+    };
+    let t_start = Instant::now();
     let sock_path = cfg.run.control_socket.clone();
     let max_bytes = snapshot::max_bytes_for(cfg.engine.max_flows);
     let mut carried = CounterSnapshot::default();
@@ -180,13 +188,53 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         handed_over: false,
         finish: None,
         stop: stop.clone(),
+        metrics: None,
+        submitter: None,
+        events: metrics::DaemonEvents {
+            start_time: control::unix_now() - t_start.elapsed().as_secs_f64(),
+            takeover: opts
+                .takeover
+                .then(|| (t_start.elapsed().as_secs_f64(), engine.table().len())),
+            ..metrics::DaemonEvents::default()
+        },
     };
     // Clients are read and answered off this thread (see `socket::Server`);
     // their requests are served here, between ticks, one at a time.
     let server = socket::Server::start(listener)?;
+    ctl.submitter = Some(server.submitter());
+    if opts.takeover
+        && let Some(a) = ctl.cfg.run.metrics.listen
+    {
+        // The old natgw frees the port at the cut and exits just after.
+        metrics_listener = bind_retrying(a, Duration::from_secs(3))
+            .map_err(|e| log::error!("{e}; natgw runs without its metrics endpoint"))
+            .ok();
+    }
+    if let Some(l) = metrics_listener
+        && let Some(sub) = &ctl.submitter
+    {
+        match metrics::Server::start(l, sub.clone()) {
+            Ok(m) => ctl.metrics = Some(m),
+            // After a takeover's cut the old natgw is gone: forward anyway.
+            Err(e) if opts.takeover => {
+                log::error!("{e}; natgw runs without its metrics endpoint")
+            }
+            Err(e) => {
+                server.shutdown();
+                let _ = std::fs::remove_file(&sock_path);
+                stop.store(true, Ordering::Relaxed);
+                let errors = ctl.running.take().map(|r| r.shutdown()).unwrap_or_default();
+                return Err(format!(
+                    "{e}{}",
+                    errors.iter().map(|e| format!("; {e}")).collect::<String>()
+                ));
+            }
+        }
+    }
     let mut last_prune = Instant::now();
     let mut last_snapshot = Instant::now();
-    let mut writer: Option<std::thread::JoinHandle<()>> = None;
+    type Written = (Result<SnapshotReply, String>, f64);
+    let mut writer: Option<std::thread::JoinHandle<Written>> = None;
     let mut next_tick = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         // Until the tick is due: serve what comes (bounded, so a stream
@@ -204,7 +252,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         }
         next_tick = Instant::now() + TICK;
         if hup.swap(false, Ordering::Relaxed) {
-            match control::reload(&engine, &ctl.cfg, config, false, ctl.checker.as_ref()) {
+            match ctl.reload_from(config, false) {
                 Ok(r) => log::info!(
                     "SIGHUP: reloaded {}: {} rules, {} sets; {} live flows keep their translation, {} of them match no rule now",
                     r.config,
@@ -238,10 +286,18 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
             last_snapshot = Instant::now();
             let (engine, path, counters) = (engine.clone(), path.clone(), ctl.counters());
             writer = Some(std::thread::spawn(move || {
-                if let Err(e) = write_snapshot(&engine, &path, counters) {
+                let t0 = Instant::now();
+                let r = write_snapshot(&engine, &path, counters);
+                if let Err(e) = &r {
                     log::error!("periodic snapshot: {e}");
                 }
+                (r, t0.elapsed().as_secs_f64())
             }));
+        }
+        if let Some(w) = writer.take_if(|w| w.is_finished())
+            && let Ok((r, secs)) = w.join()
+        {
+            ctl.count_snapshot(&r, secs);
         }
         // The workers are stopping if one of them died: stop everything.
         if ctl
@@ -257,6 +313,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     // Stop taking requests; a handover's reply is written before this
     // returns.
     server.shutdown();
+    ctl.stop_metrics();
     if let Some(w) = writer {
         let _ = w.join();
     }
@@ -439,6 +496,22 @@ fn takeover_in_steps(
         t0.elapsed().as_millis()
     );
     Ok(Some(prepared))
+}
+
+/// Binds the metrics address, trying again for up to `within` while it is
+/// in use (the natgw taken over from frees it as it exits).
+fn bind_retrying(
+    a: std::net::SocketAddr,
+    within: Duration,
+) -> Result<std::net::TcpListener, String> {
+    let until = Instant::now() + within;
+    loop {
+        match metrics::bind(a) {
+            Ok(l) => return Ok(l),
+            Err(e) if Instant::now() >= until => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }
 
 /// Where a takeover asks the old process to write its state: beside the

@@ -88,7 +88,21 @@ pub struct WorkerSnapshot {
     /// AF_XDP: UMEM frames free in the worker's pool / in total.
     pub frames_free: u64,
     pub frames_total: u64,
+    /// The same per-packet times as a histogram for metrics: packets in
+    /// each bucket of [`LATENCY_BUCKETS_NS`] (each bucket's own count, not
+    /// cumulative), then those above the last bound.
+    #[serde(default)]
+    pub latency_buckets: Vec<u64>,
+    /// Sum of the recorded per-packet times, ns.
+    #[serde(default)]
+    pub latency_sum_ns: f64,
 }
+
+/// Upper bounds (ns) of the per-packet time histogram's buckets
+/// ([`WorkerSnapshot::latency_buckets`]).
+pub const LATENCY_BUCKETS_NS: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
 
 impl WorkerStats {
     pub fn new(name: String) -> WorkerStats {
@@ -140,6 +154,21 @@ impl WorkerStats {
             kernel_dropped: self.kernel_dropped.load(Relaxed),
             frames_free: self.frames_free.load(Relaxed),
             frames_total: self.frames_total.load(Relaxed),
+            latency_buckets: {
+                let mut lo = 0;
+                let mut v: Vec<u64> = LATENCY_BUCKETS_NS
+                    .iter()
+                    .map(|&hi| {
+                        let n = h.count_between(lo, hi);
+                        lo = hi + 1;
+                        n
+                    })
+                    .collect();
+                let below: u64 = v.iter().sum();
+                v.push(h.len().saturating_sub(below));
+                v
+            },
+            latency_sum_ns: h.mean() * h.len() as f64,
         }
     }
 }

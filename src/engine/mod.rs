@@ -28,7 +28,7 @@ pub use stats::{CounterSnapshot, Counters, DropReason};
 use crate::conntrack::{
     FlowRecord, FlowTable, Lookup, NewFlow, PacketInfo, TcpState, Time, Timeouts, flags,
 };
-use crate::lb::{ConnState, Forward, LbTable, NewConn, ServiceStatus};
+use crate::lb::{ConnState, Forward, LbTable, NewConn, RealIds, RealState, ServiceStatus};
 use crate::nat::{
     AllocError, DstNat, IfId, Meta, NatState, PortRange, Ruleset, Sets, Source, SrcNat, SrcRequest,
     nat_flags,
@@ -135,6 +135,10 @@ pub struct Engine {
     sets: ArcSwap<Sets>,
     /// Virtual services (LVS-NAT); checked before the destination rules.
     lb: ArcSwap<LbTable>,
+    /// Real servers by the id a load-balanced flow's mark carries (its
+    /// upper 16 bits; see [`lb_mark`]), so each packet adds to its
+    /// server's traffic counters without a lookup.
+    reals: RealIds,
     frags: FragTable,
     icmp_window: AtomicU64,
     icmp_sent: AtomicU32,
@@ -152,6 +156,7 @@ impl Engine {
             ruleset: ArcSwap::from_pointee(ruleset),
             sets: ArcSwap::from_pointee(sets),
             lb: ArcSwap::from_pointee(LbTable::new(cfg.seed.rotate_left(13))),
+            reals: RealIds::default(),
             frags: FragTable::new(4096),
             icmp_window: AtomicU64::new(0),
             icmp_sent: AtomicU32::new(0),
@@ -200,37 +205,9 @@ impl Engine {
     /// `ipvsadm -L -n --stats`: services with their servers' counters,
     /// packets and bytes including live flows.
     pub fn services(&self, now: Time) -> Vec<ServiceStatus> {
-        let mut v = self.lb.load().status(now);
-        let mut live: std::collections::HashMap<(crate::lb::ServiceKey, u32, u16), [u64; 4]> =
-            std::collections::HashMap::new();
-        let lb = self.lb.load();
-        self.table.for_each(|_, r| {
-            if r.has(nat_flags::LB)
-                && let Some(svc) = lb.lookup(r.orig.dst, r.orig.dport, r.orig.proto)
-            {
-                let port = match svc.find_real(r.reply.src, r.reply.sport) {
-                    Some(_) => r.reply.sport,
-                    None => 0,
-                };
-                let e = live.entry((svc.key, r.reply.src, port)).or_default();
-                e[0] += r.packets[0];
-                e[1] += r.packets[1];
-                e[2] += r.bytes[0];
-                e[3] += r.bytes[1];
-            }
-        });
-        for s in &mut v {
-            for r in &mut s.reals {
-                let k = (s.key, r.addr, r.port);
-                if let Some(e) = live.get(&k) {
-                    r.packets_in += e[0];
-                    r.packets_out += e[1];
-                    r.bytes_in += e[2];
-                    r.bytes_out += e[3];
-                }
-            }
-        }
-        v
+        // Servers' packets and bytes are counted as packets pass (see
+        // `reals`): no walk over the flow table here.
+        self.lb.load().status(now)
     }
 
     /// Puts back a flow from a snapshot (its `expires` already moved onto
@@ -238,11 +215,43 @@ impl Engine {
     /// connection count. The NAT side (port usage, EIM references) is the
     /// caller's, through [`NatState`].
     pub fn restore_flow(&self, r: &FlowRecord) -> Result<(), crate::conntrack::InsertError> {
-        self.table.insert_record(r)?;
-        if r.has(nat_flags::LB)
-            && let Some(st) = self.lb_real(&r.orig, &r.reply)
-        {
+        self.restore_flow_over(r, None)
+    }
+
+    /// [`restore_flow`](Engine::restore_flow) of a newer copy of a flow
+    /// that `prev` was (taken out with [`take_flow`](Engine::take_flow)):
+    /// its real server's traffic grows by the difference only.
+    pub fn restore_flow_over(
+        &self,
+        r: &FlowRecord,
+        prev: Option<&FlowRecord>,
+    ) -> Result<(), crate::conntrack::InsertError> {
+        if !r.has(nat_flags::LB) {
+            self.table.insert_record(r)?;
+            return Ok(());
+        }
+        // The mark's server id is the writing process's: give the flow
+        // this process's id of its server.
+        let st = self.lb_real(&r.orig, &r.reply);
+        let id = st.as_ref().map_or(0, |st| self.reals.id_of(st));
+        let rec = FlowRecord {
+            mark: lb_mark(id, r.mark),
+            ..r.clone()
+        };
+        self.table.insert_record(&rec)?;
+        if let Some(st) = st {
             st.transition(None, Some(ConnState::of(r.orig.proto, r.tcp_state)));
+            let (p0, b0) = prev.map_or(([0; 2], [0; 2]), |p| (p.packets, p.bytes));
+            st.add_traffic(
+                [
+                    r.packets[0].saturating_sub(p0[0]),
+                    r.packets[1].saturating_sub(p0[1]),
+                ],
+                [
+                    r.bytes[0].saturating_sub(b0[0]),
+                    r.bytes[1].saturating_sub(b0[1]),
+                ],
+            );
         }
         Ok(())
     }
@@ -251,16 +260,15 @@ impl Engine {
     /// that goes with it (port, EIM references, real-server counts).
     /// Returns whether there was one.
     pub fn remove_flow(&self, orig: &Tuple) -> bool {
-        let Some(id) = self.table.find(orig) else {
-            return false;
-        };
-        match self.table.remove(id, None) {
-            Some(r) => {
-                self.release(&r);
-                true
-            }
-            None => false,
-        }
+        self.take_flow(orig).is_some()
+    }
+
+    /// [`remove_flow`](Engine::remove_flow), returning the flow removed.
+    pub fn take_flow(&self, orig: &Tuple) -> Option<FlowRecord> {
+        let id = self.table.find(orig)?;
+        let r = self.table.remove(id, None)?;
+        self.release(&r);
+        Some(r)
     }
 
     /// Everything that must happen when a flow ends: its outside port and
@@ -271,7 +279,10 @@ impl Engine {
             && let Some(st) = self.lb_real(&r.orig, &r.reply)
         {
             st.transition(Some(ConnState::of(r.orig.proto, r.tcp_state)), None);
-            st.retire(r.packets, r.bytes);
+            // A flow with a server id had each packet counted already.
+            if r.mark >> 16 == 0 {
+                st.add_traffic(r.packets, r.bytes);
+            }
         }
     }
 
@@ -410,6 +421,11 @@ impl Engine {
                         crate::conntrack::Dir::Reply => (h.other, p.tuple),
                     };
                     self.lb_transition(&orig, &reply, from, to);
+                }
+                if h.flags & nat_flags::LB != 0
+                    && let Some(st) = self.reals.get((h.mark >> 16) as u16)
+                {
+                    st.count(c.lane(), h.dir.index(), info.len as u64);
                 }
                 Counters::bump(&c.fast_path);
                 h.other.invert()
@@ -615,15 +631,26 @@ impl Engine {
         };
         let rule_no = |r: Option<usize>| r.map_or(0, |i| i as u32 + 1);
         base.mark = (rule_no(pre_rule) << 16) | rule_no(post_rule);
+        // A load-balanced flow has no destination rule: the upper half
+        // names its real server instead.
+        let real_state: Option<&RealState> = real.map(|(r, _)| r.state());
+        if let Some((r, _)) = real {
+            base.mark = lb_mark(self.reals.id_of(r.state_arc()), base.mark);
+        }
 
         let mut evicted = false;
         loop {
             match self.nat.create(&self.table, &base, dst, dport, &req, now) {
                 Ok((_, reply)) => {
                     Counters::bump(&c.flows_created);
-                    if let Some((r, _)) = real {
-                        r.state().count_conn();
-                        r.state().transition(None, Some(ConnState::Inactive));
+                    if let Some(st) = real_state {
+                        st.count_conn();
+                        st.transition(None, Some(ConnState::Inactive));
+                        // The first packet (the flow's own counters start
+                        // with it too).
+                        if base.mark >> 16 != 0 {
+                            st.count(c.lane(), 0, len as u64);
+                        }
                     }
                     return Ok(reply.invert());
                 }
@@ -882,7 +909,7 @@ impl Engine {
     pub fn unmatched_flows(&self, rs: &Ruleset, now: Time) -> Vec<FlowRecord> {
         self.flows(now)
             .into_iter()
-            .filter(|r| r.mark != 0)
+            .filter(|r| rule_mark(r) != 0)
             .filter(|r| {
                 let iif = self.route(r.orig.src).map_or(0, |h| h.oif);
                 let meta = Meta {
@@ -1007,4 +1034,21 @@ pub fn flag_names(r: &FlowRecord) -> Vec<&'static str> {
         }
     }
     v
+}
+
+/// The mark of a load-balanced flow: its real server's [`RealIds`] id in
+/// the upper 16 bits (a virtual service comes before the destination
+/// rules, so that half names no rule), the source rule in the lower.
+fn lb_mark(real_id: u16, mark: u32) -> u32 {
+    (u32::from(real_id) << 16) | (mark & 0xffff)
+}
+
+/// The rule numbers a flow's mark holds (destination rule << 16 | source
+/// rule); a load-balanced flow's upper half is its server id, not a rule.
+fn rule_mark(r: &FlowRecord) -> u32 {
+    if r.has(nat_flags::LB) {
+        r.mark & 0xffff
+    } else {
+        r.mark
+    }
 }

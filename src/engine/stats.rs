@@ -8,7 +8,7 @@
 use crate::packet::ParseError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 macro_rules! drop_reasons {
     ($($(#[doc = $doc:literal])* $v:ident = $name:literal,)*) => {
@@ -139,6 +139,20 @@ pub struct Counters {
     /// handover's cut, a restart), taken and processed afterwards.
     pub parked: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
+    lane: Lane,
+}
+
+/// Which lane of shared counters (a real server's traffic) this worker
+/// adds to: each [`Counters`] takes the next one when it is made, so
+/// workers write different cache lines.
+#[derive(Debug)]
+struct Lane(usize);
+
+impl Default for Lane {
+    fn default() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        Lane(NEXT.fetch_add(1, Relaxed))
+    }
 }
 
 impl Counters {
@@ -156,6 +170,13 @@ impl Counters {
     #[inline]
     pub fn drop(&self, r: DropReason) {
         Counters::bump(&self.drops[r as usize]);
+    }
+
+    /// This worker's lane for shared per-server counters (see
+    /// `lb::RealState::count`).
+    #[inline]
+    pub fn lane(&self) -> usize {
+        self.lane.0
     }
 
     pub fn drops(&self, r: DropReason) -> u64 {

@@ -27,7 +27,10 @@
 //!   weight change does not reset the counts that `lc`/`wlc` read. A server
 //!   removed while it still has connections moves to the service's trash,
 //!   as in IPVS, so closing flows still find their counters (and a re-added
-//!   server gets them back).
+//!   server gets them back). Its packets and bytes are counted per packet
+//!   through [`RealIds`]: the engine puts the server's id in the flow's
+//!   mark, so reading them (`natgw services`, metrics) never walks the
+//!   flow table.
 //! - Persistence entries (IPVS "templates") live in a sharded table that is
 //!   carried from version to version while the service keeps its netmask;
 //!   entries of removed servers are dropped on the change.
@@ -69,8 +72,8 @@ mod table;
 pub use persist::{PersistEntry, Sweep};
 pub use sched::{HashOpts, MAX_MH_TABLE, MhOpts, Scheduler};
 pub use service::{
-    ConnState, Forward, Health, NewConn, Persistence, RealIdx, RealServer, RealSpec, RealState,
-    ServiceKey, ServiceSpec, VirtualService,
+    ConnState, Forward, Health, NewConn, Persistence, RealIds, RealIdx, RealServer, RealSpec,
+    RealState, ServiceKey, ServiceSpec, VirtualService,
 };
 pub use table::{Change, LbError, LbTable, RealStatus, ServiceStatus};
 

@@ -9,12 +9,14 @@ use super::table::LbError;
 use super::{MAX_REALS, MAX_WEIGHT, ipv4};
 use crate::conntrack::{TcpState, Time};
 use crate::packet::proto;
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 /// Identifies a virtual service, like `ipvsadm -t VIP:port` (or `-u`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -149,9 +151,18 @@ pub struct RealState {
     inactive: AtomicU32,
     /// Connections ever scheduled to the server.
     conns: AtomicU64,
-    /// Packets and bytes of ended connections, client->server and back
-    /// (live flows are added when listing).
-    retired: [AtomicU64; 4],
+    /// Packets in, packets out, bytes in, bytes out (client->server is
+    /// in) of its connections, live and ended: the engine counts each
+    /// packet of a flow that carries this server's [`RealIds`] id, and
+    /// folds in a flow's counters when it has none (see [`RealIds`]).
+    /// Reading them never walks the flow table. In [`LANES`] lanes, each
+    /// on a cache line of its own: workers add to different lanes (their
+    /// `Counters::lane`), so a server's packets on several queues do not
+    /// bounce one line between CPUs, nor the line of the fields above
+    /// that the schedulers read for every new connection. Read as the sum.
+    traffic: [CachePadded<[AtomicU64; 4]>; LANES],
+    /// Id in the engine's [`RealIds`] (0: none yet).
+    id: AtomicU32,
 }
 
 impl RealState {
@@ -187,21 +198,40 @@ impl RealState {
         self.conns.load(Relaxed)
     }
 
-    /// Adds an ended connection's packets and bytes (`[to server, from
-    /// server]`).
-    pub fn retire(&self, packets: [u64; 2], bytes: [u64; 2]) {
-        for (c, v) in self
-            .retired
+    /// Adds packets and bytes (`[to server, from server]`) counted
+    /// elsewhere: a flow's own counters when it ends without an id, or
+    /// when it is restored from a snapshot.
+    pub fn add_traffic(&self, packets: [u64; 2], bytes: [u64; 2]) {
+        for (c, v) in self.traffic[0]
             .iter()
             .zip([packets[0], packets[1], bytes[0], bytes[1]])
         {
-            c.fetch_add(v, Relaxed);
+            if v > 0 {
+                c.fetch_add(v, Relaxed);
+            }
         }
     }
 
-    /// Packets in, packets out, bytes in, bytes out of ended connections.
-    pub fn retired(&self) -> [u64; 4] {
-        std::array::from_fn(|i| self.retired[i].load(Relaxed))
+    /// Counts one packet of `bytes` in direction `dir` (0: to the server,
+    /// 1: back) in `lane` (the worker's). Called by the data path for
+    /// every packet of a flow that has this server's id. An atomic add
+    /// (more workers than lanes share one), on a line no other worker
+    /// writes while there are no more workers than [`LANES`].
+    #[inline]
+    pub fn count(&self, lane: usize, dir: usize, bytes: u64) {
+        let (t, d) = (&self.traffic[lane % LANES], dir & 1);
+        t[d].fetch_add(1, Relaxed);
+        t[2 + d].fetch_add(bytes, Relaxed);
+    }
+
+    /// Packets in, packets out, bytes in, bytes out (see `traffic`).
+    pub fn traffic(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.traffic.iter().map(|l| l[i].load(Relaxed)).sum())
+    }
+
+    /// Its id in the engine's [`RealIds`], 0 when it has none.
+    pub fn id(&self) -> u16 {
+        self.id.load(Relaxed) as u16
     }
 
     pub fn inactive(&self) -> u32 {
@@ -237,6 +267,78 @@ impl RealState {
     }
 }
 
+/// Lanes of a real server's traffic counters (see `RealState::traffic`).
+pub const LANES: usize = 8;
+
+/// Chunks of [`RealIds`] and slots per chunk: 64 × 1024 ids, the most a
+/// mark's upper 16 bits can name (id 0 is "none").
+const ID_CHUNKS: usize = 64;
+const ID_CHUNK: usize = 1024;
+
+/// One chunk of [`RealIds`]: [`ID_CHUNK`] slots, each set once.
+type IdChunk = Box<[OnceLock<Arc<RealState>>]>;
+
+/// Real servers by a small id, kept by the engine so that the data path
+/// finds a load-balanced flow's server without a lookup: the id lives in
+/// the upper 16 bits of the flow's mark, and each packet of the flow adds
+/// to that server's [`RealState`] traffic counters. Reading a server's
+/// packets and bytes (`natgw services`, metrics) is then a few atomic
+/// loads, never a walk over the flow table.
+///
+/// Ids are handed out once per [`RealState`] and never reused (a removed
+/// server keeps its id while flows name it); after 65535 servers in one
+/// process's life, later ones get no id and their flows' counters are
+/// folded in when the flows end instead.
+pub struct RealIds {
+    chunks: Box<[OnceLock<IdChunk>]>,
+    next: Mutex<u32>,
+}
+
+impl Default for RealIds {
+    fn default() -> Self {
+        RealIds {
+            chunks: (0..ID_CHUNKS).map(|_| OnceLock::new()).collect(),
+            next: Mutex::new(1),
+        }
+    }
+}
+
+impl RealIds {
+    /// The id of `st`, given one now if it has none; 0 when all are taken.
+    pub fn id_of(&self, st: &Arc<RealState>) -> u16 {
+        let id = st.id();
+        if id != 0 {
+            return id;
+        }
+        let mut next = self.next.lock();
+        // Another thread may have registered it meanwhile.
+        let id = st.id();
+        if id != 0 {
+            return id;
+        }
+        let i = *next as usize;
+        if i >= ID_CHUNKS * ID_CHUNK {
+            return 0;
+        }
+        let chunk = self.chunks[i / ID_CHUNK]
+            .get_or_init(|| (0..ID_CHUNK).map(|_| OnceLock::new()).collect());
+        if chunk[i % ID_CHUNK].set(st.clone()).is_err() {
+            return 0;
+        }
+        st.id.store(i as u32, Relaxed);
+        *next += 1;
+        i as u16
+    }
+
+    /// The server with id `id` (none for 0 or an id not handed out).
+    #[inline]
+    pub fn get(&self, id: u16) -> Option<&RealState> {
+        let i = id as usize;
+        let chunk = self.chunks.get(i / ID_CHUNK)?.get()?;
+        chunk.get(i % ID_CHUNK)?.get().map(|a| &**a)
+    }
+}
+
 /// A real server in one table version: configuration plus the shared
 /// [`RealState`].
 #[derive(Debug, Clone)]
@@ -253,6 +355,11 @@ pub struct RealServer {
 
 impl RealServer {
     pub fn state(&self) -> &RealState {
+        &self.state
+    }
+
+    /// The shared state itself (to register it in [`RealIds`]).
+    pub fn state_arc(&self) -> &Arc<RealState> {
         &self.state
     }
 
@@ -619,6 +726,32 @@ fn default_weight() -> u32 {
 pub(super) mod tests {
     use super::super::{Change, HashOpts, LbTable, MhOpts};
     use super::*;
+
+    #[test]
+    fn real_ids_are_given_once_and_run_out_cleanly() {
+        let ids = RealIds::default();
+        let (a, b) = (
+            Arc::new(RealState::default()),
+            Arc::new(RealState::default()),
+        );
+        assert_eq!(ids.get(0).map(|_| ()), None, "0 names no server");
+        let ia = ids.id_of(&a);
+        assert_eq!((ia, ids.id_of(&a), ids.id_of(&b)), (1, 1, 2));
+        ids.get(ia).expect("registered").count(1, 1, 60);
+        a.count(LANES + 2, 0, 40);
+        a.add_traffic([1, 0], [10, 0]);
+        assert_eq!(a.traffic(), [2, 1, 50, 60], "lanes summed");
+        assert_eq!(ids.get(3).map(|_| ()), None, "not handed out");
+        // Every id taken: later servers get 0 (their flows are folded in
+        // when they end) and nothing panics.
+        let mut last = 0;
+        for _ in 2..ID_CHUNKS * ID_CHUNK {
+            last = ids.id_of(&Arc::new(RealState::default()));
+        }
+        assert_eq!(last, 0);
+        assert_eq!(ids.id_of(&Arc::new(RealState::default())), 0);
+        assert!(ids.get(u16::MAX).is_some());
+    }
 
     pub const VIP: u32 = 0xc000_0201; // 192.0.2.1
 

@@ -91,8 +91,8 @@ pub struct RealStatus {
     /// Connections ever scheduled to it.
     #[serde(default)]
     pub conns: u64,
-    /// Packets and bytes client->server (`in`) and back (`out`); the
-    /// table knows those of ended connections, the engine adds live ones.
+    /// Packets and bytes client->server (`in`) and back (`out`) of its
+    /// connections, live and ended (see `RealState`'s traffic counters).
     #[serde(default)]
     pub packets_in: u64,
     #[serde(default)]
@@ -288,10 +288,10 @@ impl LbTable {
                         inactive: r.inactive(),
                         persistent: persistent.get(&(r.addr, r.port)).copied().unwrap_or(0),
                         conns: r.state().conns(),
-                        packets_in: r.state().retired()[0],
-                        packets_out: r.state().retired()[1],
-                        bytes_in: r.state().retired()[2],
-                        bytes_out: r.state().retired()[3],
+                        packets_in: r.state().traffic()[0],
+                        packets_out: r.state().traffic()[1],
+                        bytes_in: r.state().traffic()[2],
+                        bytes_out: r.state().traffic()[3],
                     })
                     .collect();
                 ServiceStatus {

@@ -620,10 +620,13 @@ impl Snapshot {
                 }
                 continue;
             };
-            if opts.replace && engine.remove_flow(&r.orig) {
-                rep.flows_replaced += 1;
-            }
-            match engine.restore_flow(&r) {
+            let prev = if opts.replace {
+                engine.take_flow(&r.orig)
+            } else {
+                None
+            };
+            rep.flows_replaced += usize::from(prev.is_some());
+            match engine.restore_flow_over(&r, prev.as_ref()) {
                 Ok(()) => {
                     nat.adopt_flow(&r);
                     rep.flows += 1;
