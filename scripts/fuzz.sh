@@ -80,7 +80,11 @@ for t in "${targets[@]}"; do
     ( nice -n 19 cargo +nightly fuzz run -s none -a "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time=$((minutes * 60)) -max_len="$(max_len "$t")" \
         -jobs=1 -workers=1 -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
-        "${dict[@]}" >"$log" 2>&1; echo "rc=$?" >>"$log"; times >>"$log" )
+        "${dict[@]}" >"$log" 2>&1; rc=$?
+      # With -jobs libFuzzer runs the fuzzing in one child whose output
+      # is fuzz-0.log: keep it in the run's log.
+      if [ -f fuzz-0.log ]; then cat fuzz-0.log >>"$log"; rm -f fuzz-0.log; fi
+      echo "rc=$rc" >>"$log"; times >>"$log" )
     set -e
     end=$(date +%s)
     cpu=$(tail -n 1 "$log" | awk '{

@@ -9,7 +9,7 @@
 
 pub mod harness;
 
-use etherparse::Ipv4Slice;
+use etherparse::Ipv4HeaderSlice;
 use etherparse::checksum::Sum16BitWords;
 use natgw::packet::{Link, Tuple};
 
@@ -71,14 +71,54 @@ pub fn ip_offset(f: &[u8], link: Link) -> Option<usize> {
     None
 }
 
-/// The IPv4 packet in `f` as etherparse sees it (bounded by its total length).
-pub fn ipv4(f: &[u8], link: Link) -> Option<Ipv4Slice<'_>> {
+/// An IPv4 packet as the oracle sees it: etherparse's header slice (which
+/// validates version, IHL and lengths) and the payload the total length
+/// covers. Extension headers (AH) are left in the payload: natgw does not
+/// look into them either.
+pub struct Ipv4<'a> {
+    header: Ipv4HeaderSlice<'a>,
+    payload: Payload<'a>,
+}
+
+/// The payload of an [`Ipv4`].
+pub struct Payload<'a> {
+    pub payload: &'a [u8],
+}
+
+impl<'a> Ipv4<'a> {
+    pub fn header(&self) -> &Ipv4HeaderSlice<'a> {
+        &self.header
+    }
+    pub fn payload(&self) -> &Payload<'a> {
+        &self.payload
+    }
+    /// More fragments or a non-zero offset.
+    pub fn is_payload_fragmented(&self) -> bool {
+        self.header.more_fragments() || self.header.fragments_offset().value() != 0
+    }
+}
+
+/// The IPv4 packet in `f` (bounded by its total length), checked by
+/// etherparse's header parser.
+pub fn ipv4(f: &[u8], link: Link) -> Option<Ipv4<'_>> {
     let off = ip_offset(f, link)?;
-    Ipv4Slice::from_slice(&f[off..]).ok()
+    let ip = &f[off..];
+    let header = Ipv4HeaderSlice::from_slice(ip).ok()?;
+    let hlen = header.slice().len();
+    let total = header.total_len() as usize;
+    if total < hlen || total > ip.len() {
+        return None;
+    }
+    Some(Ipv4 {
+        header,
+        payload: Payload {
+            payload: &ip[hlen..total],
+        },
+    })
 }
 
 /// True if the IPv4 header checksum verifies (etherparse recomputes it).
-pub fn ip_header_ok(s: &Ipv4Slice<'_>) -> bool {
+pub fn ip_header_ok(s: &Ipv4<'_>) -> bool {
     let h = s.header();
     Sum16BitWords::new().add_slice(h.slice()).ones_complement() == 0
 }
@@ -138,7 +178,7 @@ pub fn l4_sum_ok(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Optio
 }
 
 /// The transport checksum of an unfragmented packet, verified.
-pub fn l4_ok(s: &Ipv4Slice<'_>) -> Option<bool> {
+pub fn l4_ok(s: &Ipv4<'_>) -> Option<bool> {
     if s.is_payload_fragmented() {
         return None;
     }
@@ -163,7 +203,7 @@ pub struct Quoted {
 }
 
 /// The datagram quoted in an ICMP error (types 3, 11, 12).
-pub fn quoted(s: &Ipv4Slice<'_>) -> Option<Quoted> {
+pub fn quoted(s: &Ipv4<'_>) -> Option<Quoted> {
     if s.is_payload_fragmented() || s.header().protocol().0 != 1 {
         return None;
     }
@@ -216,7 +256,7 @@ pub fn be16(b: &[u8], o: usize) -> u16 {
 
 /// The 5-tuple of a packet the way natgw names it (ICMP echo id in
 /// `sport` of a request, `dport` of a reply), read by the oracle itself.
-pub fn tuple_of(s: &Ipv4Slice<'_>) -> Tuple {
+pub fn tuple_of(s: &Ipv4<'_>) -> Tuple {
     let h = s.header();
     let proto = h.protocol().0;
     let p = s.payload().payload;
@@ -254,9 +294,11 @@ pub fn fix_checksums(f: &mut [u8], link: Link) {
     if ihl < 20 || ip.len() < ihl || total < ihl || total > ip.len() {
         return;
     }
+    // etherparse sums native-endian words: its result goes back with
+    // `to_ne_bytes` (a checksum is endian-neutral that way).
     ip[10..12].fill(0);
     let c = Sum16BitWords::new().add_slice(&ip[..ihl]).ones_complement();
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip[10..12].copy_from_slice(&c.to_ne_bytes());
     if be16(ip, 6) & 0x3fff != 0 {
         return;
     }
@@ -272,7 +314,7 @@ pub fn fix_checksums(f: &mut [u8], link: Link) {
             let c = pseudo(src, dst, 6, l4.len())
                 .add_slice(l4)
                 .ones_complement();
-            l4[16..18].copy_from_slice(&c.to_be_bytes());
+            l4[16..18].copy_from_slice(&c.to_ne_bytes());
         }
         17 if l4.len() >= 8 => {
             let ulen = be16(l4, 4) as usize;
@@ -283,12 +325,12 @@ pub fn fix_checksums(f: &mut [u8], link: Link) {
             let c = pseudo(src, dst, 17, ulen)
                 .add_slice(&l4[..ulen])
                 .to_ones_complement_with_no_zero();
-            l4[6..8].copy_from_slice(&c.to_be_bytes());
+            l4[6..8].copy_from_slice(&c.to_ne_bytes());
         }
         1 if l4.len() >= 8 => {
             l4[2..4].fill(0);
             let c = Sum16BitWords::new().add_slice(l4).ones_complement();
-            l4[2..4].copy_from_slice(&c.to_be_bytes());
+            l4[2..4].copy_from_slice(&c.to_ne_bytes());
         }
         _ => {}
     }
@@ -401,4 +443,46 @@ pub fn udp(
         .write(&mut f, payload)
         .expect("writes into a Vec");
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natgw::packet::{L4, parse};
+
+    #[test]
+    fn built_frames_parse() {
+        let f = tiny_udp();
+        let e = icmp_error_about(&f, Link::Ethernet, 3, 3, None, 8).unwrap();
+        let p = parse(&e, Link::Ethernet);
+        assert!(
+            matches!(p.map(|p| p.kind), Ok(L4::IcmpError(_))),
+            "{p:?} {e:02x?}"
+        );
+        let r = reply_to(&f, Link::Ethernet, 0).unwrap();
+        let s = ipv4(&r, Link::Ethernet).unwrap();
+        assert_eq!(l4_ok(&s), Some(true));
+        assert!(parse(&r, Link::Ethernet).is_ok());
+        // The checker agrees with etherparse's builder; fixing is a no-op.
+        let mut t = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 2], [1, 2, 3, 4], 64)
+            .tcp(1, 2, 3, 4)
+            .syn()
+            .write(&mut t, b"xyz")
+            .unwrap();
+        let s = ipv4(&t, Link::Ethernet).unwrap();
+        assert!(ip_header_ok(&s));
+        assert_eq!(l4_ok(&s), Some(true));
+        let mut fixed = t.clone();
+        fix_checksums(&mut fixed, Link::Ethernet);
+        assert_eq!(fixed, t);
+        let mut u = f.clone();
+        fix_checksums(&mut u, Link::Ethernet);
+        assert_eq!(u, f);
+        let r = reply_to(&t, Link::Ethernet, 0x12).unwrap();
+        let s = ipv4(&r, Link::Ethernet).unwrap();
+        assert!(ip_header_ok(&s));
+        assert_eq!(l4_ok(&s), Some(true));
+    }
 }
