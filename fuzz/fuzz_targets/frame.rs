@@ -3,6 +3,11 @@
 //! every rewrite of a parsed frame gives a frame that parses again with
 //! the requested tuple, a verifying IPv4 header checksum, the TTL one less,
 //! and a transport checksum that verifies whenever the input's did.
+//!
+//! Input: a selector byte (bit 0: raw IP link; `(sel >> 1) % 5`: which
+//! rewrite; bit 7: keep the frame's checksums as they are instead of
+//! making them valid first), two addresses (u32) and two ports (u16) for
+//! the target tuple, then the frame.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use natgw::packet::{self, L4, Link, Parsed, Tuple};
@@ -22,7 +27,13 @@ fn run(data: &[u8]) {
     } else {
         Link::Ethernet
     };
-    let frame = inp.rest();
+    // Checksums made valid first (bit 7 clear), so that mutations get past
+    // the header checksum check to the rewrites; raw bytes otherwise.
+    let mut fixed = inp.rest().to_vec();
+    if sel & 0x80 == 0 {
+        natgw_fuzz::fix_checksums(&mut fixed, link);
+    }
+    let frame = &fixed[..];
     let Ok(p) = packet::parse(frame, link) else {
         return;
     };
