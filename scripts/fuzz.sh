@@ -16,7 +16,8 @@
 # `cd fuzz && cargo +nightly run --example gen_corpus`); what the fuzzer
 # learns goes to fuzz/corpus/TARGET and crashes to fuzz/artifacts/TARGET
 # (neither is checked in). Each run's log is fuzz/logs/TARGET-DATE.log; a
-# summary line per target (CPU seconds, executions, exec/s, cov, corpus)
+# summary line per target (wall and CPU seconds, executions, exec/s, cov,
+# features, corpus files, crashes)
 # is printed at the end and appended to fuzz/logs/summary.txt.
 #
 # --coverage: after fuzzing, `cargo fuzz coverage` over the corpus and an
@@ -94,9 +95,10 @@ for t in "${targets[@]}"; do
     cov=$(echo "$last" | grep -o 'cov: [0-9]*' | awk '{print $2}')
     ft=$(echo "$last" | grep -o 'ft: [0-9]*' | awk '{print $2}')
     corp=$(ls "corpus/$t" | wc -l)
-    rate=$(awk -v e="${execs:-0}" -v s="$((end - start))" 'BEGIN { if (s > 0) printf "%.0f", e / s; else print 0 }')
+    # libFuzzer's own figure (executions per second of fuzzing).
+    rate=$(echo "$last" | grep -o 'exec/s: [0-9]*' | awk '{print $2}')
     crashes=$(ls "artifacts/$t" 2>/dev/null | wc -l)
-    line="$stamp $t: wall ${minutes}min cpu ${cpu}s execs ${execs:-?} exec/s ${rate} cov ${cov:-?} ft ${ft:-?} corpus ${corp} crashes ${crashes} $(grep '^rc=' "$log" | tail -n 1)"
+    line="$stamp $t: wall $((end - start))s (asked ${minutes}min) cpu ${cpu}s execs ${execs:-?} exec/s ${rate} cov ${cov:-?} ft ${ft:-?} corpus ${corp} crashes ${crashes} $(grep '^rc=' "$log" | tail -n 1)"
     echo "$line" | tee -a logs/summary.txt
 done
 
