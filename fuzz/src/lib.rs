@@ -204,7 +204,9 @@ pub struct Quoted {
 
 /// The datagram quoted in an ICMP error (types 3, 11, 12).
 pub fn quoted(s: &Ipv4<'_>) -> Option<Quoted> {
-    if s.is_payload_fragmented() || s.header().protocol().0 != 1 {
+    // A first fragment (offset 0, more fragments) carries the ICMP header
+    // and the quote as well: natgw translates it like an unfragmented one.
+    if s.header().fragments_offset().value() != 0 || s.header().protocol().0 != 1 {
         return None;
     }
     let icmp = s.payload().payload;
