@@ -1129,3 +1129,40 @@ fn ports_in_use(gw: &Gw) -> Vec<(Ipv4Addr, String, u64)> {
     v.sort();
     v
 }
+
+/// A snapshot that says a set entry or a persistence entry has (almost)
+/// forever left: the set entry is cut to the longest timeout a command can
+/// give (u32::MAX s), the persistence entry to its service's persistence
+/// timeout (300 s) — neither stays forever.
+#[test]
+fn endless_set_and_persistence_timers_are_cut() {
+    let b = build_old();
+    let mut snap = Snapshot::capture(&b.gw.engine, b.gw.now);
+    for s in &mut snap.sets {
+        for e in &mut s.entries {
+            if e.remaining_ns.is_some() {
+                e.remaining_ns = Some(u64::MAX);
+            }
+        }
+    }
+    assert!(!snap.persistence.is_empty());
+    for p in &mut snap.persistence {
+        p.remaining_ns = u64::MAX;
+    }
+    let new = Gw::new(&config(), TB);
+    let rep = snap
+        .restore(&new.engine, new.now, ignore_elapsed())
+        .unwrap();
+    assert_eq!((rep.set_entries_expired, rep.persistence_skipped), (0, 0));
+    let blocked = new.engine.sets()["blocked"].members(new.now);
+    assert_eq!(
+        blocked,
+        [(
+            "198.51.100.66/32".parse::<Prefix>().unwrap(),
+            Some(Time(new.now.0 + Time::from_secs(u32::MAX as u64).0))
+        )]
+    );
+    let pe = new.engine.lb().entries(new.now);
+    assert_eq!(pe.len(), 1);
+    assert_eq!(pe[0].expires.saturating_sub(new.now), Time::from_secs(300));
+}

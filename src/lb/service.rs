@@ -624,7 +624,11 @@ impl VirtualService {
             client: e.client & mask(p.netmask),
             addr: e.real,
             port: e.port,
-            expires: e.expires,
+            // Never longer than this service's persistence timeout (a
+            // snapshot may say anything).
+            expires: e
+                .expires
+                .min(now.saturating_add(Time::from_secs(p.timeout_secs.into()))),
         });
         true
     }

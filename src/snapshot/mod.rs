@@ -392,6 +392,10 @@ pub enum RestoreError {
     Services(#[from] LbError),
 }
 
+/// The longest time a set entry can be given (`natgw set add --timeout`
+/// takes u32 seconds).
+const SET_TIMEOUT_MAX_NS: u64 = u32::MAX as u64 * 1_000_000_000;
+
 fn rebase(remaining_ns: u64, elapsed_ns: u64) -> Option<u64> {
     (remaining_ns > elapsed_ns).then(|| remaining_ns - elapsed_ns)
 }
@@ -582,7 +586,9 @@ impl Snapshot {
             for e in &s.entries {
                 let deadline = match e.remaining_ns {
                     None => None,
-                    Some(left) => match rebase(left, el) {
+                    // No command sets more than u32::MAX seconds: a longer
+                    // time left is cut to that (never "forever").
+                    Some(left) => match rebase(left.min(SET_TIMEOUT_MAX_NS), el) {
                         Some(l) => Some(now.saturating_add(Time(l))),
                         None => {
                             rep.set_entries_expired += 1;
