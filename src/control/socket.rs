@@ -87,8 +87,12 @@ pub const MAX_REQUEST: usize = 1 << 20;
 /// A reply must be written within this (large `natgw flows` replies to a
 /// client that reads slowly).
 const WRITE_DEADLINE: Duration = Duration::from_secs(30);
-/// How often the listener looks for new connections and for `shutdown`.
+/// Longest the listener waits in `poll` for a connection before it looks
+/// at the stop flag (a connection wakes it at once).
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
+/// How soon the listener looks again when all connection threads are busy
+/// or `accept` failed.
+const BUSY_POLL: Duration = Duration::from_millis(5);
 /// How long a connection thread waits for its client to close after the
 /// reply.
 const LINGER: Duration = Duration::from_secs(1);
@@ -224,7 +228,7 @@ fn listen(listener: UnixListener, tx: mpsc::Sender<Pending>, stop: &AtomicBool) 
     while !stop.load(Ordering::Relaxed) {
         conns.retain(|c| !c.is_finished());
         if conns.len() >= MAX_CONNECTIONS {
-            std::thread::sleep(ACCEPT_POLL);
+            std::thread::sleep(BUSY_POLL);
             continue;
         }
         match listener.accept() {
@@ -241,7 +245,7 @@ fn listen(listener: UnixListener, tx: mpsc::Sender<Pending>, stop: &AtomicBool) 
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_readable(&listener),
             Err(e) => {
                 log::warn!("control socket: {e}");
-                std::thread::sleep(ACCEPT_POLL);
+                std::thread::sleep(BUSY_POLL);
             }
         }
     }

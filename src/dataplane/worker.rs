@@ -178,13 +178,10 @@ impl<D: Device, C: Clock> Worker<D, C> {
             let in_flight = (0..self.dev.ports()).any(|p| self.dev.tx_in_flight(p) > 0);
             if work > 0 || in_flight {
                 quiet = std::time::Instant::now();
-            } else if quiet.elapsed() >= DRAIN_QUIET {
+            }
+            if quiet.elapsed() >= DRAIN_QUIET || start.elapsed() >= DRAIN_MAX {
                 // Held frames wait for ARP replies that now park for the
                 // next process: counted as they are dropped.
-                self.drop_held();
-                return Ok(());
-            }
-            if start.elapsed() >= DRAIN_MAX {
                 self.drop_held();
                 return Ok(());
             }
