@@ -24,7 +24,9 @@
 // The per-CPU scratch buffer `park_buf` is not pinned (it holds nothing
 // between two runs of the program).
 //
-// One exception: untagged TCP addressed to one of the gateway's own
+// Two exceptions. Untagged IPv4 VRRP (IP protocol 112) goes to the kernel:
+// keepalived elects an HA pair's active node with it (src/ha). And
+// untagged TCP addressed to one of the gateway's own
 // addresses (`kernel_addrs`) with a destination port in `kernel_ports`
 // (natgw's health-check source ports, PortRange::HEALTH_CHECK) goes to the
 // kernel: those are replies to the kernel sockets of natgw's health checks.
@@ -159,6 +161,17 @@ static __always_inline int for_kernel(void *l3, void *data_end)
 	return bpf_map_lookup_elem(&kernel_addrs, &daddr) != NULL;
 }
 
+/* An untagged IPv4 VRRP advertisement (IP protocol 112): keepalived's,
+ * for the kernel (an HA pair elects its active node with it). */
+static __always_inline int is_vrrp(void *l3, void *data_end)
+{
+	struct iphdr *ip = l3;
+
+	if ((void *)(ip + 1) > data_end)
+		return 0;
+	return ip->protocol == 112;
+}
+
 /* No socket for the frame's queue: copy the frame into `parked` and drop
  * it (natgw's next process drains the queue). */
 static __always_inline int park(struct xdp_md *ctx)
@@ -232,6 +245,10 @@ int natgw_xdp(struct xdp_md *ctx)
 		if (proto == eth->h_proto && for_kernel(eth + 1, data_end)) {
 			count(C_PASSED);
 			count(C_HEALTH);
+			return XDP_PASS;
+		}
+		if (proto == eth->h_proto && is_vrrp(eth + 1, data_end)) {
+			count(C_PASSED);
 			return XDP_PASS;
 		}
 		return to_natgw(ctx);

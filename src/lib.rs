@@ -28,6 +28,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;
+pub mod ha;
 pub mod health;
 pub mod lb;
 pub mod nat;

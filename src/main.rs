@@ -137,6 +137,14 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// HA pair (`[ha]`): set the role (keepalived's notify script), show
+    /// the sync state, or gate a takeover on it (keepalived's vrrp_script).
+    Ha {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: HaOp,
+    },
     /// List virtual services like `ipvsadm -L -n`: scheduler, flags, and
     /// per real server forward method, weight, active/inactive connections
     /// and health.
@@ -362,6 +370,32 @@ enum RealOp {
     },
 }
 
+#[derive(Subcommand)]
+enum HaOp {
+    /// Set this node's role: master forwards and streams its flows to the
+    /// peer; backup and fault forward nothing and apply the peer's stream.
+    Role {
+        #[arg(value_enum)]
+        role: HaRoleArg,
+    },
+    /// Role, peer, in sync or not, sequence numbers, counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 if this node may take the virtual addresses: it is the active
+    /// node, or it holds the peer's state (bulk resync complete). Exit 1
+    /// otherwise, or if natgw is not running.
+    Check,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HaRoleArg {
+    Master,
+    Backup,
+    Fault,
+}
+
 /// Which running natgw to talk to.
 #[derive(clap::Args)]
 struct Target {
@@ -521,6 +555,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let r = socket::call(&target.path()?, protocol::Flush { filter })
                 .map_err(anyhow::Error::msg)?;
             println!("flushed {} flow(s)", r.flushed);
+        }
+        Cmd::Ha { target, op } => {
+            let path = target.path()?;
+            let role = match op {
+                HaOp::Role { role } => Some(match role {
+                    HaRoleArg::Master => natgw::ha::Role::Master,
+                    HaRoleArg::Backup => natgw::ha::Role::Backup,
+                    HaRoleArg::Fault => natgw::ha::Role::Fault,
+                }),
+                _ => None,
+            };
+            let r = socket::call(&path, protocol::Ha { role }).map_err(anyhow::Error::msg)?;
+            match op {
+                HaOp::Role { .. } => println!("role {}", r.role),
+                HaOp::Status { json: true } => println!("{}", format::json(&r)?),
+                HaOp::Status { json: false } => print!("{}", format::ha_text(&r)),
+                HaOp::Check => {
+                    if r.role != "master" && !r.in_sync {
+                        anyhow::bail!(
+                            "not in sync with the peer {} (role {}): do not take the virtual addresses yet",
+                            r.peer,
+                            r.role
+                        );
+                    }
+                    println!("ok: role {}, {}", r.role, if r.in_sync { "in sync" } else { "active" });
+                }
+            }
         }
         Cmd::Services {
             target,

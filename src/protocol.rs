@@ -66,6 +66,7 @@ pub enum Request {
     Services(Services),
     Lb(Lb),
     Metrics(Metrics),
+    Ha(Ha),
 }
 
 /// A request and the type of its reply's `data`.
@@ -99,6 +100,16 @@ queries! {
     Services => ServicesReport,
     Lb => LbReply,
     Metrics => MetricsReply,
+    Ha => crate::ha::HaStatus,
+}
+
+/// The HA pair (`[ha]`): set this node's role (keepalived's notify
+/// script) or read the sync state. The reply is the status afterwards.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ha {
+    /// `None`: only read the status.
+    #[serde(default)]
+    pub role: Option<crate::ha::Role>,
 }
 
 /// Everything `GET /metrics` shows, rendered by the control thread (the

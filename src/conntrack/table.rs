@@ -738,6 +738,20 @@ impl FlowTable {
         removed
     }
 
+    /// The flow whose original-direction tuple is `orig`, as it is now
+    /// (read under its index shard's lock, so the slot cannot change hands
+    /// meanwhile); `None` if there is none.
+    pub fn get(&self, orig: &Tuple) -> Option<FlowRecord> {
+        let h = self.hash(orig);
+        let index = self.shard(h).read();
+        let pos = index.find((h >> 32) as u32, |idx, dir| {
+            dir == Dir::Orig && self.slot(idx).is_some_and(|s| s.tuple(0) == *orig)
+        })?;
+        let (_, idx, _) = decode(index.words[pos]);
+        let r = self.slot(idx)?.record();
+        (r.expires.0 != 0).then_some(r)
+    }
+
     /// Finds the flow whose original-direction tuple is `orig`.
     pub fn find(&self, orig: &Tuple) -> Option<FlowId> {
         let h = self.hash(orig);

@@ -81,6 +81,8 @@ pub struct RunConfig {
     pub tun: TunConfig,
     pub snapshot: SnapshotConfig,
     pub metrics: MetricsConfig,
+    /// `[ha]`: state sync with an HA peer; `None`: a single node.
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 /// The Prometheus endpoint — `[metrics]`. Off unless `listen` is given.
@@ -106,6 +108,7 @@ impl Default for RunConfig {
                 interval_secs: 10,
             },
             metrics: MetricsConfig::default(),
+            ha: None,
         }
     }
 }
@@ -132,6 +135,16 @@ struct RawSnapshot {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHa {
+    local: Option<Spanned<String>>,
+    peer: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    refresh: Option<Spanned<u32>>,
+    max_datagram: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -243,6 +256,7 @@ struct RawConfig {
     snapshot: RawSnapshot,
     #[serde(default)]
     metrics: RawMetrics,
+    ha: Option<Spanned<RawHa>>,
     #[serde(default, rename = "interface")]
     interfaces: Vec<Spanned<RawInterface>>,
     #[serde(default, rename = "route")]
@@ -873,7 +887,97 @@ fn build_run(raw: &RawConfig, src: &Src<'_>) -> Result<RunConfig, ConfigError> {
         }
         run.metrics.listen = Some(a);
     }
+    if let Some(h) = &raw.ha {
+        run.ha = Some(build_ha(h, &raw.timeouts, src)?);
+    }
     Ok(run)
+}
+
+/// `[ha]`, checked.
+fn build_ha(
+    h: &Spanned<RawHa>,
+    t: &Timeouts,
+    src: &Src<'_>,
+) -> Result<crate::ha::HaConfig, ConfigError> {
+    let addr = |field: &str, v: &Option<Spanned<String>>| {
+        let Some(v) = v else {
+            return Err(src.err(
+                h.span(),
+                format!("ha.{field}: missing (this node's / the peer's sync address, e.g. \"10.9.0.1:7450\")"),
+            ));
+        };
+        let a = v.get_ref().trim().parse::<std::net::SocketAddrV4>().map_err(|_| {
+            src.err(
+                v.span(),
+                format!("ha.{field}: `{}` is not IPV4:PORT (e.g. \"10.9.0.1:7450\")", v.get_ref()),
+            )
+        })?;
+        if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
+            return Err(src.err(
+                v.span(),
+                format!("ha.{field}: `{a}` needs a unicast address and a port other than 0"),
+            ));
+        }
+        Ok(a)
+    };
+    let r = h.get_ref();
+    let local = addr("local", &r.local)?;
+    let peer = addr("peer", &r.peer)?;
+    if local == peer {
+        return Err(src.err(
+            r.peer.as_ref().map_or(h.span(), |p| p.span()),
+            "ha.peer: the same address as ha.local (the peer is the other node)",
+        ));
+    }
+    let key = match &r.key {
+        Some(k) if k.get_ref().len() < 16 => {
+            return Err(src.err(
+                k.span(),
+                "ha.key: at least 16 characters (the same on both nodes)",
+            ));
+        }
+        Some(k) => Some(k.get_ref().as_bytes().to_vec()),
+        None => None,
+    };
+    // A flow a packet touches right after a refresh reaches the standby
+    // one refresh later: its timer there must outlast that.
+    let shortest = [t.udp, t.icmp, t.generic, t.tcp_established]
+        .into_iter()
+        .min()
+        .unwrap_or(30);
+    let refresh = match &r.refresh {
+        Some(v) if *v.get_ref() == 0 || v.get_ref() * 2 > shortest => {
+            return Err(src.err(
+                v.span(),
+                format!(
+                    "ha.refresh: {} s; between 1 and half the shortest of the udp, icmp, generic and tcp_established timeouts ({shortest} s), or the standby's timers run out before a refresh",
+                    v.get_ref()
+                ),
+            ));
+        }
+        Some(v) => *v.get_ref(),
+        None => 5.min(shortest / 2).max(1),
+    };
+    let max_datagram = match &r.max_datagram {
+        Some(v) if !(576..=9000).contains(v.get_ref()) => {
+            return Err(src.err(
+                v.span(),
+                format!(
+                    "ha.max_datagram: {} bytes; between 576 and 9000 (the sync link's MTU minus 28)",
+                    v.get_ref()
+                ),
+            ));
+        }
+        Some(v) => *v.get_ref() as u16,
+        None => 1472,
+    };
+    Ok(crate::ha::HaConfig {
+        local,
+        peer,
+        key,
+        refresh_secs: refresh,
+        max_datagram,
+    })
 }
 
 fn parse_addr(s: &str) -> Result<u32, String> {

@@ -638,3 +638,35 @@ pub fn set_text(r: &crate::protocol::SetReport, list: bool) -> String {
     }
     s
 }
+
+/// `natgw ha status`.
+pub fn ha_text(s: &crate::ha::HaStatus) -> String {
+    let mut o = String::new();
+    let peer_role = s.peer_role.as_deref().unwrap_or("unknown");
+    let _ = writeln!(o, "role      {}", s.role);
+    let _ = writeln!(
+        o,
+        "peer      {} ({}, {})",
+        s.peer,
+        if s.peer_alive { "alive" } else { "silent" },
+        peer_role
+    );
+    let _ = writeln!(o, "sync      {} (local {})", if s.in_sync { "in sync" } else { "NOT in sync" }, s.local);
+    let _ = writeln!(
+        o,
+        "sending   epoch {} next seq {} acked {} in flight {} queued {} lag {} ms",
+        s.epoch, s.next_seq, s.acked_seq, s.in_flight, s.queued, s.lag_ms
+    );
+    match s.peer_epoch {
+        Some(e) => {
+            let _ = writeln!(o, "receiving epoch {e} next seq expected {}", s.peer_expected);
+        }
+        None => {
+            let _ = writeln!(o, "receiving nothing yet");
+        }
+    }
+    for (k, v) in &s.counters {
+        let _ = writeln!(o, "  {k:<28} {v}");
+    }
+    o
+}

@@ -53,6 +53,8 @@ pub(super) struct Control {
     pub(super) submitter: Option<Submitter>,
     /// Reloads, snapshots, takeover: what `GET /metrics` reports of them.
     pub(super) events: DaemonEvents,
+    /// The HA sync thread (`[ha]`), `None` for a single node.
+    pub(super) ha: Option<crate::ha::Ha>,
 }
 
 impl Control {
@@ -84,7 +86,20 @@ impl Control {
             Request::Services(q) => answer(q, |q| self.services(q)),
             Request::Lb(q) => answer(q, |q| self.lb(q)),
             Request::Metrics(q) => answer(q, |q| self.metrics(q)),
+            Request::Ha(q) => answer(q, |q| self.ha(q)),
         }
+    }
+
+    /// `natgw ha role|status|check`.
+    fn ha(&mut self, q: protocol::Ha) -> Result<crate::ha::HaStatus, String> {
+        let ha = self
+            .ha
+            .as_ref()
+            .ok_or("this natgw runs no HA pair (its config has no [ha] section)")?;
+        if let Some(r) = q.role {
+            ha.set_role(r);
+        }
+        Ok(ha.status())
     }
 
     /// The exposition for `GET /metrics`: the same data as `natgw stats`

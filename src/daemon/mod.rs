@@ -80,6 +80,20 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let mut carried = CounterSnapshot::default();
 
     let stop = Arc::new(AtomicBool::new(false));
+    // An HA node taking over keeps the running one's role (keepalived
+    // tells only once).
+    let ha_role = match (&cfg.run.ha, opts.takeover) {
+        (Some(_), true) => match socket::call(&sock_path, protocol::Ha { role: None }) {
+            Ok(s) if s.role == "master" => crate::ha::Role::Master,
+            Ok(s) if s.role == "fault" => crate::ha::Role::Fault,
+            Ok(_) => crate::ha::Role::Backup,
+            Err(e) => {
+                log::warn!("takeover: cannot read the running natgw's HA role ({e}); starting as backup");
+                crate::ha::Role::Backup
+            }
+        },
+        _ => crate::ha::Role::Backup,
+    };
     // State to start from: the running natgw's (takeover) or a file. A
     // takeover in steps also prepares the data plane before its cut.
     let mut prepared = None;
@@ -174,6 +188,30 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         engine.lb().len(),
         sock_path.display()
     );
+    let ha = match cfg.run.ha.clone() {
+        Some(h) => {
+            let (local, peer) = (h.local, h.peer);
+            match crate::ha::Ha::start(h, engine.clone(), ha_role) {
+                Ok(ha) => {
+                    log::info!(
+                        "ha: sync {local} <-> {peer}, role {}",
+                        ha.role().name()
+                    );
+                    Some(ha)
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&sock_path);
+                    stop.store(true, Ordering::Relaxed);
+                    let errors = running.shutdown();
+                    return Err(format!(
+                        "{e}{}",
+                        errors.iter().map(|e| format!("; {e}")).collect::<String>()
+                    ));
+                }
+            }
+        }
+        None => None,
+    };
     let checker = Checker::start(engine.clone(), checks);
     checker.set_neighbours(running.neigh.clone());
     let mut ctl = Control {
@@ -190,6 +228,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         stop: stop.clone(),
         metrics: None,
         submitter: None,
+        ha,
         events: metrics::DaemonEvents {
             start_time: control::unix_now() - t_start.elapsed().as_secs_f64(),
             takeover: opts

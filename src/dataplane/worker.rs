@@ -518,8 +518,12 @@ fn answer_arp(
     let a = arp::parse(buf.get(..len)?)?;
     neigh.learn(ifid, a.spa, a.sha, now);
     let iface = engine.interface(ifid)?;
+    // An HA standby answers for its own address only: the shared (virtual)
+    // addresses are the active node's.
     let ours = a.tpa == iface.addr.addr
-        || (engine.is_local(a.tpa) && iface.addr.network().contains(a.tpa));
+        || (!engine.standby()
+            && engine.is_local(a.tpa)
+            && iface.addr.network().contains(a.tpa));
     if !a.is_request() || !ours {
         return None;
     }

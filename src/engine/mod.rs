@@ -17,9 +17,12 @@
 //!    inside and out; non-first fragments reuse their first fragment's
 //!    translation.
 
+mod changes;
 mod frag;
 mod route;
 mod stats;
+
+pub use changes::ChangeLog;
 
 pub use frag::{FRAG_TIMEOUT_SECS, FragTable};
 pub use route::{Interface, NextHop, Role, Route, RouteTable};
@@ -39,7 +42,7 @@ use crate::packet::{
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// What to do with IPv6 frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +145,12 @@ pub struct Engine {
     frags: FragTable,
     icmp_window: AtomicU64,
     icmp_sent: AtomicU32,
+    /// HA standby (`natgw ha role backup|fault`): transit packets are
+    /// dropped (counted `standby`), only the interfaces' own addresses are
+    /// answered. False without `[ha]`.
+    standby: AtomicBool,
+    /// Flow-change notices for the HA sync thread (off without `[ha]`).
+    changes: ChangeLog,
 }
 
 impl Engine {
@@ -160,8 +169,31 @@ impl Engine {
             frags: FragTable::new(4096),
             icmp_window: AtomicU64::new(0),
             icmp_sent: AtomicU32::new(0),
+            standby: AtomicBool::new(false),
+            changes: ChangeLog::default(),
             cfg,
         }
+    }
+
+    /// Makes this node an HA standby (`true`: forward nothing) or active.
+    pub fn set_standby(&self, on: bool) {
+        self.standby.store(on, Relaxed);
+    }
+
+    /// True while this node is an HA standby.
+    pub fn standby(&self) -> bool {
+        self.standby.load(Relaxed)
+    }
+
+    /// The flow-change notices HA sync reads.
+    pub fn changes(&self) -> &ChangeLog {
+        &self.changes
+    }
+
+    /// True if `a` is the primary address of one of the interfaces (what a
+    /// standby still answers).
+    pub fn is_interface_addr(&self, a: u32) -> bool {
+        self.cfg.interfaces.iter().any(|i| i.addr.addr == a)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -392,6 +424,9 @@ impl Engine {
         if p.tuple.dst >> 28 == 0xe || p.tuple.dst == u32::MAX {
             return Verdict::Drop(DropReason::NotUnicast);
         }
+        if self.standby.load(Relaxed) && !self.is_interface_addr(p.tuple.dst) {
+            return Verdict::Drop(DropReason::Standby);
+        }
         if p.ttl <= 1 {
             return self.ttl_expired(buf, &p, iif, now, c);
         }
@@ -413,14 +448,15 @@ impl Engine {
                 if h.tcp_invalid {
                     Counters::bump(&c.tcp_invalid);
                 }
-                if let Some((from, to)) = h.tcp_change
-                    && h.flags & nat_flags::LB != 0
-                {
+                if let Some((from, to)) = h.tcp_change {
                     let (orig, reply) = match h.dir {
                         crate::conntrack::Dir::Orig => (p.tuple, h.other),
                         crate::conntrack::Dir::Reply => (h.other, p.tuple),
                     };
-                    self.lb_transition(&orig, &reply, from, to);
+                    self.changes.note(c.lane(), orig);
+                    if h.flags & nat_flags::LB != 0 {
+                        self.lb_transition(&orig, &reply, from, to);
+                    }
                 }
                 if h.flags & nat_flags::LB != 0
                     && let Some(st) = self.reals.get((h.mark >> 16) as u16)
@@ -435,12 +471,18 @@ impl Engine {
                     self.release(&r);
                 }
                 match self.new_flow(&p, iif, tcp_flags, now, c) {
-                    Ok(t) => t,
+                    Ok(t) => {
+                        self.changes.note(c.lane(), p.tuple);
+                        t
+                    }
                     Err(v) => return v,
                 }
             }
             Lookup::Miss => match self.new_flow(&p, iif, tcp_flags, now, c) {
-                Ok(t) => t,
+                Ok(t) => {
+                    self.changes.note(c.lane(), p.tuple);
+                    t
+                }
                 Err(v) => return v,
             },
         };
@@ -972,7 +1014,10 @@ impl Engine {
         });
         ids.into_iter()
             .filter_map(|id| self.table.remove(id, None))
-            .inspect(|r| self.release(r))
+            .inspect(|r| {
+                self.release(r);
+                self.changes.note(0, r.orig);
+            })
             .count()
     }
 }

@@ -94,6 +94,8 @@ drop_reasons! {
     ParkedStale = "parked_stale",
     /// Parked by the XDP program, but no free frame to process it in.
     ParkedNoFrame = "parked_no_frame",
+    /// This node is the HA standby (`natgw ha role backup|fault`): it forwards nothing.
+    Standby = "standby",
 }
 
 impl From<ParseError> for DropReason {

@@ -119,6 +119,18 @@ pub(super) fn payload_as(p: current::Payload, version: u16) -> Vec<u8> {
     r.expect("postcard encodes into a Vec")
 }
 
+/// `s` as a bare payload of the current version, without the file header
+/// (HA sync sends these in its own checked datagrams).
+pub fn encode_body(s: &Snapshot) -> Vec<u8> {
+    encode_payload(s)
+}
+
+/// Decodes a bare current-version payload ([`encode_body`]). Never panics,
+/// whatever the bytes.
+pub fn decode_body(payload: &[u8]) -> Result<Snapshot, String> {
+    decode_payload(payload, CURRENT_VERSION)
+}
+
 /// The 32-byte header for `payload`.
 fn header(version: u16, payload: &[u8]) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];

@@ -165,7 +165,8 @@ mod tests;
 
 pub use format::{
     CURRENT_VERSION, DEFAULT_MAX_BYTES, HEADER_LEN, MAGIC, OLDEST_VERSION, SnapshotError, decode,
-    decode_from, encode, max_bytes_for, read, write_atomic, write_transient,
+    decode_body, decode_from, encode, encode_body, max_bytes_for, read, write_atomic,
+    write_transient,
 };
 
 use crate::conntrack::{Dir, FlowRecord, InsertError, TcpState, Time};
