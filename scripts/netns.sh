@@ -38,6 +38,13 @@
 #                      two veth pairs
 #   NETNS_OFFLOADS="tx off"  ethtool -K arguments for every veth end
 #   NETNS_QUIET=1      print nothing on success
+#   NETNS_HA=1         an HA pair instead of one gateway (needs switched):
+#                      gw (lan0 10.0.0.2, wan0 203.0.113.2) and gw2 (lan0
+#                      10.0.0.3, wan0 203.0.113.3) on both bridges, a sync
+#                      link sync0 between them (10.9.0.1/30, 10.9.0.2/30);
+#                      the hosts' gateway addresses 10.0.0.1 and
+#                      203.0.113.1 are the pair's virtual addresses, held
+#                      by whichever node keepalived makes master
 #
 # Other scripts source it (`. scripts/netns.sh`): that defines netns_up,
 # netns_down, netns_kernel, netns_bare (each taking PREFIX), netns_config,
@@ -55,7 +62,10 @@ OUTSIDE=(${NETNS_OUTSIDE:-out:203.0.113.100 out2:203.0.113.101} ${NETNS_EXTRA_OU
 SWITCHED=${NETNS_SWITCHED:-1}
 ROUTER=${NETNS_ROUTER:-1}
 [ "$SWITCHED" = 1 ] || ROUTER=0
+HA=${NETNS_HA:-0}
+[ "$SWITCHED" = 1 ] || HA=0
 HOSTS=(gw)
+[ "$HA" = 1 ] && HOSTS+=(gw2)
 [ "$SWITCHED" = 1 ] && HOSTS+=(sw)
 for e in "${INSIDE[@]}" "${OUTSIDE[@]}"; do HOSTS+=("${e%%:*}"); done
 [ "$ROUTER" = 1 ] && HOSTS+=(rtr far)
@@ -106,6 +116,11 @@ netns_up() {
     if [ "$SWITCHED" = 1 ]; then
         pair gw lan0 sw l-gw "$vopts"
         pair gw wan0 sw w-gw "$vopts"
+        if [ "$HA" = 1 ]; then
+            pair gw2 lan0 sw l-gw2 "$vopts"
+            pair gw2 wan0 sw w-gw2 "$vopts"
+            pair gw sync0 gw2 sync0
+        fi
         for e in "${INSIDE[@]}"; do pair "${e%%:*}" eth0 sw "l-${e%%:*}"; done
         for e in "${OUTSIDE[@]}"; do pair "${e%%:*}" eth0 sw "w-${e%%:*}"; done
         if [ "$ROUTER" = 1 ]; then
@@ -135,6 +150,23 @@ $(_iface lan0 10.0.0.1/24)
 $(_iface wan0 203.0.113.1/24)
 ip route add default via 203.0.113.254 dev wan0 onlink"
     phase[gw]=A
+    if [ "$HA" = 1 ]; then
+        # The pair: own addresses per node; the virtual ones are keepalived's.
+        local n ha_script
+        for n in 1 2; do
+            local h=gw lan=10.0.0.2 wan=203.0.113.2
+            [ $n = 2 ] && h=gw2 lan=10.0.0.3 wan=203.0.113.3
+            ha_script="$(_common)
+sysctl -q -w net.ipv4.ip_forward=0 net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 net.ipv4.conf.lan0.send_redirects=0 net.ipv4.conf.wan0.send_redirects=0
+$(_iface lan0 $lan/24)
+$(_iface wan0 $wan/24)
+$(_iface sync0 10.9.0.$n/30)
+ip route add default via 203.0.113.254 dev wan0 onlink"
+            [ $n = 2 ] && ha_script+=$'\n'"$(_carrier sync0)"
+            script[$h]=$ha_script
+        done
+        phase[gw2]=B
+    fi
     local unsw_phase=A
     [ "$SWITCHED" = 1 ] || unsw_phase=B
     for e in "${INSIDE[@]}"; do
@@ -162,6 +194,7 @@ sysctl -q -w net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-arpt
             sw+=$'\n'"ip link set $br up"
         done
         local ports=(l-gw:brlan w-gw:brwan)
+        [ "$HA" = 1 ] && ports+=(l-gw2:brlan w-gw2:brwan)
         for e in "${INSIDE[@]}"; do ports+=("l-${e%%:*}:brlan"); done
         for e in "${OUTSIDE[@]}"; do ports+=("w-${e%%:*}:brwan"); done
         [ "$ROUTER" = 1 ] && ports+=(w-rtr:brwan)

@@ -110,6 +110,7 @@ fn director(test: &str, services: &str) -> Option<Lb> {
         outside: vec![Host::new("out", netns::OUT), Host::new("out2", netns::OUT2)],
         switched: true,
         router: false,
+        ha: false,
     };
     let t = Topology::new_or_skip(spec, test)?;
     let srv = t.write_file("named.py", NAMED_SERVER);

@@ -24,6 +24,10 @@ fn engine() -> Arc<Engine> {
     let text = ConfigText::seeded()
         .table("limits", "max_flows = 100000")
         .rule(masquerade_lan())
+        .raw(
+            "\n[[service]]\naddress = \"203.0.113.10\"\nport = 9200\nscheduler = \"rr\"\n\
+             [[service.real]]\naddress = \"10.0.0.5\"\nport = 9100\n",
+        )
         .text();
     let cfg = Config::parse(&text, Path::new("ha.toml")).expect("config");
     Arc::new(cfg.build_engine().expect("engine"))
@@ -196,6 +200,7 @@ fn a_node_that_starts_late_gets_everything_in_one_bulk_before_it_says_in_sync() 
     let (pa, pb) = (free_addr(), free_addr());
     let a = Node::start(ha_cfg(pa, pb, None), Role::Master);
     connect(&a, 30000, 2000);
+    lb_connect(&a);
     let b = Node::start(ha_cfg(pb, pa, None), Role::Backup);
     assert!(!b.status().in_sync, "a fresh standby is not in sync");
     wait_for(10, "the bulk resync", || b.status().in_sync);
@@ -203,7 +208,7 @@ fn a_node_that_starts_late_gets_everything_in_one_bulk_before_it_says_in_sync() 
     assert_eq!(b.flows(), a.flows());
     let s = b.status();
     assert_eq!(s.counters["bulks_received"], 1, "{s:?}");
-    assert_eq!(s.counters["bulk_flows_received"], 2000);
+    assert_eq!(s.counters["bulk_flows_received"], 2020);
     assert_eq!(a.status().counters["bulks_sent"], 1);
 }
 
@@ -407,4 +412,37 @@ fn hostile_datagrams_on_the_sync_port_are_counted_and_never_applied() {
         "a replay applies nothing"
     );
     relay.stop();
+}
+
+/// 20 connections from 198.51.100.7 to the virtual service.
+fn lb_connect(a: &Node) {
+    for p in 0..20u16 {
+        let client = format!("198.51.100.7:{}", 41000 + p);
+        let v = a.send("wan0", &tcp(&client, "203.0.113.10:9200", SYN, b""));
+        assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+        let back = format!("198.51.100.7:{}", 41000 + p);
+        let v = a.send("lan0", &tcp("10.0.0.5:9100", &back, SYN | ACK, b""));
+        assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+        let _ = a.send("wan0", &tcp(&client, "203.0.113.10:9200", ACK, b""));
+    }
+}
+
+#[test]
+fn load_balanced_connections_carry_on_on_the_standby() {
+    let (a, b) = pair(None);
+    wait_for(5, "the standby's first bulk resync", || b.status().in_sync);
+    lb_connect(&a);
+    wait_for(5, "the LB flows on the standby", || b.flows() == a.flows());
+    b.ha.set_role(Role::Master);
+    a.ha.set_role(Role::Backup);
+    for p in 0..20u16 {
+        let client = format!("198.51.100.7:{}", 41000 + p);
+        let v = b.send("wan0", &tcp(&client, "203.0.113.10:9200", ACK | PSH, b"x"));
+        assert!(matches!(v, Verdict::Forward { .. }), "conn {p}: {v:?}");
+    }
+    // And back: the old node has them too.
+    a.ha.set_role(Role::Master);
+    b.ha.set_role(Role::Backup);
+    let v = a.send("wan0", &tcp("198.51.100.7:41000", "203.0.113.10:9200", ACK | PSH, b"y"));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
 }

@@ -94,6 +94,10 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         },
         _ => crate::ha::Role::Backup,
     };
+    // An HA node forwards nothing before its role says so: not even the
+    // frames the XDP programs parked while no natgw ran (they are stale,
+    // and the active node has those flows).
+    engine.set_standby(cfg.run.ha.is_some() && ha_role != crate::ha::Role::Master);
     // State to start from: the running natgw's (takeover) or a file. A
     // takeover in steps also prepares the data plane before its cut.
     let mut prepared = None;

@@ -612,15 +612,23 @@ impl SyncThread {
         }
         let snap = std::mem::replace(&mut self.pending, empty_snapshot());
         self.pending_items = 0;
+        // A standby takes the peer's records over its own (its workers
+        // touch nothing). An active node forwards: replacing a flow there
+        // (take, then insert) would let a packet in between create a
+        // different one, and its own records are the newer ones anyway
+        // (what the peer sent while it was still active, or a split
+        // brain): it only adds the flows it lacks.
+        let master = self.role() == Role::Master;
         let opts = RestoreOptions {
             elapsed: Elapsed::Ignore,
             services: ServicePolicy::FromConfig,
-            replace: true,
+            replace: !master,
         };
         match snap.restore(&self.engine, sys::now(), opts) {
             Ok(r) => {
                 self.counts.add("flows_applied", r.flows as u64);
                 self.counts.add("flows_deleted", r.flows_expired as u64);
+                self.counts.add("flows_displaced", r.flows_displaced as u64);
                 self.counts
                     .add("apply_conflicts", (r.flows_duplicate + r.flows_bad) as u64);
                 self.counts.add("apply_table_full", r.flows_table_full as u64);

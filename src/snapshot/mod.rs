@@ -367,6 +367,10 @@ pub struct RestoreReport {
     /// copy of the same flow (also counted in `flows`).
     #[serde(default)]
     pub flows_replaced: usize,
+    /// With [`RestoreOptions::replace`]: other flows of the engine removed
+    /// because they held a restored flow's reply tuple.
+    #[serde(default)]
+    pub flows_displaced: usize,
     /// Restored flows (counted in `flows`) whose time left was longer than
     /// the longest timeout of the engine's config, cut down to it.
     #[serde(default)]
@@ -628,6 +632,15 @@ impl Snapshot {
                 continue;
             };
             let prev = if opts.replace {
+                // The newer record wins: a flow of ours that holds its
+                // reply tuple (made meanwhile from a packet of the other
+                // direction) goes too.
+                if let Some((d, other)) = engine.table().peek(&r.reply, now) {
+                    let holder = if d == Dir::Orig { r.reply } else { other };
+                    if holder != r.orig && engine.remove_flow(&holder) {
+                        rep.flows_displaced += 1;
+                    }
+                }
                 engine.take_flow(&r.orig)
             } else {
                 None

@@ -46,6 +46,7 @@
 #![allow(dead_code)]
 
 pub mod scenarios;
+pub mod traffic;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
@@ -147,6 +148,9 @@ pub struct Spec {
     /// far host "far" (198.51.100.10); outside hosts route via rtr.
     /// Needs `switched`.
     pub router: bool,
+    /// An HA pair: a second gateway "gw2" on both bridges and a sync link
+    /// (see scripts/netns.sh `NETNS_HA`). Needs `switched`.
+    pub ha: bool,
 }
 
 impl Spec {
@@ -161,6 +165,7 @@ impl Spec {
             outside: vec![Host::new("out", OUT), Host::new("out2", OUT2)],
             switched: true,
             router: true,
+            ha: false,
         }
     }
 
@@ -172,6 +177,7 @@ impl Spec {
             outside: vec![Host::new("out", OUT)],
             switched: false,
             router: false,
+            ha: false,
         }
     }
 }
@@ -434,7 +440,7 @@ impl Topology {
         for h in s.inside.iter().chain(&s.outside) {
             assert!(h.name.len() <= 13, "host name {} too long", h.name);
             assert!(
-                !["gw", "sw", "rtr", "far"].contains(&h.name),
+                !["gw", "gw2", "sw", "rtr", "far"].contains(&h.name),
                 "reserved host name {}",
                 h.name
             );
@@ -447,6 +453,9 @@ impl Topology {
                 .join(" ")
         };
         let mut names: Vec<String> = vec!["gw".into()];
+        if s.ha {
+            names.push("gw2".into());
+        }
         if s.switched {
             names.push("sw".into());
         }
@@ -459,6 +468,7 @@ impl Topology {
             .env_remove("NETNS_EXTRA_OUTSIDE")
             .env("NETNS_SWITCHED", if s.switched { "1" } else { "0" })
             .env("NETNS_ROUTER", if s.router { "1" } else { "0" })
+            .env("NETNS_HA", if s.ha { "1" } else { "0" })
             .env("NETNS_QUIET", "1");
         // `ip netns add` of parallel tests take turns (the first one
         // mounts /run/netns).
