@@ -579,7 +579,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             r.role
                         );
                     }
-                    println!("ok: role {}, {}", r.role, if r.in_sync { "in sync" } else { "active" });
+                    println!(
+                        "ok: role {}, {}",
+                        r.role,
+                        if r.in_sync { "in sync" } else { "active" }
+                    );
                 }
             }
         }

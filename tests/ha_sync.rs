@@ -164,7 +164,10 @@ fn the_standby_holds_every_flow_of_the_active_node_with_the_same_translation() {
             .all(|(_, st)| *st == TcpState::Established)
     );
     // The standby forwards nothing, even a packet of a flow it holds.
-    let v = b.send("lan0", &tcp("10.0.0.2:20000", "198.51.100.7:443", ACK, b"x"));
+    let v = b.send(
+        "lan0",
+        &tcp("10.0.0.2:20000", "198.51.100.7:443", ACK, b"x"),
+    );
     assert_eq!(v, Verdict::Drop(DropReason::Standby));
     assert_eq!(b.counters.drops(DropReason::Standby), 1);
     // A connection that ends is gone on both (FIN both ways, then flush).
@@ -188,7 +191,10 @@ fn the_standby_holds_every_flow_of_the_active_node_with_the_same_translation() {
     // with the same translation.
     b.ha.set_role(Role::Master);
     a.ha.set_role(Role::Backup);
-    let v = b.send("lan0", &tcp("10.0.0.2:20100", "198.51.100.7:443", ACK, b"x"));
+    let v = b.send(
+        "lan0",
+        &tcp("10.0.0.2:20100", "198.51.100.7:443", ACK, b"x"),
+    );
     assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
     let st = a.status();
     assert!(st.counters["changes_sent"] >= 300, "{st:?}");
@@ -304,7 +310,9 @@ fn loss_and_reordering_on_the_sync_link_leave_the_standby_right() {
     let link = Relay::start(pa, pb, 10);
     let a = Node::start(ha_cfg(pa, link.to_a, None), Role::Master);
     let b = Node::start(ha_cfg(pb, link.to_b, None), Role::Backup);
-    wait_for(10, "the first bulk through the lossy link", || b.status().in_sync);
+    wait_for(10, "the first bulk through the lossy link", || {
+        b.status().in_sync
+    });
     connect(&a, 40000, 3000);
     wait_for(20, "3000 flows on the standby despite 10% loss", || {
         b.flows() == a.flows()
@@ -312,7 +320,10 @@ fn loss_and_reordering_on_the_sync_link_leave_the_standby_right() {
     let (n, dropped) = link.stop();
     assert!(dropped >= n / 11, "the link dropped {dropped} of {n}");
     let (sa, sb) = (a.status(), b.status());
-    assert!(sa.counters.get("resent").copied().unwrap_or(0) > 0, "{sa:?}");
+    assert!(
+        sa.counters.get("resent").copied().unwrap_or(0) > 0,
+        "{sa:?}"
+    );
     assert!(
         sb.counters.get("nacks_sent").copied().unwrap_or(0) > 0,
         "{sb:?}"
@@ -443,6 +454,9 @@ fn load_balanced_connections_carry_on_on_the_standby() {
     // And back: the old node has them too.
     a.ha.set_role(Role::Master);
     b.ha.set_role(Role::Backup);
-    let v = a.send("wan0", &tcp("198.51.100.7:41000", "203.0.113.10:9200", ACK | PSH, b"y"));
+    let v = a.send(
+        "wan0",
+        &tcp("198.51.100.7:41000", "203.0.113.10:9200", ACK | PSH, b"y"),
+    );
     assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
 }

@@ -906,12 +906,19 @@ fn build_ha(
                 format!("ha.{field}: missing (this node's / the peer's sync address, e.g. \"10.9.0.1:7450\")"),
             ));
         };
-        let a = v.get_ref().trim().parse::<std::net::SocketAddrV4>().map_err(|_| {
-            src.err(
-                v.span(),
-                format!("ha.{field}: `{}` is not IPV4:PORT (e.g. \"10.9.0.1:7450\")", v.get_ref()),
-            )
-        })?;
+        let a = v
+            .get_ref()
+            .trim()
+            .parse::<std::net::SocketAddrV4>()
+            .map_err(|_| {
+                src.err(
+                    v.span(),
+                    format!(
+                        "ha.{field}: `{}` is not IPV4:PORT (e.g. \"10.9.0.1:7450\")",
+                        v.get_ref()
+                    ),
+                )
+            })?;
         if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
             return Err(src.err(
                 v.span(),

@@ -651,7 +651,12 @@ pub fn ha_text(s: &crate::ha::HaStatus) -> String {
         if s.peer_alive { "alive" } else { "silent" },
         peer_role
     );
-    let _ = writeln!(o, "sync      {} (local {})", if s.in_sync { "in sync" } else { "NOT in sync" }, s.local);
+    let _ = writeln!(
+        o,
+        "sync      {} (local {})",
+        if s.in_sync { "in sync" } else { "NOT in sync" },
+        s.local
+    );
     let _ = writeln!(
         o,
         "sending   epoch {} next seq {} acked {} in flight {} queued {} lag {} ms",
@@ -659,7 +664,11 @@ pub fn ha_text(s: &crate::ha::HaStatus) -> String {
     );
     match s.peer_epoch {
         Some(e) => {
-            let _ = writeln!(o, "receiving epoch {e} next seq expected {}", s.peer_expected);
+            let _ = writeln!(
+                o,
+                "receiving epoch {e} next seq expected {}",
+                s.peer_expected
+            );
         }
         None => {
             let _ = writeln!(o, "receiving nothing yet");

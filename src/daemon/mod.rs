@@ -88,7 +88,9 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
             Ok(s) if s.role == "fault" => crate::ha::Role::Fault,
             Ok(_) => crate::ha::Role::Backup,
             Err(e) => {
-                log::warn!("takeover: cannot read the running natgw's HA role ({e}); starting as backup");
+                log::warn!(
+                    "takeover: cannot read the running natgw's HA role ({e}); starting as backup"
+                );
                 crate::ha::Role::Backup
             }
         },
@@ -197,10 +199,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
             let (local, peer) = (h.local, h.peer);
             match crate::ha::Ha::start(h, engine.clone(), ha_role) {
                 Ok(ha) => {
-                    log::info!(
-                        "ha: sync {local} <-> {peer}, role {}",
-                        ha.role().name()
-                    );
+                    log::info!("ha: sync {local} <-> {peer}, role {}", ha.role().name());
                     Some(ha)
                 }
                 Err(e) => {

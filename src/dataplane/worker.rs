@@ -521,9 +521,7 @@ fn answer_arp(
     // An HA standby answers for its own address only: the shared (virtual)
     // addresses are the active node's.
     let ours = a.tpa == iface.addr.addr
-        || (!engine.standby()
-            && engine.is_local(a.tpa)
-            && iface.addr.network().contains(a.tpa));
+        || (!engine.standby() && engine.is_local(a.tpa) && iface.addr.network().contains(a.tpa));
     if !a.is_request() || !ours {
         return None;
     }

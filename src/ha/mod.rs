@@ -631,7 +631,8 @@ impl SyncThread {
                 self.counts.add("flows_displaced", r.flows_displaced as u64);
                 self.counts
                     .add("apply_conflicts", (r.flows_duplicate + r.flows_bad) as u64);
-                self.counts.add("apply_table_full", r.flows_table_full as u64);
+                self.counts
+                    .add("apply_table_full", r.flows_table_full as u64);
             }
             Err(e) => log::warn!("ha: applying the peer's changes: {e}"),
         }
@@ -655,7 +656,8 @@ impl SyncThread {
         }
         if master && !alive && self.out.in_flight() + self.out.queued() > 0 {
             let dropped = self.out.reset(unix_ns().max(self.out.epoch + 1));
-            self.counts.add("datagrams_dropped_peer_down", dropped as u64);
+            self.counts
+                .add("datagrams_dropped_peer_down", dropped as u64);
             self.reset_when_back = true;
         }
         if alive && self.reset_when_back {
@@ -811,7 +813,12 @@ impl SyncThread {
         st.lag_ms = self.out.oldest_unacked(now).as_millis() as u64;
         st.peer_epoch = self.inc.epoch;
         st.peer_expected = self.inc.expected;
-        st.counters = self.counts.0.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        st.counters = self
+            .counts
+            .0
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
         st.counters.insert("tap_missed".into(), missed);
     }
 }
@@ -886,7 +893,10 @@ fn pack(s: Snapshot, max: usize, out: &mut Vec<Vec<u8>>, counts: &mut Counts) {
         out.push(body);
         return;
     }
-    let n = s.flows.len() + s.eim.len() + s.persistence.len() + s.sets.iter().map(|x| x.entries.len()).sum::<usize>();
+    let n = s.flows.len()
+        + s.eim.len()
+        + s.persistence.len()
+        + s.sets.iter().map(|x| x.entries.len()).sum::<usize>();
     if n <= 1 {
         counts.bump("entries_too_big");
         return;

@@ -280,7 +280,10 @@ impl Incoming {
             return r;
         }
         if next_seq > self.expected && self.held.is_empty() {
-            r.gap = Some((self.expected, (next_seq - self.expected).min(u32::MAX as u64) as u32));
+            r.gap = Some((
+                self.expected,
+                (next_seq - self.expected).min(u32::MAX as u64) as u32,
+            ));
             self.gap_since.get_or_insert(now);
         } else if !self.held.is_empty() {
             r.gap = self.gap();

@@ -124,4 +124,3 @@ pub fn lost_between(u: &Value, from: f64, to: f64) -> usize {
         .filter(|&t| t >= from && t <= to)
         .count()
 }
-
