@@ -40,32 +40,33 @@ fn sock(t: &Topology, node: u8) -> PathBuf {
     t.dir().join(format!("natgw{node}.sock"))
 }
 
-/// The natgw config of node `node`: its own addresses, the pair's virtual
-/// addresses as extra addresses, SNAT to the shared outside address (so
-/// replies reach whichever node is active), the sync link.
+/// The example HA configs (examples/ha/), which these tests run.
+const EXAMPLE_NATGW: &str = include_str!("../examples/ha/natgw.toml");
+const EXAMPLE_KEEPALIVED: &str = include_str!("../examples/ha/keepalived.conf");
+
+/// `text` with `from` replaced by `to`, which must be there.
+fn subst(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "the example no longer has `{from}`");
+    text.replace(from, to)
+}
+
+/// The natgw config of node `node`: examples/ha/natgw.toml (node A) with
+/// this node's addresses and control socket, plus a port forward to the
+/// echo server and a load-balanced service for the test's traffic.
 fn natgw_config(t: &Topology, node: u8) -> PathBuf {
-    let other = 3 - node;
-    let text = format!(
-        r#"[gateway]
-control_socket = {sock:?}
-unmatched = "forward"
-
-[[interface]]
-name = "lan0"
-role = "inside"
-address = "10.0.0.{lan}/24"
-extra_addresses = ["10.0.0.1"]
-
-[[interface]]
-name = "wan0"
-role = "outside"
-address = "203.0.113.{lan}/24"
-extra_addresses = ["203.0.113.1"]
-
-[[route]]
-to = "0.0.0.0/0"
-via = "203.0.113.254"
-
+    let mut text = subst(
+        EXAMPLE_NATGW,
+        "\"/run/natgw/natgw.sock\"",
+        &format!("{:?}", sock(t, node).display().to_string()),
+    );
+    if node == 2 {
+        text = subst(&text, "\"10.0.0.2/24\"", "\"10.0.0.3/24\"");
+        text = subst(&text, "\"203.0.113.2/24\"", "\"203.0.113.3/24\"");
+        text = subst(&text, "local = \"10.9.0.1:7450\"", "local = \"10.9.0.2:7450\"");
+        text = subst(&text, "peer = \"10.9.0.2:7450\"", "peer = \"10.9.0.1:7450\"");
+    }
+    text.push_str(
+        r#"
 [[rule]]
 name = "echo-fwd"
 dst = "203.0.113.1"
@@ -74,13 +75,6 @@ dport = 9101
 action = "dnat"
 to = "10.0.0.5:9100"
 
-[[rule]]
-name = "lan-out"
-oif = "wan0"
-src = "10.0.0.0/24"
-action = "snat"
-to = "203.0.113.1"
-
 [[service]]
 address = "203.0.113.10"
 port = 9200
@@ -88,68 +82,34 @@ scheduler = "rr"
 [[service.real]]
 address = "10.0.0.5"
 port = 9100
-
-[ha]
-local = "10.9.0.{node}:7450"
-peer = "10.9.0.{other}:7450"
-key = "natgw-e2e-sync-key-0123456789"
 "#,
-        sock = sock(t, node).display().to_string(),
-        lan = node + 1,
     );
     t.write_file(&format!("natgw{node}.toml"), &text)
 }
 
-/// keepalived's config for node `node`: VRRPv3 on lan0 every 0.1 s, the
-/// three virtual addresses, natgw's role from the notify scripts, and
-/// (with `gate`) the sync gate: `natgw ha check` failing takes 60 off the
-/// priority, so a node that lacks the state never preempts a healthy one.
+/// keepalived's config for node `node`: examples/ha/keepalived.conf
+/// (VRRPv3 on lan0 every 0.1 s, the notify scripts, the sync gate) with
+/// this natgw, its socket, node 2's priority 100, the service address as
+/// a third virtual address, and without the gate when `gate` is false.
 fn keepalived_config(t: &Topology, node: u8, gate: bool) -> PathBuf {
-    let s = sock(t, node).display().to_string();
-    let ha = |what: &str| format!("\"{NATGW} ha {what} --socket {s}\"");
-    let text = format!(
-        r#"global_defs {{
-    router_id natgw{node}
-    script_user root
-    enable_script_security
-    vrrp_version 3
-}}
-vrrp_script natgw_sync {{
-    script {check}
-    interval 1
-    weight -60
-    rise 1
-    fall 1
-    init_fail
-}}
-vrrp_instance pair {{
-    state BACKUP
-    interface lan0
-    virtual_router_id 42
-    priority {prio}
-    advert_int 0.1
-    virtual_ipaddress {{
-        10.0.0.1/24 dev lan0
-        203.0.113.1/24 dev wan0
-        203.0.113.10/24 dev wan0
-    }}
-    {track}
-    notify_master {master}
-    notify_backup {backup}
-    notify_fault {fault}
-}}
-"#,
-        check = ha("check"),
-        prio = if node == 1 { 150 } else { 100 },
-        track = if gate {
-            "track_script {\n        natgw_sync\n    }"
-        } else {
-            ""
-        },
-        master = ha("role master"),
-        backup = ha("role backup"),
-        fault = ha("role fault"),
+    let mut text = subst(EXAMPLE_KEEPALIVED, "/usr/local/bin/natgw", NATGW);
+    text = subst(
+        &text,
+        "/run/natgw/natgw.sock",
+        &sock(t, node).display().to_string(),
     );
+    text = subst(&text, "router_id natgw-a", &format!("router_id natgw{node}"));
+    if node == 2 {
+        text = subst(&text, "priority 150", "priority 100");
+    }
+    text = subst(
+        &text,
+        "203.0.113.1/24 dev wan0\n",
+        "203.0.113.1/24 dev wan0\n        203.0.113.10/24 dev wan0\n",
+    );
+    if !gate {
+        text = subst(&text, "    track_script {\n        natgw_sync\n    }\n", "");
+    }
     t.write_file(&format!("keepalived{node}.conf"), &text)
 }
 

@@ -1395,6 +1395,56 @@ mapping = "endpoint-independent"
     }
 
     #[test]
+    fn ha_is_off_by_default_and_every_field_is_checked() {
+        assert!(parse(GOOD).unwrap().run.ha.is_none());
+        let with = |body: &str| GOOD.replace("[limits]", &format!("[ha]\n{body}\n\n[limits]"));
+        let c = parse(&with(
+            "local = \"10.9.0.1:7450\"\npeer = \"10.9.0.2:7450\"\nkey = \"0123456789abcdef\"",
+        ))
+        .unwrap();
+        let h = c.run.ha.unwrap();
+        assert_eq!(h.local, "10.9.0.1:7450".parse().unwrap());
+        assert_eq!(h.peer, "10.9.0.2:7450".parse().unwrap());
+        assert_eq!(h.key.as_deref(), Some(&b"0123456789abcdef"[..]));
+        assert_eq!((h.refresh_secs, h.max_datagram), (5, 1472));
+        for (body, want) in [
+            ("peer = \"10.9.0.2:7450\"", "ha.local: missing"),
+            (
+                "local = \"10.9.0.1\"\npeer = \"10.9.0.2:7450\"",
+                "ha.local: `10.9.0.1` is not IPV4:PORT",
+            ),
+            (
+                "local = \"10.9.0.1:0\"\npeer = \"10.9.0.2:7450\"",
+                "needs a unicast address and a port other than 0",
+            ),
+            (
+                "local = \"10.9.0.1:7450\"\npeer = \"10.9.0.1:7450\"",
+                "ha.peer: the same address as ha.local",
+            ),
+            (
+                "local = \"10.9.0.1:7450\"\npeer = \"10.9.0.2:7450\"\nkey = \"short\"",
+                "ha.key: at least 16 characters",
+            ),
+            (
+                "local = \"10.9.0.1:7450\"\npeer = \"10.9.0.2:7450\"\nrefresh = 20",
+                "ha.refresh: 20 s; between 1 and half the shortest",
+            ),
+            (
+                "local = \"10.9.0.1:7450\"\npeer = \"10.9.0.2:7450\"\nmax_datagram = 100",
+                "ha.max_datagram: 100 bytes",
+            ),
+            (
+                "local = \"10.9.0.1:7450\"\npeer = \"10.9.0.2:7450\"\nrole = \"master\"",
+                "unknown field `role`",
+            ),
+        ] {
+            let e = err_of(&with(body));
+            assert!(e.contains(want), "{body}: {e}");
+            assert!(e.starts_with("t.toml:"), "names the file: {e}");
+        }
+    }
+
+    #[test]
     fn metrics_listen_is_off_by_default_and_checked() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.run.metrics.listen, None);
