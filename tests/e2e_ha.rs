@@ -62,8 +62,16 @@ fn natgw_config(t: &Topology, node: u8) -> PathBuf {
     if node == 2 {
         text = subst(&text, "\"10.0.0.2/24\"", "\"10.0.0.3/24\"");
         text = subst(&text, "\"203.0.113.2/24\"", "\"203.0.113.3/24\"");
-        text = subst(&text, "local = \"10.9.0.1:7450\"", "local = \"10.9.0.2:7450\"");
-        text = subst(&text, "peer = \"10.9.0.2:7450\"", "peer = \"10.9.0.1:7450\"");
+        text = subst(
+            &text,
+            "local = \"10.9.0.1:7450\"",
+            "local = \"10.9.0.2:7450\"",
+        );
+        text = subst(
+            &text,
+            "peer = \"10.9.0.2:7450\"",
+            "peer = \"10.9.0.1:7450\"",
+        );
     }
     text.push_str(
         r#"
@@ -98,7 +106,11 @@ fn keepalived_config(t: &Topology, node: u8, gate: bool) -> PathBuf {
         "/run/natgw/natgw.sock",
         &sock(t, node).display().to_string(),
     );
-    text = subst(&text, "router_id natgw-a", &format!("router_id natgw{node}"));
+    text = subst(
+        &text,
+        "router_id natgw-a",
+        &format!("router_id natgw{node}"),
+    );
     if node == 2 {
         text = subst(&text, "priority 150", "priority 100");
     }
@@ -114,10 +126,14 @@ fn keepalived_config(t: &Topology, node: u8, gate: bool) -> PathBuf {
 }
 
 fn start_natgw(t: &Topology, node: u8) -> Proc {
+    start_natgw_with(t, node, "")
+}
+
+fn start_natgw_with(t: &Topology, node: u8, flags: &str) -> Proc {
     let cfg = natgw_config(t, node);
     let p = t.spawn(
         host(node),
-        &format!("exec {NATGW} run --config {} 2>&1", cfg.display()),
+        &format!("exec {NATGW} run --config {} {flags} 2>&1", cfg.display()),
     );
     if p.wait_for_line("natgw running", Duration::from_secs(30))
         .is_none()
@@ -389,6 +405,21 @@ fn failover_and_return_keep_every_connection() {
         "node 1 became master before it had the state:\n{log1}"
     );
     wait_status(&t, 2, 10, "node 2 backup", |s| s["role"] == "backup");
+    // An upgrade of the active node (`--takeover`): the new process keeps
+    // the role keepalived gave the old one (keepalived says it only once).
+    let mut natgw1b = natgw1b;
+    let natgw1c = start_natgw_with(&t, 1, "--takeover");
+    assert!(
+        natgw1b.wait(Duration::from_secs(10)).is_some(),
+        "the old natgw did not hand over"
+    );
+    let s1 = status(&t, 1).expect("status after the takeover");
+    assert_eq!(s1["role"], "master", "the takeover lost the role: {s1}");
+    assert!(
+        natgw1c.stdout().contains("role master"),
+        "{}",
+        natgw1c.stdout()
+    );
     eprintln!(
         "node 1 back: {}",
         cli(&t, 1, &["flows", "--count", "--dport", "9200"])
@@ -440,7 +471,7 @@ fn failover_and_return_keep_every_connection() {
     let (d1, d2) = (sync_drops(&t, 1), sync_drops(&t, 2));
     eprintln!("sync datagrams dropped by nftables: {d1} at node 1, {d2} at node 2");
     assert!(d1 + d2 > 0, "the lossy link dropped nothing");
-    drop((natgw2, ka2, ka1b, natgw1b));
+    drop((natgw2, ka2, ka1b, natgw1c));
 }
 
 /// Blocks (`true`) or unblocks the sync datagrams arriving at `node`.

@@ -96,6 +96,12 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         },
         _ => crate::ha::Role::Backup,
     };
+    // The sync socket before anything else is asked of a running natgw
+    // (an address this host lacks stops here).
+    let ha_sock = match &cfg.run.ha {
+        Some(h) => Some(crate::ha::bind(h.local).map_err(carry_on)?),
+        None => None,
+    };
     // An HA node forwards nothing before its role says so: not even the
     // frames the XDP programs parked while no natgw ran (they are stale,
     // and the active node has those flows).
@@ -194,10 +200,10 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         engine.lb().len(),
         sock_path.display()
     );
-    let ha = match cfg.run.ha.clone() {
-        Some(h) => {
+    let ha = match (cfg.run.ha.clone(), ha_sock) {
+        (Some(h), Some(sock)) => {
             let (local, peer) = (h.local, h.peer);
-            match crate::ha::Ha::start(h, engine.clone(), ha_role) {
+            match crate::ha::Ha::start_on(sock, h, engine.clone(), ha_role) {
                 Ok(ha) => {
                     log::info!("ha: sync {local} <-> {peer}, role {}", ha.role().name());
                     Some(ha)
@@ -213,7 +219,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
                 }
             }
         }
-        None => None,
+        _ => None,
     };
     let checker = Checker::start(engine.clone(), checks);
     checker.set_neighbours(running.neigh.clone());

@@ -194,9 +194,11 @@ fn unix_ns() -> u64 {
         .map_or(1, |d| d.as_nanos().min(u64::MAX as u128) as u64)
 }
 
-/// A UDP socket on `a` with SO_REUSEPORT, so a natgw taking over
-/// (`--takeover`) binds it while the old one still has it.
-fn bind(a: SocketAddrV4) -> Result<UdpSocket, String> {
+/// The sync socket: UDP on `a` with SO_REUSEPORT, so a natgw taking over
+/// (`--takeover`) binds it while the old one still has it — before its
+/// cut, so an address it cannot bind stops the takeover while the old
+/// process still forwards.
+pub fn bind(a: SocketAddrV4) -> Result<UdpSocket, String> {
     use nix::sys::socket::{
         AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
     };
@@ -226,6 +228,16 @@ impl Ha {
     /// keeps the old process's role).
     pub fn start(cfg: HaConfig, engine: Arc<Engine>, initial: Role) -> Result<Ha, String> {
         let sock = bind(cfg.local)?;
+        Ha::start_on(sock, cfg, engine, initial)
+    }
+
+    /// [`start`](Self::start) on a socket from [`bind`].
+    pub fn start_on(
+        sock: UdpSocket,
+        cfg: HaConfig,
+        engine: Arc<Engine>,
+        initial: Role,
+    ) -> Result<Ha, String> {
         engine.changes().enable();
         let shared = Arc::new(Shared {
             role: AtomicU8::new(initial.as_u8()),
