@@ -130,6 +130,13 @@ pub const METRIC_NAMES: &[&str] = &[
     "natgw_takeovers_total",
     "natgw_takeover_duration_seconds",
     "natgw_takeover_restored_flows",
+    "natgw_ha_role",
+    "natgw_ha_in_sync",
+    "natgw_ha_peer_alive",
+    "natgw_ha_lag_seconds",
+    "natgw_ha_unacked_datagrams",
+    "natgw_ha_refused_datagrams_total",
+    "natgw_ha_sync_events_total",
 ];
 
 // ---------------------------------------------------------------------
@@ -218,6 +225,8 @@ pub struct MetricsInput<'a> {
     pub services: &'a ServicesReport,
     pub events: &'a DaemonEvents,
     pub version: &'a str,
+    /// The HA pair's state (`[ha]`), `None` for a single node.
+    pub ha: Option<&'a crate::ha::HaStatus>,
 }
 
 /// The exposition: Prometheus text format 0.0.4, or OpenMetrics text.
@@ -230,7 +239,9 @@ pub fn render(m: &MetricsInput, openmetrics: bool) -> MetricsReply {
     add_ports_and_xdp(&mut f, m.stats);
     add_services(&mut f, m.services);
     add_events(&mut f, m.events);
-    // HA (state sync to a peer) adds its `natgw_ha_*` families here.
+    if let Some(h) = m.ha {
+        add_ha(&mut f, h);
+    }
     let mut text = String::new();
     let r = if openmetrics {
         prometheus_client::encoding::text::encode(&mut text, &f.reg)
@@ -658,6 +669,60 @@ fn add_services(f: &mut Families, r: &ServicesReport) {
     );
 }
 
+fn add_ha(f: &mut Families, h: &crate::ha::HaStatus) {
+    let one = |v: bool| vec![(vec![], if v { 1.0 } else { 0.0 })];
+    f.gauge(
+        "ha_role",
+        "This node's HA role: 1 on the role it has (master forwards; backup and fault forward nothing).",
+        ["master", "backup", "fault"]
+            .map(|r| (l1("role", r), if h.role == r { 1.0 } else { 0.0 }))
+            .to_vec(),
+    );
+    f.gauge(
+        "ha_in_sync",
+        "1 if this node holds its peer's state (bulk resync complete, no gap since) or is the active node.",
+        one(h.in_sync),
+    );
+    f.gauge(
+        "ha_peer_alive",
+        "1 if a valid sync datagram came from the peer within the last second.",
+        one(h.peer_alive),
+    );
+    f.gauge(
+        "ha_lag_seconds",
+        "How long the oldest unacknowledged sync datagram has waited.",
+        vec![(vec![], h.lag_ms as f64 / 1e3)],
+    );
+    f.gauge(
+        "ha_unacked_datagrams",
+        "Sync datagrams sent and not yet acknowledged (in flight) or not yet sent (queued).",
+        vec![
+            (l1("state", "in_flight"), h.in_flight as f64),
+            (l1("state", "queued"), h.queued as f64),
+        ],
+    );
+    let (refused, events): (Vec<_>, Vec<_>) = h
+        .counters
+        .iter()
+        .partition(|(k, _)| k.starts_with("refused_"));
+    f.counter(
+        "ha_refused_datagrams",
+        "Datagrams on the sync port dropped, by reason (foreign sender, bad magic/version/length/checksum/auth, stale epoch, bad body).",
+        refused
+            .into_iter()
+            .map(|(k, v)| (l1("reason", k.trim_start_matches("refused_")), *v))
+            .collect(),
+    );
+    f.counter(
+        "ha_sync_events",
+        "Sync counters by name, as natgw ha status shows them (datagrams and changes sent, applied, resent, NACKs, bulks, missed notices).",
+        events
+            .into_iter()
+            .map(|(k, v)| (l1("event", k), *v))
+            .collect(),
+    );
+}
+
 fn add_events(f: &mut Families, e: &DaemonEvents) {
     let result = |ok: u64, failed: u64| {
         vec![
@@ -872,13 +937,31 @@ mod tests {
             checks: Vec::new(),
         };
         let events = DaemonEvents::default();
+        let ha = crate::ha::HaStatus {
+            role: "backup".into(),
+            in_sync: true,
+            counters: [("refused_bad_auth", 2u64), ("resent", 5)]
+                .map(|(k, v)| (k.to_string(), v))
+                .into(),
+            ..Default::default()
+        };
         let m = MetricsInput {
             stats: &stats,
             services: &services,
             events: &events,
             version: "0.1.0",
+            ha: Some(&ha),
         };
         let text = render(&m, false).text;
+        for want in [
+            "natgw_ha_role{role=\"backup\"} 1\n",
+            "natgw_ha_role{role=\"master\"} 0\n",
+            "natgw_ha_in_sync 1\n",
+            "natgw_ha_refused_datagrams_total{reason=\"bad_auth\"} 2\n",
+            "natgw_ha_sync_events_total{event=\"resent\"} 5\n",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
         assert!(text.contains("natgw_conntrack_entries 3\n"), "{text}");
         assert!(
             text.contains("natgw_conntrack_entries_limit 1000\n"),

@@ -110,11 +110,13 @@ impl Control {
         let services = self.services(protocol::Services {})?;
         let mut events = self.events.clone();
         events.carried = self.carried.clone();
+        let ha = self.ha.as_ref().map(|h| h.status());
         let input = MetricsInput {
             stats: &stats,
             services: &services,
             events: &events,
             version: env!("CARGO_PKG_VERSION"),
+            ha: ha.as_ref(),
         };
         Ok(metrics::render(&input, q.openmetrics))
     }
