@@ -35,7 +35,10 @@
 #           peer" to node 2's "ha: bulk resync received" (log time stamps,
 #           ms) and to `in_sync` (polled); flows/s.
 # rate      the active node's forwarding rate with sync on vs off: trafgen
-#           at full speed (CPU 0) over 2,007,040 UDP flows (32 templates x
+#           at full speed (CPU 0), sending from the switch namespace out of
+#           the bridge port facing node 1 (l-gw: straight into node 1's lan0,
+#           no client and bridge hop, or the generator's CPU would not
+#           outpace natgw's), over 2,007,040 UDP flows (32 templates x
 #           256 source ports x 245 destination ports, as bench/run.sh's 1M
 #           set, doubled), so at this rate every frame natgw forwards in the
 #           measured window is a new flow: the change stream is at its
@@ -67,6 +70,7 @@
 #        sync thread has a core of its own) STANDBY_SCHED= (node 2's
 #        scheduling in the rate part, e.g. "chrt -i 0"; default normal)
 #        OUT=perf/ha.md WAIT_MAX=120 NATGW_BIN=path (no build)
+#        PERF_DIR=dir (perf record node 1 during each rate window: a profile, not a figure)
 #        GW_SCHED="nice -n -20" GEN_SCHED="chrt -f 40"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -246,6 +250,7 @@ table netdev sink {
 }
 EOF
 nft_packets() { inns srv nft list counter netdev sink "$1" | awk '$1 == "packets" { print $2 }'; }
+sw_tx_count() { inns sw sh -c 'echo $(( $(cat /sys/class/net/l-gw/statistics/tx_packets) + $(cat /sys/class/net/l-gw/statistics/tx_dropped) ))'; }
 tx_count() { inns cli sh -c 'echo $(( $(cat /sys/class/net/eth0/statistics/tx_packets) + $(cat /sys/class/net/eth0/statistics/tx_dropped) ))'; }
 GW1_MAC=$(inns gw cat /sys/class/net/lan0/address)
 GW2_MAC=$(inns gw2 cat /sys/class/net/lan0/address)
@@ -619,8 +624,8 @@ rate_run() { # on|on2|off rep
     inns srv ip neigh flush dev eth0 2>/dev/null || true
     inns cli ping -c 2 -i 0.2 -W 1 -q 203.0.113.100 >/dev/null 2>&1 || log "$tag: warning: ping failed"
     sleep 0.2
-    spawn "$work/trafgen.log" ip netns exec "$P-cli" env LD_PRELOAD="$work/sndbuf.so" \
-        taskset -c "$GEN_CPU" trafgen -o eth0 -i "$work/sat.trafgen" -P 1 -Q --no-sock-mem -n 0
+    spawn "$work/trafgen.log" ip netns exec "$P-sw" env LD_PRELOAD="$work/sndbuf.so" \
+        taskset -c "$GEN_CPU" trafgen -o l-gw -i "$work/sat.trafgen" -P 1 -Q --no-sock-mem -n 0
     local gen=$SPAWNED tg0
     tg0=$(now)
     sleep 0.1
@@ -631,9 +636,13 @@ rate_run() { # on|on2|off rep
     [ "$mode" != off ] && a0=$(counter "$(status_json 2)" flows_applied)
     local c0 c1 p10 p11 p20="" p21=""
     c0=$(cpu_ticks); p10=$(proc_ticks "${NG[1]}"); [ "$mode" != off ] && p20=$(proc_ticks "${NG[2]}")
-    t0=$(date +%s%N); d0=$(nft_packets nat); s0=$(tx_count)
-    sleep "$SAT_DUR"
-    t1=$(date +%s%N); d1=$(nft_packets nat); s1=$(tx_count)
+    t0=$(date +%s%N); d0=$(nft_packets nat); s0=$(sw_tx_count)
+    if [ -n "${PERF_DIR:-}" ]; then
+        perf record -q -F 999 -g -p "${NG[1]}" -o "$PERF_DIR/$mode-$rep.data" -- sleep "$SAT_DUR" >/dev/null 2>&1 || true
+    else
+        sleep "$SAT_DUR"
+    fi
+    t1=$(date +%s%N); d1=$(nft_packets nat); s1=$(sw_tx_count)
     c1=$(cpu_ticks); p11=$(proc_ticks "${NG[1]}"); [ "$mode" != off ] && p21=$(proc_ticks "${NG[2]}")
     local cpus
     cpus=$(awk -v a="$c0" -v b="$c1" -v p10="$p10" -v p11="$p11" -v p20="$p20" -v p21="$p21" -v hz="$(getconf CLK_TCK)" -v dt="$SAT_DUR" '
@@ -817,7 +826,9 @@ $R_CHANGE
 
 ## 3. Forwarding rate of the active node, sync on vs off
 
-trafgen at full speed on CPU $GEN_CPU over $SAT_NFLOWS UDP flows (one cycle
+trafgen at full speed on CPU $GEN_CPU, from the switch namespace out of the
+bridge port l-gw straight into node 1's lan0 (*offered*: l-gw's transmit
+counter), over $SAT_NFLOWS UDP flows 10.0.0.10:1024–9215 → 203.0.113.100:9984–10228 (one cycle
 takes longer than the run at these rates: every frame natgw forwards in the
 window is a new flow, so the change stream carries one change per
 forwarded frame); delivered = translated frames counted at the server over
