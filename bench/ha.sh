@@ -197,9 +197,13 @@ inns() { local n=$1; shift; ip netns exec "$P-$n" "$@"; }
 now() { date +%s.%N; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print "?"; else printf "%.0f", (b - a) * 1000 }'; }
 jget() { python3 -c 'import json, sys; j = json.loads(sys.argv[1]); print(*(j.get(k, "-") for k in sys.argv[2:]))' "$@"; }
-log_ts() { # file pattern -> epoch seconds of the first matching line ("" if none)
+log_ts() { # file pattern [last] -> epoch seconds of the first (last) matching line ("" if none)
     local s
-    s=$(grep -m1 -- "$2" "$1" 2>/dev/null | sed -n 's/^\[\([0-9T:.-]*Z\) .*/\1/p')
+    if [ "${3:-}" = last ]; then
+        s=$(grep -- "$2" "$1" 2>/dev/null | tail -1 | sed -n 's/^\[\([0-9T:.-]*Z\) .*/\1/p')
+    else
+        s=$(grep -m1 -- "$2" "$1" 2>/dev/null | sed -n 's/^\[\([0-9T:.-]*Z\) .*/\1/p')
+    fi
     [ -n "$s" ] && date -u -d "$s" +%s.%N || true
 }
 wait_line() { # file pattern pid timeout-s
@@ -396,6 +400,13 @@ cpu_ticks() { # "busy0 total0 busy1 total1"
         END { print v[a], v[b] }' /proc/stat
 }
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+thread_ticks() { # pid comm -> CPU ticks of the process's threads named comm
+    local t s=0
+    for t in /proc/"$1"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ] && s=$((s + $(awk '{ print $14 + $15 }' "$t/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$s"
+}
 status_json() { "$NATGW" ha status --json --socket "$(sock "$1")" 2>/dev/null || echo '{}'; }
 flows_of() { # node -> live flows
     "$NATGW" stats --json --socket "$(sock "$1")" 2>/dev/null |
@@ -489,7 +500,11 @@ print(m[0] if m else "")' "$g" "$GW2_MAC")
     read -r recv plain lost runs lrunms maxg eg egoff near < <(jget "$j" nat plain lost runs longest_run_ms max_gap_ms \
         event_gap_ms event_gap_from_t0_ms lost_near_event)
     local tlog
-    tlog=$(log_ts "$L-natgw2.log" "ha: role backup -> master")
+    # The last one: node 2 may have been master for a moment while the pair
+    # came up (counted in the notes).
+    tlog=$(log_ts "$L-natgw2.log" "ha: role backup -> master" last)
+    local flaps
+    flaps=$(grep -c "ha: role backup -> master" "$L-natgw2.log" || true)
     local k=$adv
     F_LOST[$k]+="$lost "
     F_NEAR[$k]+="$near "
@@ -505,6 +520,7 @@ print(m[0] if m else "")' "$g" "$GW2_MAC")
     local note=""
     [ "$plain" != 0 ] && note+="$plain untranslated; "
     [ "$macs" != 1 ] && note+="client MAC changed $macs times; "
+    [ "$flaps" -gt 1 ] && note+="node 2 was master $((flaps - 1)) time(s) while the pair came up; "
     [ -n "$busy" ] && note+="others: $busy; "
     F_RAW+="| $adv | $rep | $sent | $recv | $lost | $near | $runs | $lrunms | $maxg | $eg | $egoff | $(ms "$te0" "$tlog") | $(ms "$te0" "$tm") | $(ms "$te0" "$tmac") | $late | $standby_drop | ${note%; } |"$'\n'
     log "$tag: lost $lost (near event $near), gap near event $eg ms (max $maxg ms); kill -> node 2 log master $(ms "$te0" "$tlog") ms, status master $(ms "$te0" "$tm") ms, client MAC moved $(ms "$te0" "$tmac") ms; gen late max $late ms${note:+ [$note]}"
@@ -635,7 +651,9 @@ rate_run() { # on|on2|off rep
     busy=$(others | head -1 | cut -c1-80)
     [ "$mode" != off ] && a0=$(counter "$(status_json 2)" flows_applied)
     local c0 c1 p10 p11 p20="" p21=""
+    local w0 w1 h0 h1
     c0=$(cpu_ticks); p10=$(proc_ticks "${NG[1]}"); [ "$mode" != off ] && p20=$(proc_ticks "${NG[2]}")
+    w0=$(thread_ticks "${NG[1]}" natgw-q0); h0=$(thread_ticks "${NG[1]}" natgw-ha)
     t0=$(date +%s%N); d0=$(nft_packets nat); s0=$(sw_tx_count)
     if [ -n "${PERF_DIR:-}" ]; then
         perf record -q -F 999 -g -p "${NG[1]}" -o "$PERF_DIR/$mode-$rep.data" -- sleep "$SAT_DUR" >/dev/null 2>&1 || true
@@ -644,6 +662,7 @@ rate_run() { # on|on2|off rep
     fi
     t1=$(date +%s%N); d1=$(nft_packets nat); s1=$(sw_tx_count)
     c1=$(cpu_ticks); p11=$(proc_ticks "${NG[1]}"); [ "$mode" != off ] && p21=$(proc_ticks "${NG[2]}")
+    w1=$(thread_ticks "${NG[1]}" natgw-q0); h1=$(thread_ticks "${NG[1]}" natgw-ha)
     local cpus
     cpus=$(awk -v a="$c0" -v b="$c1" -v p10="$p10" -v p11="$p11" -v p20="$p20" -v p21="$p21" -v hz="$(getconf CLK_TCK)" -v dt="$SAT_DUR" '
         BEGIN { split(a, x, " "); split(b, y, " ")
@@ -656,9 +675,12 @@ rate_run() { # on|on2|off rep
     stop_group "$gen"
     local tstop
     tstop=$(now)
-    local dt pps sp
+    local dt pps sp wcpu
     dt=$((t1 - t0))
     pps=$(( (d1 - d0) * 1000000000 / dt ))
+    # node 1's worker and sync thread: CPU % and the worker's µs per forwarded frame
+    wcpu=$(awk -v w="$((w1 - w0))" -v h="$((h1 - h0))" -v hz="$(getconf CLK_TCK)" -v dt="$SAT_DUR" -v n="$((d1 - d0))" \
+        'BEGIN { printf "%d / %d / %.2f", 100 * w / hz / dt, 100 * h / hz / dt, (n > 0 ? w / hz / n * 1e6 : 0) }')
     sp=$(( (s1 - s0) * 1000000000 / dt ))
     R_PPS[$mode]+="$pps "
     R_SENT[$mode]+="$sp "
@@ -686,7 +708,7 @@ rate_run() { # on|on2|off rep
     [ -n "$busy" ] && note+="others: $busy; "
     local drops
     drops=$("$NATGW" stats --socket "$(sock 1)" 2>/dev/null | awk '/^drops by reason/ { d = 1; next } d && /^  [a-z_]+ +[0-9]+/ { r = r ", " $1 " " $2; next } { d = 0 } END { print (r == "" ? "no drops" : substr(r, 3)) }')
-    R_RAW+="| $mode | $rep | $pps | $sp | $cpus | $drops $extra ${note%; } |"$'\n'
+    R_RAW+="| $mode | $rep | $pps | $sp | $cpus | $wcpu | $drops $extra ${note%; } |"$'\n'
     all_stop
 }
 
@@ -846,7 +868,7 @@ $R_TABLE
 ### Failover
 
 | advert_int | rep | sent | received | lost | lost near kill | loss runs | longest run ms | longest gap ms | gap near kill ms | gap start − kill ms | kill → log master ms | kill → status master ms | kill → client MAC moved ms | generator late max ms | node 2 drops by reason (at the end) | notes |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 $F_RAW
 ### Bulk
 
@@ -855,8 +877,8 @@ $F_RAW
 $B_RAW
 ### Rate
 
-| sync | rep | delivered pps | offered pps | busy % CPU 0 / CPU 1 / node 1 process / node 2 process | node 1 drops by reason | standby applied flows/s (window) | settled ms after stop | flows active | flows standby | active changes_sent | standby flows_applied | active tap_missed | active datagrams_dropped_queue_full | active resent / datagrams sent / NACKs received | standby duplicates | standby gaps_skipped | active refreshes / flows refreshed | standby in_sync | notes |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| sync | rep | delivered pps | offered pps | busy % CPU 0 / CPU 1 / node 1 process / node 2 process | node 1 worker % / sync thread % / worker µs per delivered frame | node 1 drops by reason | standby applied flows/s (window) | settled ms after stop | flows active | flows standby | active changes_sent | standby flows_applied | active tap_missed | active datagrams_dropped_queue_full | active resent / datagrams sent / NACKs received | standby duplicates | standby gaps_skipped | active refreshes / flows refreshed | standby in_sync | notes |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 $R_RAW
 $F_LOGS
 EOF
