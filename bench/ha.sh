@@ -719,7 +719,7 @@ if [[ " $PARTS " == *" failover "* ]]; then
     for rep in $(seq "$REPS"); do for adv in $ADVERTS; do failover_run "$adv" "$rep"; done; done
 fi
 if [[ " $PARTS " == *" rate "* ]]; then
-    log "rate: $SAT_REPS repetition(s) of sync on / off; trafgen full speed over $SAT_NFLOWS flows, ${SAT_WARM} s warm-up, ${SAT_DUR} s measured"
+    log "rate: $SAT_REPS repetition(s) of $RATE_MODES; trafgen full speed over $SAT_NFLOWS flows, ${SAT_WARM} s warm-up, ${SAT_DUR} s measured"
     for rep in $(seq "$SAT_REPS"); do for m in $RATE_MODES; do rate_run "$m" "$rep"; done; done
 fi
 if [[ " $PARTS " == *" bulk "* ]]; then
@@ -770,7 +770,8 @@ if [ -n "${R_PPS[off]:-}" ] || [ -n "${R_PPS[on]:-}" ]; then
     done
     if [ -n "$R_APPLIED" ]; then
         R_CHANGE="Change stream during the ON runs of part 3 (sync throughput under load): the
-standby applied $(mmm <<<"$R_APPLIED") flows/s during the measured window, and its
+standby applied $(mmm <<<"$R_APPLIED") flow records/s during the measured window (counters.flows_applied:
+new flows and the 5 s refresh, which sends each of them once more), and its
 \`flows_applied\` settled $(mmm <<<"$R_SETTLE") ms after the generator stopped."
     fi
 fi
@@ -807,7 +808,7 @@ is from one run of it.
 | topology | \`scripts/netns.sh\` with \`NETNS_HA=1\`: cli — brlan — {gw, gw2} — brwan — srv, sync link gw — gw2 (veth); \`ethtool -K $OFFLOADS\` on every veth end; RPS of the nodes' lan0/wan0 on CPU $GW_CPU |
 | natgw (both nodes) | AF_XDP mode auto (native XDP on veth, copy mode), snat 10.0.0.0/24 → 203.0.113.1 (the shared address), \`[ha]\` local/peer on sync0 with an HMAC key, refresh 5 s (default), \`max_flows = $MAX_FLOWS\` |
 | keepalived | VRRPv3 on lan0, virtual_router_id 42, priorities 150 (node 1) / 100, \`advert_int\` per table, VIPs 10.0.0.1 and 203.0.113.1, \`vrrp_script\` \`natgw ha check\` (interval 1, weight −60, init_fail), notify_master/backup/fault → \`natgw ha role\` (as tests/e2e_ha.rs) |
-| repetitions | failover $REPS per advert_int (interleaved), rate $SAT_REPS × (on, off) alternating, bulk $BULK_REPS; ${ELAPSED} s in all |
+| repetitions | failover $REPS per advert_int (interleaved), rate $SAT_REPS × ($RATE_MODES) interleaved, bulk $BULK_REPS; ${ELAPSED} s in all |
 | machine load | loadavg $LOADAVG_START at start, $LOADAVG_END at the end${OTHER_START:+; still running at start: $OTHER_START} |
 
 ## Targets
