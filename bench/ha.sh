@@ -187,8 +187,10 @@ cleanup() {
     # keepalived's VRRP child runs in its own process group: by its pid file.
     for p in "$work"/ka*-vrrp.pid; do [ -e "$p" ] && kill -KILL "$(cat "$p")" 2>/dev/null; done
     wait 2>/dev/null
-    NETNS_QUIET=1 "$ROOT/scripts/netns.sh" down "$P"
+    # Pins first, while the namespaces (and so their inode numbers) are still
+    # ours: once deleted, an inode number may be reused by anyone's new one.
     unpin
+    NETNS_QUIET=1 "$ROOT/scripts/netns.sh" down "$P"
     rm -rf "$work"
 }
 trap cleanup EXIT
