@@ -757,7 +757,7 @@ if [ -n "${R_PPS[on2]:-}" ] && [ -n "${R_PPS[off]:-}" ]; then
     TARGETS+="- the same with node 1's sync thread on the other CPU (on2): **$(verdict "$ok")** ($RATIO2 %: $ON2_MED vs $(med <<<"${R_PPS[off]}") pps)"$'\n'
 fi
 if [ -n "$B_RATE" ]; then
-    TARGETS+="- sync throughput (no target set in the issue): bulk $(med <<<"$B_RATE") flows/s (median)${R_APPLIED:+; change stream: standby applied $(med <<<"$R_APPLIED") flows/s (median) while the active node forwarded new flows at full speed}"$'\n'
+    TARGETS+="- sync throughput (no target set in the issue): bulk $(med <<<"$B_RATE") flows/s (median)${R_APPLIED:+; change stream: standby applied $(med <<<"$R_APPLIED") flow records/s (median; new flows and their refresh) while the active node forwarded new flows at full speed}"$'\n'
 fi
 R_TABLE=""
 R_CHANGE=""
