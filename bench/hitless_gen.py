@@ -26,6 +26,14 @@ frame is due (after building every frame in advance), and at the end:
 is the most a frame was sent after its due time (the generator's own
 stalls); cpu_pct its CPU time (including the kernel's transmit work done
 in its system calls) over the run.
+
+--follow-arp IP (bench/ha.sh): the destination MAC is not fixed but taken
+from the kernel's ARP table entry for IP (/proc/net/arp, re-read every
+--arp-poll-ms, 1 ms), as a host sending to its gateway does: when a
+gratuitous ARP moves IP to another node (keepalived's failover), the
+stream follows at the next poll. Each frame is then sent as two buffers
+(the current destination MAC, the rest), and the end line also has
+"macs": [[epoch seconds, MAC], ...], the first entry the MAC at the start.
 """
 import argparse
 import ctypes
@@ -58,7 +66,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--if", dest="ifname", required=True)
     ap.add_argument("--src-mac", required=True)
-    ap.add_argument("--dst-mac", required=True)
+    ap.add_argument("--dst-mac")
+    ap.add_argument("--follow-arp", metavar="IP",
+                    help="destination MAC from the kernel's ARP entry for IP, re-read every --arp-poll-ms")
+    ap.add_argument("--arp-poll-ms", type=float, default=1.0)
     ap.add_argument("--src", required=True)
     ap.add_argument("--dst", required=True)
     ap.add_argument("--sport", type=int, default=1024)
@@ -69,6 +80,25 @@ def main():
     ap.add_argument("--quantum-us", type=float, default=300,
                     help="sleep at least this long between bursts (fewer wake-ups)")
     a = ap.parse_args()
+    if (a.dst_mac is None) == (a.follow_arp is None):
+        ap.error("give --dst-mac or --follow-arp")
+    arp_fd = None
+    if a.follow_arp:
+        import os
+        arp_fd = os.open("/proc/net/arp", os.O_RDONLY)
+        key = (a.follow_arp + " ").encode()
+
+        def arp_mac():
+            for line in os.pread(arp_fd, 1 << 16, 0).split(b"\n")[1:]:
+                if line.startswith(key):
+                    f = line.split()
+                    if int(f[2], 16) & 2:  # ATF_COM: resolved
+                        return f[3].decode()
+            return None
+
+        a.dst_mac = arp_mac()
+        if a.dst_mac is None:
+            raise SystemExit(f"hitless_gen: no resolved ARP entry for {a.follow_arp}")
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
@@ -108,6 +138,17 @@ def main():
         out.append(bytes(fr))
     frames = out
     send = s.send
+    macs = [[time.time(), a.dst_mac]]
+    if arp_fd is not None:
+        # Frames without their destination MAC; sent as [MAC, rest].
+        frames = [f[6:] for f in frames]
+        hdr = [mac(a.dst_mac)]
+        sendmsg = s.sendmsg
+
+        def send(body):
+            return sendmsg([hdr[0], body])
+        poll_s = a.arp_poll_ms / 1e3
+        next_poll = 0.0
     rate = a.rate
     quantum = a.quantum_us / 1e6
     mono = time.monotonic
@@ -120,6 +161,12 @@ def main():
     start = mono()
     while sent < count:
         now = mono()
+        if arp_fd is not None and now >= next_poll:
+            next_poll = now + poll_s
+            m = arp_mac()
+            if m is not None and m != macs[-1][1]:
+                hdr[0] = mac(m)
+                macs.append([time.time(), m])
         due = min(count, int((now - start) * rate) + 1)
         if due > sent:
             late = now - (start + sent / rate)
@@ -139,7 +186,8 @@ def main():
     cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime
     print(json.dumps({"sent": sent, "seconds": round(el, 4), "rate": round(sent / el),
                       "late_max_ms": round(late_max * 1e3, 3), "enobufs": enobufs,
-                      "cpu_pct": round(100 * cpu / el)}), flush=True)
+                      "cpu_pct": round(100 * cpu / el),
+                      **({"macs": macs} if arp_fd is not None else {})}), flush=True)
 
 
 if __name__ == "__main__":
