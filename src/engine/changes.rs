@@ -18,10 +18,12 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Rings (workers pick theirs by counter lane, modulo this).
-const RINGS: usize = 16;
-/// Notices per ring: the sync thread drains every millisecond, so this is
-/// ~16 M new flows per second per ring before one is missed.
-const RING_CAP: usize = 16 * 1024;
+const RINGS: usize = 8;
+/// Notices per ring (24 bytes each: 12 MiB for all). The sync thread
+/// drains them every millisecond when idle, but a refresh or a bulk keeps
+/// it busy for a while: at 125k new flows per second on one worker this
+/// holds ~0.5 s of them (bench/ha.sh saw 16 Ki overflow, `tap_missed`).
+const RING_CAP: usize = 64 * 1024;
 
 struct Ring {
     q: ArrayQueue<Tuple>,

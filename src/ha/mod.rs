@@ -348,6 +348,8 @@ struct SyncThread {
     pending: Snapshot,
     pending_items: usize,
     taps: Vec<Tuple>,
+    /// Flows sent as changes since the last refresh (which skips them).
+    sent_since_refresh: HashSet<Tuple>,
 }
 
 fn empty_snapshot() -> Snapshot {
@@ -393,6 +395,7 @@ impl SyncThread {
             pending: empty_snapshot(),
             pending_items: 0,
             taps: Vec::new(),
+            sent_since_refresh: HashSet::new(),
         }
     }
 
@@ -433,6 +436,9 @@ impl SyncThread {
                     }
                 }
             }
+            // Acknowledge what arrived in order before applying it: a
+            // long apply (a bulk) must not look like loss to the sender.
+            self.send_ack(now);
             self.apply_pending();
             if self.inc.gap_stuck(now, GAP_LIMIT) {
                 let items = self.inc.skip_gap();
@@ -684,7 +690,11 @@ impl SyncThread {
             >= Duration::from_secs(self.cfg.refresh_secs as u64)
         {
             if master && alive {
-                let snap = Snapshot::capture_touched(&self.engine, t, self.last_refresh_t);
+                let mut snap = Snapshot::capture_touched(&self.engine, t, self.last_refresh_t);
+                // Flows sent as changes meanwhile have their timer there
+                // already (a packet since then would not move it much).
+                let sent = std::mem::take(&mut self.sent_since_refresh);
+                snap.flows.retain(|f| !sent.contains(&f.orig));
                 let n = snap.flows.len();
                 self.queue_snapshot(snap);
                 self.counts.bump("refreshes");
@@ -725,20 +735,7 @@ impl SyncThread {
             };
             self.send(&h, &body);
         }
-        // Acknowledge what we applied.
-        let applied = self.inc.expected.saturating_sub(1);
-        if let Some(pe) = self.inc.epoch
-            && applied != self.last_ack_sent
-            && now.saturating_duration_since(self.last_ack_at) >= ACK_EVERY
-        {
-            self.last_ack_sent = applied;
-            self.last_ack_at = now;
-            let h = Header {
-                a: applied,
-                ..Header::new(Kind::Ack, pe)
-            };
-            self.send(&h, &[]);
-        }
+        self.send_ack(now);
         // Ask for a bulk while we lack the peer's state.
         if !master
             && !self.in_sync()
@@ -760,6 +757,24 @@ impl SyncThread {
                 seq: self.out.next_seq(),
                 b: flags,
                 ..Header::new(Kind::Alive, self.out.epoch)
+            };
+            self.send(&h, &[]);
+        }
+    }
+
+    /// Acknowledges everything received in order (at most every
+    /// `ACK_EVERY`).
+    fn send_ack(&mut self, now: Instant) {
+        let got = self.inc.expected.saturating_sub(1);
+        if let Some(pe) = self.inc.epoch
+            && got != self.last_ack_sent
+            && now.saturating_duration_since(self.last_ack_at) >= ACK_EVERY
+        {
+            self.last_ack_sent = got;
+            self.last_ack_at = now;
+            let h = Header {
+                a: got,
+                ..Header::new(Kind::Ack, pe)
             };
             self.send(&h, &[]);
         }
@@ -789,6 +804,7 @@ impl SyncThread {
             flows.push(f);
         }
         self.counts.add("changes_sent", flows.len() as u64);
+        self.sent_since_refresh.extend(flows.iter().map(|f| f.orig));
         let mut s = empty_snapshot();
         s.flows = flows;
         self.queue_snapshot(s);

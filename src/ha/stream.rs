@@ -8,6 +8,9 @@ use super::wire::Kind;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+/// Timed-out items resent per [`Outgoing::due`] call at most.
+pub const RESEND_BURST: usize = 32;
+
 /// A sequenced datagram's content (header fields besides epoch and seq).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
@@ -125,13 +128,25 @@ impl Outgoing {
         unknown
     }
 
-    /// Calls `send` for what is due now: NACKed items, items unacknowledged
-    /// for `rto`, then new items while the window has room.
+    /// Calls `send` for what is due now: NACKed items, then the oldest
+    /// items unacknowledged for their timeout (`rto`, doubled with each
+    /// resend up to 32 times it; at most [`RESEND_BURST`] of them per call:
+    /// a late ACK must not turn the whole window into resends), then new
+    /// items while the window has room.
     pub fn due(&mut self, now: Instant, mut send: impl FnMut(Send<'_>)) {
         let nacked = std::mem::take(&mut self.nacked);
+        let mut timed_out = 0;
         for s in self.unacked.iter_mut() {
             let wanted = nacked.contains(&s.seq);
-            if wanted || now.saturating_duration_since(s.last) >= self.rto {
+            let timeout = self.rto * (1u32 << s.tries.min(5));
+            let late = now.saturating_duration_since(s.last) >= timeout;
+            if late && !wanted {
+                if timed_out >= RESEND_BURST {
+                    continue;
+                }
+                timed_out += 1;
+            }
+            if wanted || late {
                 s.last = now;
                 s.tries += 1;
                 send(Send {
@@ -413,6 +428,9 @@ mod tests {
         let later = t + rto;
         let again = pump(&mut o, later, |_, _| false);
         assert_eq!(again.len(), 2, "both unacked ones resent");
+        // Not again before twice the timeout (backoff).
+        assert!(pump(&mut o, later + rto, |_, _| false).is_empty());
+        assert_eq!(pump(&mut o, later + rto * 2, |_, _| false).len(), 2);
         let mut applied = Vec::new();
         for (seq, it) in again {
             let r = i.on_item(1, seq, it, later);
@@ -448,6 +466,20 @@ mod tests {
         assert!(i.gap_stuck(t + Duration::from_secs(1), Duration::from_secs(1)));
         assert_eq!(i.skip_gap(), vec![item(3), item(4)]);
         assert_eq!(i.expected, 5);
+    }
+
+    #[test]
+    fn a_late_ack_does_not_resend_the_whole_window() {
+        let t = Instant::now();
+        let rto = Duration::from_millis(40);
+        let mut o = Outgoing::new(1, 1000, 1 << 20, rto);
+        for n in 0..200 {
+            o.push(item(n as u8));
+        }
+        assert_eq!(pump(&mut o, t, |_, _| false).len(), 200);
+        let again = pump(&mut o, t + rto, |_, _| false);
+        assert_eq!(again.len(), RESEND_BURST, "the oldest only");
+        assert_eq!(again[0].0, 1);
     }
 
     #[test]
