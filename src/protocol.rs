@@ -448,6 +448,9 @@ pub struct StatsReport {
     /// saw (counted since it was first attached, across handovers).
     #[serde(default)]
     pub xdp: Vec<crate::dataplane::XdpCounters>,
+    /// Per `[[tunnel]]`: packets, bytes, drops.
+    #[serde(default)]
+    pub tunnels: Vec<crate::engine::TunnelStats>,
 }
 
 /// What `natgw flows` returns.

@@ -216,6 +216,7 @@ impl Control {
             port_usage: engine.nat().port_usage(),
             neighbours,
             xdp: running.xdp_counters(),
+            tunnels: engine.tunnel_stats(),
         })
     }
 

@@ -20,10 +20,12 @@
 mod frag;
 mod route;
 mod stats;
+mod tunnel;
 
 pub use frag::{FRAG_TIMEOUT_SECS, FragTable};
-pub use route::{Interface, NextHop, Role, Route, RouteTable};
+pub use route::{Interface, NextHop, PolicyRoute, Role, Route, RouteTable};
 pub use stats::{CounterSnapshot, Counters, DropReason};
+pub use tunnel::{Tunnel, TunnelStats};
 
 use crate::conntrack::{
     FlowRecord, FlowTable, Lookup, NewFlow, PacketInfo, TcpState, Time, Timeouts, flags,
@@ -79,6 +81,11 @@ pub struct EngineConfig {
     pub icmp_rate: u32,
     /// Keys the flow-table hash and port choice.
     pub seed: u64,
+    /// IPIP/GRE tunnels natgw terminates; interface ids
+    /// `interfaces.len()..` (see `engine/tunnel.rs`).
+    pub tunnels: Vec<Tunnel>,
+    /// Routes taken only from a source prefix or with a flow mark.
+    pub policy_routes: Vec<PolicyRoute>,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +101,8 @@ impl Default for EngineConfig {
             hairpin: true,
             icmp_rate: 1000,
             seed: 0x6e61_7467_7700_0001,
+            tunnels: Vec::new(),
+            policy_routes: Vec::new(),
         }
     }
 }
@@ -140,13 +149,14 @@ pub struct Engine {
     /// server's traffic counters without a lookup.
     reals: RealIds,
     frags: FragTable,
+    tunnels: tunnel::Tunnels,
     icmp_window: AtomicU64,
     icmp_sent: AtomicU32,
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig, ruleset: Ruleset, sets: Sets) -> Engine {
-        let routes = RouteTable::new(&cfg.interfaces, &cfg.routes);
+        let routes = RouteTable::with_policy(&cfg.interfaces, &cfg.routes, &cfg.policy_routes);
         let local = local_ranges(&cfg, &ruleset, &[]);
         Engine {
             table: FlowTable::new(cfg.max_flows, cfg.timeouts, cfg.seed),
@@ -158,6 +168,7 @@ impl Engine {
             lb: ArcSwap::from_pointee(LbTable::new(cfg.seed.rotate_left(13))),
             reals: RealIds::default(),
             frags: FragTable::new(4096),
+            tunnels: tunnel::Tunnels::new(cfg.interfaces.len(), &cfg.tunnels),
             icmp_window: AtomicU64::new(0),
             icmp_sent: AtomicU32::new(0),
             cfg,
@@ -335,10 +346,25 @@ impl Engine {
         self.routes.load().lookup(dst)
     }
 
+    /// The route of a packet to `dst` from `src` (before translation)
+    /// whose flow has `mark`: policy routes first, then the main table.
+    #[inline]
+    pub fn route_from(&self, dst: u32, src: u32, mark: u8) -> Option<NextHop> {
+        self.routes.load().lookup_from(dst, src, mark)
+    }
+
     /// Replaces the routing table (e.g. after reading the kernel's).
     pub fn set_routes(&self, extra: &[Route]) {
-        self.routes
-            .store(Arc::new(RouteTable::new(&self.cfg.interfaces, extra)));
+        self.set_routes_policy(extra, &self.routes.load().policy().to_vec());
+    }
+
+    /// Replaces the routing table, policy routes included.
+    pub fn set_routes_policy(&self, extra: &[Route], policy: &[PolicyRoute]) {
+        self.routes.store(Arc::new(RouteTable::with_policy(
+            &self.cfg.interfaces,
+            extra,
+            policy,
+        )));
     }
 
     /// True for addresses the gateway owns (see [`local_ranges`]).
@@ -392,16 +418,19 @@ impl Engine {
         if p.tuple.dst >> 28 == 0xe || p.tuple.dst == u32::MAX {
             return Verdict::Drop(DropReason::NotUnicast);
         }
+        // IPIP/GRE to the gateway: natgw is the tunnel endpoint.
+        if tunnel::is_tunnel_proto(p.tuple.proto) && self.is_local(p.tuple.dst) {
+            return self.decapsulate(buf, len, &p, link, now, c);
+        }
         if p.ttl <= 1 {
             return self.ttl_expired(buf, &p, iif, now, c);
         }
-        let frame = &mut buf[..len];
         if p.frag == Frag::Later {
-            return self.later_fragment(frame, &p, now, c);
+            return self.later_fragment(buf, len, &p, now, c);
         }
         let tcp_flags = match p.kind {
             L4::Tcp { flags } => Some(flags),
-            L4::IcmpError(e) => return self.icmp_error(frame, &p, &e, now, c),
+            L4::IcmpError(e) => return self.icmp_error(buf, len, &p, &e, now, c),
             _ => None,
         };
         let info = PacketInfo {
@@ -428,7 +457,7 @@ impl Engine {
                     st.count(c.lane(), h.dir.index(), info.len as u64);
                 }
                 Counters::bump(&c.fast_path);
-                h.other.invert()
+                (h.other.invert(), nat_flags::mark_of(h.flags))
             }
             Lookup::Expired(id) => {
                 if let Some(r) = self.table.remove(id, Some(now)) {
@@ -444,13 +473,21 @@ impl Engine {
                 Err(v) => return v,
             },
         };
-        let Some(hop) = self.route(out.dst) else {
+        let (out, mark) = out;
+        let Some(hop) = self.route_from(out.dst, p.tuple.src, mark) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        packet::rewrite_tuple(frame, &p, &out);
+        let tunneled = self.tunnel(hop.oif).is_some();
+        if tunneled && let Some(v) = self.tunnel_too_big(buf, &p, hop, iif, now, c) {
+            return v;
+        }
+        packet::rewrite_tuple(&mut buf[..len], &p, &out);
         if p.frag == Frag::First {
             let key = (p.tuple.src, p.tuple.dst, p.tuple.proto, p.ip_id);
             self.frags.record(key, out.src, out.dst, now);
+        }
+        if tunneled {
+            return self.output(buf, p.l3, p.end, hop);
         }
         Verdict::Forward {
             oif: hop.oif,
@@ -459,7 +496,8 @@ impl Engine {
     }
 
     /// Creates the flow of a packet that matched none; returns the tuple
-    /// the packet leaves with, or the verdict to give instead.
+    /// the packet leaves with and the flow's mark, or the verdict to give
+    /// instead.
     fn new_flow(
         &self,
         p: &Parsed,
@@ -467,7 +505,7 @@ impl Engine {
         tcp_flags: Option<u8>,
         now: Time,
         c: &Counters,
-    ) -> Result<Tuple, Verdict> {
+    ) -> Result<(Tuple, u8), Verdict> {
         let key = p.tuple;
         match p.kind {
             L4::Tcp { flags } if flags & crate::conntrack::TCP_RST != 0 => {
@@ -493,7 +531,7 @@ impl Engine {
             && self.is_local(key.dst)
             && let Some(inside) = self.nat.eif_target(key.dst, key.dport)
         {
-            return self.eif_flow(&base, inside, now, c);
+            return self.eif_flow(&base, inside, now, c).map(|t| (t, 0));
         }
 
         let rs = self.ruleset.load();
@@ -502,6 +540,7 @@ impl Engine {
             iif,
             oif: None,
             now,
+            mark: 0,
         };
         // Virtual services come before the destination rules (IPVS sees
         // packets to a VIP first too).
@@ -535,6 +574,15 @@ impl Engine {
             }
             None => rs.dst_nat(&meta),
         };
+        let set_mark = |flags: &mut u32, rule: Option<usize>| {
+            if let Some(m) = rule
+                .and_then(|i| rs.rules.get(i))
+                .and_then(|r| r.m.set_mark)
+            {
+                *flags = (*flags & !nat_flags::MARK_MASK) | (u32::from(m) << nat_flags::MARK_SHIFT);
+            }
+        };
+        set_mark(&mut base.flags, pre_rule);
         let (mut dst, mut dport) = (key.dst, key.dport);
         match dnat {
             DstNat::Drop => return Err(Verdict::Drop(DropReason::RuleDrop)),
@@ -551,7 +599,7 @@ impl Engine {
                 }
             }
         }
-        let Some(hop) = self.route(dst) else {
+        let Some(hop) = self.route_from(dst, key.src, nat_flags::mark_of(base.flags)) else {
             return Err(Verdict::Drop(DropReason::NoRoute));
         };
         let meta = Meta {
@@ -559,8 +607,10 @@ impl Engine {
             iif,
             oif: Some(hop.oif),
             now,
+            mark: nat_flags::mark_of(base.flags),
         };
         let (snat, post_rule) = rs.src_nat(&meta);
+        set_mark(&mut base.flags, post_rule);
         let default_ports = match p.kind {
             L4::Tcp { .. } | L4::Udp => PortRange::NAT_DEFAULT,
             L4::IcmpEcho => PortRange::ICMP_IDS,
@@ -573,7 +623,7 @@ impl Engine {
             Some(r) if has_ports => (r, false),
             _ => (default_ports, true),
         };
-        let iface_addr = |i: IfId| self.interface(i).map(|f| f.addr.addr).unwrap_or(0);
+        let iface_addr = |i: IfId| self.if_addr(i);
         let keep = |translated| SrcRequest {
             source: Source::Addr(key.src),
             ports: default_ports,
@@ -652,7 +702,7 @@ impl Engine {
                             st.count(c.lane(), 0, len as u64);
                         }
                     }
-                    return Ok(reply.invert());
+                    return Ok((reply.invert(), nat_flags::mark_of(base.flags)));
                 }
                 Err(AllocError::Full) if self.cfg.early_drop && !evicted => {
                     evicted = true;
@@ -670,7 +720,7 @@ impl Engine {
                     // Another worker created this flow a moment ago: use it.
                     let info = PacketInfo { tcp_flags, len };
                     return match self.table.track(&key, info, now) {
-                        Lookup::Hit(h) => Ok(h.other.invert()),
+                        Lookup::Hit(h) => Ok((h.other.invert(), nat_flags::mark_of(h.flags))),
                         _ => Err(Verdict::Drop(DropReason::FlowRace)),
                     };
                 }
@@ -718,7 +768,8 @@ impl Engine {
     /// only when direction `d` has its source translated.
     fn icmp_error(
         &self,
-        frame: &mut [u8],
+        buf: &mut [u8],
+        len: usize,
         p: &Parsed,
         e: &IcmpErrorInfo,
         now: Time,
@@ -741,27 +792,40 @@ impl Engine {
         } else {
             p.tuple.dst
         };
-        let Some(hop) = self.route(dst) else {
+        let Some(hop) = self.route_from(dst, p.tuple.src, 0) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        packet::rewrite_icmp_error(frame, p, e, src, dst, &other);
+        packet::rewrite_icmp_error(&mut buf[..len], p, e, src, dst, &other);
         Counters::bump(&c.icmp_errors_translated);
+        if self.tunnel(hop.oif).is_some() {
+            return self.output(buf, p.l3, p.end, hop);
+        }
         Verdict::Forward {
             oif: hop.oif,
             next_hop: hop.addr,
         }
     }
 
-    fn later_fragment(&self, frame: &mut [u8], p: &Parsed, now: Time, c: &Counters) -> Verdict {
+    fn later_fragment(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        now: Time,
+        c: &Counters,
+    ) -> Verdict {
         let key = (p.tuple.src, p.tuple.dst, p.tuple.proto, p.ip_id);
         let Some((src, dst)) = self.frags.lookup(key, now) else {
             return Verdict::Drop(DropReason::FragNoFlow);
         };
-        let Some(hop) = self.route(dst) else {
+        let Some(hop) = self.route_from(dst, p.tuple.src, 0) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        packet::rewrite_l3_only(frame, p, src, dst);
+        packet::rewrite_l3_only(&mut buf[..len], p, src, dst);
         Counters::bump(&c.frags_translated);
+        if self.tunnel(hop.oif).is_some() {
+            return self.output(buf, p.l3, p.end, hop);
+        }
         Verdict::Forward {
             oif: hop.oif,
             next_hop: hop.addr,
@@ -788,6 +852,7 @@ impl Engine {
                 iif,
                 oif: None,
                 now,
+                mark: 0,
             };
             if !matches!(self.ruleset.load().dst_nat(&meta).0, DstNat::To { .. }) {
                 return Verdict::Local;
@@ -797,15 +862,19 @@ impl Engine {
         if matches!(p.kind, L4::IcmpError(_)) || !self.icmp_allowed(now) {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        let Some(from) = self.interface(iif).map(|i| i.addr.addr) else {
+        let from = self.if_addr(iif);
+        if from == 0 {
             return Verdict::Drop(DropReason::TtlExceeded);
-        };
-        let Some(hop) = self.route(p.tuple.src) else {
+        }
+        let Some(hop) = self.route_from(p.tuple.src, p.tuple.dst, 0) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         match packet::build_time_exceeded(buf, p, from) {
             Some(len) => {
                 Counters::bump(&c.ttl_exceeded_sent);
+                if self.tunnel(hop.oif).is_some() {
+                    return self.output(buf, p.l3, len, hop);
+                }
                 Verdict::Reply {
                     oif: hop.oif,
                     next_hop: hop.addr,
@@ -842,6 +911,9 @@ impl Engine {
         let mut fixed = Vec::new();
         if cfg.interfaces != old.interfaces {
             fixed.push("[[interface]]");
+        }
+        if cfg.tunnels != old.tunnels {
+            fixed.push("[[tunnel]]");
         }
         if cfg.max_flows != old.max_flows || cfg.early_drop != old.early_drop {
             fixed.push("[limits]");
@@ -891,7 +963,7 @@ impl Engine {
             }
         }
         let unmatched = self.unmatched_flows(&ruleset, now);
-        self.set_routes(&cfg.routes);
+        self.set_routes_policy(&cfg.routes, &cfg.policy_routes);
         self.swap_ruleset(ruleset);
         self.sets.store(Arc::new(merged));
         let report = ReloadReport {
@@ -917,6 +989,7 @@ impl Engine {
                     iif,
                     oif: None,
                     now,
+                    mark: 0,
                 };
                 let (_, pre) = rs.dst_nat(&meta);
                 let out = r.reply.invert();
@@ -930,6 +1003,7 @@ impl Engine {
                     iif,
                     oif,
                     now,
+                    mark: nat_flags::mark_of(r.flags),
                 };
                 let (_, post) = rs.src_nat(&meta);
                 pre.is_none() && post.is_none()
