@@ -347,7 +347,10 @@ impl Engine {
     }
 
     /// The route of a packet to `dst` from `src` (before translation)
-    /// whose flow has `mark`: policy routes first, then the main table.
+    /// with `mark`: policy routes first, then the main table. The mark is
+    /// the flow's for packets of its reply direction and 0 otherwise, as
+    /// Linux's `CONNMARK --restore-mark` on the reply path + `ip rule
+    /// fwmark M` steers the replies of a marked connection.
     #[inline]
     pub fn route_from(&self, dst: u32, src: u32, mark: u8) -> Option<NextHop> {
         self.routes.load().lookup_from(dst, src, mark)
@@ -457,19 +460,24 @@ impl Engine {
                     st.count(c.lane(), h.dir.index(), info.len as u64);
                 }
                 Counters::bump(&c.fast_path);
-                (h.other.invert(), nat_flags::mark_of(h.flags))
+                // A flow's mark routes its replies (see `route_from`).
+                let mark = match h.dir {
+                    crate::conntrack::Dir::Reply => nat_flags::mark_of(h.flags),
+                    crate::conntrack::Dir::Orig => 0,
+                };
+                (h.other.invert(), mark)
             }
             Lookup::Expired(id) => {
                 if let Some(r) = self.table.remove(id, Some(now)) {
                     self.release(&r);
                 }
                 match self.new_flow(&p, iif, tcp_flags, now, c) {
-                    Ok(t) => t,
+                    Ok(t) => (t, 0),
                     Err(v) => return v,
                 }
             }
             Lookup::Miss => match self.new_flow(&p, iif, tcp_flags, now, c) {
-                Ok(t) => t,
+                Ok(t) => (t, 0),
                 Err(v) => return v,
             },
         };
@@ -496,8 +504,7 @@ impl Engine {
     }
 
     /// Creates the flow of a packet that matched none; returns the tuple
-    /// the packet leaves with and the flow's mark, or the verdict to give
-    /// instead.
+    /// the packet leaves with, or the verdict to give instead.
     fn new_flow(
         &self,
         p: &Parsed,
@@ -505,7 +512,7 @@ impl Engine {
         tcp_flags: Option<u8>,
         now: Time,
         c: &Counters,
-    ) -> Result<(Tuple, u8), Verdict> {
+    ) -> Result<Tuple, Verdict> {
         let key = p.tuple;
         match p.kind {
             L4::Tcp { flags } if flags & crate::conntrack::TCP_RST != 0 => {
@@ -531,7 +538,7 @@ impl Engine {
             && self.is_local(key.dst)
             && let Some(inside) = self.nat.eif_target(key.dst, key.dport)
         {
-            return self.eif_flow(&base, inside, now, c).map(|t| (t, 0));
+            return self.eif_flow(&base, inside, now, c);
         }
 
         let rs = self.ruleset.load();
@@ -599,7 +606,7 @@ impl Engine {
                 }
             }
         }
-        let Some(hop) = self.route_from(dst, key.src, nat_flags::mark_of(base.flags)) else {
+        let Some(hop) = self.route_from(dst, key.src, 0) else {
             return Err(Verdict::Drop(DropReason::NoRoute));
         };
         let meta = Meta {
@@ -702,7 +709,7 @@ impl Engine {
                             st.count(c.lane(), 0, len as u64);
                         }
                     }
-                    return Ok((reply.invert(), nat_flags::mark_of(base.flags)));
+                    return Ok(reply.invert());
                 }
                 Err(AllocError::Full) if self.cfg.early_drop && !evicted => {
                     evicted = true;
@@ -720,7 +727,7 @@ impl Engine {
                     // Another worker created this flow a moment ago: use it.
                     let info = PacketInfo { tcp_flags, len };
                     return match self.table.track(&key, info, now) {
-                        Lookup::Hit(h) => Ok((h.other.invert(), nat_flags::mark_of(h.flags))),
+                        Lookup::Hit(h) => Ok(h.other.invert()),
                         _ => Err(Verdict::Drop(DropReason::FlowRace)),
                     };
                 }

@@ -1,0 +1,445 @@
+//! SCENARIOS 7 recipes 2 and 3 through the core (issue 14): two natgw
+//! engines, A and B, joined by an IPIP or GRE tunnel that natgw itself
+//! terminates at both ends, with a virtual clock — what the netns test
+//! (tests/e2e_tunnel.rs) shows live, here packet by packet.
+//!
+//! ```text
+//!  client 198.51.100.7 ── rtr ── wan0 A 203.0.113.1 ══ tun1 ══ 203.0.113.50 wan0 B lan0 10.9.0.1 ── app 10.9.0.5
+//!                                route 5.5.5.5 dev tun1        recipe 2: app holds 5.5.5.5, route from 5.5.5.5 dev tun1
+//!                                                              recipe 3: DNAT 5.5.5.5 -> 10.9.0.5, set_mark 3, route mark 3 dev tun1
+//! ```
+
+mod common;
+
+use common::*;
+use natgw::engine::DropReason;
+use natgw::packet::tunnel::{Mode, encap};
+
+const CLIENT: &str = "198.51.100.7";
+const OLD: &str = "5.5.5.5";
+const A: &str = "203.0.113.1";
+const B: &str = "203.0.113.50";
+const APP: &str = "10.9.0.5";
+
+fn tunnel_section(mode: &str, local: &str, remote: &str) -> String {
+    let key = if mode == "gre" { "key = 42\n" } else { "" };
+    format!(
+        "\n[[tunnel]]\nname = \"tun1\"\nmode = \"{}\"\n{key}local = \"{local}\"\nremote = \"{remote}\"\n",
+        mode
+    )
+}
+
+/// Gateway A: the standard interfaces, the tunnel to B, 5.5.5.5 into it.
+fn gw_a(mode: &str) -> Gw {
+    Gw::new(&config(
+        "seed = 7",
+        &format!(
+            "{}\n[[route]]\nto = \"{OLD}/32\"\ndev = \"tun1\"\n",
+            tunnel_section(mode, A, B)
+        ),
+    ))
+}
+
+/// Gateway B: wan0 203.0.113.50, lan0 10.9.0.1 in front of the app host.
+fn gw_b(mode: &str, recipe3: bool) -> Gw {
+    let mut text = format!(
+        r#"[gateway]
+seed = 7
+
+[[interface]]
+name = "lan0"
+role = "inside"
+address = "10.9.0.1/24"
+
+[[interface]]
+name = "wan0"
+role = "outside"
+address = "{B}/24"
+
+[[route]]
+to = "0.0.0.0/0"
+via = "203.0.113.254"
+{}"#,
+        tunnel_section(mode, B, A)
+    );
+    if recipe3 {
+        text += &format!(
+            r#"
+[[rule]]
+name = "moved"
+iif = "tun1"
+dst = "{OLD}"
+action = "dnat"
+to = "{APP}"
+set_mark = 3
+
+[[route]]
+to = "0.0.0.0/0"
+dev = "tun1"
+mark = 3
+"#
+        );
+    } else {
+        text += &format!(
+            r#"
+[[route]]
+to = "{OLD}/32"
+via = "{APP}"
+
+[[route]]
+to = "0.0.0.0/0"
+dev = "tun1"
+from = "{OLD}/32"
+"#
+        );
+    }
+    Gw::new(&text)
+}
+
+/// The datagram inside an encapsulated frame (as an Ethernet frame).
+fn inner_of(frame: &[u8], mode: &str) -> Vec<u8> {
+    let oh = if mode == "gre" { 28 } else { 20 };
+    let mut v = frame[..14].to_vec();
+    v.extend_from_slice(&frame[14 + oh..]);
+    v
+}
+
+/// Client -> 5.5.5.5 through A and B to the app, and the reply back; the
+/// app sees the real client (recipe 2) at 5.5.5.5, or at its own address
+/// (recipe 3), and the client sees 5.5.5.5 answer.
+fn round_trip(mode: &str, recipe3: bool) {
+    let a = gw_a(mode);
+    let b = gw_b(mode, recipe3);
+    let syn = tcp(&format!("{CLIENT}:40000"), &format!("{OLD}:80"), SYN, b"");
+
+    // A: into the tunnel, out of wan0 towards B (a connected address).
+    let out = a.on_wan(&syn);
+    let Out::Reply {
+        oif,
+        next_hop,
+        frame,
+    } = &out
+    else {
+        panic!("A should encapsulate, got {}", out.short())
+    };
+    assert_eq!((*oif, next_hop.to_string()), (a.wan, B.to_string()));
+    let outer = view(frame);
+    assert_eq!((outer.src, outer.dst), (ip(A), ip(B)));
+    assert_eq!(outer.proto, if mode == "gre" { 47 } else { 4 });
+    assert_eq!(outer.ttl, 64);
+    let inner = view(&inner_of(frame, mode));
+    assert_eq!(inner.src_sa(), sa(&format!("{CLIENT}:40000")));
+    assert_eq!(inner.dst_sa(), sa(&format!("{OLD}:80")));
+    assert_eq!(inner.ttl, 63, "A routes the inner datagram (TTL - 1)");
+
+    // B: decapsulated, to the app on lan0.
+    let out = b.on_wan(frame);
+    let Out::Reply {
+        oif,
+        next_hop,
+        frame: to_app,
+    } = &out
+    else {
+        panic!("B should decapsulate, got {}", out.short())
+    };
+    assert_eq!((*oif, next_hop.to_string()), (b.lan, APP.to_string()));
+    let seen = view(to_app);
+    assert_eq!(
+        seen.src_sa(),
+        sa(&format!("{CLIENT}:40000")),
+        "the app sees the real client"
+    );
+    let app_addr = if recipe3 { APP } else { OLD };
+    assert_eq!(seen.dst_sa(), sa(&format!("{app_addr}:80")));
+
+    // The app answers; B sends it back into the tunnel (policy routing
+    // from 5.5.5.5, or the flow's mark 3).
+    let synack = tcp(
+        &format!("{app_addr}:80"),
+        &format!("{CLIENT}:40000"),
+        SYN | ACK,
+        b"",
+    );
+    let out = b.on_lan(&synack);
+    let Out::Reply { oif, frame, .. } = &out else {
+        panic!("B should encapsulate the reply, got {}", out.short())
+    };
+    assert_eq!(*oif, b.wan);
+    let outer = view(frame);
+    assert_eq!((outer.src, outer.dst), (ip(B), ip(A)));
+    let inner = view(&inner_of(frame, mode));
+    assert_eq!(inner.src_sa(), sa(&format!("{OLD}:80")));
+
+    // A: decapsulated, back to the client by the default route.
+    let out = a.on_wan(frame);
+    let Out::Reply {
+        oif,
+        next_hop,
+        frame,
+    } = &out
+    else {
+        panic!("A should decapsulate, got {}", out.short())
+    };
+    assert_eq!(
+        (*oif, next_hop.to_string()),
+        (a.wan, "203.0.113.254".to_string())
+    );
+    let seen = view(frame);
+    assert_eq!(seen.src_sa(), sa(&format!("{OLD}:80")));
+    assert_eq!(seen.dst_sa(), sa(&format!("{CLIENT}:40000")));
+    assert_eq!(seen.tcp_flags, SYN | ACK);
+
+    // Flows on both: tracked like any other; B's recipe-3 flow is marked.
+    let fb = b.flows();
+    assert_eq!(fb.len(), 1);
+    assert_eq!(fb[0].orig.dst, u32::from(ip(OLD)));
+    assert_eq!(
+        natgw::nat::nat_flags::mark_of(fb[0].flags),
+        if recipe3 { 3 } else { 0 }
+    );
+    let stats = a.engine.tunnel_stats();
+    assert_eq!((stats[0].tx_packets, stats[0].rx_packets), (1, 1));
+    assert_eq!(stats[0].drops, 0);
+    assert_eq!(a.nonzero_drops(), vec![]);
+    assert_eq!(b.nonzero_drops(), vec![]);
+}
+
+#[test]
+fn recipe2_ipip_app_sees_the_real_client() {
+    round_trip("ipip", false);
+}
+
+#[test]
+fn recipe2_gre_app_sees_the_real_client() {
+    round_trip("gre", false);
+}
+
+#[test]
+fn recipe3_ipip_dnat_on_b_and_the_mark_steers_replies() {
+    round_trip("ipip", true);
+}
+
+#[test]
+fn recipe3_gre_dnat_on_b_and_the_mark_steers_replies() {
+    round_trip("gre", true);
+}
+
+/// A DF datagram bigger than the tunnel MTU (1500 - 20) gets ICMP
+/// fragmentation-needed with MTU 1480 from A, quoting it as sent; one
+/// that fits goes through; one without DF is dropped (no fragmentation).
+#[test]
+fn too_big_for_the_tunnel_gets_frag_needed_with_the_tunnel_mtu() {
+    let a = gw_a("ipip");
+    let mut big = udp(
+        &format!("{CLIENT}:5000"),
+        &format!("{OLD}:53"),
+        &[0u8; 1472],
+    );
+    big[20] |= 0x40; // DF
+    fix_ip_checksum(&mut big);
+    let out = a.on_wan(&big);
+    let Out::Reply {
+        oif,
+        next_hop,
+        frame,
+    } = &out
+    else {
+        panic!("expected frag-needed, got {}", out.short())
+    };
+    assert_eq!(
+        (*oif, next_hop.to_string()),
+        (a.wan, "203.0.113.254".to_string())
+    );
+    let v = view(frame);
+    assert_eq!((v.src, v.dst), (ip(A), ip(CLIENT)));
+    assert_eq!((v.icmp().ty, v.icmp().code, v.icmp().mtu()), (3, 4, 1480));
+    assert_eq!(v.inner().dst_sa(), sa(&format!("{OLD}:53")));
+    assert_eq!(
+        a.counters
+            .frag_needed_sent
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    let mut fits = udp(
+        &format!("{CLIENT}:5000"),
+        &format!("{OLD}:53"),
+        &[0u8; 1452],
+    );
+    fits[20] |= 0x40;
+    fix_ip_checksum(&mut fits);
+    let out = a.on_wan(&fits);
+    let Out::Reply { frame, .. } = &out else {
+        panic!("1480 bytes fit, got {}", out.short())
+    };
+    assert_eq!(frame.len(), 14 + 1500);
+
+    let nodf = udp(
+        &format!("{CLIENT}:5001"),
+        &format!("{OLD}:53"),
+        &[0u8; 1472],
+    );
+    assert_eq!(a.on_wan(&nodf), Out::Drop(DropReason::TunnelTooBig));
+    assert_eq!(a.engine.tunnel_stats()[0].drops, 2);
+}
+
+/// Only the configured remote may send into a tunnel: other IPIP/GRE
+/// packets to the gateway, and GRE with the wrong key, are dropped and
+/// counted by reason; transit IPIP (not to the gateway) is routed as is.
+#[test]
+fn foreign_tunnel_packets_are_dropped_by_reason() {
+    let inner = tcp(&format!("{CLIENT}:1"), &format!("{OLD}:80"), SYN, b"");
+    let wrap = |mode: Mode, src: &str, dst: &str| {
+        let mut buf = inner.clone();
+        buf.resize(inner.len() + 64, 0);
+        let n = encap(
+            &mut buf,
+            14,
+            inner.len(),
+            mode,
+            ip(src).into(),
+            ip(dst).into(),
+        )
+        .unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let b = gw_b("gre", false);
+    let stranger = wrap(Mode::Gre { key: Some(42) }, "203.0.113.66", B);
+    assert_eq!(b.on_wan(&stranger), Out::Drop(DropReason::TunnelUnknown));
+    let wrong_key = wrap(Mode::Gre { key: Some(41) }, A, B);
+    assert_eq!(b.on_wan(&wrong_key), Out::Drop(DropReason::TunnelKey));
+    let no_key = wrap(Mode::Gre { key: None }, A, B);
+    assert_eq!(b.on_wan(&no_key), Out::Drop(DropReason::TunnelKey));
+    let ipip = wrap(Mode::Ipip, A, B);
+    assert_eq!(b.on_wan(&ipip), Out::Drop(DropReason::TunnelUnknown));
+    let mut v1 = wrap(Mode::Gre { key: Some(42) }, A, B);
+    v1[35] |= 1; // GRE version 1 (PPTP)
+    assert_eq!(b.on_wan(&v1), Out::Drop(DropReason::TunnelGreVersion));
+    // Nested: IPIP inside the tunnel to the gateway again.
+    let nested_inner = wrap(Mode::Ipip, A, B);
+    let mut buf = nested_inner.clone();
+    buf.resize(nested_inner.len() + 64, 0);
+    let n = encap(
+        &mut buf,
+        14,
+        nested_inner.len(),
+        Mode::Gre { key: Some(42) },
+        ip(A).into(),
+        ip(B).into(),
+    )
+    .unwrap();
+    assert_eq!(b.on_wan(&buf[..n]), Out::Drop(DropReason::TunnelNested));
+    assert_eq!(b.engine.tunnel_stats()[0].drops, 4);
+    assert_eq!(b.engine.tunnel_stats()[0].rx_packets, 0);
+    // Transit: an IPIP packet between two other hosts is just routed.
+    let transit = wrap(Mode::Ipip, "192.0.2.1", "198.51.100.9");
+    let out = b.on_lan(&transit);
+    assert!(out.is_forward(), "transit IPIP: {}", out.short());
+    // Hostile bytes: every truncation of a GRE frame, no panic.
+    let good = wrap(Mode::Gre { key: Some(42) }, A, B);
+    for cut in 14..good.len() {
+        let mut f = good[..cut].to_vec();
+        if f.len() >= 34 {
+            let total = (f.len() - 14) as u16;
+            f[16..18].copy_from_slice(&total.to_be_bytes());
+            fix_ip_checksum(&mut f);
+        }
+        let _ = b.engine.process(
+            &mut f.clone(),
+            f.len(),
+            natgw::packet::Link::Ethernet,
+            b.wan,
+            b.now,
+            &b.counters,
+        );
+    }
+}
+
+/// Config errors name the file, line, column and field.
+#[test]
+fn bad_tunnel_config_is_refused_with_file_line_and_field() {
+    let cases = [
+        (
+            "mode = \"vxlan\"",
+            "tunnel[0].mode: `vxlan` is not one of \"ipip\", \"gre\"",
+        ),
+        (
+            "local = \"192.0.2.1\"",
+            "tunnel[0].local: 192.0.2.1 is not an address of the gateway",
+        ),
+        ("key = 5", "tunnel[0].key: only a GRE tunnel has a key"),
+        (
+            "name = \"wan0\"",
+            "tunnel[0].name: `wan0` is already the name",
+        ),
+        ("mtu = 20", "tunnel[0].mtu: must be 68..="),
+        (
+            "remote = \"203.0.113.1\"",
+            "tunnel[0].remote: 203.0.113.1 is the gateway's own address",
+        ),
+    ];
+    for (line, want) in cases {
+        let key = line.split(" = ").next().unwrap();
+        let mut t = String::from("\n[[tunnel]]\n");
+        for (k, v) in [
+            ("name", "\"tun1\""),
+            ("mode", "\"ipip\""),
+            ("local", "\"203.0.113.1\""),
+            ("remote", "\"203.0.113.50\""),
+        ] {
+            if k != key {
+                t += &format!("{k} = {v}\n");
+            }
+        }
+        t += line;
+        t += "\n";
+        let text = config("seed = 7", &t);
+        let err = match natgw::control::config::Config::parse(&text, std::path::Path::new("t.toml"))
+        {
+            Ok(_) => panic!("`{line}` accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.starts_with("t.toml:") && err.contains(want),
+            "`{line}`: {err}"
+        );
+        let line_no: usize = err.split(':').nth(1).unwrap().parse().unwrap();
+        assert_eq!(text.lines().nth(line_no - 1).unwrap().trim(), line, "{err}");
+    }
+    // A route into an unknown device, and a mark of 0.
+    let text = config(
+        "seed = 7",
+        "\n[[route]]\nto = \"5.5.5.5/32\"\ndev = \"tun9\"\n",
+    );
+    let err = natgw::control::config::Config::parse(&text, std::path::Path::new("t.toml"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("route[1].dev: no interface named `tun9`"),
+        "{err}"
+    );
+    let text = config(
+        "seed = 7",
+        "\n[[rule]]\naction = \"accept\"\nset_mark = 0\n",
+    );
+    let err = natgw::control::config::Config::parse(&text, std::path::Path::new("t.toml"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("rule[0].set_mark: marks are 1-255"), "{err}");
+    // The tunnel's remote must be reachable by a physical interface.
+    let text = format!(
+        "[gateway]\nseed = 7\n\n[[interface]]\nname = \"wan0\"\nrole = \"outside\"\naddress = \"203.0.113.1/24\"\n{}",
+        tunnel_section("ipip", A, "192.0.2.50")
+    );
+    let err = natgw::control::config::Config::parse(&text, std::path::Path::new("t.toml"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("tunnel[0].remote: no route to 192.0.2.50"),
+        "{err}"
+    );
+}
