@@ -443,3 +443,126 @@ fn bad_tunnel_config_is_refused_with_file_line_and_field() {
         "{err}"
     );
 }
+
+/// Recipe 3: an ICMP error from the application about a datagram of a
+/// marked flow goes back the way the flow came (into the tunnel, by the
+/// mark), translated (from 5.5.5.5, quoting the datagram as the client
+/// sent it).
+#[test]
+fn recipe3_icmp_error_from_the_app_follows_the_mark_into_the_tunnel() {
+    let b = gw_b("ipip", true);
+    let a = gw_a("ipip");
+    let dgram = udp(&format!("{CLIENT}:5000"), &format!("{OLD}:9"), b"hi");
+    let Out::Reply { frame, .. } = a.on_wan(&dgram) else {
+        panic!("A encapsulates")
+    };
+    let Out::Reply { frame: to_app, .. } = b.on_wan(&frame) else {
+        panic!("B decapsulates")
+    };
+    assert_eq!(view(&to_app).dst, ip(APP));
+    let err = icmp_error(APP, CLIENT, IcmpKind::PortUnreachable, &to_app, Quote::Full);
+    let out = b.on_lan(&err);
+    let Out::Reply { oif, frame, .. } = &out else {
+        panic!(
+            "B should send the error into the tunnel, got {}",
+            out.short()
+        )
+    };
+    assert_eq!(*oif, b.wan);
+    let outer = view(frame);
+    assert_eq!((outer.src, outer.dst, outer.proto), (ip(B), ip(A), 4));
+    let Out::Reply { frame, .. } = a.on_wan(frame) else {
+        panic!("A decapsulates the error")
+    };
+    let v = view(&frame);
+    assert_eq!((v.src, v.dst), (ip(OLD), ip(CLIENT)));
+    assert_eq!(v.icmp().ty, 3);
+    assert_eq!(v.inner().dst_sa(), sa(&format!("{OLD}:9")));
+    assert_eq!(v.inner().src_sa(), sa(&format!("{CLIENT}:5000")));
+}
+
+/// `natgw replay` (the offline core over a capture) names what it
+/// encapsulated and decapsulated, with the outer and inner headers.
+#[test]
+fn replay_shows_encap_and_decap() {
+    let dir = std::env::temp_dir().join(format!("natgw-tunnel-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg_path = dir.join("a.toml");
+    let text = config(
+        "seed = 7",
+        &format!(
+            "{}\n[[route]]\nto = \"{OLD}/32\"\ndev = \"tun1\"\n",
+            tunnel_section("gre", A, B)
+        ),
+    );
+    std::fs::write(&cfg_path, &text).unwrap();
+    // The client's SYN, and B's answer already in the tunnel.
+    let syn = tcp(&format!("{CLIENT}:40000"), &format!("{OLD}:80"), SYN, b"");
+    let synack = tcp(
+        &format!("{OLD}:80"),
+        &format!("{CLIENT}:40000"),
+        SYN | ACK,
+        b"",
+    );
+    let mut buf = synack.clone();
+    buf.resize(synack.len() + 64, 0);
+    let n = encap(
+        &mut buf,
+        14,
+        synack.len(),
+        Mode::Gre { key: Some(42) },
+        ip(B).into(),
+        ip(A).into(),
+    )
+    .unwrap();
+    let pcap = dir.join("in.pcap");
+    {
+        let f = std::fs::File::create(&pcap).unwrap();
+        let mut w = pcap_file::pcap::PcapWriter::new(f).unwrap();
+        for (i, fr) in [&syn[..], &buf[..n]].iter().enumerate() {
+            let ts = std::time::Duration::from_millis(1000 + i as u64);
+            w.write_packet(&pcap_file::pcap::PcapPacket::new(ts, fr.len() as u32, fr))
+                .unwrap();
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_natgw"))
+        .args(["replay", "--config"])
+        .arg(&cfg_path)
+        .arg("--in")
+        .arg(&pcap)
+        .arg("--out")
+        .arg(dir.join("out.pcap"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let l1 = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    let l2 = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("2 "))
+        .unwrap();
+    assert!(
+        l1.contains("encap")
+            && l1.contains(&format!(
+                "=>  gre {A} > {B} key=42 [tcp {CLIENT}:40000 > {OLD}:80]"
+            )),
+        "{text}"
+    );
+    assert!(
+        l2.contains("decap")
+            && l2.contains(&format!(
+                "gre {B} > {A} key=42 [tcp {OLD}:80 > {CLIENT}:40000]"
+            ))
+            && l2.contains(&format!("=>  tcp {OLD}:80 > {CLIENT}:40000")),
+        "{text}"
+    );
+}

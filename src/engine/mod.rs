@@ -358,7 +358,7 @@ impl Engine {
 
     /// Replaces the routing table (e.g. after reading the kernel's).
     pub fn set_routes(&self, extra: &[Route]) {
-        self.set_routes_policy(extra, &self.routes.load().policy().to_vec());
+        self.set_routes_policy(extra, self.routes.load().policy());
     }
 
     /// Replaces the routing table, policy routes included.
@@ -783,7 +783,7 @@ impl Engine {
         c: &Counters,
     ) -> Verdict {
         let key = e.inner.invert();
-        let Some((_dir, other)) = self.table.peek(&key, now) else {
+        let Some((dir, other, flow_flags)) = self.table.peek_flags(&key, now) else {
             if self.is_local(p.tuple.dst) {
                 return Verdict::Local;
             }
@@ -799,7 +799,12 @@ impl Engine {
         } else {
             p.tuple.dst
         };
-        let Some(hop) = self.route_from(dst, p.tuple.src, 0) else {
+        // An error travelling with the replies takes their route (mark).
+        let mark = match dir {
+            crate::conntrack::Dir::Reply => nat_flags::mark_of(flow_flags),
+            crate::conntrack::Dir::Orig => 0,
+        };
+        let Some(hop) = self.route_from(dst, p.tuple.src, mark) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         packet::rewrite_icmp_error(&mut buf[..len], p, e, src, dst, &other);
