@@ -569,7 +569,15 @@ fn tunnel_recipe(test: &str, mode: &str, recipe3: bool) {
     }
     // B tracks the flows; recipe 3's carry the mark.
     let flows = natgw_cli(&b_sock, &["flows", "--src", CLIENT, "--dport", "80"]);
-    assert!(flows.contains(&format!("dst={OLD}")), "B's flows: {flows}");
+    assert!(
+        flows.contains(&format!("dst={OLD}")) && flows.contains("tunnel=tun1"),
+        "B's flows: {flows}"
+    );
+    let a_flows = natgw_cli(&a_sock, &["flows", "--src", CLIENT, "--dport", "80"]);
+    assert!(
+        a_flows.contains(&format!("src={CLIENT} dst={OLD}")) && a_flows.contains("tunnel=tun1"),
+        "A's flows: {a_flows}"
+    );
     if recipe3 {
         assert!(
             flows.contains(&format!("src={NEW} dst={CLIENT}")) && flows.contains("mark=3"),

@@ -248,8 +248,20 @@ impl Control {
         Ok(FlowsReport {
             total: self.engine.table().len(),
             matched: Some(flows.len()),
-            lines: flows.iter().map(|r| flow_line(r, now)).collect(),
-            flows: flows.iter().map(|r| FlowView::new(r, now)).collect(),
+            lines: flows
+                .iter()
+                .map(|r| match self.engine.flow_tunnel(r) {
+                    Some(t) => format!("{} tunnel={t}", flow_line(r, now)),
+                    None => flow_line(r, now),
+                })
+                .collect(),
+            flows: flows
+                .iter()
+                .map(|r| FlowView {
+                    tunnel: self.engine.flow_tunnel(r).map(String::from),
+                    ..FlowView::new(r, now)
+                })
+                .collect(),
         })
     }
 

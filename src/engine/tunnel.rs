@@ -161,6 +161,23 @@ impl Engine {
         self.tunnels.get(id).map(|(_, t)| t)
     }
 
+    /// The tunnel a flow's packets leave by, either way (for listings).
+    pub fn flow_tunnel(&self, r: &crate::conntrack::FlowRecord) -> Option<&str> {
+        if self.tunnels.list.is_empty() {
+            return None;
+        }
+        let mark = crate::nat::nat_flags::mark_of(r.flags);
+        // The original direction leaves as the reply tuple inverted, the
+        // reply direction as the original tuple inverted.
+        let orig_out = self.route_from(r.reply.src, r.orig.src, 0);
+        let reply_out = self.route_from(r.orig.src, r.reply.src, mark);
+        [orig_out, reply_out]
+            .into_iter()
+            .flatten()
+            .find_map(|h| self.tunnel(h.oif))
+            .map(|t| t.name.as_str())
+    }
+
     /// The address natgw speaks from on interface `id` (a tunnel: its
     /// local address), or 0 when there is no such interface.
     pub(super) fn if_addr(&self, id: IfId) -> u32 {
