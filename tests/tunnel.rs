@@ -566,3 +566,47 @@ fn replay_shows_encap_and_decap() {
         "{text}"
     );
 }
+
+/// Rules see tunnels as interfaces: `oif = "tun1"` masquerade gives the
+/// tunnel's local address to what leaves through it, and the replies come
+/// back through the tunnel to the inside host.
+#[test]
+fn masquerade_out_of_a_tunnel_uses_its_local_address() {
+    let a = Gw::new(&config(
+        "seed = 7",
+        &format!(
+            "{}\n[[route]]\nto = \"{OLD}/32\"\ndev = \"tun1\"\n\n[[rule]]\noif = \"tun1\"\naction = \"masquerade\"\n",
+            tunnel_section("ipip", A, B)
+        ),
+    ));
+    let syn = tcp("10.0.0.2:40000", &format!("{OLD}:80"), SYN, b"");
+    let Out::Reply { frame, .. } = a.on_lan(&syn) else {
+        panic!("A encapsulates")
+    };
+    let inner = view(&inner_of(&frame, "ipip"));
+    assert_eq!(
+        inner.src,
+        ip(A),
+        "masqueraded to the tunnel's local address"
+    );
+    let port = inner.sport;
+    // B's answer, in the tunnel, reaches the inside host.
+    let synack = tcp(&format!("{OLD}:80"), &format!("{A}:{port}"), SYN | ACK, b"");
+    let mut buf = synack.clone();
+    buf.resize(synack.len() + 64, 0);
+    let n = encap(
+        &mut buf,
+        14,
+        synack.len(),
+        Mode::Ipip,
+        ip(B).into(),
+        ip(A).into(),
+    )
+    .unwrap();
+    let out = a.on_wan(&buf[..n]);
+    let Out::Reply { oif, frame, .. } = &out else {
+        panic!("A decapsulates, got {}", out.short())
+    };
+    assert_eq!(*oif, a.lan);
+    assert_eq!(view(frame).dst_sa(), sa("10.0.0.2:40000"));
+}
