@@ -610,3 +610,72 @@ fn masquerade_out_of_a_tunnel_uses_its_local_address() {
     assert_eq!(*oif, a.lan);
     assert_eq!(view(frame).dst_sa(), sa("10.0.0.2:40000"));
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An outer IPv4 header A -> B of protocol `proto` around `payload`
+    /// (valid header checksum), as an Ethernet frame.
+    fn outer(proto: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let total = (20 + payload.len()) as u16;
+        let mut h = [0u8; 20];
+        h[0] = 0x45;
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        h[8] = 64;
+        h[9] = proto;
+        h[12..16].copy_from_slice(&ip(A).octets());
+        h[16..20].copy_from_slice(&ip(B).octets());
+        f.extend_from_slice(&h);
+        f.extend_from_slice(payload);
+        fix_ip_checksum(&mut f);
+        f
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever follows a valid outer header from the configured
+        /// remote (a GRE header with any flags, any inner bytes), the
+        /// engine never panics, and what it sends fits its buffer and is
+        /// an IPv4 frame.
+        #[test]
+        fn any_tunnel_payload_is_handled_without_panic(
+            gre in any::<bool>(),
+            flags in any::<u16>(),
+            inner in proptest::collection::vec(any::<u8>(), 0..120),
+            valid_inner in any::<bool>(),
+        ) {
+            let b = gw_b(if gre { "gre" } else { "ipip" }, true);
+            let mut payload = Vec::new();
+            if gre {
+                payload.extend_from_slice(&flags.to_be_bytes());
+                payload.extend_from_slice(&[0x08, 0x00]);
+                payload.extend_from_slice(&42u32.to_be_bytes());
+            }
+            if valid_inner {
+                // A real inner datagram, then the random bytes as its payload.
+                let u = udp(&format!("{CLIENT}:1"), &format!("{OLD}:2"), &inner);
+                payload.extend_from_slice(&u[14..]);
+            } else {
+                payload.extend_from_slice(&inner);
+            }
+            let f = outer(if gre { 47 } else { 4 }, &payload);
+            let mut buf = vec![0u8; f.len() + 128];
+            buf[..f.len()].copy_from_slice(&f);
+            let v = b.engine.process(&mut buf, f.len(), natgw::packet::Link::Ethernet, b.wan, b.now, &b.counters);
+            match v {
+                natgw::engine::Verdict::Reply { len, .. } => {
+                    prop_assert!(len <= buf.len());
+                    prop_assert!(natgw::packet::parse(&buf[..len], natgw::packet::Link::Ethernet).is_ok());
+                }
+                natgw::engine::Verdict::Forward { .. } => {
+                    prop_assert!(natgw::packet::parse(&buf[..f.len()], natgw::packet::Link::Ethernet).is_ok());
+                }
+                _ => {}
+            }
+        }
+    }
+}
