@@ -105,9 +105,14 @@ asyncio.run(main())
 
 /// Starts `natgw run --config CFG` in namespace `host` and waits for it.
 fn spawn_natgw_with(t: &Topology, host: &str, cfg: &Path) -> Proc {
+    spawn_natgw_flags(t, host, cfg, "")
+}
+
+/// [`spawn_natgw_with`] with extra `natgw run` flags (e.g. `--takeover`).
+fn spawn_natgw_flags(t: &Topology, host: &str, cfg: &Path, flags: &str) -> Proc {
     let p = t.spawn(
         host,
-        &format!("exec {NATGW} run --config {} 2>&1", cfg.display()),
+        &format!("exec {NATGW} run --config {} {flags} 2>&1", cfg.display()),
     );
     if p.wait_for_line("natgw running", Duration::from_secs(20))
         .is_none()
@@ -505,7 +510,9 @@ print(json.dumps(res), flush=True)
 /// the application gets back to the client; a DF datagram too big for the
 /// tunnel gets fragmentation-needed with the tunnel MTU (the client's
 /// kernel learns it); 100 connections and a long-lived one through the
-/// tunnel survive a `natgw reload` on A.
+/// tunnel survive a `natgw reload` on A and then a handover of B to a new
+/// process (`natgw run --takeover`), which keeps the flows (and their
+/// marks).
 fn tunnel_recipe(test: &str, mode: &str, recipe3: bool) {
     let Some(t) = Topology::new_or_skip(Spec::standard(), test) else {
         return;
@@ -617,11 +624,11 @@ fn tunnel_recipe(test: &str, mode: &str, recipe3: bool) {
     let chat = t.write_file("chat.py", CHAT_CLIENTS);
     let many = t.spawn(
         "out",
-        &format!("exec python3 {} {OLD} 9100 100 10 0.05", chat.display()),
+        &format!("exec python3 {} {OLD} 9100 100 14 0.05", chat.display()),
     );
     let long = t.spawn(
         "out",
-        &format!("exec python3 {} {OLD} 9100 1 14 0.01", chat.display()),
+        &format!("exec python3 {} {OLD} 9100 1 18 0.01", chat.display()),
     );
     assert!(
         many.wait_for_line("CONNECTED", Duration::from_secs(20))
@@ -644,6 +651,37 @@ fn tunnel_recipe(test: &str, mode: &str, recipe3: bool) {
     );
     let out = natgw_cli(&a_sock, &["reload", "--config", a2.to_str().unwrap()]);
     assert!(out.contains("keep their translation"), "reload said: {out}");
+    // Hand B (decapsulation, policy routes, recipe 3's marked flows) over
+    // to a new process while the connections run.
+    std::thread::sleep(Duration::from_secs(1));
+    let b2 = spawn_natgw_flags(&t, "gwb", &b_cfg, "--takeover");
+    assert!(
+        b.wait(Duration::from_secs(10)).is_some(),
+        "the old B did not exit after handing over:\n{}",
+        b.stdout()
+    );
+    let log = b2.stdout();
+    let copied = log
+        .lines()
+        .find(|l| l.contains("takeover: copied"))
+        .unwrap_or_else(|| panic!("no takeover line in B's log:\n{log}"));
+    eprintln!("B handover: {copied}");
+    let flows = natgw_cli(&b_sock, &["flows", "--src", CLIENT, "--dport", "9100"]);
+    let chat_flows = flows.lines().filter(|l| l.contains("ESTABLISHED")).count();
+    assert!(
+        chat_flows >= 101,
+        "the new B holds the connections: {flows}"
+    );
+    if recipe3 {
+        assert!(
+            flows
+                .lines()
+                .filter(|l| l.contains("ESTABLISHED"))
+                .all(|l| l.contains("mark=3") && l.contains("tunnel=tun1")),
+            "the new B keeps the marks: {flows}"
+        );
+    }
+    let mut b = b2;
     for (what, p) in [("100 connections", many), ("long-lived", long)] {
         let s = p.finish(Duration::from_secs(40));
         let v: Value = serde_json::from_str(s.lines().last().unwrap_or(""))
@@ -655,7 +693,11 @@ fn tunnel_recipe(test: &str, mode: &str, recipe3: bool) {
         assert!(v["ok"].as_u64().unwrap() > 0, "{what}: {v}");
         assert_eq!(v["sent"], v["ok"], "{what}: lost echoes: {v}");
     }
-    eprintln!("A: {}\nB: {}", tunnel_line(&a_sock), tunnel_line(&b_sock));
+    eprintln!(
+        "A: {}\nB (new): {}",
+        tunnel_line(&a_sock),
+        tunnel_line(&b_sock)
+    );
     b.terminate(Duration::from_secs(10));
     drop(site);
 }
@@ -673,4 +715,9 @@ fn recipe2_gre_tunnel_app_sees_the_client() {
 #[test]
 fn recipe3_gre_tunnel_dnat_and_mark_on_b() {
     tunnel_recipe("recipe3_gre", "gre", true);
+}
+
+#[test]
+fn recipe3_ipip_tunnel_dnat_and_mark_on_b() {
+    tunnel_recipe("recipe3_ipip", "ipip", true);
 }
