@@ -679,3 +679,28 @@ mod hostile {
         }
     }
 }
+
+/// A tunnel without `mtu` follows its underlying device (the interface
+/// the main table routes its remote to) minus the overhead, as Linux
+/// derives it; a configured `mtu` stays.
+#[test]
+fn tunnel_mtu_follows_the_underlying_device_unless_configured() {
+    let text = config(
+        "seed = 7",
+        &format!(
+            "{}{}mtu = 1300\n",
+            tunnel_section("gre", A, B),
+            tunnel_section("ipip", A, "203.0.113.60").replace("tun1", "tun2")
+        ),
+    );
+    let mut cfg =
+        natgw::control::config::Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+    assert_eq!(
+        cfg.engine.tunnels[0].mtu,
+        1500 - 28,
+        "before reading devices"
+    );
+    natgw::engine::set_tunnel_mtus(&mut cfg.engine, |dev| (dev == "wan0").then_some(9000));
+    assert_eq!(cfg.engine.tunnels[0].mtu, 9000 - 28);
+    assert_eq!(cfg.engine.tunnels[1].mtu, 1300, "configured");
+}

@@ -137,7 +137,8 @@ impl Control {
     }
 
     fn reload_inner(&mut self, path: &Path, flush_unmatched: bool) -> Result<ReloadReply, String> {
-        let new = Config::load(path).map_err(|e| format!("{e}; nothing was changed"))?;
+        let mut new = Config::load(path).map_err(|e| format!("{e}; nothing was changed"))?;
+        crate::engine::set_tunnel_mtus(&mut new.engine, super::device_mtu);
         let want = new.run.metrics.listen;
         let have = self.metrics.as_ref().map(|m| m.addr());
         // A new endpoint is bound first: if it cannot be, nothing changes.
@@ -530,7 +531,8 @@ pub(super) fn reload(
     flush_unmatched: bool,
     checker: Option<&Checker>,
 ) -> Result<ReloadReply, String> {
-    let new = Config::load(path).map_err(|e| e.to_string())?;
+    let mut new = Config::load(path).map_err(|e| e.to_string())?;
+    crate::engine::set_tunnel_mtus(&mut new.engine, super::device_mtu);
     if new.run.backend != cur.run.backend || new.run.control_socket != cur.run.control_socket {
         return Err("the new config changes [gateway] backend or control_socket, which needs a restart; nothing was changed".into());
     }

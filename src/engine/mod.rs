@@ -25,7 +25,7 @@ mod tunnel;
 pub use frag::{FRAG_TIMEOUT_SECS, FragTable};
 pub use route::{Interface, NextHop, PolicyRoute, Role, Route, RouteTable};
 pub use stats::{CounterSnapshot, Counters, DropReason};
-pub use tunnel::{Tunnel, TunnelStats};
+pub use tunnel::{Tunnel, TunnelStats, set_tunnel_mtus};
 
 use crate::conntrack::{
     FlowRecord, FlowTable, Lookup, NewFlow, PacketInfo, TcpState, Time, Timeouts, flags,

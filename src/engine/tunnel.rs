@@ -44,6 +44,27 @@ pub struct Tunnel {
     /// Largest inner datagram: the underlying interface's MTU minus the
     /// encapsulation overhead.
     pub mtu: u16,
+    /// `mtu` was not configured: it follows the underlying device's MTU
+    /// (see [`set_tunnel_mtus`]; 1500 until then).
+    pub mtu_auto: bool,
+}
+
+/// Sets the MTU of every tunnel whose config gives none from its
+/// underlying interface's MTU (`device_mtu` of the interface the main table
+/// routes its remote to) minus the overhead, as Linux derives a tunnel's
+/// MTU. Pure: the caller reads the devices (`natgw run`, reload).
+pub fn set_tunnel_mtus(cfg: &mut super::EngineConfig, device_mtu: impl Fn(&str) -> Option<u16>) {
+    let table = super::RouteTable::new(&cfg.interfaces, &cfg.routes);
+    for t in cfg.tunnels.iter_mut().filter(|t| t.mtu_auto) {
+        let dev = table
+            .lookup(t.remote)
+            .and_then(|h| cfg.interfaces.get(usize::from(h.oif)))
+            .and_then(|i| device_mtu(&i.name));
+        if let Some(m) = dev {
+            let oh = t.mode.overhead() as u16;
+            t.mtu = m.saturating_sub(oh).max(68);
+        }
+    }
 }
 
 /// One tunnel's counters, as `natgw stats` shows them.

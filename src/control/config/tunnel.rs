@@ -8,7 +8,8 @@
 //! key = 42               # GRE only, optional
 //! local = "203.0.113.1"  # one of the gateway's addresses
 //! remote = "203.0.113.50"
-//! mtu = 1476             # optional: 1500 minus the overhead (20 ipip, 24 gre, 28 gre with key)
+//! mtu = 1476             # optional: the underlying device's MTU (1500 here) minus the
+//!                        # overhead (20 ipip, 24 gre, 28 gre with key)
 //! ```
 //!
 //! A tunnel's id follows the interfaces' (`interfaces.len() + k`); the
@@ -140,6 +141,7 @@ pub(super) fn build_tunnels(
             local,
             remote,
             mtu,
+            mtu_auto: r.mtu.is_none(),
         });
     }
     Ok(out)
