@@ -410,19 +410,20 @@ fn tunnel_section(mode: &str, local: &str, remote: &str) -> String {
 }
 
 /// A's config: the standard one plus the tunnel and 5.5.5.5 into it.
-fn a_config(sock: &Path, mode: &str, extra: &str) -> String {
-    let mut cfg = netns::natgw_config(sock, "");
+fn a_config(sock: &Path, mode: &str, extra: &str, backend: &str) -> String {
+    let mut cfg = netns::natgw_config(sock, &format!("backend = \"{backend}\""));
     cfg += &tunnel_section(mode, A_ADDR, B_ADDR);
     cfg += &format!("\n[[route]]\nto = \"{OLD}/32\"\ndev = \"tun1\"\n{extra}");
     cfg
 }
 
 /// B's config for recipe 2 (`recipe3` false) or 3.
-fn b_config(sock: &Path, mode: &str, recipe3: bool) -> String {
+fn b_config(sock: &Path, mode: &str, recipe3: bool, backend: &str) -> String {
     let mut cfg = format!(
         r#"[gateway]
 control_socket = {sock:?}
 unmatched = "forward"
+backend = "{backend}"
 
 [[interface]]
 name = "lan0"
@@ -514,16 +515,33 @@ print(json.dumps(res), flush=True)
 /// process (`natgw run --takeover`), which keeps the flows (and their
 /// marks).
 fn tunnel_recipe(test: &str, mode: &str, recipe3: bool) {
+    tunnel_recipe_on(test, mode, recipe3, "afxdp");
+}
+
+fn tunnel_recipe_on(test: &str, mode: &str, recipe3: bool, backend: &str) {
     let Some(t) = Topology::new_or_skip(Spec::standard(), test) else {
         return;
     };
     let site = SiteB::new(&t, !recipe3);
+    if backend == "tun" {
+        // The kernel routes into and out of natgw's TUN devices.
+        // The kernel routes what natgw writes (the TUN backend uses no
+        // routes of its own): B's kernel needs natgw's routes too.
+        t.set_gw_forwarding(true);
+        t.run(
+            "gwb",
+            &format!(
+                "sysctl -q -w net.ipv4.ip_forward=1; ip route add {OLD}/32 via {APP}; \
+                 ip route add {NEW}/32 via {APP}; ip route add default via 203.0.113.254"
+            ),
+        );
+    }
     t.run("out", &format!("ip route add {OLD}/32 via {A_ADDR}"));
     t.run("out", &format!("ip route add {NEW}/32 via {B_ADDR}"));
     let a_sock = t.natgw_control_socket();
     let b_sock: PathBuf = t.dir().join("b.sock");
-    let a_cfg = t.write_file("a.toml", &a_config(&a_sock, mode, ""));
-    let b_cfg = t.write_file("b.toml", &b_config(&b_sock, mode, recipe3));
+    let a_cfg = t.write_file("a.toml", &a_config(&a_sock, mode, "", backend));
+    let b_cfg = t.write_file("b.toml", &b_config(&b_sock, mode, recipe3, backend));
     let _a = spawn_natgw_with(&t, "gw", &a_cfg);
     let mut b = spawn_natgw_with(&t, "gwb", &b_cfg);
 
@@ -647,6 +665,7 @@ fn tunnel_recipe(test: &str, mode: &str, recipe3: bool) {
             &a_sock,
             mode,
             "\n[[rule]]\nname = \"unrelated\"\ndst = \"192.0.2.99\"\naction = \"drop\"\n",
+            backend,
         ),
     );
     let out = natgw_cli(&a_sock, &["reload", "--config", a2.to_str().unwrap()]);
@@ -720,4 +739,11 @@ fn recipe3_gre_tunnel_dnat_and_mark_on_b() {
 #[test]
 fn recipe3_ipip_tunnel_dnat_and_mark_on_b() {
     tunnel_recipe("recipe3_ipip", "ipip", true);
+}
+
+/// Recipe 2 on the TUN backend at both ends (the kernel routes the outer
+/// and inner datagrams natgw writes).
+#[test]
+fn recipe2_gre_tunnel_on_the_tun_backend() {
+    tunnel_recipe_on("recipe2_gre_tun", "gre", false, "tun");
 }
