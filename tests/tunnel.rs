@@ -704,3 +704,20 @@ fn tunnel_mtu_follows_the_underlying_device_unless_configured() {
     assert_eq!(cfg.engine.tunnels[0].mtu, 9000 - 28);
     assert_eq!(cfg.engine.tunnels[1].mtu, 1300, "configured");
 }
+
+/// A reload that keeps recipe 3's rule (`iif = "tun1"`) finds the flows
+/// that came in by the tunnel still matched (their input interface is the
+/// one their replies are routed to: the tunnel, by the mark).
+#[test]
+fn reload_sees_tunnel_flows_as_matched() {
+    let a = gw_a("ipip");
+    let b = gw_b("ipip", true);
+    let syn = tcp(&format!("{CLIENT}:40000"), &format!("{OLD}:80"), SYN, b"");
+    let Out::Reply { frame, .. } = a.on_wan(&syn) else {
+        panic!("A encapsulates")
+    };
+    assert!(matches!(b.on_wan(&frame), Out::Reply { .. }));
+    assert_eq!(b.flows().len(), 1);
+    let unmatched = b.engine.unmatched_flows(&b.engine.ruleset(), b.now);
+    assert!(unmatched.is_empty(), "{unmatched:?}");
+}

@@ -995,7 +995,11 @@ impl Engine {
             .into_iter()
             .filter(|r| rule_mark(r) != 0)
             .filter(|r| {
-                let iif = self.route(r.orig.src).map_or(0, |h| h.oif);
+                // The replies' route (policy routes included: a flow that
+                // came in by a tunnel goes back into it).
+                let iif = self
+                    .route_from(r.orig.src, r.reply.src, nat_flags::mark_of(r.flags))
+                    .map_or(0, |h| h.oif);
                 let meta = Meta {
                     tuple: r.orig,
                     iif,
@@ -1005,7 +1009,7 @@ impl Engine {
                 };
                 let (_, pre) = rs.dst_nat(&meta);
                 let out = r.reply.invert();
-                let oif = self.route(out.dst).map(|h| h.oif);
+                let oif = self.route_from(out.dst, r.orig.src, 0).map(|h| h.oif);
                 let meta = Meta {
                     tuple: Tuple {
                         dst: out.dst,
