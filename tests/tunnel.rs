@@ -721,3 +721,47 @@ fn reload_sees_tunnel_flows_as_matched() {
     let unmatched = b.engine.unmatched_flows(&b.engine.ruleset(), b.now);
     assert!(unmatched.is_empty(), "{unmatched:?}");
 }
+
+/// `natgw check` prints the tunnels and the policy routes it will use.
+#[test]
+fn check_prints_tunnels_and_policy_routes() {
+    let dir = std::env::temp_dir().join(format!("natgw-tunnel-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("b.toml");
+    let b_text = {
+        let mut s = String::new();
+        s += "[[interface]]\nname = \"lan0\"\nrole = \"inside\"\naddress = \"10.9.0.1/24\"\n\n";
+        s += &format!(
+            "[[interface]]\nname = \"wan0\"\nrole = \"outside\"\naddress = \"{B}/24\"\n\n"
+        );
+        s += "[[route]]\nto = \"0.0.0.0/0\"\nvia = \"203.0.113.254\"\n";
+        s += &tunnel_section("gre", B, A);
+        s += "\n[[route]]\nto = \"0.0.0.0/0\"\ndev = \"tun1\"\nmark = 3\n";
+        s += "\n[[route]]\nto = \"0.0.0.0/0\"\ndev = \"tun1\"\nfrom = \"5.5.5.5/32\"\n";
+        s
+    };
+    std::fs::write(&p, b_text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_natgw"))
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("  0.0.0.0/0 dev tun1 mark 3\n"), "{text}");
+    assert!(
+        text.contains("  0.0.0.0/0 dev tun1 from 5.5.5.5/32\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tun1            gre key 42 local {B} remote {A} mtu 1472"
+        )),
+        "{text}"
+    );
+}
