@@ -765,3 +765,40 @@ fn check_prints_tunnels_and_policy_routes() {
         "{text}"
     );
 }
+
+/// A datagram whose TTL runs out at B (traceroute through the tunnel):
+/// B's time-exceeded, from its tunnel address, goes back into the tunnel
+/// (policy route from 5.5.5.5) and A hands it to the client, quoting the
+/// datagram as the client sent it.
+#[test]
+fn ttl_expiring_beyond_the_tunnel_comes_back_through_it() {
+    let a = gw_a("gre");
+    let b = gw_b("gre", false);
+    let mut probe = udp(
+        &format!("{CLIENT}:33434"),
+        &format!("{OLD}:33434"),
+        b"trace",
+    );
+    set_ttl(&mut probe, 2);
+    let Out::Reply { frame, .. } = a.on_wan(&probe) else {
+        panic!("A encapsulates (TTL 2 -> 1)")
+    };
+    let out = b.on_wan(&frame);
+    let Out::Reply { oif, frame, .. } = &out else {
+        panic!(
+            "B answers time-exceeded into the tunnel, got {}",
+            out.short()
+        )
+    };
+    assert_eq!(*oif, b.wan);
+    assert_eq!(view(frame).dst, ip(A), "encapsulated towards A");
+    let out = a.on_wan(frame);
+    let Out::Reply { frame, .. } = &out else {
+        panic!("A decapsulates, got {}", out.short())
+    };
+    let v = view(frame);
+    assert_eq!((v.src, v.dst), (ip(B), ip(CLIENT)));
+    assert_eq!((v.icmp().ty, v.icmp().code), (11, 0));
+    assert_eq!(v.inner().src_sa(), sa(&format!("{CLIENT}:33434")));
+    assert_eq!(v.inner().dst_sa(), sa(&format!("{OLD}:33434")));
+}
