@@ -82,6 +82,8 @@ drop_reasons! {
     TunnelGreVersion = "tunnel_gre_version",
     /// GRE routing bit or a reserved flag bit set.
     TunnelGreFlags = "tunnel_gre_flags",
+    /// GRE checksum present and wrong.
+    TunnelGreChecksum = "tunnel_gre_checksum",
     /// Tunnel payload is not IPv4.
     TunnelNotIpv4 = "tunnel_not_ipv4",
     /// Decapsulated datagram is itself IPIP/GRE to the gateway (one level only).

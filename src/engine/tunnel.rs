@@ -160,6 +160,7 @@ impl From<OuterError> for DropReason {
             OuterError::Truncated => DropReason::TunnelTruncated,
             OuterError::GreVersion => DropReason::TunnelGreVersion,
             OuterError::GreFlags => DropReason::TunnelGreFlags,
+            OuterError::GreChecksum => DropReason::TunnelGreChecksum,
             OuterError::NotIpv4 => DropReason::TunnelNotIpv4,
         }
     }

@@ -12,8 +12,9 @@
 //!   where the inner datagram is. It checks every length first and never
 //!   panics; a GRE version other than 0 (PPTP's enhanced GRE is version 1),
 //!   the routing bit or any reserved bit (RFC 2784 2.3: the receiver MUST
-//!   discard), a payload that is not IPv4, or an outer fragment (natgw does
-//!   not reassemble) is an error naming the cause.
+//!   discard), a wrong GRE checksum (when the C bit says there is one), a
+//!   payload that is not IPv4, or an outer fragment (natgw does not
+//!   reassemble) is an error naming the cause.
 //! - [`decap`] moves the inner datagram to where the outer header began.
 //! - [`encap`] moves the datagram up by the tunnel's overhead and writes
 //!   the outer header: TTL 64, DF set (Linux's default `pmtudisc`), the
@@ -105,6 +106,8 @@ pub enum OuterError {
     GreVersion,
     /// GRE routing bit or a reserved bit set.
     GreFlags,
+    /// GRE checksum present (C bit) and wrong.
+    GreChecksum,
     /// GRE payload is not IPv4 (protocol type other than 0x0800), or the
     /// inner header of an IPIP/GRE packet is not IPv4.
     NotIpv4,
@@ -137,7 +140,15 @@ pub fn outer(frame: &[u8], p: &Parsed) -> Result<Outer, OuterError> {
             }
             let mut off = p.l4 + 4;
             if fl & GRE_C != 0 {
-                off += 4; // checksum + reserved1
+                // Checksum + reserved1; the sum covers the GRE header and
+                // its payload (RFC 2784 2.5).
+                if b.len() < off + 4 {
+                    return Err(OuterError::Truncated);
+                }
+                if checksum::checksum(&b[p.l4..end]) != 0 {
+                    return Err(OuterError::GreChecksum);
+                }
+                off += 4;
             }
             let key = if fl & GRE_K != 0 {
                 if b.len() < off + 4 {
@@ -369,11 +380,17 @@ mod tests {
         v.extend_from_slice(&7u32.to_be_bytes());
         v.extend_from_slice(&[0, 0, 0, 9]); // sequence
         v.extend_from_slice(&buf[42..n]);
+        let c = checksum::checksum(&v[34..]);
+        v[38..40].copy_from_slice(&c.to_be_bytes());
         fix_outer(&mut v);
         let p = parse(&v, Link::Ethernet).unwrap();
         let o = outer(&v, &p).unwrap();
         assert_eq!(o.key, Some(7));
         assert_eq!(o.inner, 34 + 16);
+        // A wrong GRE checksum is refused.
+        v[60] ^= 0x40;
+        let p = parse(&v, Link::Ethernet).unwrap();
+        assert_eq!(outer(&v, &p), Err(OuterError::GreChecksum));
     }
 
     /// Rewrites the outer total length and header checksum after a test
@@ -390,13 +407,14 @@ mod tests {
     fn hostile_gre_headers_are_refused_not_panicking() {
         let f = udp_frame(b"payload");
         let (buf, n) = wrap(&f, Mode::Gre { key: Some(1) });
-        let cases: [(&[u8], OuterError); 6] = [
+        let cases: [(&[u8], OuterError); 7] = [
             (&[0x00, 0x01, 0x08, 0x00], OuterError::GreVersion),
             (&[0x40, 0x00, 0x08, 0x00], OuterError::GreFlags),
             (&[0x08, 0x00, 0x08, 0x00], OuterError::GreFlags),
             (&[0x00, 0x00, 0x86, 0xdd], OuterError::NotIpv4),
             (&[0x00, 0x00, 0x65, 0x58], OuterError::NotIpv4),
             (&[0x30, 0x00, 0x08, 0x00], OuterError::Truncated),
+            (&[0xa0, 0x00, 0x08, 0x00], OuterError::GreChecksum),
         ];
         for (gre, want) in cases {
             let mut v = buf[..n].to_vec();
