@@ -253,6 +253,11 @@ fn recipe1_double_nat_same_interface() {
         "out",
         &format!("exec python3 {} {OLD} 9100 1 14 0.01", chat.display()),
     );
+    // Meanwhile others use the new address (straight to B).
+    let direct = t.spawn(
+        "out",
+        &format!("exec python3 {} {NEW} 9100 20 14 0.05", chat.display()),
+    );
     assert!(
         many.wait_for_line("CONNECTED", Duration::from_secs(20))
             .is_some()
@@ -282,7 +287,11 @@ fn recipe1_double_nat_same_interface() {
         old.starts_with(&format!("peer {A_ADDR}:")),
         "after the reload: {old:?}"
     );
-    for (what, p) in [("100 connections", many), ("long-lived", long)] {
+    for (what, p) in [
+        ("100 connections", many),
+        ("long-lived", long),
+        ("20 to the new address", direct),
+    ] {
         let s = p.finish(Duration::from_secs(40));
         let v: Value = serde_json::from_str(s.lines().last().unwrap_or(""))
             .unwrap_or_else(|e| panic!("{what}: bad output {s:?}: {e}"));
@@ -648,6 +657,11 @@ fn tunnel_recipe_on(test: &str, mode: &str, recipe3: bool, backend: &str) {
         "out",
         &format!("exec python3 {} {OLD} 9100 1 18 0.01", chat.display()),
     );
+    // Meanwhile others use the new address (straight to B).
+    let direct = t.spawn(
+        "out",
+        &format!("exec python3 {} {NEW} 9100 20 18 0.05", chat.display()),
+    );
     assert!(
         many.wait_for_line("CONNECTED", Duration::from_secs(20))
             .is_some()
@@ -686,22 +700,29 @@ fn tunnel_recipe_on(test: &str, mode: &str, recipe3: bool, backend: &str) {
         .unwrap_or_else(|| panic!("no takeover line in B's log:\n{log}"));
     eprintln!("B handover: {copied}");
     let flows = natgw_cli(&b_sock, &["flows", "--src", CLIENT, "--dport", "9100"]);
-    let chat_flows = flows.lines().filter(|l| l.contains("ESTABLISHED")).count();
+    // The connections that came through the tunnel (to the old address).
+    let tunneled: Vec<&str> = flows
+        .lines()
+        .filter(|l| l.contains("ESTABLISHED") && l.contains(&format!("dst={OLD} ")))
+        .collect();
     assert!(
-        chat_flows >= 101,
+        tunneled.len() >= 101,
         "the new B holds the connections: {flows}"
     );
     if recipe3 {
         assert!(
-            flows
-                .lines()
-                .filter(|l| l.contains("ESTABLISHED"))
+            tunneled
+                .iter()
                 .all(|l| l.contains("mark=3") && l.contains("tunnel=tun1")),
             "the new B keeps the marks: {flows}"
         );
     }
     let mut b = b2;
-    for (what, p) in [("100 connections", many), ("long-lived", long)] {
+    for (what, p) in [
+        ("100 connections", many),
+        ("long-lived", long),
+        ("20 to the new address", direct),
+    ] {
         let s = p.finish(Duration::from_secs(40));
         let v: Value = serde_json::from_str(s.lines().last().unwrap_or(""))
             .unwrap_or_else(|e| panic!("{what}: bad output {s:?}: {e}"));
