@@ -331,6 +331,20 @@ fn foreign_tunnel_packets_are_dropped_by_reason() {
     .unwrap();
     assert_eq!(b.on_wan(&buf[..n]), Out::Drop(DropReason::TunnelNested));
     assert_eq!(b.engine.tunnel_stats()[0].drops, 4);
+    let reasons = &b.engine.tunnel_stats()[0].drop_reasons;
+    assert_eq!(
+        reasons
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect::<Vec<_>>(),
+        vec![
+            ("tunnel_gre_version", 1),
+            ("tunnel_key", 2),
+            ("tunnel_nested", 1)
+        ],
+        "per tunnel, by reason (the stranger counts only globally)"
+    );
+    assert_eq!(b.drops(DropReason::TunnelUnknown), 2);
     assert_eq!(b.engine.tunnel_stats()[0].rx_packets, 0);
     // Transit: an IPIP packet between two other hosts is just routed.
     let transit = wrap(Mode::Ipip, "192.0.2.1", "198.51.100.9");

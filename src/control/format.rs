@@ -348,9 +348,19 @@ pub fn stats_text(r: &crate::protocol::StatsReport) -> String {
         );
     }
     for tn in &r.tunnels {
+        let why = if tn.drop_reasons.is_empty() {
+            String::new()
+        } else {
+            let v: Vec<String> = tn
+                .drop_reasons
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            format!(" ({})", v.join(", "))
+        };
         let _ = writeln!(
             s,
-            "tunnel {} ({} {} > {}, mtu {}): decap {} packets {} bytes, encap {} packets {} bytes, dropped {}",
+            "tunnel {} ({} {} > {}, mtu {}): decap {} packets {} bytes, encap {} packets {} bytes, dropped {}{why}",
             tn.name,
             tn.mode,
             tn.local,

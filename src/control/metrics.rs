@@ -906,6 +906,7 @@ mod tests {
             tx_packets: 7,
             tx_bytes: 700,
             drops: 2,
+            drop_reasons: Default::default(),
         }];
         let services = ServicesReport {
             services: Vec::new(),
