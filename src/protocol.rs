@@ -459,6 +459,9 @@ pub struct StatsReport {
     /// saw (counted since it was first attached, across handovers).
     #[serde(default)]
     pub xdp: Vec<crate::dataplane::XdpCounters>,
+    /// Per `[[tunnel]]`: packets, bytes, drops.
+    #[serde(default)]
+    pub tunnels: Vec<crate::engine::TunnelStats>,
 }
 
 /// What `natgw flows` returns.
@@ -484,6 +487,12 @@ pub struct FlowView {
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
     pub flags: Vec<String>,
+    /// The flow's mark (a rule's `set_mark`; 0 none).
+    #[serde(default)]
+    pub mark: u8,
+    /// The `[[tunnel]]` its packets leave by, either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -516,6 +525,8 @@ impl FlowView {
             packets: r.packets,
             bytes: r.bytes,
             flags: flag_names(r).into_iter().map(String::from).collect(),
+            mark: crate::nat::nat_flags::mark_of(r.flags),
+            tunnel: None,
         }
     }
 }

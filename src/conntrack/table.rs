@@ -464,6 +464,12 @@ impl FlowTable {
     /// (ICMP errors and TTL checks use this). Returns the direction of
     /// `key` and the other direction's tuple.
     pub fn peek(&self, key: &Tuple, now: Time) -> Option<(Dir, Tuple)> {
+        self.peek_flags(key, now).map(|(d, t, _)| (d, t))
+    }
+
+    /// [`peek`](FlowTable::peek) that also returns the flow's flag word
+    /// (state byte masked out).
+    pub fn peek_flags(&self, key: &Tuple, now: Time) -> Option<(Dir, Tuple, u32)> {
         let h = self.hash(key);
         let index = self.shard(h).read();
         let pos = index.find((h >> 32) as u32, |idx, dir| {
@@ -471,7 +477,13 @@ impl FlowTable {
         })?;
         let (_, idx, dir) = decode(index.words[pos]);
         let s = self.slot(idx)?;
-        (s.expires.load(Relaxed) > now.0).then(|| (dir, s.tuple(1 - dir.index())))
+        (s.expires.load(Relaxed) > now.0).then(|| {
+            (
+                dir,
+                s.tuple(1 - dir.index()),
+                s.state.load(Relaxed) & !flags::STATE_MASK,
+            )
+        })
     }
 
     /// True if some live or not-yet-swept flow uses `key` in either direction.

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;
 
+mod tunnel;
+
 /// A config error, located in its file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -190,6 +192,9 @@ struct RawRoute {
     to: Spanned<String>,
     via: Option<Spanned<String>>,
     dev: Option<Spanned<String>>,
+    /// Policy routing: only from this source prefix / with this flow mark.
+    from: Option<Spanned<String>>,
+    mark: Option<Spanned<u8>>,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +242,10 @@ struct RawRule {
     persistent: Option<Spanned<bool>>,
     mapping: Option<Spanned<String>>,
     filtering: Option<Spanned<String>>,
+    /// Match the flow's mark (set by an earlier phase's rule).
+    mark: Option<Spanned<u8>>,
+    /// Set this mark on the new flow when the rule matches.
+    set_mark: Option<Spanned<u8>>,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +270,8 @@ struct RawConfig {
     interfaces: Vec<Spanned<RawInterface>>,
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
+    #[serde(default, rename = "tunnel")]
+    tunnels: Vec<Spanned<tunnel::RawTunnel>>,
     #[serde(default, rename = "set")]
     sets: Vec<Spanned<RawSet>>,
     #[serde(default, rename = "rule")]
@@ -378,10 +389,14 @@ impl Config {
 
     /// Name of interface `id` (for listings).
     pub fn ifname(&self, id: IfId) -> String {
-        self.engine
-            .interfaces
-            .get(id as usize)
-            .map_or_else(|| format!("#{id}"), |i| i.name.clone())
+        let n = self.engine.interfaces.len();
+        match self.engine.interfaces.get(id as usize) {
+            Some(i) => i.name.clone(),
+            None => (id as usize)
+                .checked_sub(n)
+                .and_then(|k| self.engine.tunnels.get(k))
+                .map_or_else(|| format!("#{id}"), |t| t.name.clone()),
+        }
     }
 }
 
@@ -471,6 +486,7 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
             mac,
         });
     }
+    cfg.tunnels = tunnel::build_tunnels(&raw.tunnels, src, &cfg.interfaces, &mut names)?;
     let iface = |field: &str, v: &Spanned<String>| -> Result<IfId, ConfigError> {
         names.get(v.get_ref()).copied().ok_or_else(|| {
             let known: Vec<&str> = cfg.interfaces.iter().map(|i| i.name.as_str()).collect();
@@ -515,8 +531,25 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
                 return Err(src.err(rr.span(), format!("route[{i}]: needs `via`, `dev` or both")));
             }
         };
-        routes.push(Route { prefix, oif, via });
+        let route = Route { prefix, oif, via };
+        let from = match &r.from {
+            Some(v) => Some(src.parse(&f("from"), v, |s| s.parse::<Prefix>())?),
+            None => None,
+        };
+        if let Some(m) = &r.mark
+            && *m.get_ref() == 0
+        {
+            return Err(src.err(m.span(), format!("{}: marks are 1-255", f("mark"))));
+        }
+        let mark = r.mark.as_ref().map(|m| *m.get_ref());
+        if from.is_some() || mark.is_some() {
+            cfg.policy_routes
+                .push(crate::engine::PolicyRoute { route, from, mark });
+        } else {
+            routes.push(route);
+        }
     }
+    tunnel::check_underlay(&raw.tunnels, &cfg.tunnels, src, &cfg.interfaces, &routes)?;
     cfg.routes = routes;
 
     // [[set]]
@@ -1061,7 +1094,20 @@ fn build_rule(
             .transpose()?,
         src_set: set("src_set", &r.src_set)?,
         dst_set: set("dst_set", &r.dst_set)?,
+        mark: None,
+        set_mark: None,
     };
+    for (name, v, slot) in [
+        ("mark", &r.mark, &mut m.mark),
+        ("set_mark", &r.set_mark, &mut m.set_mark),
+    ] {
+        if let Some(v) = v {
+            if *v.get_ref() == 0 {
+                return Err(src.err(v.span(), format!("{}: marks are 1-255", f(name))));
+            }
+            *slot = Some(*v.get_ref());
+        }
+    }
     if let Some(p) = &r.proto {
         m.proto = Some(src.parse(&f("proto"), p, |s| match s {
             "tcp" => Ok(proto::TCP),

@@ -65,6 +65,10 @@ pub fn flow_line(r: &FlowRecord, now: Time) -> String {
         r.packets[1],
         r.bytes[1]
     );
+    let mark = crate::nat::nat_flags::mark_of(r.flags);
+    if mark != 0 {
+        let _ = write!(s, " mark={mark}");
+    }
     for f in flag_names(r) {
         let _ = write!(s, " [{f}]");
     }
@@ -92,6 +96,34 @@ pub fn config_summary(c: &Config) -> String {
     let table = crate::engine::RouteTable::new(&e.interfaces, &e.routes);
     for r in table.routes() {
         let _ = writeln!(s, "  {r} dev {}", c.ifname(r.oif));
+    }
+    for p in &e.policy_routes {
+        let _ = write!(s, "  {} dev {}", p.route, c.ifname(p.route.oif));
+        if let Some(f) = p.from {
+            let _ = write!(s, " from {f}");
+        }
+        if let Some(m) = p.mark {
+            let _ = write!(s, " mark {m}");
+        }
+        let _ = writeln!(s);
+    }
+    if !e.tunnels.is_empty() {
+        let _ = writeln!(s, "tunnels:");
+        for t in &e.tunnels {
+            let key = match t.mode {
+                crate::packet::tunnel::Mode::Gre { key: Some(k) } => format!(" key {k}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "  {:<15} {}{key} local {} remote {} mtu {}",
+                t.name,
+                t.mode.name(),
+                Ipv4Addr::from(t.local),
+                Ipv4Addr::from(t.remote),
+                t.mtu
+            );
+        }
     }
     if !c.sets.is_empty() {
         let _ = writeln!(s, "sets:");
@@ -313,6 +345,39 @@ pub fn stats_text(r: &crate::protocol::StatsReport) -> String {
             s,
             "xdp {}: redirected {}, to kernel {}, parked {}, park full {}, too big to park {}",
             x.interface, x.redirected, x.to_kernel, x.parked, x.park_full, x.park_too_big
+        );
+    }
+    for tn in &r.tunnels {
+        let why = if tn.drop_reasons.is_empty() {
+            String::new()
+        } else {
+            let v: Vec<String> = tn
+                .drop_reasons
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            format!(" ({})", v.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "tunnel {} ({} {} > {}, mtu {}): decap {} packets {} bytes, encap {} packets {} bytes, dropped {}{why}",
+            tn.name,
+            tn.mode,
+            tn.local,
+            tn.remote,
+            tn.mtu,
+            tn.rx_packets,
+            tn.rx_bytes,
+            tn.tx_packets,
+            tn.tx_bytes,
+            tn.drops
+        );
+    }
+    if t.frag_needed_sent > 0 {
+        let _ = writeln!(
+            s,
+            "fragmentation-needed sent (tunnel mtu): {}",
+            t.frag_needed_sent
         );
     }
     let kernel: u64 = r.workers.iter().map(|w| w.kernel_dropped).sum();

@@ -104,6 +104,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "natgw_xdp_parked_total",
     "natgw_xdp_park_full_total",
     "natgw_xdp_park_too_big_total",
+    "natgw_tunnel_packets_total",
+    "natgw_tunnel_bytes_total",
+    "natgw_tunnel_drops_total",
     "natgw_ipvs_connections_total",
     "natgw_ipvs_incoming_packets_total",
     "natgw_ipvs_outgoing_packets_total",
@@ -522,6 +525,33 @@ fn add_ports_and_xdp(f: &mut Families, s: &StatsReport) {
         "XDP program: frames dropped because they were longer than a park slot.",
         x(|x| x.park_too_big),
     );
+    let tl = |t: &crate::engine::TunnelStats, dir: &str| -> Labels {
+        vec![("tunnel", t.name.clone()), ("direction", dir.to_string())]
+    };
+    f.counter(
+        "tunnel_packets",
+        "Inner datagrams a [[tunnel]] encapsulated (direction=\"encap\") and decapsulated (\"decap\").",
+        s.tunnels
+            .iter()
+            .flat_map(|t| [(tl(t, "encap"), t.tx_packets), (tl(t, "decap"), t.rx_packets)])
+            .collect(),
+    );
+    f.counter(
+        "tunnel_bytes",
+        "Bytes of the inner datagrams a [[tunnel]] encapsulated and decapsulated.",
+        s.tunnels
+            .iter()
+            .flat_map(|t| [(tl(t, "encap"), t.tx_bytes), (tl(t, "decap"), t.rx_bytes)])
+            .collect(),
+    );
+    f.counter(
+        "tunnel_drops",
+        "Packets of a [[tunnel]] dropped, either way (reasons in natgw_drops_total).",
+        s.tunnels
+            .iter()
+            .map(|t| (l1("tunnel", &t.name), t.drops))
+            .collect(),
+    );
 }
 
 /// The IPVS collector's set, per virtual service and per real server.
@@ -929,7 +959,20 @@ mod tests {
 
     #[test]
     fn names_follow_the_conventions_and_are_listed() {
-        let stats = input_stats();
+        let mut stats = input_stats();
+        stats.tunnels = vec![crate::engine::TunnelStats {
+            name: "tun1".into(),
+            mode: "gre".into(),
+            local: std::net::Ipv4Addr::new(203, 0, 113, 1),
+            remote: std::net::Ipv4Addr::new(203, 0, 113, 50),
+            mtu: 1472,
+            rx_packets: 5,
+            rx_bytes: 500,
+            tx_packets: 7,
+            tx_bytes: 700,
+            drops: 2,
+            drop_reasons: Default::default(),
+        }];
         let services = ServicesReport {
             services: Vec::new(),
             persistence: Vec::new(),
@@ -976,6 +1019,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE natgw_drops_total counter"), "{text}");
+        assert!(
+            text.contains("natgw_tunnel_packets_total{tunnel=\"tun1\",direction=\"encap\"} 7\n")
+                && text.contains(
+                    "natgw_tunnel_bytes_total{tunnel=\"tun1\",direction=\"decap\"} 500\n"
+                )
+                && text.contains("natgw_tunnel_drops_total{tunnel=\"tun1\"} 2\n"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "natgw_engine_packet_duration_seconds_bucket{worker=\"tun0\",le=\"+Inf\"} 0"

@@ -83,10 +83,34 @@ fn describe(buf: &[u8], link: Link) -> String {
                     p.ip_id
                 )
             }
+            _ if packet::tunnel::outer(buf, &p).is_ok() => {
+                // An IPIP/GRE packet: its outer endpoints, then the inner
+                // datagram (shown as a frame of its own).
+                let o = packet::tunnel::outer(buf, &p).expect("checked by the guard");
+                let key = o.key.map(|k| format!(" key={k}")).unwrap_or_default();
+                let inner = describe(&buf[o.inner..o.end], Link::Ip);
+                format!(
+                    "{} {} > {}{key} [{inner}]",
+                    if o.proto == packet::tunnel::IPPROTO_GRE {
+                        "gre"
+                    } else {
+                        "ipip"
+                    },
+                    p.tuple.src_ip(),
+                    p.tuple.dst_ip()
+                )
+            }
             _ => p.tuple.to_string(),
         },
         Err(e) => format!("unparsed ({e:?})"),
     }
+}
+
+/// True if `buf` is an IPIP/GRE packet.
+fn is_tunneled(buf: &[u8], link: Link) -> bool {
+    packet::parse(buf, link)
+        .ok()
+        .is_some_and(|p| packet::tunnel::outer(buf, &p).is_ok())
 }
 
 /// Replays `input` through `engine`, writing transmitted frames to `output`.
@@ -126,7 +150,9 @@ pub fn replay(
     let ifname = |i: IfId| {
         engine
             .interface(i)
-            .map_or_else(|| format!("#{i}"), |f| f.name.clone())
+            .map(|f| f.name.clone())
+            .or_else(|| engine.tunnel(i).map(|t| t.name.clone()))
+            .unwrap_or_else(|| format!("#{i}"))
     };
     let mut first_ts: Option<Duration> = None;
     let mut now = Time(0);
@@ -155,6 +181,7 @@ pub fn replay(
             })
             .unwrap_or(0);
         let before = describe(&buf[..len], link);
+        let tunneled_in = is_tunneled(&buf[..len], link);
         let created_before = counters
             .flows_created
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -169,7 +196,15 @@ pub fn replay(
                 Some((oif, next_hop, len)),
             ),
             Verdict::Reply { oif, next_hop, len } => {
-                ("reply".to_string(), Some((oif, next_hop, len)))
+                // Encapsulated or decapsulated on the way: say which.
+                let out_tunneled = is_tunneled(&buf[..len], link);
+                let v = match (tunneled_in, out_tunneled) {
+                    (false, true) => "encap",
+                    (true, false) => "decap",
+                    (true, true) => "decap+encap",
+                    (false, false) => "reply",
+                };
+                (v.to_string(), Some((oif, next_hop, len)))
             }
             Verdict::Local => ("local".to_string(), None),
             Verdict::Pass => ("pass".to_string(), None),

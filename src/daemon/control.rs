@@ -154,7 +154,8 @@ impl Control {
     }
 
     fn reload_inner(&mut self, path: &Path, flush_unmatched: bool) -> Result<ReloadReply, String> {
-        let new = Config::load(path).map_err(|e| format!("{e}; nothing was changed"))?;
+        let mut new = Config::load(path).map_err(|e| format!("{e}; nothing was changed"))?;
+        crate::engine::set_tunnel_mtus(&mut new.engine, super::device_mtu);
         let want = new.run.metrics.listen;
         let have = self.metrics.as_ref().map(|m| m.addr());
         // A new endpoint is bound first: if it cannot be, nothing changes.
@@ -233,6 +234,7 @@ impl Control {
             port_usage: engine.nat().port_usage(),
             neighbours,
             xdp: running.xdp_counters(),
+            tunnels: engine.tunnel_stats(),
         })
     }
 
@@ -264,8 +266,20 @@ impl Control {
         Ok(FlowsReport {
             total: self.engine.table().len(),
             matched: Some(flows.len()),
-            lines: flows.iter().map(|r| flow_line(r, now)).collect(),
-            flows: flows.iter().map(|r| FlowView::new(r, now)).collect(),
+            lines: flows
+                .iter()
+                .map(|r| match self.engine.flow_tunnel(r) {
+                    Some(t) => format!("{} tunnel={t}", flow_line(r, now)),
+                    None => flow_line(r, now),
+                })
+                .collect(),
+            flows: flows
+                .iter()
+                .map(|r| FlowView {
+                    tunnel: self.engine.flow_tunnel(r).map(String::from),
+                    ..FlowView::new(r, now)
+                })
+                .collect(),
         })
     }
 
@@ -534,7 +548,8 @@ pub(super) fn reload(
     flush_unmatched: bool,
     checker: Option<&Checker>,
 ) -> Result<ReloadReply, String> {
-    let new = Config::load(path).map_err(|e| e.to_string())?;
+    let mut new = Config::load(path).map_err(|e| e.to_string())?;
+    crate::engine::set_tunnel_mtus(&mut new.engine, super::device_mtu);
     if new.run.backend != cur.run.backend || new.run.control_socket != cur.run.control_socket {
         return Err("the new config changes [gateway] backend or control_socket, which needs a restart; nothing was changed".into());
     }

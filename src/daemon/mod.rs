@@ -65,7 +65,8 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
             e
         }
     };
-    let cfg = Config::load(config).map_err(|e| carry_on(e.to_string()))?;
+    let mut cfg = Config::load(config).map_err(|e| carry_on(e.to_string()))?;
+    crate::engine::set_tunnel_mtus(&mut cfg.engine, device_mtu);
     let engine = Arc::new(cfg.build_engine().map_err(carry_on)?);
     // The metrics port is bound before anything starts, so a port in use
     // stops natgw here. A takeover binds it after the cut instead: the
@@ -590,4 +591,15 @@ fn write_snapshot(
         bytes,
         paused_ms: 0.0,
     })
+}
+
+/// A network device's MTU in this namespace (for tunnels whose MTU follows
+/// their underlying interface), or None when it cannot be read.
+pub(crate) fn device_mtu(ifname: &str) -> Option<u16> {
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))
+        .ok()?
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .map(|m| m.min(u32::from(u16::MAX)) as u16)
 }

@@ -21,12 +21,14 @@ mod changes;
 mod frag;
 mod route;
 mod stats;
+mod tunnel;
 
 pub use changes::ChangeLog;
 
 pub use frag::{FRAG_TIMEOUT_SECS, FragTable};
-pub use route::{Interface, NextHop, Role, Route, RouteTable};
+pub use route::{Interface, NextHop, PolicyRoute, Role, Route, RouteTable};
 pub use stats::{CounterSnapshot, Counters, DropReason};
+pub use tunnel::{Tunnel, TunnelStats, set_tunnel_mtus};
 
 use crate::conntrack::{
     FlowRecord, FlowTable, Lookup, NewFlow, PacketInfo, TcpState, Time, Timeouts, flags,
@@ -82,6 +84,11 @@ pub struct EngineConfig {
     pub icmp_rate: u32,
     /// Keys the flow-table hash and port choice.
     pub seed: u64,
+    /// IPIP/GRE tunnels natgw terminates; interface ids
+    /// `interfaces.len()..` (see `engine/tunnel.rs`).
+    pub tunnels: Vec<Tunnel>,
+    /// Routes taken only from a source prefix or with a flow mark.
+    pub policy_routes: Vec<PolicyRoute>,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +104,8 @@ impl Default for EngineConfig {
             hairpin: true,
             icmp_rate: 1000,
             seed: 0x6e61_7467_7700_0001,
+            tunnels: Vec::new(),
+            policy_routes: Vec::new(),
         }
     }
 }
@@ -143,6 +152,7 @@ pub struct Engine {
     /// server's traffic counters without a lookup.
     reals: RealIds,
     frags: FragTable,
+    tunnels: tunnel::Tunnels,
     icmp_window: AtomicU64,
     icmp_sent: AtomicU32,
     /// HA standby (`natgw ha role backup|fault`): transit packets are
@@ -155,7 +165,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: EngineConfig, ruleset: Ruleset, sets: Sets) -> Engine {
-        let routes = RouteTable::new(&cfg.interfaces, &cfg.routes);
+        let routes = RouteTable::with_policy(&cfg.interfaces, &cfg.routes, &cfg.policy_routes);
         let local = local_ranges(&cfg, &ruleset, &[]);
         Engine {
             table: FlowTable::new(cfg.max_flows, cfg.timeouts, cfg.seed),
@@ -167,6 +177,7 @@ impl Engine {
             lb: ArcSwap::from_pointee(LbTable::new(cfg.seed.rotate_left(13))),
             reals: RealIds::default(),
             frags: FragTable::new(4096),
+            tunnels: tunnel::Tunnels::new(cfg.interfaces.len(), &cfg.tunnels),
             icmp_window: AtomicU64::new(0),
             icmp_sent: AtomicU32::new(0),
             standby: AtomicBool::new(false),
@@ -367,10 +378,28 @@ impl Engine {
         self.routes.load().lookup(dst)
     }
 
+    /// The route of a packet to `dst` from `src` (before translation)
+    /// with `mark`: policy routes first, then the main table. The mark is
+    /// the flow's for packets of its reply direction and 0 otherwise, as
+    /// Linux's `CONNMARK --restore-mark` on the reply path + `ip rule
+    /// fwmark M` steers the replies of a marked connection.
+    #[inline]
+    pub fn route_from(&self, dst: u32, src: u32, mark: u8) -> Option<NextHop> {
+        self.routes.load().lookup_from(dst, src, mark)
+    }
+
     /// Replaces the routing table (e.g. after reading the kernel's).
     pub fn set_routes(&self, extra: &[Route]) {
-        self.routes
-            .store(Arc::new(RouteTable::new(&self.cfg.interfaces, extra)));
+        self.set_routes_policy(extra, self.routes.load().policy());
+    }
+
+    /// Replaces the routing table, policy routes included.
+    pub fn set_routes_policy(&self, extra: &[Route], policy: &[PolicyRoute]) {
+        self.routes.store(Arc::new(RouteTable::with_policy(
+            &self.cfg.interfaces,
+            extra,
+            policy,
+        )));
     }
 
     /// True for addresses the gateway owns (see [`local_ranges`]).
@@ -427,16 +456,19 @@ impl Engine {
         if self.standby.load(Relaxed) && !self.is_interface_addr(p.tuple.dst) {
             return Verdict::Drop(DropReason::Standby);
         }
+        // IPIP/GRE to the gateway: natgw is the tunnel endpoint.
+        if tunnel::is_tunnel_proto(p.tuple.proto) && self.is_local(p.tuple.dst) {
+            return self.decapsulate(buf, len, &p, link, now, c);
+        }
         if p.ttl <= 1 {
             return self.ttl_expired(buf, &p, iif, now, c);
         }
-        let frame = &mut buf[..len];
         if p.frag == Frag::Later {
-            return self.later_fragment(frame, &p, now, c);
+            return self.later_fragment(buf, len, &p, now, c);
         }
         let tcp_flags = match p.kind {
             L4::Tcp { flags } => Some(flags),
-            L4::IcmpError(e) => return self.icmp_error(frame, &p, &e, now, c),
+            L4::IcmpError(e) => return self.icmp_error(buf, len, &p, &e, now, c),
             _ => None,
         };
         let info = PacketInfo {
@@ -464,7 +496,12 @@ impl Engine {
                     st.count(c.lane(), h.dir.index(), info.len as u64);
                 }
                 Counters::bump(&c.fast_path);
-                h.other.invert()
+                // A flow's mark routes its replies (see `route_from`).
+                let mark = match h.dir {
+                    crate::conntrack::Dir::Reply => nat_flags::mark_of(h.flags),
+                    crate::conntrack::Dir::Orig => 0,
+                };
+                (h.other.invert(), mark)
             }
             Lookup::Expired(id) => {
                 if let Some(r) = self.table.remove(id, Some(now)) {
@@ -473,7 +510,7 @@ impl Engine {
                 match self.new_flow(&p, iif, tcp_flags, now, c) {
                     Ok(t) => {
                         self.changes.note(c.lane(), p.tuple);
-                        t
+                        (t, 0)
                     }
                     Err(v) => return v,
                 }
@@ -481,18 +518,26 @@ impl Engine {
             Lookup::Miss => match self.new_flow(&p, iif, tcp_flags, now, c) {
                 Ok(t) => {
                     self.changes.note(c.lane(), p.tuple);
-                    t
+                    (t, 0)
                 }
                 Err(v) => return v,
             },
         };
-        let Some(hop) = self.route(out.dst) else {
+        let (out, mark) = out;
+        let Some(hop) = self.route_from(out.dst, p.tuple.src, mark) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        packet::rewrite_tuple(frame, &p, &out);
+        let tunneled = self.tunnel(hop.oif).is_some();
+        if tunneled && let Some(v) = self.tunnel_too_big(buf, &p, hop, iif, now, c) {
+            return v;
+        }
+        packet::rewrite_tuple(&mut buf[..len], &p, &out);
         if p.frag == Frag::First {
             let key = (p.tuple.src, p.tuple.dst, p.tuple.proto, p.ip_id);
             self.frags.record(key, out.src, out.dst, now);
+        }
+        if tunneled {
+            return self.output(buf, p.l3, p.end, hop);
         }
         Verdict::Forward {
             oif: hop.oif,
@@ -544,6 +589,7 @@ impl Engine {
             iif,
             oif: None,
             now,
+            mark: 0,
         };
         // Virtual services come before the destination rules (IPVS sees
         // packets to a VIP first too).
@@ -577,6 +623,15 @@ impl Engine {
             }
             None => rs.dst_nat(&meta),
         };
+        let set_mark = |flags: &mut u32, rule: Option<usize>| {
+            if let Some(m) = rule
+                .and_then(|i| rs.rules.get(i))
+                .and_then(|r| r.m.set_mark)
+            {
+                *flags = (*flags & !nat_flags::MARK_MASK) | (u32::from(m) << nat_flags::MARK_SHIFT);
+            }
+        };
+        set_mark(&mut base.flags, pre_rule);
         let (mut dst, mut dport) = (key.dst, key.dport);
         match dnat {
             DstNat::Drop => return Err(Verdict::Drop(DropReason::RuleDrop)),
@@ -593,7 +648,7 @@ impl Engine {
                 }
             }
         }
-        let Some(hop) = self.route(dst) else {
+        let Some(hop) = self.route_from(dst, key.src, 0) else {
             return Err(Verdict::Drop(DropReason::NoRoute));
         };
         let meta = Meta {
@@ -601,8 +656,10 @@ impl Engine {
             iif,
             oif: Some(hop.oif),
             now,
+            mark: nat_flags::mark_of(base.flags),
         };
         let (snat, post_rule) = rs.src_nat(&meta);
+        set_mark(&mut base.flags, post_rule);
         let default_ports = match p.kind {
             L4::Tcp { .. } | L4::Udp => PortRange::NAT_DEFAULT,
             L4::IcmpEcho => PortRange::ICMP_IDS,
@@ -615,7 +672,7 @@ impl Engine {
             Some(r) if has_ports => (r, false),
             _ => (default_ports, true),
         };
-        let iface_addr = |i: IfId| self.interface(i).map(|f| f.addr.addr).unwrap_or(0);
+        let iface_addr = |i: IfId| self.if_addr(i);
         let keep = |translated| SrcRequest {
             source: Source::Addr(key.src),
             ports: default_ports,
@@ -760,14 +817,15 @@ impl Engine {
     /// only when direction `d` has its source translated.
     fn icmp_error(
         &self,
-        frame: &mut [u8],
+        buf: &mut [u8],
+        len: usize,
         p: &Parsed,
         e: &IcmpErrorInfo,
         now: Time,
         c: &Counters,
     ) -> Verdict {
         let key = e.inner.invert();
-        let Some((_dir, other)) = self.table.peek(&key, now) else {
+        let Some((dir, other, flow_flags)) = self.table.peek_flags(&key, now) else {
             if self.is_local(p.tuple.dst) {
                 return Verdict::Local;
             }
@@ -783,27 +841,45 @@ impl Engine {
         } else {
             p.tuple.dst
         };
-        let Some(hop) = self.route(dst) else {
+        // An error travelling with the replies takes their route (mark).
+        let mark = match dir {
+            crate::conntrack::Dir::Reply => nat_flags::mark_of(flow_flags),
+            crate::conntrack::Dir::Orig => 0,
+        };
+        let Some(hop) = self.route_from(dst, p.tuple.src, mark) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        packet::rewrite_icmp_error(frame, p, e, src, dst, &other);
+        packet::rewrite_icmp_error(&mut buf[..len], p, e, src, dst, &other);
         Counters::bump(&c.icmp_errors_translated);
+        if self.tunnel(hop.oif).is_some() {
+            return self.output(buf, p.l3, p.end, hop);
+        }
         Verdict::Forward {
             oif: hop.oif,
             next_hop: hop.addr,
         }
     }
 
-    fn later_fragment(&self, frame: &mut [u8], p: &Parsed, now: Time, c: &Counters) -> Verdict {
+    fn later_fragment(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        now: Time,
+        c: &Counters,
+    ) -> Verdict {
         let key = (p.tuple.src, p.tuple.dst, p.tuple.proto, p.ip_id);
         let Some((src, dst)) = self.frags.lookup(key, now) else {
             return Verdict::Drop(DropReason::FragNoFlow);
         };
-        let Some(hop) = self.route(dst) else {
+        let Some(hop) = self.route_from(dst, p.tuple.src, 0) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        packet::rewrite_l3_only(frame, p, src, dst);
+        packet::rewrite_l3_only(&mut buf[..len], p, src, dst);
         Counters::bump(&c.frags_translated);
+        if self.tunnel(hop.oif).is_some() {
+            return self.output(buf, p.l3, p.end, hop);
+        }
         Verdict::Forward {
             oif: hop.oif,
             next_hop: hop.addr,
@@ -830,6 +906,7 @@ impl Engine {
                 iif,
                 oif: None,
                 now,
+                mark: 0,
             };
             if !matches!(self.ruleset.load().dst_nat(&meta).0, DstNat::To { .. }) {
                 return Verdict::Local;
@@ -839,15 +916,19 @@ impl Engine {
         if matches!(p.kind, L4::IcmpError(_)) || !self.icmp_allowed(now) {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        let Some(from) = self.interface(iif).map(|i| i.addr.addr) else {
+        let from = self.if_addr(iif);
+        if from == 0 {
             return Verdict::Drop(DropReason::TtlExceeded);
-        };
-        let Some(hop) = self.route(p.tuple.src) else {
+        }
+        let Some(hop) = self.route_from(p.tuple.src, p.tuple.dst, 0) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         match packet::build_time_exceeded(buf, p, from) {
             Some(len) => {
                 Counters::bump(&c.ttl_exceeded_sent);
+                if self.tunnel(hop.oif).is_some() {
+                    return self.output(buf, p.l3, len, hop);
+                }
                 Verdict::Reply {
                     oif: hop.oif,
                     next_hop: hop.addr,
@@ -884,6 +965,9 @@ impl Engine {
         let mut fixed = Vec::new();
         if cfg.interfaces != old.interfaces {
             fixed.push("[[interface]]");
+        }
+        if cfg.tunnels != old.tunnels {
+            fixed.push("[[tunnel]]");
         }
         if cfg.max_flows != old.max_flows || cfg.early_drop != old.early_drop {
             fixed.push("[limits]");
@@ -933,7 +1017,7 @@ impl Engine {
             }
         }
         let unmatched = self.unmatched_flows(&ruleset, now);
-        self.set_routes(&cfg.routes);
+        self.set_routes_policy(&cfg.routes, &cfg.policy_routes);
         self.swap_ruleset(ruleset);
         self.sets.store(Arc::new(merged));
         let report = ReloadReport {
@@ -953,16 +1037,21 @@ impl Engine {
             .into_iter()
             .filter(|r| rule_mark(r) != 0)
             .filter(|r| {
-                let iif = self.route(r.orig.src).map_or(0, |h| h.oif);
+                // The replies' route (policy routes included: a flow that
+                // came in by a tunnel goes back into it).
+                let iif = self
+                    .route_from(r.orig.src, r.reply.src, nat_flags::mark_of(r.flags))
+                    .map_or(0, |h| h.oif);
                 let meta = Meta {
                     tuple: r.orig,
                     iif,
                     oif: None,
                     now,
+                    mark: 0,
                 };
                 let (_, pre) = rs.dst_nat(&meta);
                 let out = r.reply.invert();
-                let oif = self.route(out.dst).map(|h| h.oif);
+                let oif = self.route_from(out.dst, r.orig.src, 0).map(|h| h.oif);
                 let meta = Meta {
                     tuple: Tuple {
                         dst: out.dst,
@@ -972,6 +1061,7 @@ impl Engine {
                     iif,
                     oif,
                     now,
+                    mark: nat_flags::mark_of(r.flags),
                 };
                 let (_, post) = rs.src_nat(&meta);
                 pre.is_none() && post.is_none()

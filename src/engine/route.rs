@@ -4,6 +4,13 @@
 //! the config. Lookup is longest-prefix match over a short list sorted by
 //! prefix length (gateways have a handful of routes; a trie can replace it
 //! without changing callers).
+//!
+//! Policy routes ([`PolicyRoute`]) are routes that apply only to packets
+//! from a source prefix and/or of flows with a mark: the equivalent of
+//! `ip rule from ADDR lookup T` / `ip rule fwmark M lookup T` with the
+//! route in table T. They are looked at first (longest destination prefix
+//! among those whose selectors match); when none matches, the main table
+//! decides, as Linux falls through to `main` when table T has no route.
 
 use crate::nat::{IfAddr, IfId, Prefix};
 use serde::{Deserialize, Serialize};
@@ -45,10 +52,33 @@ pub struct NextHop {
     pub addr: u32,
 }
 
+/// A route that only packets from `from` and/or of flows marked `mark`
+/// take (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyRoute {
+    pub route: Route,
+    /// Source prefix the packet must have (before translation, as Linux
+    /// routes in prerouting).
+    pub from: Option<Prefix>,
+    /// Mark the packet's flow must carry (a rule's `set_mark`).
+    pub mark: Option<u8>,
+}
+
+impl PolicyRoute {
+    #[inline]
+    fn selects(&self, dst: u32, src: u32, mark: u8) -> bool {
+        self.route.prefix.contains(dst)
+            && self.from.is_none_or(|f| f.contains(src))
+            && self.mark.is_none_or(|m| m == mark)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     /// Longest prefix first.
     routes: Vec<Route>,
+    /// Longest prefix first; empty on most gateways.
+    policy: Vec<PolicyRoute>,
 }
 
 impl RouteTable {
@@ -66,7 +96,42 @@ impl RouteTable {
         routes.extend_from_slice(extra);
         // Stable: among equal prefixes the first listed wins.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len));
-        RouteTable { routes }
+        RouteTable {
+            routes,
+            policy: Vec::new(),
+        }
+    }
+
+    /// [`RouteTable::new`] plus policy routes.
+    pub fn with_policy(
+        ifaces: &[Interface],
+        extra: &[Route],
+        policy: &[PolicyRoute],
+    ) -> RouteTable {
+        let mut t = RouteTable::new(ifaces, extra);
+        t.policy = policy.to_vec();
+        t.policy
+            .sort_by_key(|r| std::cmp::Reverse(r.route.prefix.len));
+        t
+    }
+
+    /// The route of a packet to `dst` from `src` whose flow has `mark`:
+    /// policy routes first, then the main table.
+    #[inline]
+    pub fn lookup_from(&self, dst: u32, src: u32, mark: u8) -> Option<NextHop> {
+        if !self.policy.is_empty()
+            && let Some(r) = self.policy.iter().find(|r| r.selects(dst, src, mark))
+        {
+            return Some(NextHop {
+                oif: r.route.oif,
+                addr: r.route.via.unwrap_or(dst),
+            });
+        }
+        self.lookup(dst)
+    }
+
+    pub fn policy(&self) -> &[PolicyRoute] {
+        &self.policy
     }
 
     #[inline]
@@ -142,5 +207,60 @@ mod tests {
         );
         let t = RouteTable::new(&ifs, &[]);
         assert_eq!(t.lookup(a("8.8.8.8")), None);
+    }
+
+    #[test]
+    fn policy_routes_by_source_and_mark_then_main() {
+        let ifs = [iface("lan", "10.0.0.1/24"), iface("wan", "203.0.113.1/24")];
+        let a = |s: &str| u32::from(s.parse::<Ipv4Addr>().unwrap());
+        let def = Route {
+            prefix: "0.0.0.0/0".parse().unwrap(),
+            oif: 1,
+            via: Some(a("203.0.113.254")),
+        };
+        let to_tun = |from: Option<&str>, mark| PolicyRoute {
+            route: Route {
+                prefix: "0.0.0.0/0".parse().unwrap(),
+                oif: 2,
+                via: None,
+            },
+            from: from.map(|f| f.parse().unwrap()),
+            mark,
+        };
+        let t = RouteTable::with_policy(
+            &ifs,
+            &[def],
+            &[to_tun(Some("5.5.5.5/32"), None), to_tun(None, Some(3))],
+        );
+        let c = a("198.51.100.7");
+        // From 5.5.5.5: into the tunnel (oif 2), next hop the destination.
+        assert_eq!(
+            t.lookup_from(c, a("5.5.5.5"), 0),
+            Some(NextHop { oif: 2, addr: c })
+        );
+        // Marked 3: the tunnel too, whatever the source.
+        assert_eq!(t.lookup_from(c, a("2.2.2.2"), 3).map(|h| h.oif), Some(2));
+        // Neither: the main table.
+        assert_eq!(
+            t.lookup_from(c, a("2.2.2.2"), 1),
+            Some(NextHop {
+                oif: 1,
+                addr: a("203.0.113.254")
+            })
+        );
+        // A policy route with a narrower prefix than the destination's
+        // falls through to main.
+        let narrow = PolicyRoute {
+            route: Route {
+                prefix: "192.0.2.0/24".parse().unwrap(),
+                oif: 2,
+                via: None,
+            },
+            from: None,
+            mark: Some(3),
+        };
+        let t = RouteTable::with_policy(&ifs, &[def], &[narrow]);
+        assert_eq!(t.lookup_from(c, 0, 3).map(|h| h.oif), Some(1));
+        assert_eq!(t.lookup_from(a("192.0.2.9"), 0, 3).map(|h| h.oif), Some(2));
     }
 }

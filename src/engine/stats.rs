@@ -70,6 +70,30 @@ drop_reasons! {
     NoRoute = "no_route",
     /// Multicast or limited-broadcast destination (a gateway does not route these).
     NotUnicast = "not_unicast",
+    /// IPIP/GRE to a gateway address from no configured tunnel remote.
+    TunnelUnknown = "tunnel_unknown",
+    /// GRE key differs from the tunnel's (or is missing / unexpected).
+    TunnelKey = "tunnel_key",
+    /// IPIP/GRE packet is an outer fragment (natgw does not reassemble).
+    TunnelFragment = "tunnel_fragment",
+    /// GRE header or inner IPv4 header cut short.
+    TunnelTruncated = "tunnel_truncated",
+    /// GRE version other than 0.
+    TunnelGreVersion = "tunnel_gre_version",
+    /// GRE routing bit or a reserved flag bit set.
+    TunnelGreFlags = "tunnel_gre_flags",
+    /// GRE checksum present and wrong.
+    TunnelGreChecksum = "tunnel_gre_checksum",
+    /// Tunnel payload is not IPv4.
+    TunnelNotIpv4 = "tunnel_not_ipv4",
+    /// Decapsulated datagram is itself IPIP/GRE to the gateway (one level only).
+    TunnelNested = "tunnel_nested",
+    /// Decapsulated datagram addressed to the gateway itself (not a NAT flow).
+    TunnelInnerLocal = "tunnel_inner_local",
+    /// Datagram larger than the tunnel MTU (DF: an ICMP fragmentation-needed went back unless rate-limited).
+    TunnelTooBig = "tunnel_too_big",
+    /// No route to the tunnel's remote, or it leads into a tunnel.
+    TunnelNoRoute = "tunnel_no_route",
     /// New connection to a virtual service that no real server can take (all down or weight 0).
     LbNoServer = "lb_no_server",
     /// TCP segment without SYN starting a connection to a virtual service (IPVS drops these too).
@@ -133,6 +157,8 @@ pub struct Counters {
     pub icmp_errors_translated: AtomicU64,
     pub frags_translated: AtomicU64,
     pub ttl_exceeded_sent: AtomicU64,
+    /// ICMP fragmentation-needed sent for datagrams too big for a tunnel.
+    pub frag_needed_sent: AtomicU64,
     /// Handed to the host stack: addressed to the gateway itself.
     pub local: AtomicU64,
     /// Handed to the host stack untouched: ARP, IPv6 with `ipv6 = "pass"`.
@@ -140,8 +166,17 @@ pub struct Counters {
     /// Frames the XDP program parked while no natgw read its queue (a
     /// handover's cut, a restart), taken and processed afterwards.
     pub parked: AtomicU64,
-    drops: [AtomicU64; DropReason::COUNT],
+    drops: Drops,
     lane: Lane,
+}
+
+/// One counter per [`DropReason`] (more than `Default` derives for arrays).
+struct Drops([AtomicU64; DropReason::COUNT]);
+
+impl Default for Drops {
+    fn default() -> Self {
+        Drops(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
 }
 
 /// Which lane of shared counters (a real server's traffic) this worker
@@ -171,7 +206,7 @@ impl Counters {
 
     #[inline]
     pub fn drop(&self, r: DropReason) {
-        Counters::bump(&self.drops[r as usize]);
+        Counters::bump(&self.drops.0[r as usize]);
     }
 
     /// This worker's lane for shared per-server counters (see
@@ -182,7 +217,7 @@ impl Counters {
     }
 
     pub fn drops(&self, r: DropReason) -> u64 {
-        self.drops[r as usize].load(Relaxed)
+        self.drops.0[r as usize].load(Relaxed)
     }
 
     pub fn snapshot(&self) -> CounterSnapshot {
@@ -199,6 +234,7 @@ impl Counters {
             icmp_errors_translated: l(&self.icmp_errors_translated),
             frags_translated: l(&self.frags_translated),
             ttl_exceeded_sent: l(&self.ttl_exceeded_sent),
+            frag_needed_sent: l(&self.frag_needed_sent),
             local: l(&self.local),
             passed: l(&self.passed),
             parked: l(&self.parked),
@@ -225,6 +261,9 @@ pub struct CounterSnapshot {
     pub icmp_errors_translated: u64,
     pub frags_translated: u64,
     pub ttl_exceeded_sent: u64,
+    /// See [`Counters::frag_needed_sent`].
+    #[serde(default)]
+    pub frag_needed_sent: u64,
     pub local: u64,
     pub passed: u64,
     /// See [`Counters::parked`].
@@ -251,6 +290,7 @@ impl CounterSnapshot {
         self.icmp_errors_translated += o.icmp_errors_translated;
         self.frags_translated += o.frags_translated;
         self.ttl_exceeded_sent += o.ttl_exceeded_sent;
+        self.frag_needed_sent += o.frag_needed_sent;
         self.local += o.local;
         self.passed += o.passed;
         self.parked += o.parked;

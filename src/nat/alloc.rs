@@ -40,6 +40,17 @@ pub mod nat_flags {
     /// Scheduled to a real server of a virtual service (`orig.dst:dport`
     /// is the VIP, `reply.src:sport` the real server).
     pub const LB: u32 = 1 << (USER_SHIFT + 5);
+    /// The flow's mark (a rule's `set_mark`, 1-255; 0 none) lives in the
+    /// top byte of the flag word, so it is listed and snapshotted with the
+    /// flags (no new snapshot version).
+    pub const MARK_SHIFT: u32 = 24;
+    pub const MARK_MASK: u32 = 0xff << MARK_SHIFT;
+
+    /// The mark in a flow's flag word.
+    #[inline]
+    pub const fn mark_of(flags: u32) -> u8 {
+        (flags >> MARK_SHIFT) as u8
+    }
 }
 
 /// Most ports tried per address before a new flow counts as exhausted.

@@ -38,6 +38,12 @@ pub struct Match {
     pub dport: Option<PortRange>,
     pub src_set: Option<Arc<AddrSet>>,
     pub dst_set: Option<Arc<AddrSet>>,
+    /// The flow's mark so far (set by the destination phase's rule).
+    pub mark: Option<u8>,
+    /// Not a match: the mark a matching rule sets on the new flow (like
+    /// `ct mark set`); the source phase's rule overrides the destination
+    /// phase's when both set one.
+    pub set_mark: Option<u8>,
 }
 
 /// Source NAT parameters shared by `snat` and `masquerade`.
@@ -110,6 +116,8 @@ pub struct Meta {
     /// Known in the source phase only.
     pub oif: Option<IfId>,
     pub now: Time,
+    /// The new flow's mark so far (0: none).
+    pub mark: u8,
 }
 
 /// Decision of the destination phase.
@@ -160,6 +168,7 @@ impl Match {
                 .dst_set
                 .as_ref()
                 .is_none_or(|s| s.contains(t.dst, m.now))
+            && self.mark.is_none_or(|k| k == m.mark)
     }
 }
 

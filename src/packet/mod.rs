@@ -16,6 +16,7 @@ pub mod arp;
 pub mod checksum;
 mod parse;
 mod rewrite;
+pub mod tunnel;
 
 pub use parse::{
     EtherKind, Frag, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpErrorInfo, L4, Link, ParseError,

@@ -208,6 +208,18 @@ pub const ICMP_ERROR_MAX: usize = 576;
 /// the new frame length, or `None` if `buf` cannot hold the error with at
 /// least the original IP header and 8 bytes (RFC 792).
 pub fn build_time_exceeded(buf: &mut [u8], p: &Parsed, from: u32) -> Option<usize> {
+    build_icmp_error(buf, p, from, ICMP_TIME_EXCEEDED, 0)
+}
+
+/// [`build_time_exceeded`] with any ICMP error type and code (the 4 bytes
+/// after the checksum are zero; a caller may fill them and fix the sum).
+pub(super) fn build_icmp_error(
+    buf: &mut [u8],
+    p: &Parsed,
+    from: u32,
+    ty: u8,
+    code: u8,
+) -> Option<usize> {
     let hlen = p.l4 - p.l3;
     let orig_len = p.end - p.l3;
     let room = buf.len().checked_sub(p.l3 + 20 + 8)?;
@@ -250,7 +262,7 @@ pub fn build_time_exceeded(buf: &mut [u8], p: &Parsed, from: u32) -> Option<usiz
     let c = checksum::checksum(ip);
     put16(ip, 10, c);
     let icmp = &mut buf[o + 20..new_len];
-    icmp[..8].copy_from_slice(&[ICMP_TIME_EXCEEDED, 0, 0, 0, 0, 0, 0, 0]);
+    icmp[..8].copy_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
     let c = checksum::checksum(icmp);
     put16(icmp, 2, c);
     Some(new_len)

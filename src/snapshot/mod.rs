@@ -112,6 +112,7 @@
 //! | 19 | EIF_IN: let in by endpoint-independent filtering; holds the mapping of `reply.src:reply.sport` |
 //! | 20 | HAIRPIN |
 //! | 21 | LB: scheduled to a real server (`orig.dst:dport` the VIP, `reply.src:sport` the real) |
+//! | 24-31 | the flow's mark (a rule's `set_mark`, 1-255; 0 none) |
 //!
 //! Version 1 is the same header and the same payload without the last two
 //! fields (`services_json`, `counters`): it had no services and no

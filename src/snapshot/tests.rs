@@ -525,3 +525,15 @@ fn rebasing_takes_elapsed_time_off_and_drops_what_ran_out() {
     };
     assert_eq!(future.elapsed(Elapsed::WallClock), Duration::ZERO);
 }
+
+#[test]
+fn a_flow_mark_travels_in_the_flag_word() {
+    // A rule's `set_mark` lives in the flag word's top byte (see the
+    // module docs): no new version, and older natgw carry it untouched.
+    assert_eq!(nat_flags::MARK_SHIFT, 24);
+    let mut s = sample();
+    s.flows[1].flags |= 3 << nat_flags::MARK_SHIFT;
+    let back = decode(&encode(&s)).unwrap();
+    assert_eq!(nat_flags::mark_of(back.flows[1].flags), 3);
+    assert_eq!(back, s);
+}
