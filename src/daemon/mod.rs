@@ -422,6 +422,12 @@ fn takeover_in_steps(
     carried: &mut CounterSnapshot,
 ) -> Result<Option<dataplane::Prepared>, String> {
     use protocol::{HandoverStep, StepKind};
+    // The TUN backend hands over the old way (stop, write, start): its
+    // devices, ip rules and policy tables have fixed names that the old
+    // process removes when it exits, so they cannot be set up beside it.
+    if cfg.run.backend == Backend::Tun {
+        return Ok(None);
+    }
     let tmp = handover_path(sock);
     let step = |step: StepKind, since_ns: u64| {
         let t = Instant::now();
