@@ -31,6 +31,7 @@
 
 mod netns;
 
+use netns::traffic::{CHAT_CLIENTS, ECHO_SERVER};
 use netns::{Proc, Spec, Topology};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -45,63 +46,6 @@ const NEW: &str = "2.2.2.2";
 /// A's own outside address.
 const A_ADDR: &str = "203.0.113.1";
 const CLIENT: &str = "203.0.113.100";
-
-/// asyncio line-echo server on a port.
-const ECHO_SERVER: &str = r#"
-import asyncio, sys
-async def handle(r, w):
-    try:
-        while True:
-            line = await r.readline()
-            if not line:
-                break
-            w.write(line)
-            await w.drain()
-    except Exception:
-        pass
-    w.close()
-async def main():
-    srv = await asyncio.start_server(handle, "0.0.0.0", int(sys.argv[1]), backlog=512)
-    print("READY", flush=True)
-    await srv.serve_forever()
-asyncio.run(main())
-"#;
-
-/// `N` connections to HOST:PORT, each sending a line every `gap` seconds
-/// for `secs` seconds and checking every echo. Prints CONNECTED once all
-/// are open, then one JSON line with the results.
-const CHAT_CLIENTS: &str = r#"
-import asyncio, json, sys, time
-host, port, n, secs, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-st = {"conns": 0, "sent": 0, "ok": 0, "broken": 0, "errors": []}
-async def one(i, end):
-    try:
-        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-    except Exception as e:
-        st["broken"] += 1; st["errors"].append("connect %d: %r" % (i, e)); return
-    st["conns"] += 1
-    if st["conns"] == n:
-        print("CONNECTED", flush=True)
-    k = 0
-    try:
-        while time.time() < end:
-            msg = b"%d %d\n" % (i, k); k += 1
-            w.write(msg); await w.drain(); st["sent"] += 1
-            line = await asyncio.wait_for(r.readline(), 20)
-            if line != msg:
-                raise Exception("bad echo %r" % line)
-            st["ok"] += 1
-            await asyncio.sleep(gap)
-        w.close()
-    except Exception as e:
-        st["broken"] += 1; st["errors"].append("conn %d: %r" % (i, e))
-async def main():
-    end = time.time() + secs
-    await asyncio.gather(*(one(i, end) for i in range(n)))
-    st["errors"] = st["errors"][:5]
-    print(json.dumps(st), flush=True)
-asyncio.run(main())
-"#;
 
 /// Starts `natgw run --config CFG` in namespace `host` and waits for it.
 fn spawn_natgw_with(t: &Topology, host: &str, cfg: &Path) -> Proc {
