@@ -20,9 +20,10 @@ BUILD_PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev pkg-config m4 make 
 # servers (curl, ping, traceroute, socat, iperf3, python3), captures
 # (tcpdump), trafgen (netsniff-ng), the metrics endpoint checked by
 # promtool and scraped by a real Prometheus server (prometheus), the HA
-# pair's VRRP (keepalived).
+# pair's VRRP (keepalived), the NAT session log's IPFIX export decoded by
+# tshark.
 TEST_PACKAGES=(iproute2 nftables ethtool procps util-linux socat iperf3 curl iputils-ping
-    iputils-tracepath traceroute python3 tcpdump netsniff-ng prometheus keepalived)
+    iputils-tracepath traceroute python3 tcpdump netsniff-ng prometheus keepalived tshark)
 # Benchmarks (bench/run.sh, bench/hitless.sh): web server for the
 # connection-rate figure, conntrack for the kernel's table, gnuplot for the
 # plots, valgrind for instruction counts.

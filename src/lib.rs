@@ -14,6 +14,8 @@
 //! | state file | [`snapshot`] | the versioned snapshot format, a chain of version upgrades; capture from / restore into an engine | engine and below |
 //! | I/O shell | [`dataplane`] | a batch [`dataplane::device::Device`] trait (AF_XDP, TUN, in-memory with fault injection), one generic worker loop, ARP/neighbours, the XDP program, host setup; its own `DataplaneConfig`; the only `unsafe` (in `dataplane::sys`) | engine and below |
 //! | wire | [`protocol`] | the control socket's requests and typed replies, plain data (no clap, no I/O) | types of the layers above (engine, lb, dataplane stats) |
+//! | I/O shell | [`ha`] | HA state sync with a peer: the sync thread, its wire format and reliable stream | engine, snapshot and below, dataplane's clock |
+//! | I/O shell | [`sessionlog`] | NAT session logging: drains the engine's event rings, exports IPFIX (RFC 8158) and syslog (RFC 5424) | engine and below, dataplane's clock |
 //! | I/O shell | [`health`] | health checks of real servers (own threads, kernel sockets) | protocol (its status row), dataplane (neighbours, sys), engine and below; its tests read configs |
 //! | control | [`control`] | the config file (builds the engine and the dataplane config), offline replay, text/JSON renderings, the control socket's transport, the Prometheus endpoint (`control::metrics`) | everything above except daemon |
 //! | top | [`daemon`] | `natgw run`: process lifecycle, signals, the control loop and its one request dispatcher, handover, periodic snapshots | everything; nothing imports it |
@@ -34,4 +36,5 @@ pub mod lb;
 pub mod nat;
 pub mod packet;
 pub mod protocol;
+pub mod sessionlog;
 pub mod snapshot;

@@ -462,6 +462,9 @@ pub struct StatsReport {
     /// Per `[[tunnel]]`: packets, bytes, drops.
     #[serde(default)]
     pub tunnels: Vec<crate::engine::TunnelStats>,
+    /// The NAT session log, when `[logging]` has an output.
+    #[serde(default)]
+    pub session_log: Option<crate::sessionlog::SessionLogStats>,
 }
 
 /// What `natgw flows` returns.

@@ -365,12 +365,16 @@ fn restored_flows_forward_exactly_as_before() {
     assert_eq!(old_flows.len(), new_flows.len());
     for (o, n) in old_flows.iter().zip(&new_flows) {
         assert_eq!(
+            // A restored flow's creation time is the restore's (not in
+            // the file).
             FlowRecord {
                 expires: Time(0),
+                born: Time(0),
                 ..o.clone()
             },
             FlowRecord {
                 expires: Time(0),
+                born: Time(0),
                 ..n.clone()
             }
         );
@@ -952,6 +956,7 @@ fn fill(engine: &Engine, n: u32, now: Time) {
             flags: flags::SEEN_REPLY | flags::ASSURED | nat_flags::SNAT,
             mark: 3,
             expires: Time(now.0 + Time::from_secs(400_000 + (i % 30_000) as u64).0),
+            born: now,
             packets: [i as u64 % 1000, i as u64 % 700],
             bytes: [i as u64 * 61 % 1_000_000, i as u64 * 97 % 10_000_000],
         };
@@ -1100,6 +1105,7 @@ fn a_full_copy_then_the_changes_since_leaves_the_new_gateway_equal_to_the_old() 
     for (o, n) in old_flows.iter().zip(&new_flows) {
         let strip = |r: &FlowRecord| FlowRecord {
             expires: Time(0),
+            born: Time(0),
             ..r.clone()
         };
         assert_eq!(strip(o), strip(n));

@@ -62,6 +62,10 @@ struct Slot {
     gen_: AtomicU32,
     /// Opaque word for the NAT layer (e.g. the rule that created the flow).
     mark: AtomicU32,
+    /// When the flow was created, in [`BORN_UNIT_NS`] units, wrapped to 32
+    /// bits (it fits in the slot's padding: the slot stays 88 bytes);
+    /// [`Slot::record`] widens it again from `expires`.
+    born: AtomicU32,
     packets: [AtomicU64; 2],
     bytes: [AtomicU64; 2],
 }
@@ -77,17 +81,39 @@ impl Slot {
 
     fn record(&self) -> FlowRecord {
         let st = self.state.load(Relaxed);
+        let expires = self.expires.load(Relaxed);
         FlowRecord {
+            born: widen_born(self.born.load(Relaxed), expires),
             orig: self.tuple(0),
             reply: self.tuple(1),
             tcp_state: TcpState::from_u8((st & flags::STATE_MASK) as u8),
             flags: st & !flags::STATE_MASK,
             mark: self.mark.load(Relaxed),
-            expires: Time(self.expires.load(Relaxed)),
+            expires: Time(expires),
             packets: [self.packets[0].load(Relaxed), self.packets[1].load(Relaxed)],
             bytes: [self.bytes[0].load(Relaxed), self.bytes[1].load(Relaxed)],
         }
     }
+}
+
+/// Resolution of a flow's creation time ([`FlowRecord::born`]): 10 ms, so
+/// 32 bits cover 497 days of a flow's life.
+pub const BORN_UNIT_NS: u64 = 10_000_000;
+
+/// The creation time stored in a slot: `born` in [`BORN_UNIT_NS`] units,
+/// wrapped to 32 bits.
+#[inline]
+fn narrow_born(born: Time) -> u32 {
+    (born.0 / BORN_UNIT_NS) as u32
+}
+
+/// The creation time back from its 32 bits, given the flow's deadline
+/// (which comes after it, by less than 497 days).
+#[inline]
+fn widen_born(born: u32, expires: u64) -> Time {
+    let exp = expires / BORN_UNIT_NS;
+    let age = (exp as u32).wrapping_sub(born) as u64;
+    Time(exp.saturating_sub(age) * BORN_UNIT_NS)
 }
 
 /// A flow as plain data: what listings print and snapshots store.
@@ -103,6 +129,9 @@ pub struct FlowRecord {
     pub mark: u32,
     /// Deadline on the table's clock.
     pub expires: Time,
+    /// When the flow was created, on the table's clock (to 10 ms,
+    /// [`BORN_UNIT_NS`]); a restored flow's is the restore's time.
+    pub born: Time,
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
 }
@@ -537,6 +566,7 @@ impl FlowTable {
             flags: (st & !flags::STATE_MASK) | f.flags,
             mark: f.mark,
             expires: Time(exp.max(1)),
+            born: now,
             packets: [1, 0],
             bytes: [f.len as u64, 0],
         };
@@ -569,6 +599,7 @@ impl FlowTable {
             Relaxed,
         );
         s.mark.store(rec.mark, Relaxed);
+        s.born.store(narrow_born(rec.born), Relaxed);
         for d in 0..2 {
             s.packets[d].store(rec.packets[d], Relaxed);
             s.bytes[d].store(rec.bytes[d], Relaxed);

@@ -85,6 +85,8 @@ pub struct RunConfig {
     pub metrics: MetricsConfig,
     /// `[ha]`: state sync with an HA peer; `None`: a single node.
     pub ha: Option<crate::ha::HaConfig>,
+    /// `[logging]`: NAT session logging (off unless an output is given).
+    pub logging: crate::sessionlog::LoggingConfig,
 }
 
 /// The Prometheus endpoint — `[metrics]`. Off unless `listen` is given.
@@ -111,6 +113,7 @@ impl Default for RunConfig {
             },
             metrics: MetricsConfig::default(),
             ha: None,
+            logging: crate::sessionlog::LoggingConfig::default(),
         }
     }
 }
@@ -137,6 +140,17 @@ struct RawSnapshot {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    ipfix: Option<Spanned<String>>,
+    ipfix_domain: Option<Spanned<u32>>,
+    template_refresh: Option<Spanned<u32>>,
+    max_datagram: Option<Spanned<u32>>,
+    syslog: Option<Spanned<String>>,
+    syslog_facility: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -266,6 +280,8 @@ struct RawConfig {
     #[serde(default)]
     metrics: RawMetrics,
     ha: Option<Spanned<RawHa>>,
+    #[serde(default)]
+    logging: RawLogging,
     #[serde(default, rename = "interface")]
     interfaces: Vec<Spanned<RawInterface>>,
     #[serde(default, rename = "route")]
@@ -923,7 +939,120 @@ fn build_run(raw: &RawConfig, src: &Src<'_>) -> Result<RunConfig, ConfigError> {
     if let Some(h) = &raw.ha {
         run.ha = Some(build_ha(h, &raw.timeouts, src)?);
     }
+    run.logging = build_logging(&raw.logging, src)?;
     Ok(run)
+}
+
+/// `[logging]`, checked.
+fn build_logging(
+    r: &RawLogging,
+    src: &Src<'_>,
+) -> Result<crate::sessionlog::LoggingConfig, ConfigError> {
+    use crate::sessionlog::{LoggingConfig, SyslogTarget};
+    let mut l = LoggingConfig::default();
+    let addr = |field: &str, v: &Spanned<String>| {
+        let a = v
+            .get_ref()
+            .trim()
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| {
+                src.err(
+                    v.span(),
+                    format!(
+                        "logging.{field}: `{}` is not ADDRESS:PORT (e.g. \"192.0.2.10:4739\")",
+                        v.get_ref()
+                    ),
+                )
+            })?;
+        if a.port() == 0 || a.ip().is_unspecified() {
+            return Err(src.err(
+                v.span(),
+                format!("logging.{field}: `{a}` needs an address and a port other than 0"),
+            ));
+        }
+        Ok(a)
+    };
+    if let Some(v) = &r.ipfix {
+        l.ipfix = Some(addr("ipfix", v)?);
+    }
+    if let Some(v) = &r.syslog {
+        let t = v.get_ref().trim();
+        l.syslog = Some(if t.starts_with('/') {
+            SyslogTarget::Unix(PathBuf::from(t))
+        } else {
+            SyslogTarget::Udp(addr("syslog", v).map_err(|_| {
+                src.err(
+                    v.span(),
+                    format!(
+                        "logging.syslog: `{t}` is neither ADDRESS:PORT (UDP, e.g. \"127.0.0.1:514\") nor an absolute path of a local socket (e.g. \"/dev/log\")"
+                    ),
+                )
+            })?)
+        });
+    }
+    if let Some(v) = &r.syslog_facility {
+        l.syslog_facility = crate::sessionlog::syslog::facility(v.get_ref()).ok_or_else(|| {
+            src.err(
+                v.span(),
+                format!(
+                    "logging.syslog_facility: `{}` is not one of local0..local7, user, daemon, authpriv",
+                    v.get_ref()
+                ),
+            )
+        })?;
+    }
+    if let Some(d) = &r.ipfix_domain {
+        l.ipfix_domain = *d.get_ref();
+    }
+    if let Some(v) = &r.template_refresh {
+        if !(1..=3600).contains(v.get_ref()) {
+            return Err(src.err(
+                v.span(),
+                format!(
+                    "logging.template_refresh: {} s; between 1 and 3600",
+                    v.get_ref()
+                ),
+            ));
+        }
+        l.template_refresh_secs = *v.get_ref();
+    }
+    if let Some(v) = &r.max_datagram {
+        if !(576..=9000).contains(v.get_ref()) {
+            return Err(src.err(
+                v.span(),
+                format!(
+                    "logging.max_datagram: {} bytes; between 576 and 9000 (the path MTU to the collector minus 28)",
+                    v.get_ref()
+                ),
+            ));
+        }
+        l.max_datagram = *v.get_ref() as u16;
+    }
+    let ipfix_only = [
+        ("ipfix_domain", r.ipfix_domain.as_ref().map(|v| v.span())),
+        (
+            "template_refresh",
+            r.template_refresh.as_ref().map(|v| v.span()),
+        ),
+        ("max_datagram", r.max_datagram.as_ref().map(|v| v.span())),
+    ];
+    if l.ipfix.is_none()
+        && let Some((f, Some(span))) = ipfix_only.iter().find(|(_, s)| s.is_some())
+    {
+        return Err(src.err(
+            span.clone(),
+            format!("logging.{f}: needs logging.ipfix (the collector's address)"),
+        ));
+    }
+    if l.syslog.is_none()
+        && let Some(v) = &r.syslog_facility
+    {
+        return Err(src.err(
+            v.span(),
+            "logging.syslog_facility: needs logging.syslog (where the lines go)",
+        ));
+    }
+    Ok(l)
 }
 
 /// `[ha]`, checked.

@@ -373,6 +373,19 @@ pub fn stats_text(r: &crate::protocol::StatsReport) -> String {
             tn.drops
         );
     }
+    if let Some(l) = &r.session_log {
+        let ev: Vec<String> = l.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            s,
+            "session log ({}): {}; {} IPFIX messages, {} syslog lines; lost: ring full {}, send failed {}",
+            l.outputs.join(", "),
+            ev.join(", "),
+            l.ipfix_messages,
+            l.syslog_lines,
+            l.dropped_ring_full,
+            l.dropped_send_failed
+        );
+    }
     if t.frag_needed_sent > 0 {
         let _ = writeln!(
             s,

@@ -140,6 +140,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "natgw_ha_unacked_datagrams",
     "natgw_ha_refused_datagrams_total",
     "natgw_ha_sync_events_total",
+    "natgw_session_log_events_total",
+    "natgw_session_log_messages_total",
+    "natgw_session_log_dropped_total",
 ];
 
 // ---------------------------------------------------------------------
@@ -244,6 +247,9 @@ pub fn render(m: &MetricsInput, openmetrics: bool) -> MetricsReply {
     add_events(&mut f, m.events);
     if let Some(h) = m.ha {
         add_ha(&mut f, h);
+    }
+    if let Some(l) = &m.stats.session_log {
+        add_session_log(&mut f, l);
     }
     let mut text = String::new();
     let r = if openmetrics {
@@ -750,6 +756,30 @@ fn add_ha(f: &mut Families, h: &crate::ha::HaStatus) {
             .into_iter()
             .map(|(k, v)| (l1("event", k), *v))
             .collect(),
+    );
+}
+
+fn add_session_log(f: &mut Families, l: &crate::sessionlog::SessionLogStats) {
+    f.counter(
+        "session_log_events",
+        "NAT session log events exported, by event (create, delete, ports_exhausted, table_full).",
+        l.events.iter().map(|(k, v)| (l1("event", k), *v)).collect(),
+    );
+    f.counter(
+        "session_log_messages",
+        "Datagrams the session log sent, by output (ipfix messages, syslog lines).",
+        vec![
+            (l1("output", "ipfix"), l.ipfix_messages),
+            (l1("output", "syslog"), l.syslog_lines),
+        ],
+    );
+    f.counter(
+        "session_log_dropped",
+        "NAT session log events lost, by reason: ring_full (the logger fell behind the workers), send_failed (the datagram could not be sent).",
+        vec![
+            (l1("reason", "ring_full"), l.dropped_ring_full),
+            (l1("reason", "send_failed"), l.dropped_send_failed),
+        ],
     );
 }
 

@@ -20,6 +20,7 @@ use crate::protocol::{
     self, Encoded, FlowView, FlowsReport, FlushReply, LbReply, MetricsReply, ReloadReply, Request,
     ServicesReport, SetOp, SetReport, SnapshotReply, StatsReport, StepKind, StepReply, answer,
 };
+use crate::sessionlog::{LogCounters, LoggingConfig, SessionLogger, Sinks};
 use crate::snapshot::{self, Snapshot};
 use std::path::Path;
 use std::sync::Arc;
@@ -55,6 +56,12 @@ pub(super) struct Control {
     pub(super) events: DaemonEvents,
     /// The HA sync thread (`[ha]`), `None` for a single node.
     pub(super) ha: Option<crate::ha::Ha>,
+    /// The session log's settings in force (a reload may change them).
+    pub(super) logging: LoggingConfig,
+    /// The session logger thread, when `[logging]` has an output.
+    pub(super) logger: Option<SessionLogger>,
+    /// What the session logger did (kept across reloads).
+    pub(super) log_counters: Arc<LogCounters>,
 }
 
 impl Control {
@@ -166,6 +173,15 @@ impl Control {
             ),
             _ => None,
         };
+        // So are the session log's new outputs.
+        let want_log = new.run.logging.clone();
+        let sinks = match want_log != self.logging && want_log.enabled() {
+            true => Some(
+                Sinks::open(&want_log)
+                    .map_err(|e| format!("{}: {e}; nothing was changed", path.display()))?,
+            ),
+            false => None,
+        };
         let r = reload(
             &self.engine,
             &self.cfg,
@@ -173,6 +189,25 @@ impl Control {
             flush_unmatched,
             self.checker.as_ref(),
         )?;
+        if want_log != self.logging {
+            if !want_log.enabled() {
+                self.engine.sessions().disable();
+            }
+            // The old thread exports what the rings hold before it ends;
+            // events meanwhile wait in the rings for the new one.
+            if let Some(l) = self.logger.take() {
+                l.stop();
+            }
+            if let Some(s) = sinks {
+                self.logger = Some(SessionLogger::start(
+                    s,
+                    self.engine.clone(),
+                    self.log_counters.clone(),
+                ));
+            }
+            log::info!("session log: {}", describe_logging(&want_log));
+            self.logging = want_log;
+        }
         if want != have {
             if let Some(m) = self.metrics.take() {
                 m.stop();
@@ -235,6 +270,10 @@ impl Control {
             neighbours,
             xdp: running.xdp_counters(),
             tunnels: engine.tunnel_stats(),
+            session_log: self
+                .logging
+                .enabled()
+                .then(|| self.log_counters.snapshot(engine, &self.logging)),
         })
     }
 
@@ -538,6 +577,22 @@ pub(super) fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Where session log events go, for the log.
+pub(super) fn describe_logging(l: &LoggingConfig) -> String {
+    let mut v = Vec::new();
+    if let Some(a) = l.ipfix {
+        v.push(format!("IPFIX to {a} (domain {})", l.ipfix_domain));
+    }
+    if let Some(t) = &l.syslog {
+        v.push(format!("syslog to {t}"));
+    }
+    if v.is_empty() {
+        "off".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Validates `path` completely, then applies it (see `Engine::reload`).

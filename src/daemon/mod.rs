@@ -103,6 +103,11 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         Some(h) => Some(crate::ha::bind(h.local).map_err(carry_on)?),
         None => None,
     };
+    // So are the session log's outputs (a path that is no socket, ...).
+    let log_sinks = match cfg.run.logging.enabled() {
+        true => Some(crate::sessionlog::Sinks::open(&cfg.run.logging).map_err(carry_on)?),
+        false => None,
+    };
     // An HA node forwards nothing before its role says so: not even the
     // frames the XDP programs parked while no natgw ran (they are stale,
     // and the active node has those flows).
@@ -178,6 +183,11 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .map_err(|e| format!("signal handler: {e}"))?;
+    // Flows are logged from the first packet on: the thread that exports
+    // the events starts later and finds them waiting.
+    if log_sinks.is_some() {
+        engine.sessions().enable();
+    }
     let started = match prepared {
         Some(p) => p.start(),
         None => dataplane::start(&cfg.dataplane(), engine.clone(), stop.clone()),
@@ -224,6 +234,13 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     };
     let checker = Checker::start(engine.clone(), checks);
     checker.set_neighbours(running.neigh.clone());
+    if log_sinks.is_some() {
+        log::info!(
+            "session log: {}",
+            control::describe_logging(&cfg.run.logging)
+        );
+    }
+    let logging_cfg = cfg.run.logging.clone();
     let mut ctl = Control {
         cfg,
         checker: Some(checker),
@@ -239,6 +256,9 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
         metrics: None,
         submitter: None,
         ha,
+        logging: logging_cfg,
+        logger: None,
+        log_counters: Default::default(),
         events: metrics::DaemonEvents {
             start_time: control::unix_now() - t_start.elapsed().as_secs_f64(),
             takeover: opts
@@ -247,6 +267,9 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
             ..metrics::DaemonEvents::default()
         },
     };
+    ctl.logger = log_sinks.map(|s| {
+        crate::sessionlog::SessionLogger::start(s, engine.clone(), ctl.log_counters.clone())
+    });
     // Clients are read and answered off this thread (see `socket::Server`);
     // their requests are served here, between ticks, one at a time.
     let server = socket::Server::start(listener)?;

@@ -1,15 +1,19 @@
-//! Flow-change notices for HA state sync.
+//! Bounded lock-free rings that workers write and one thread drains: the
+//! flow-change notices of HA state sync ([`ChangeLog`]) and the NAT
+//! session log's events ([`super::sessions::SessionLog`]).
 //!
-//! A worker that creates a flow or moves a TCP flow to another state
-//! writes the flow's original tuple into a bounded lock-free ring (one per
-//! counter lane, so two workers rarely share one); the sync thread
-//! ([`crate::ha`]) drains the rings, reads each flow's current record from
-//! the table and streams it to the peer. A notice costs the worker one
-//! `push`; when a ring is full the notice is dropped and counted
-//! ([`ChangeLog::missed`]), never waited for: the sync thread's periodic
-//! refresh (flows touched since the last one) sends that flow anyway, only
-//! later. Until [`ChangeLog::enable`] (no `[ha]` section) nothing is
-//! allocated and a notice is one atomic load.
+//! A worker writes into the ring of its counter lane (modulo [`RINGS`],
+//! so two workers rarely share one). A write costs one `push`; when a ring
+//! is full the item is dropped and counted ([`LaneRings::missed`]), never
+//! waited for. Until [`LaneRings::enable`] nothing is allocated and a
+//! write is one atomic load.
+//!
+//! HA sync: a worker that creates a flow or moves a TCP flow to another
+//! state notes the flow's original tuple; the sync thread ([`crate::ha`])
+//! drains the notices, reads each flow's current record from the table
+//! and streams it to the peer. A notice lost to a full ring costs little:
+//! the sync thread's periodic refresh (flows touched since the last one)
+//! sends that flow anyway, only later.
 
 use crate::packet::Tuple;
 use crossbeam_queue::ArrayQueue;
@@ -18,32 +22,45 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Rings (workers pick theirs by counter lane, modulo this).
-const RINGS: usize = 8;
-/// Notices per ring (24 bytes each: 12 MiB for all). The sync thread
-/// drains them every millisecond when idle, but a refresh or a bulk keeps
-/// it busy for a while: at 125k new flows per second on one worker this
-/// holds ~0.5 s of them (bench/ha.sh saw 16 Ki overflow, `tap_missed`).
-const RING_CAP: usize = 64 * 1024;
+pub const RINGS: usize = 8;
+/// Notices per HA change ring (24 bytes each: 12 MiB for all). The sync
+/// thread drains them every millisecond when idle, but a refresh or a
+/// bulk keeps it busy for a while: at 125k new flows per second on one
+/// worker this holds ~0.5 s of them (bench/ha.sh saw 16 Ki overflow,
+/// `tap_missed`).
+pub const CHANGE_RING_CAP: usize = 64 * 1024;
 
-struct Ring {
-    q: ArrayQueue<Tuple>,
+struct Ring<T> {
+    q: ArrayQueue<T>,
     missed: AtomicU64,
 }
 
 /// The rings; see the module docs.
-#[derive(Default)]
-pub struct ChangeLog {
-    rings: OnceLock<Box<[CachePadded<Ring>]>>,
+pub struct LaneRings<T> {
+    rings: OnceLock<Box<[CachePadded<Ring<T>>]>>,
 }
 
-impl ChangeLog {
-    /// Starts taking notices (idempotent).
-    pub fn enable(&self) {
+impl<T> Default for LaneRings<T> {
+    fn default() -> Self {
+        LaneRings {
+            rings: OnceLock::new(),
+        }
+    }
+}
+
+/// HA sync's flow-change notices: original tuples of flows created or
+/// changed.
+pub type ChangeLog = LaneRings<Tuple>;
+
+impl<T> LaneRings<T> {
+    /// Starts taking items, `cap` per ring (idempotent: the first call's
+    /// `cap` stays).
+    pub fn enable(&self, cap: usize) {
         self.rings.get_or_init(|| {
             (0..RINGS)
                 .map(|_| {
                     CachePadded::new(Ring {
-                        q: ArrayQueue::new(RING_CAP),
+                        q: ArrayQueue::new(cap.max(1)),
                         missed: AtomicU64::new(0),
                     })
                 })
@@ -52,23 +69,25 @@ impl ChangeLog {
     }
 
     /// True once [`enable`](Self::enable)d.
+    #[inline]
     pub fn enabled(&self) -> bool {
         self.rings.get().is_some()
     }
 
-    /// The flow whose original tuple is `orig` was created or changed.
+    /// Writes `item` into lane `lane`'s ring (dropped and counted when it
+    /// is full; nothing when not enabled).
     #[inline]
-    pub fn note(&self, lane: usize, orig: Tuple) {
+    pub fn note(&self, lane: usize, item: T) {
         if let Some(rings) = self.rings.get() {
             let r = &rings[lane % RINGS];
-            if r.q.push(orig).is_err() {
+            if r.q.push(item).is_err() {
                 r.missed.fetch_add(1, Relaxed);
             }
         }
     }
 
-    /// Moves every pending notice into `out`; returns how many.
-    pub fn drain(&self, out: &mut Vec<Tuple>) -> usize {
+    /// Moves every pending item into `out`; returns how many.
+    pub fn drain(&self, out: &mut Vec<T>) -> usize {
         let Some(rings) = self.rings.get() else {
             return 0;
         };
@@ -81,7 +100,7 @@ impl ChangeLog {
         out.len() - before
     }
 
-    /// Notices dropped because their ring was full.
+    /// Items dropped because their ring was full.
     pub fn missed(&self) -> u64 {
         self.rings
             .get()
@@ -109,13 +128,13 @@ mod tests {
         log.note(0, t(1));
         let mut out = Vec::new();
         assert_eq!(log.drain(&mut out), 0, "off: nothing kept");
-        log.enable();
-        for n in 0..RING_CAP as u32 + 5 {
+        log.enable(CHANGE_RING_CAP);
+        for n in 0..CHANGE_RING_CAP as u32 + 5 {
             log.note(3, t(n as u16));
         }
         log.note(4, t(9));
         assert_eq!(log.missed(), 5);
-        assert_eq!(log.drain(&mut out), RING_CAP + 1);
+        assert_eq!(log.drain(&mut out), CHANGE_RING_CAP + 1);
         assert_eq!(out[0], t(0));
         assert_eq!(log.drain(&mut out), 0);
     }

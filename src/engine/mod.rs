@@ -20,10 +20,12 @@
 mod changes;
 mod frag;
 mod route;
+mod sessions;
 mod stats;
 mod tunnel;
 
-pub use changes::ChangeLog;
+pub use changes::{CHANGE_RING_CAP, ChangeLog, LaneRings};
+pub use sessions::{SESSION_RING_CAP, SessionEvent, SessionEventKind, SessionLog};
 
 pub use frag::{FRAG_TIMEOUT_SECS, FragTable};
 pub use route::{Interface, NextHop, PolicyRoute, Role, Route, RouteTable};
@@ -161,6 +163,8 @@ pub struct Engine {
     standby: AtomicBool,
     /// Flow-change notices for the HA sync thread (off without `[ha]`).
     changes: ChangeLog,
+    /// NAT session log events (off without `[logging]`).
+    sessions: SessionLog,
 }
 
 impl Engine {
@@ -182,6 +186,7 @@ impl Engine {
             icmp_sent: AtomicU32::new(0),
             standby: AtomicBool::new(false),
             changes: ChangeLog::default(),
+            sessions: SessionLog::default(),
             cfg,
         }
     }
@@ -199,6 +204,11 @@ impl Engine {
     /// The flow-change notices HA sync reads.
     pub fn changes(&self) -> &ChangeLog {
         &self.changes
+    }
+
+    /// The NAT session log's events (see [`SessionLog`]).
+    pub fn sessions(&self) -> &SessionLog {
+        &self.sessions
     }
 
     /// True if `a` is the primary address of one of the interfaces (what a
@@ -301,7 +311,8 @@ impl Engine {
 
     /// Removes the flow whose original tuple is `orig`, with everything
     /// that goes with it (port, EIM references, real-server counts).
-    /// Returns whether there was one.
+    /// Returns whether there was one. State moving between processes
+    /// (snapshot restore, HA sync) uses it: not logged as the flow's end.
     pub fn remove_flow(&self, orig: &Tuple) -> bool {
         self.take_flow(orig).is_some()
     }
@@ -314,7 +325,16 @@ impl Engine {
         Some(r)
     }
 
-    /// Everything that must happen when a flow ends: its outside port and
+    /// [`release`](Self::release) of a flow that ended at `now` (`Time(0)`:
+    /// unknown): also logged, unless this node is an HA standby.
+    fn end(&self, r: &FlowRecord, lane: usize, now: Time) {
+        self.release(r);
+        if !self.standby() {
+            self.sessions.deleted(lane, r, now);
+        }
+    }
+
+    /// Everything that must happen when a flow goes: its outside port and
     /// EIM references go back to the pool, its real server's counts drop.
     fn release(&self, r: &FlowRecord) {
         self.nat.release(r);
@@ -505,7 +525,7 @@ impl Engine {
             }
             Lookup::Expired(id) => {
                 if let Some(r) = self.table.remove(id, Some(now)) {
-                    self.release(&r);
+                    self.end(&r, c.lane(), now);
                 }
                 match self.new_flow(&p, iif, tcp_flags, now, c) {
                     Ok(t) => {
@@ -742,6 +762,7 @@ impl Engine {
             match self.nat.create(&self.table, &base, dst, dport, &req, now) {
                 Ok((_, reply)) => {
                     Counters::bump(&c.flows_created);
+                    self.sessions.created(c.lane(), key, reply, now, len);
                     if let Some(st) = real_state {
                         st.count_conn();
                         st.transition(None, Some(ConnState::Inactive));
@@ -757,14 +778,19 @@ impl Engine {
                     evicted = true;
                     match self.table.evict_unassured(now) {
                         Some(r) => {
-                            self.release(&r);
+                            self.end(&r, c.lane(), now);
                             Counters::bump(&c.early_drops);
                         }
-                        None => return Err(Verdict::Drop(DropReason::FlowTableFull)),
+                        None => return Err(self.table_full(&key, now, c)),
                     }
                 }
-                Err(AllocError::Full) => return Err(Verdict::Drop(DropReason::FlowTableFull)),
-                Err(AllocError::Exhausted) => return Err(Verdict::Drop(DropReason::PortExhausted)),
+                Err(AllocError::Full) => return Err(self.table_full(&key, now, c)),
+                Err(AllocError::Exhausted(addr)) => {
+                    let xlat = Tuple { src: addr, ..key };
+                    self.sessions
+                        .alarm(c.lane(), SessionEventKind::PortsExhausted, key, xlat, now);
+                    return Err(Verdict::Drop(DropReason::PortExhausted));
+                }
                 Err(AllocError::OrigExists) => {
                     // Another worker created this flow a moment ago: use it.
                     let info = PacketInfo { tcp_flags, len };
@@ -775,6 +801,14 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The verdict for a new flow that found the table full (logged).
+    #[cold]
+    fn table_full(&self, key: &Tuple, now: Time, c: &Counters) -> Verdict {
+        self.sessions
+            .alarm(c.lane(), SessionEventKind::TableFull, *key, *key, now);
+        Verdict::Drop(DropReason::FlowTableFull)
     }
 
     /// Inbound flow to an EIM mapping with endpoint-independent filtering.
@@ -797,11 +831,11 @@ impl Engine {
             Ok(_) => {
                 self.nat.eif_ref(inside);
                 Counters::bump(&c.flows_created);
+                self.sessions
+                    .created(c.lane(), base.orig, nf.reply, now, base.len);
                 Ok(out)
             }
-            Err(crate::conntrack::InsertError::Full) => {
-                Err(Verdict::Drop(DropReason::FlowTableFull))
-            }
+            Err(crate::conntrack::InsertError::Full) => Err(self.table_full(&base.orig, now, c)),
             Err(_) => Err(Verdict::Drop(DropReason::FlowRace)),
         }
     }
@@ -1073,7 +1107,7 @@ impl Engine {
     /// flows whose timer ran out, and prunes fragment and set entries.
     /// Returns the number of flows removed.
     pub fn expire(&self, now: Time, budget: usize) -> usize {
-        let n = self.table.sweep(now, budget, |r| self.release(&r));
+        let n = self.table.sweep(now, budget, |r| self.end(&r, 0, now));
         self.frags.prune(now);
         n
     }
@@ -1105,7 +1139,7 @@ impl Engine {
         ids.into_iter()
             .filter_map(|id| self.table.remove(id, None))
             .inspect(|r| {
-                self.release(r);
+                self.end(r, 0, Time(0));
                 self.changes.note(0, r.orig);
             })
             .count()

@@ -238,7 +238,7 @@ impl Ha {
         engine: Arc<Engine>,
         initial: Role,
     ) -> Result<Ha, String> {
-        engine.changes().enable();
+        engine.changes().enable(crate::engine::CHANGE_RING_CAP);
         let shared = Arc::new(Shared {
             role: AtomicU8::new(initial.as_u8()),
             in_sync: AtomicBool::new(initial == Role::Master),

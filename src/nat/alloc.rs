@@ -116,7 +116,9 @@ pub struct SrcRequest<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AllocError {
-    Exhausted,
+    /// No free port on this outside address (the first of the pool's
+    /// addresses tried) for the flow's protocol.
+    Exhausted(u32),
     Full,
     OrigExists,
 }
@@ -267,7 +269,7 @@ impl NatState {
             .or_default()
             .exhausted
             .fetch_add(1, Relaxed);
-        Err(AllocError::Exhausted)
+        Err(AllocError::Exhausted(addr_at(0)))
     }
 
     fn add_eim(&self, inside: (u32, u16), outside: (u32, u16), eif: bool) {

@@ -266,6 +266,8 @@ impl FlowEntry {
             flags: self.flags,
             mark: self.mark,
             expires: now.saturating_add(Time(left)),
+            // Not in the file: the restore's time.
+            born: now,
             packets: self.packets,
             bytes: self.bytes,
         })
