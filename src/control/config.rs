@@ -1620,6 +1620,71 @@ mapping = "endpoint-independent"
     }
 
     #[test]
+    fn logging_is_off_by_default_and_every_field_is_checked() {
+        use crate::sessionlog::SyslogTarget;
+        let c = parse(GOOD).unwrap();
+        assert!(!c.run.logging.enabled());
+        let with = |body: &str| GOOD.replace("[limits]", &format!("[logging]\n{body}\n[limits]"));
+        let c = parse(&with(
+            "ipfix = \"192.0.2.10:4739\"\nipfix_domain = 7\ntemplate_refresh = 30\nmax_datagram = 1400\n\
+             syslog = \"/dev/log\"\nsyslog_facility = \"local5\"\n",
+        ))
+        .unwrap();
+        let l = &c.run.logging;
+        assert_eq!(l.ipfix, Some("192.0.2.10:4739".parse().unwrap()));
+        assert_eq!(
+            (l.ipfix_domain, l.template_refresh_secs, l.max_datagram),
+            (7, 30, 1400)
+        );
+        assert_eq!(l.syslog, Some(SyslogTarget::Unix("/dev/log".into())));
+        assert_eq!(l.syslog_facility, 21);
+        let c = parse(&with("syslog = \"127.0.0.1:514\"\n")).unwrap();
+        assert_eq!(
+            c.run.logging.syslog,
+            Some(SyslogTarget::Udp("127.0.0.1:514".parse().unwrap()))
+        );
+        assert_eq!(c.run.logging.ipfix, None);
+        for (body, want) in [
+            (
+                "ipfix = \"collector\"",
+                "t.toml:6:9: logging.ipfix: `collector` is not ADDRESS:PORT",
+            ),
+            (
+                "ipfix = \"0.0.0.0:4739\"",
+                "logging.ipfix: `0.0.0.0:4739` needs an address and a port other than 0",
+            ),
+            (
+                "syslog = \"dev/log\"",
+                "t.toml:6:10: logging.syslog: `dev/log` is neither ADDRESS:PORT",
+            ),
+            (
+                "syslog = \"127.0.0.1:514\"\nsyslog_facility = \"local9\"",
+                "t.toml:7:19: logging.syslog_facility: `local9` is not one of",
+            ),
+            (
+                "syslog_facility = \"local1\"",
+                "logging.syslog_facility: needs logging.syslog",
+            ),
+            (
+                "syslog = \"/dev/log\"\nipfix_domain = 3",
+                "t.toml:7:16: logging.ipfix_domain: needs logging.ipfix",
+            ),
+            (
+                "ipfix = \"192.0.2.1:4739\"\ntemplate_refresh = 0",
+                "logging.template_refresh: 0 s; between 1 and 3600",
+            ),
+            (
+                "ipfix = \"192.0.2.1:4739\"\nmax_datagram = 100",
+                "logging.max_datagram: 100 bytes; between 576 and 9000",
+            ),
+            ("ipfix_port = 4739", "unknown field `ipfix_port`"),
+        ] {
+            let e = err_of(&with(body));
+            assert!(e.contains(want), "{body}: {e}");
+        }
+    }
+
+    #[test]
     fn metrics_listen_is_off_by_default_and_checked() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.run.metrics.listen, None);
