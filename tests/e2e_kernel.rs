@@ -36,6 +36,7 @@ kernel_scenario!(
     hairpin,
     icmp_errors,
     tcp_1000_connections,
+    same_source_mapping,
 );
 
 /// The natgw config the natgw runs use must say what the kernel ruleset

@@ -51,6 +51,7 @@ natgw_scenarios!(afxdp:
     dnat_port_forward,
     hairpin,
     icmp_errors,
+    same_source_mapping,
 );
 
 natgw_scenarios!(tun:
@@ -60,6 +61,7 @@ natgw_scenarios!(tun:
     dnat_port_forward,
     hairpin,
     icmp_errors,
+    same_source_mapping,
 );
 
 fn natgw_cli(t: &Topology, args: &[&str]) -> String {

@@ -330,6 +330,130 @@ fn udp_endpoint_independent_mapping_keeps_outside_port() {
     assert_eq!(maps.len(), 2, "{maps:?}");
 }
 
+/// The default masquerade (no `mapping` option) keeps an inside
+/// endpoint's mapping towards every new destination where it is free, as
+/// Linux's "same source" lookup does (RFC 4787 REQ-1, RFC 5382 REQ-1), also
+/// when the inside port itself could not be kept: TCP, UDP and ping.
+#[test]
+fn default_masquerade_reuses_an_inside_endpoints_mapping() {
+    let gw = Gw::of(masq());
+    // 10.0.0.2:5000 holds outside port 5000 towards the first server, so
+    // 10.0.0.3:5000 is given another port there...
+    for (mk, what) in [
+        (
+            (|s: &str, d: &str| tcp(s, d, SYN, b"")) as fn(&str, &str) -> Vec<u8>,
+            "tcp",
+        ),
+        (
+            (|s: &str, d: &str| udp(s, d, b"x")) as fn(&str, &str) -> Vec<u8>,
+            "udp",
+        ),
+    ] {
+        let a = gw.on_lan(&mk("10.0.0.2:5000", "198.51.100.20:80")).seen();
+        assert_eq!(
+            a.src_sa(),
+            sa(&public(5000)),
+            "{what}: the inside port is kept"
+        );
+        let b = gw.on_lan(&mk("10.0.0.3:5000", "198.51.100.20:80")).seen();
+        assert_ne!(
+            b.sport, 5000,
+            "{what}: two flows cannot share one outside tuple"
+        );
+        // ...and keeps that port towards other servers and other ports,
+        // where 5000 would have been free.
+        for dst in ["198.51.100.20:443", "192.0.2.50:80", "192.0.2.51:3478"] {
+            let c = gw.on_lan(&mk("10.0.0.3:5000", dst)).seen();
+            assert_eq!(
+                c.src_sa(),
+                b.src_sa(),
+                "{what}: 10.0.0.3:5000 -> {dst} got another mapping"
+            );
+            // The answer reaches the right host.
+            let back = if what == "tcp" {
+                gw.on_wan(&tcp_seq(dst, &public(b.sport), SYN | ACK, 1, 1, b""))
+            } else {
+                gw.on_wan(&udp(dst, &public(b.sport), b"y"))
+            };
+            assert_eq!(back.seen().dst_sa(), sa("10.0.0.3:5000"), "{what} {dst}");
+        }
+        // The first host keeps its own port everywhere too.
+        let d = gw.on_lan(&mk("10.0.0.2:5000", "192.0.2.50:80")).seen();
+        assert_eq!(d.sport, 5000, "{what}");
+    }
+
+    // Ping: the identifier taken at one server stays translated the same
+    // way to the next.
+    let p1 = gw.on_lan(&ping("10.0.0.2", "198.51.100.20", 77, 1)).seen();
+    assert_eq!(p1.icmp().echo_id(), 77);
+    let p2 = gw.on_lan(&ping("10.0.0.3", "198.51.100.20", 77, 1)).seen();
+    let id = p2.icmp().echo_id();
+    assert_ne!(id, 77);
+    let p3 = gw.on_lan(&ping("10.0.0.3", "192.0.2.50", 77, 1)).seen();
+    assert_eq!(p3.icmp().echo_id(), id, "ping id remapped differently");
+
+    // When the mapping is taken towards a destination, that flow gets a
+    // fresh one (Linux does the same) and the others keep theirs.
+    let taken = gw
+        .on_lan(&tcp("10.0.0.4:6000", "192.0.2.60:80", SYN, b""))
+        .seen();
+    assert_eq!(taken.sport, 6000);
+    let first = gw
+        .on_lan(&tcp("10.0.0.5:6000", "192.0.2.61:80", SYN, b""))
+        .seen();
+    assert_eq!(first.sport, 6000);
+    let other = gw
+        .on_lan(&tcp("10.0.0.4:6000", "192.0.2.61:80", SYN, b""))
+        .seen();
+    assert_ne!(other.sport, 6000);
+    let m = other.sport;
+    // 10.0.0.4:6000 now holds two mappings (6000 and m): like Linux's
+    // most recent "same source" entry, m is tried first.
+    let again = gw
+        .on_lan(&tcp("10.0.0.5:7000", "192.0.2.62:80", SYN, b""))
+        .seen();
+    assert_eq!(again.sport, 7000);
+    let last = gw
+        .on_lan(&tcp("10.0.0.4:6000", "192.0.2.62:80", SYN, b""))
+        .seen();
+    assert_eq!(last.sport, m, "the mapping it was given last");
+
+    // Expiry gives the mapping back: nothing stays indexed.
+    let mut gw = gw;
+    gw.advance_secs(500_000);
+    gw.sweep();
+    assert!(gw.flows().is_empty());
+    assert_eq!(gw.engine.nat().same_source_len(), 0);
+    assert_eq!(gw.counters.snapshot().total_drops(), 0);
+}
+
+/// A non-persistent pool hashes the destination to pick an address; an
+/// inside endpoint that has a mapping keeps its address and port anyway
+/// (Linux: `find_appropriate_src` comes before the hash).
+#[test]
+fn snat_pool_keeps_an_inside_endpoints_address_and_port() {
+    let gw = Gw::with("", &POOL_PERSISTENT.replace("persistent = true", ""));
+    let a = gw
+        .on_lan(&udp("10.0.0.2:5000", "198.51.100.20:53", b"q"))
+        .seen();
+    for i in 0..30u8 {
+        let dst = format!("198.51.100.{}:{}", 30 + i, 1000 + u16::from(i));
+        let b = gw.on_lan(&udp("10.0.0.2:5000", &dst, b"q")).seen();
+        assert_eq!(b.src_sa(), a.src_sa(), "towards {dst}");
+        let back = gw.on_wan(&udp(&dst, &format!("{}:{}", b.src, b.sport), b"a"));
+        assert_eq!(back.seen().dst_sa(), sa("10.0.0.2:5000"));
+    }
+    // Other hosts still spread over the pool.
+    let spread: BTreeSet<Ipv4Addr> = (3..40u8)
+        .map(|h| {
+            gw.on_lan(&udp(&format!("10.0.0.{h}:5000"), "198.51.100.20:53", b"q"))
+                .seen()
+                .src
+        })
+        .collect();
+    assert!(spread.len() > 1, "{spread:?}");
+}
+
 /// Without endpoint-independent filtering, a remote the inside endpoint
 /// never sent to cannot use the mapping; once the inside sends to it, it can.
 #[test]

@@ -26,6 +26,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("hairpin", hairpin),
     ("icmp_errors", icmp_errors),
     ("tcp_1000_connections", tcp_1000_connections),
+    ("same_source_mapping", same_source_mapping),
 ];
 
 /// Runs a PY_TOOLS subcommand to completion and parses its JSON line.
@@ -361,11 +362,78 @@ pub fn tcp_1000_connections(t: &Topology) {
     timed("tcp_1000_connections", t0);
 }
 
+/// RFC 4787 REQ-1 / RFC 5382 REQ-1 with the default masquerade, as
+/// Linux's "same source" lookup gives it: cl1 holds outside port P (its
+/// own) towards out; cl2, from the same port to the same server, gets
+/// another port Q, and keeps Q towards another port of out and towards
+/// out2, where P would have been free. UDP, then TCP (connections held
+/// open, so no closed state is involved).
+pub fn same_source_mapping(t: &Topology) {
+    let t0 = Instant::now();
+    let _echo = [
+        t.spawn_py("out", &["udp-echo", "7000"]).ready(),
+        t.spawn_py("out", &["udp-echo", "7001"]).ready(),
+        t.spawn_py("out2", &["udp-echo", "7000"]).ready(),
+        t.spawn_py("out", &["tcp-peer", "8100"]).ready(),
+        t.spawn_py("out", &["tcp-peer", "8101"]).ready(),
+        t.spawn_py("out2", &["tcp-peer", "8100"]).ready(),
+    ];
+    for host in ["cl1", "cl2"] {
+        t.run(
+            host,
+            &format!("ping -n -q -c 1 -W 2 {OUT} && ping -n -q -c 1 -W 2 {OUT2}"),
+        );
+    }
+    for (proto, port, lport) in [("udp", 7000, "40000"), ("tcp", 8100, "41000")] {
+        let first = format!("{OUT}:{port}");
+        // cl1 keeps its flow open (TCP) while cl2 runs.
+        let cl1 = t.spawn_py("cl1", &["mapping", proto, lport, "8", &first]);
+        let line = cl1
+            .wait_for_line("{", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{proto}: cl1 got no answer: {:?}", cl1.lines()));
+        let r: Value = serde_json::from_str(&line).expect("mapping json");
+        let p = format!("{GW_WAN}:{lport}");
+        assert_eq!(
+            r["seen"][&first],
+            p.as_str(),
+            "{proto}: cl1 should keep its port: {r}"
+        );
+        let dsts = [
+            first.clone(),
+            format!("{OUT}:{}", port + 1),
+            format!("{OUT2}:{port}"),
+        ];
+        let mut args = vec!["mapping", proto, lport, "0"];
+        args.extend(dsts.iter().map(String::as_str));
+        let r = py_json(t, "cl2", &args, Duration::from_secs(20));
+        eprintln!("same_source_mapping {proto}: cl2 {r}");
+        let q = r["seen"][&dsts[0]].as_str().unwrap_or("none").to_string();
+        assert!(
+            q.starts_with(&format!("{GW_WAN}:")),
+            "{proto}: cl2 not translated: {r}"
+        );
+        assert_ne!(
+            q, p,
+            "{proto}: cl2 shares cl1's mapping towards {first}: {r}"
+        );
+        for d in &dsts[1..] {
+            assert_eq!(
+                r["seen"][d].as_str(),
+                Some(q.as_str()),
+                "{proto}: cl2:{lport} got another mapping towards {d} (address-dependent mapping): {r}"
+            );
+        }
+        drop(cl1);
+    }
+    timed("same_source_mapping", t0);
+}
+
 /// The helper programs, one python3 script with subcommands (run through
 /// [`Topology::spawn_py`]): `http-server PORT`, `udp-echo PORT`,
 /// `udp-flows HOST PORT N`, `ping-id HOST IDENT COUNT`,
 /// `udp-refused HOST PORT`, `probe HOST PORT TTL`, `tcp-server PORT`,
-/// `tcp-clients HOST PORT N SIZE`. Servers print READY once listening;
+/// `tcp-clients HOST PORT N SIZE`, `tcp-peer PORT`,
+/// `mapping udp|tcp LPORT HOLD_S HOST:PORT...`. Servers print READY once listening;
 /// clients print one JSON line.
 pub const PY_TOOLS: &str = r####"
 # natgw e2e helpers: one script, one subcommand per job. Servers print
@@ -659,6 +727,60 @@ async def tcp_clients_main(host, port, n, size):
          "connect_s": round(t1 - t0, 3), "total_s": round(time.time() - t0, 3)})
 
 
+async def tcp_peer_main(port):
+    """Tells each TCP client the address it sees, then holds the
+    connection until the client closes it."""
+    async def handle(r, w):
+        w.write(("%s:%d\n" % w.get_extra_info("peername")[:2]).encode())
+        await w.drain()
+        await r.read()
+        w.close()
+
+    srv = await asyncio.start_server(handle, "0.0.0.0", port)
+    ready()
+    await srv.serve_forever()
+
+
+def mapping(proto, lport, hold, dsts):
+    """From local port lport, one flow to each HOST:PORT in turn (UDP to a
+    udp-echo, TCP to a tcp-peer); prints what each server saw as the
+    source, then keeps the flows open for hold seconds."""
+    lport, hold = int(lport), float(hold)
+    seen, socks = {}, []
+    for d in dsts:
+        host, port = d.rsplit(":", 1)
+        addr = (host, int(port))
+        if proto == "udp":
+            if not socks:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("0.0.0.0", lport))
+                s.settimeout(1.0)
+                socks.append(s)
+            s = socks[0]
+            for _ in range(3):
+                s.sendto(b"map", addr)
+                try:
+                    data, peer = s.recvfrom(512)
+                except socket.timeout:
+                    continue
+                if peer == addr:
+                    seen[d] = data.decode().split()[-1]
+                    break
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", lport))
+            s.settimeout(5.0)
+            try:
+                s.connect(addr)
+                seen[d] = s.makefile("r").readline().strip()
+            except OSError as e:
+                seen[d] = "error " + repr(e)
+            socks.append(s)
+    out({"seen": seen})
+    time.sleep(hold)
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "http-server":
@@ -675,6 +797,10 @@ def main():
         probe(*args)
     elif cmd == "tcp-server":
         asyncio.run(tcp_server_main(int(args[0])))
+    elif cmd == "tcp-peer":
+        asyncio.run(tcp_peer_main(int(args[0])))
+    elif cmd == "mapping":
+        mapping(args[0], args[1], args[2], args[3:])
     elif cmd == "tcp-clients":
         asyncio.run(tcp_clients_main(args[0], int(args[1]), int(args[2]), int(args[3])))
     else:
