@@ -37,6 +37,7 @@ kernel_scenario!(
     icmp_errors,
     tcp_1000_connections,
     same_source_mapping,
+    icmp_errors_other_protocols,
 );
 
 /// The natgw config the natgw runs use must say what the kernel ruleset

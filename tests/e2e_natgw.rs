@@ -52,6 +52,7 @@ natgw_scenarios!(afxdp:
     hairpin,
     icmp_errors,
     same_source_mapping,
+    icmp_errors_other_protocols,
 );
 
 natgw_scenarios!(tun:
@@ -62,6 +63,7 @@ natgw_scenarios!(tun:
     hairpin,
     icmp_errors,
     same_source_mapping,
+    icmp_errors_other_protocols,
 );
 
 fn natgw_cli(t: &Topology, args: &[&str]) -> String {

@@ -890,6 +890,82 @@ fn assert_error_reached_host(
     seen
 }
 
+/// RFC 5508 4.1: ICMP errors about datagrams of protocols without ports
+/// (GRE, 253) are translated by their address-only flow, both ways: the
+/// remote's protocol-unreachable reaches the inside host, and the inside
+/// host's error about the remote's packet goes out translated.
+#[test]
+fn icmp_errors_quoting_other_protocols_are_translated() {
+    let gw = Gw::of(masq());
+    for proto in [47u8, 253] {
+        let server = "198.51.100.20";
+        let payload = [0u8, 0, 0x08, 0, 0x45, 0, 0, 20, 1, 2, 3, 4];
+        let sent = Ip::new(ip("10.0.0.2"), ip(server)).raw(proto, &payload);
+        let out = gw.on_lan(&sent);
+        let seen = out.seen();
+        assert_eq!(
+            (seen.src, seen.dst, seen.proto),
+            (gw_out(), ip(server), proto)
+        );
+        for quote in [Quote::HeaderPlus8, Quote::Full] {
+            let err = icmp_error(
+                server,
+                GW_OUT,
+                IcmpKind::ProtoUnreachable,
+                out.forwarded(),
+                quote,
+            );
+            let back = gw.on_wan(&err);
+            let seen = assert_error_reached_host(
+                &gw,
+                &back,
+                server,
+                IcmpKind::ProtoUnreachable,
+                "10.0.0.2:0",
+                &format!("{server}:0"),
+            );
+            assert_eq!(seen.inner().proto, proto, "{proto}");
+            if quote == Quote::Full {
+                assert_eq!(seen.inner().payload, payload, "{proto}: quoted payload");
+            }
+        }
+        // The remote's packet reaches the inside host, whose error about
+        // it leaves as the gateway's, quoting what the remote sent.
+        let reply = Ip::new(ip(server), gw_out()).raw(proto, &payload);
+        let inb = gw.on_wan(&reply);
+        assert_eq!(inb.next_hop(), ip("10.0.0.2"));
+        let err = icmp_error(
+            "10.0.0.2",
+            server,
+            IcmpKind::ProtoUnreachable,
+            inb.forwarded(),
+            Quote::Full,
+        );
+        let o = gw.on_lan(&err);
+        assert_eq!(o.oif(), gw.wan, "{}", o.short());
+        let seen = o.seen();
+        assert_eq!((seen.src, seen.dst), (gw_out(), ip(server)));
+        let inner = seen.inner();
+        assert_eq!(
+            (inner.src, inner.dst, inner.proto),
+            (ip(server), gw_out(), proto)
+        );
+    }
+    assert_eq!(gw.counters.snapshot().icmp_errors_translated, 6);
+    assert_eq!(gw.counters.snapshot().total_drops(), 0);
+    // An error about a flow natgw does not have is still refused.
+    let stray = Ip::new(gw_out(), ip("198.51.100.77")).raw(253, b"zzzzzzzz");
+    let err = icmp_error(
+        "198.51.100.77",
+        GW_OUT,
+        IcmpKind::ProtoUnreachable,
+        &stray,
+        Quote::Full,
+    );
+    assert!(!gw.on_wan(&err).is_forward());
+    assert_eq!(gw.drops(DropReason::IcmpInnerBad), 0);
+}
+
 #[test]
 fn icmp_port_unreachable_reaches_inside_host() {
     for quote in [Quote::Full, Quote::HeaderPlus8] {

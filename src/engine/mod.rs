@@ -456,8 +456,18 @@ impl Engine {
         if self.standby.load(Relaxed) && !self.is_interface_addr(p.tuple.dst) {
             return Verdict::Drop(DropReason::Standby);
         }
-        // IPIP/GRE to the gateway: natgw is the tunnel endpoint.
-        if tunnel::is_tunnel_proto(p.tuple.proto) && self.is_local(p.tuple.dst) {
+        // IPIP/GRE to the gateway: natgw is the tunnel endpoint, unless the
+        // packet comes from no configured tunnel's remote and is the reply
+        // of a NAT flow (an inside host's own GRE/IPIP, passed through as
+        // Linux's NAT does).
+        if tunnel::is_tunnel_proto(p.tuple.proto)
+            && self.is_local(p.tuple.dst)
+            && (self
+                .tunnels
+                .find(p.tuple.src, p.tuple.dst, p.tuple.proto)
+                .is_some()
+                || self.table.peek(&p.tuple, now).is_none())
+        {
             return self.decapsulate(buf, len, &p, link, now, c);
         }
         if p.ttl <= 1 {

@@ -136,7 +136,7 @@ impl Tunnels {
     }
 
     /// The tunnel whose endpoints an outer header names.
-    fn find(&self, src: u32, dst: u32, proto: u8) -> Option<usize> {
+    pub(super) fn find(&self, src: u32, dst: u32, proto: u8) -> Option<usize> {
         self.list
             .iter()
             .position(|(t, _)| t.remote == src && t.local == dst && t.mode.proto() == proto)

@@ -27,6 +27,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("icmp_errors", icmp_errors),
     ("tcp_1000_connections", tcp_1000_connections),
     ("same_source_mapping", same_source_mapping),
+    ("icmp_errors_other_protocols", icmp_errors_other_protocols),
 ];
 
 /// Runs a PY_TOOLS subcommand to completion and parses its JSON line.
@@ -428,12 +429,61 @@ pub fn same_source_mapping(t: &Topology) {
     timed("same_source_mapping", t0);
 }
 
+/// RFC 5508 4.1 for protocols without ports: cl1 sends a datagram of IP
+/// protocol 253 and a GRE packet to out, whose kernel answers with
+/// destination unreachable (protocol, or port for GRE when ip_gre is
+/// loaded); the error reaches cl1 quoting cl1's own address and the bytes
+/// it sent. Then out sends the same protocols to the gateway's address
+/// (the replies of cl1's flows): they reach cl1, whose kernel answers
+/// with an error that reaches out from the gateway's address, quoting
+/// what out sent.
+pub fn icmp_errors_other_protocols(t: &Topology) {
+    let t0 = Instant::now();
+    let cl1 = t.addr("cl1");
+    t.run("cl1", &format!("ping -n -q -c 1 -W 2 {OUT}"));
+    for proto in ["253", "47"] {
+        for (host, to, me, sees_from) in [("cl1", OUT, cl1, OUT), ("out", GW_WAN, OUT, GW_WAN)] {
+            let r = py_json(
+                t,
+                host,
+                &["proto-error", to, proto],
+                Duration::from_secs(20),
+            );
+            eprintln!("icmp_errors_other_protocols {proto} {host}: {r}");
+            assert_eq!(
+                r["result"], "error",
+                "[{host}] proto {proto}: no ICMP error came back: {r}"
+            );
+            assert_eq!(r["type"], 3, "[{host}] {r}");
+            let codes: &[u64] = if proto == "47" { &[2, 3] } else { &[2] };
+            assert!(
+                codes.contains(&r["code"].as_u64().unwrap_or(99)),
+                "[{host}] proto {proto}: {r}"
+            );
+            assert_eq!(r["from"], sees_from, "[{host}] error's source: {r}");
+            assert_eq!(
+                (r["inner_src"].as_str(), r["inner_dst"].as_str()),
+                (Some(me), Some(to)),
+                "[{host}] quoted datagram not translated back: {r}"
+            );
+            assert_eq!(r["inner_proto"], proto.parse::<u64>().unwrap(), "{r}");
+            assert_eq!(
+                r["quoted_prefix_ok"], true,
+                "[{host}] quoted bytes altered: {r}"
+            );
+            assert_eq!(r["checksums_ok"], true, "[{host}] bad checksum: {r}");
+        }
+    }
+    timed("icmp_errors_other_protocols", t0);
+}
+
 /// The helper programs, one python3 script with subcommands (run through
 /// [`Topology::spawn_py`]): `http-server PORT`, `udp-echo PORT`,
 /// `udp-flows HOST PORT N`, `ping-id HOST IDENT COUNT`,
 /// `udp-refused HOST PORT`, `probe HOST PORT TTL`, `tcp-server PORT`,
 /// `tcp-clients HOST PORT N SIZE`, `tcp-peer PORT`,
-/// `mapping udp|tcp LPORT HOLD_S HOST:PORT...`. Servers print READY once listening;
+/// `mapping udp|tcp LPORT HOLD_S HOST:PORT...`, `proto-error HOST PROTO`.
+/// Servers print READY once listening;
 /// clients print one JSON line.
 pub const PY_TOOLS: &str = r####"
 # natgw e2e helpers: one script, one subcommand per job. Servers print
@@ -781,6 +831,47 @@ def mapping(proto, lport, hold, dsts):
     time.sleep(hold)
 
 
+def proto_error(host, proto):
+    """Sends a datagram of IP protocol proto (47: a GRE header first) to
+    host from a raw socket, closes that socket, and reports the ICMP
+    destination unreachable that comes back about it."""
+    proto = int(proto)
+    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    icmp.setblocking(False)
+    body = b"natgw-proto-%d-%d" % (proto, os.getpid())
+    if proto == 47:
+        body = struct.pack("!HH", 0, 0x88B5) + body
+    for attempt in range(1, 6):
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+        s.sendto(body, (host, 0))
+        s.close()
+        deadline = time.time() + 1.0
+        while time.time() < deadline:
+            r, _, _ = select.select([icmp], [], [], 0.05)
+            if not r:
+                continue
+            pkt, addr = icmp.recvfrom(2048)
+            ihl = (pkt[0] & 15) * 4
+            m = pkt[ihl:]
+            if len(m) < 28 or m[0] != 3:
+                continue
+            inner = m[8:]
+            iihl = (inner[0] & 15) * 4
+            if inner[9] != proto:
+                continue
+            quoted = inner[iihl:]
+            return out({
+                "result": "error", "type": m[0], "code": m[1], "from": addr[0],
+                "inner_src": socket.inet_ntoa(inner[12:16]),
+                "inner_dst": socket.inet_ntoa(inner[16:20]),
+                "inner_proto": inner[9],
+                "quoted_prefix_ok": len(quoted) >= 8 and body.startswith(quoted[:len(body)]),
+                "checksums_ok": icmp_checksum(m) == 0 and icmp_checksum(inner[:iihl]) == 0,
+                "attempts": attempt,
+            })
+    out({"result": "timeout"})
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "http-server":
@@ -797,6 +888,8 @@ def main():
         probe(*args)
     elif cmd == "tcp-server":
         asyncio.run(tcp_server_main(int(args[0])))
+    elif cmd == "proto-error":
+        proto_error(*args)
     elif cmd == "tcp-peer":
         asyncio.run(tcp_peer_main(int(args[0])))
     elif cmd == "mapping":
