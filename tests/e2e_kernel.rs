@@ -38,6 +38,7 @@ kernel_scenario!(
     tcp_1000_connections,
     same_source_mapping,
     icmp_errors_other_protocols,
+    fragments_out_of_order,
 );
 
 /// The natgw config the natgw runs use must say what the kernel ruleset

@@ -53,6 +53,7 @@ natgw_scenarios!(afxdp:
     icmp_errors,
     same_source_mapping,
     icmp_errors_other_protocols,
+    fragments_out_of_order,
 );
 
 natgw_scenarios!(tun:
@@ -64,6 +65,7 @@ natgw_scenarios!(tun:
     icmp_errors,
     same_source_mapping,
     icmp_errors_other_protocols,
+    fragments_out_of_order,
 );
 
 fn natgw_cli(t: &Topology, args: &[&str]) -> String {

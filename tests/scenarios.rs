@@ -1572,16 +1572,56 @@ fn large_ping_fragments_keep_translated_identifier() {
     assert_eq!(back.seen().icmp().echo_id(), 0x77);
 }
 
+/// Out of order (last fragment first), both ways: the engine asks to hold
+/// the later fragment unchanged (nothing counted, no flow), and once the
+/// first fragment created or found the flow the held one gets the same
+/// translation (the worker runs it again; see dataplane/worker.rs); the
+/// receiver reassembles the datagram.
 #[test]
-fn later_fragment_without_first_is_dropped() {
+fn later_fragment_ahead_of_its_first_is_held_then_translated() {
     let gw = Gw::of(masq());
+    let payload: Vec<u8> = (0..200u8).collect();
     let whole = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
         .id(0x9999)
-        .udp(40000, 5000, &[1u8; 64]);
-    let (_first, later) = fragment(&whole, 32);
-    assert_eq!(gw.on_lan(&later), Out::Drop(DropReason::FragNoFlow));
-    assert_eq!(gw.drops(DropReason::FragNoFlow), 1);
+        .udp(40000, 5000, &payload);
+    let (first, later) = fragment(&whole, 96);
+    assert_eq!(gw.on_lan(&later), Out::HeldFragment);
     assert!(gw.flows().is_empty());
+    assert_eq!(gw.counters.snapshot().total_drops(), 0);
+    let f1 = gw.on_lan(&first);
+    let f2 = gw.on_lan(&later);
+    let got = reassemble(&[f1.forwarded(), f2.forwarded()]);
+    assert_checksums(&got);
+    let seen = view(&got);
+    assert_eq!(seen.src, gw_out());
+    assert_eq!(seen.dst_sa(), sa("198.51.100.20:5000"));
+    assert_eq!(seen.payload, payload);
+
+    // The answer, last fragment first, reaches the inside host whole.
+    let answer: Vec<u8> = (0..180u8).rev().collect();
+    let whole = Ip::new(ip("198.51.100.20"), gw_out())
+        .id(0x7778)
+        .udp(5000, seen.sport, &answer);
+    let (first, later) = fragment(&whole, 64);
+    assert_eq!(gw.on_wan(&later), Out::HeldFragment);
+    let r1 = gw.on_wan(&first);
+    let r2 = gw.on_wan(&later);
+    let got = reassemble(&[r1.forwarded(), r2.forwarded()]);
+    assert_checksums(&got);
+    let back = view(&got);
+    assert_eq!(back.dst_sa(), sa("10.0.0.2:40000"));
+    assert_eq!(back.payload, answer);
+    assert_eq!(gw.counters.snapshot().frags_translated, 2);
+    assert_eq!(gw.counters.snapshot().total_drops(), 0);
+
+    // A first fragment that a rule drops leaves its later ones waiting
+    // (the worker drops them as frag_timeout after FRAG_HOLD_TIME).
+    let orphan = Ip::new(ip("198.51.100.99"), gw_out())
+        .id(0x1111)
+        .udp(9, 9, &[7u8; 64]);
+    let (first, later) = fragment(&orphan, 32);
+    assert!(!gw.on_wan(&first).is_forward());
+    assert_eq!(gw.on_wan(&later), Out::HeldFragment);
 }
 
 // ---------------------------------------------------------------------------

@@ -286,6 +286,9 @@ impl Engine {
             v @ Verdict::Reply { .. } => v,
             Verdict::Local | Verdict::Pass => self.tunnels.drop(k, DropReason::TunnelInnerLocal),
             Verdict::Drop(r) => self.tunnels.drop(k, r),
+            // The frame is decapsulated in place: it cannot be run again
+            // as received, so a later fragment ahead of its first is lost.
+            Verdict::HoldFragment { .. } => self.tunnels.drop(k, DropReason::FragNoFlow),
         }
     }
 

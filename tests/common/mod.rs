@@ -715,6 +715,9 @@ pub enum Out {
     Local,
     Pass,
     Drop(DropReason),
+    /// A later fragment ahead of its first: the worker holds it and runs
+    /// it again once its first fragment was translated.
+    HeldFragment,
 }
 
 impl Out {
@@ -772,6 +775,7 @@ impl Out {
             Out::Local => "Local".into(),
             Out::Pass => "Pass".into(),
             Out::Drop(r) => format!("Drop({})", r.name()),
+            Out::HeldFragment => "HeldFragment".into(),
         }
     }
 }
@@ -857,6 +861,7 @@ impl Gw {
             Verdict::Local => Out::Local,
             Verdict::Pass => Out::Pass,
             Verdict::Drop(r) => Out::Drop(r),
+            Verdict::HoldFragment { .. } => Out::HeldFragment,
         }
     }
 

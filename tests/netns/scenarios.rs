@@ -28,6 +28,7 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("tcp_1000_connections", tcp_1000_connections),
     ("same_source_mapping", same_source_mapping),
     ("icmp_errors_other_protocols", icmp_errors_other_protocols),
+    ("fragments_out_of_order", fragments_out_of_order),
 ];
 
 /// Runs a PY_TOOLS subcommand to completion and parses its JSON line.
@@ -477,12 +478,57 @@ pub fn icmp_errors_other_protocols(t: &Topology) {
     timed("icmp_errors_other_protocols", t0);
 }
 
+/// IPv4 fragments sent last first, both ways (as some stacks and ECMP
+/// paths deliver them): cl1 sends a 2500-byte UDP datagram to out's echo
+/// server in three fragments, last first; the echo (fragmented by out's
+/// kernel) comes back whole. Then out sends a datagram to cl1's mapping,
+/// last fragment first; cl1's socket gets it whole. Repeated with a new
+/// flow each round.
+pub fn fragments_out_of_order(t: &Topology) {
+    let t0 = Instant::now();
+    let _echo = t.spawn_py("out", &["udp-echo", "7000"]).ready();
+    t.run("cl1", &format!("ping -n -q -c 1 -W 2 {OUT}"));
+    let cl1 = t.addr("cl1");
+    for round in 0..3 {
+        let size = (2500 + round * 8).to_string();
+        let rx = t.spawn_py("cl1", &["frag-echo", cl1, OUT, "7000", &size, "15"]);
+        let line = rx
+            .wait_for_line("\"phase\": \"out\"", Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("round {round}: cl1 printed nothing: {:?}", rx.lines()));
+        let r: Value = serde_json::from_str(&line).expect("frag-echo json");
+        eprintln!("fragments_out_of_order round {round}: {r}");
+        assert_eq!(
+            r["ok"], true,
+            "round {round}: datagram sent last fragment first was lost: {r}"
+        );
+        let mapped = r["mapped"].as_str().unwrap_or("").to_string();
+        let (addr, port) = mapped.split_once(':').unwrap_or(("", ""));
+        assert_eq!(addr, GW_WAN, "round {round}: not translated: {r}");
+        let sent = py_json(
+            t,
+            "out",
+            &["frag-send", OUT, "7000", GW_WAN, port, &size],
+            Duration::from_secs(15),
+        );
+        assert_eq!(sent["sent"], 3, "{sent}");
+        let out = rx.finish(Duration::from_secs(20));
+        let r: Value = serde_json::from_str(out.lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("round {round}: {out:?}: {e}"));
+        assert_eq!(
+            r["in_ok"], true,
+            "round {round}: inbound datagram sent last fragment first was lost: {r}"
+        );
+    }
+    timed("fragments_out_of_order", t0);
+}
+
 /// The helper programs, one python3 script with subcommands (run through
 /// [`Topology::spawn_py`]): `http-server PORT`, `udp-echo PORT`,
 /// `udp-flows HOST PORT N`, `ping-id HOST IDENT COUNT`,
 /// `udp-refused HOST PORT`, `probe HOST PORT TTL`, `tcp-server PORT`,
 /// `tcp-clients HOST PORT N SIZE`, `tcp-peer PORT`,
-/// `mapping udp|tcp LPORT HOLD_S HOST:PORT...`, `proto-error HOST PROTO`.
+/// `mapping udp|tcp LPORT HOLD_S HOST:PORT...`, `proto-error HOST PROTO`,
+/// `frag-echo SRC HOST PORT SIZE WAIT_S`, `frag-send SRC SPORT DST DPORT SIZE`.
 /// Servers print READY once listening;
 /// clients print one JSON line.
 pub const PY_TOOLS: &str = r####"
@@ -872,6 +918,83 @@ def proto_error(host, proto):
     out({"result": "timeout"})
 
 
+def udp_fragments(src, sport, dst, dport, payload, ident, size=1000):
+    """A UDP datagram as IPv4 fragments of size bytes of payload each, in
+    order (header and UDP checksums filled in)."""
+    ulen = 8 + len(payload)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, ulen)
+    udp = struct.pack("!HHHH", sport, dport, ulen, 0) + payload
+    c = icmp_checksum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", c) + udp[8:]
+    frags = []
+    for off in range(0, len(udp), size):
+        chunk = udp[off:off + size]
+        fo = (off // 8) | (0x2000 if off + size < len(udp) else 0)
+        h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(chunk), ident, fo, 64, 17, 0,
+                        socket.inet_aton(src), socket.inet_aton(dst))
+        h = h[:10] + struct.pack("!H", icmp_checksum(h)) + h[12:]
+        frags.append(h + chunk)
+    return frags
+
+
+def send_reversed(frags, dst):
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    for f in reversed(frags):
+        s.sendto(f, (dst, 0))
+    s.close()
+
+
+def pattern(size):
+    return (bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+def frag_echo(src, host, port, size, wait):
+    """A datagram to a udp-echo at host:port, sent last fragment first from
+    a UDP socket's port; prints whether the echo came back whole and the
+    mapping the server saw, then waits up to wait seconds for a datagram of
+    size bytes from host:port (see frag_send) and prints whether it came."""
+    port, size, wait = int(port), int(size), float(wait)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0))
+    s.settimeout(1.0)
+    sport = s.getsockname()[1]
+    data = pattern(size)
+    ok, mapped, attempts = False, None, 0
+    for attempt in range(1, 4):
+        attempts = attempt
+        send_reversed(udp_fragments(src, sport, host, port, data, 0x4000 + attempt), host)
+        try:
+            while True:
+                got, peer = s.recvfrom(65535)
+                if peer == (host, port) and got.startswith(data):
+                    ok, mapped = True, got[len(data):].decode().strip()
+                    break
+        except socket.timeout:
+            pass
+        if ok:
+            break
+    print(json.dumps({"phase": "out", "ok": ok, "mapped": mapped, "attempts": attempts}), flush=True)
+    deadline = time.time() + wait
+    in_ok, sizes = False, []
+    while time.time() < deadline and not in_ok:
+        try:
+            got, peer = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        sizes.append(len(got))
+        in_ok = peer == (host, port) and got == data
+    out({"phase": "in", "in_ok": in_ok, "sizes": sizes[:5]})
+
+
+def frag_send(src, sport, dst, dport, size):
+    """A UDP datagram of size bytes (the frag-echo pattern), last fragment
+    first, three times (new IP ids) half a second apart."""
+    for i in range(3):
+        send_reversed(udp_fragments(src, int(sport), dst, int(dport), pattern(int(size)), 0x6000 + i), dst)
+        time.sleep(0.5)
+    out({"sent": 3})
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "http-server":
@@ -888,6 +1011,10 @@ def main():
         probe(*args)
     elif cmd == "tcp-server":
         asyncio.run(tcp_server_main(int(args[0])))
+    elif cmd == "frag-echo":
+        frag_echo(*args)
+    elif cmd == "frag-send":
+        frag_send(*args)
     elif cmd == "proto-error":
         proto_error(*args)
     elif cmd == "tcp-peer":
