@@ -36,6 +36,9 @@ kernel_scenario!(
     hairpin,
     icmp_errors,
     tcp_1000_connections,
+    same_source_mapping,
+    icmp_errors_other_protocols,
+    fragments_out_of_order,
 );
 
 /// The natgw config the natgw runs use must say what the kernel ruleset

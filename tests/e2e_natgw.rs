@@ -51,6 +51,9 @@ natgw_scenarios!(afxdp:
     dnat_port_forward,
     hairpin,
     icmp_errors,
+    same_source_mapping,
+    icmp_errors_other_protocols,
+    fragments_out_of_order,
 );
 
 natgw_scenarios!(tun:
@@ -60,6 +63,9 @@ natgw_scenarios!(tun:
     dnat_port_forward,
     hairpin,
     icmp_errors,
+    same_source_mapping,
+    icmp_errors_other_protocols,
+    fragments_out_of_order,
 );
 
 fn natgw_cli(t: &Topology, args: &[&str]) -> String {

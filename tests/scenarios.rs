@@ -330,6 +330,130 @@ fn udp_endpoint_independent_mapping_keeps_outside_port() {
     assert_eq!(maps.len(), 2, "{maps:?}");
 }
 
+/// The default masquerade (no `mapping` option) keeps an inside
+/// endpoint's mapping towards every new destination where it is free, as
+/// Linux's "same source" lookup does (RFC 4787 REQ-1, RFC 5382 REQ-1), also
+/// when the inside port itself could not be kept: TCP, UDP and ping.
+#[test]
+fn default_masquerade_reuses_an_inside_endpoints_mapping() {
+    let gw = Gw::of(masq());
+    // 10.0.0.2:5000 holds outside port 5000 towards the first server, so
+    // 10.0.0.3:5000 is given another port there...
+    for (mk, what) in [
+        (
+            (|s: &str, d: &str| tcp(s, d, SYN, b"")) as fn(&str, &str) -> Vec<u8>,
+            "tcp",
+        ),
+        (
+            (|s: &str, d: &str| udp(s, d, b"x")) as fn(&str, &str) -> Vec<u8>,
+            "udp",
+        ),
+    ] {
+        let a = gw.on_lan(&mk("10.0.0.2:5000", "198.51.100.20:80")).seen();
+        assert_eq!(
+            a.src_sa(),
+            sa(&public(5000)),
+            "{what}: the inside port is kept"
+        );
+        let b = gw.on_lan(&mk("10.0.0.3:5000", "198.51.100.20:80")).seen();
+        assert_ne!(
+            b.sport, 5000,
+            "{what}: two flows cannot share one outside tuple"
+        );
+        // ...and keeps that port towards other servers and other ports,
+        // where 5000 would have been free.
+        for dst in ["198.51.100.20:443", "192.0.2.50:80", "192.0.2.51:3478"] {
+            let c = gw.on_lan(&mk("10.0.0.3:5000", dst)).seen();
+            assert_eq!(
+                c.src_sa(),
+                b.src_sa(),
+                "{what}: 10.0.0.3:5000 -> {dst} got another mapping"
+            );
+            // The answer reaches the right host.
+            let back = if what == "tcp" {
+                gw.on_wan(&tcp_seq(dst, &public(b.sport), SYN | ACK, 1, 1, b""))
+            } else {
+                gw.on_wan(&udp(dst, &public(b.sport), b"y"))
+            };
+            assert_eq!(back.seen().dst_sa(), sa("10.0.0.3:5000"), "{what} {dst}");
+        }
+        // The first host keeps its own port everywhere too.
+        let d = gw.on_lan(&mk("10.0.0.2:5000", "192.0.2.50:80")).seen();
+        assert_eq!(d.sport, 5000, "{what}");
+    }
+
+    // Ping: the identifier taken at one server stays translated the same
+    // way to the next.
+    let p1 = gw.on_lan(&ping("10.0.0.2", "198.51.100.20", 77, 1)).seen();
+    assert_eq!(p1.icmp().echo_id(), 77);
+    let p2 = gw.on_lan(&ping("10.0.0.3", "198.51.100.20", 77, 1)).seen();
+    let id = p2.icmp().echo_id();
+    assert_ne!(id, 77);
+    let p3 = gw.on_lan(&ping("10.0.0.3", "192.0.2.50", 77, 1)).seen();
+    assert_eq!(p3.icmp().echo_id(), id, "ping id remapped differently");
+
+    // When the mapping is taken towards a destination, that flow gets a
+    // fresh one (Linux does the same) and the others keep theirs.
+    let taken = gw
+        .on_lan(&tcp("10.0.0.4:6000", "192.0.2.60:80", SYN, b""))
+        .seen();
+    assert_eq!(taken.sport, 6000);
+    let first = gw
+        .on_lan(&tcp("10.0.0.5:6000", "192.0.2.61:80", SYN, b""))
+        .seen();
+    assert_eq!(first.sport, 6000);
+    let other = gw
+        .on_lan(&tcp("10.0.0.4:6000", "192.0.2.61:80", SYN, b""))
+        .seen();
+    assert_ne!(other.sport, 6000);
+    let m = other.sport;
+    // 10.0.0.4:6000 now holds two mappings (6000 and m): like Linux's
+    // most recent "same source" entry, m is tried first.
+    let again = gw
+        .on_lan(&tcp("10.0.0.5:7000", "192.0.2.62:80", SYN, b""))
+        .seen();
+    assert_eq!(again.sport, 7000);
+    let last = gw
+        .on_lan(&tcp("10.0.0.4:6000", "192.0.2.62:80", SYN, b""))
+        .seen();
+    assert_eq!(last.sport, m, "the mapping it was given last");
+
+    // Expiry gives the mapping back: nothing stays indexed.
+    let mut gw = gw;
+    gw.advance_secs(500_000);
+    gw.sweep();
+    assert!(gw.flows().is_empty());
+    assert_eq!(gw.engine.nat().same_source_len(), 0);
+    assert_eq!(gw.counters.snapshot().total_drops(), 0);
+}
+
+/// A non-persistent pool hashes the destination to pick an address; an
+/// inside endpoint that has a mapping keeps its address and port anyway
+/// (Linux: `find_appropriate_src` comes before the hash).
+#[test]
+fn snat_pool_keeps_an_inside_endpoints_address_and_port() {
+    let gw = Gw::with("", &POOL_PERSISTENT.replace("persistent = true", ""));
+    let a = gw
+        .on_lan(&udp("10.0.0.2:5000", "198.51.100.20:53", b"q"))
+        .seen();
+    for i in 0..30u8 {
+        let dst = format!("198.51.100.{}:{}", 30 + i, 1000 + u16::from(i));
+        let b = gw.on_lan(&udp("10.0.0.2:5000", &dst, b"q")).seen();
+        assert_eq!(b.src_sa(), a.src_sa(), "towards {dst}");
+        let back = gw.on_wan(&udp(&dst, &format!("{}:{}", b.src, b.sport), b"a"));
+        assert_eq!(back.seen().dst_sa(), sa("10.0.0.2:5000"));
+    }
+    // Other hosts still spread over the pool.
+    let spread: BTreeSet<Ipv4Addr> = (3..40u8)
+        .map(|h| {
+            gw.on_lan(&udp(&format!("10.0.0.{h}:5000"), "198.51.100.20:53", b"q"))
+                .seen()
+                .src
+        })
+        .collect();
+    assert!(spread.len() > 1, "{spread:?}");
+}
+
 /// Without endpoint-independent filtering, a remote the inside endpoint
 /// never sent to cannot use the mapping; once the inside sends to it, it can.
 #[test]
@@ -764,6 +888,82 @@ fn assert_error_reached_host(
     );
     assert_eq!(inner.dst_sa(), sa(server), "quoted destination unchanged");
     seen
+}
+
+/// RFC 5508 4.1: ICMP errors about datagrams of protocols without ports
+/// (GRE, 253) are translated by their address-only flow, both ways: the
+/// remote's protocol-unreachable reaches the inside host, and the inside
+/// host's error about the remote's packet goes out translated.
+#[test]
+fn icmp_errors_quoting_other_protocols_are_translated() {
+    let gw = Gw::of(masq());
+    for proto in [47u8, 253] {
+        let server = "198.51.100.20";
+        let payload = [0u8, 0, 0x08, 0, 0x45, 0, 0, 20, 1, 2, 3, 4];
+        let sent = Ip::new(ip("10.0.0.2"), ip(server)).raw(proto, &payload);
+        let out = gw.on_lan(&sent);
+        let seen = out.seen();
+        assert_eq!(
+            (seen.src, seen.dst, seen.proto),
+            (gw_out(), ip(server), proto)
+        );
+        for quote in [Quote::HeaderPlus8, Quote::Full] {
+            let err = icmp_error(
+                server,
+                GW_OUT,
+                IcmpKind::ProtoUnreachable,
+                out.forwarded(),
+                quote,
+            );
+            let back = gw.on_wan(&err);
+            let seen = assert_error_reached_host(
+                &gw,
+                &back,
+                server,
+                IcmpKind::ProtoUnreachable,
+                "10.0.0.2:0",
+                &format!("{server}:0"),
+            );
+            assert_eq!(seen.inner().proto, proto, "{proto}");
+            if quote == Quote::Full {
+                assert_eq!(seen.inner().payload, payload, "{proto}: quoted payload");
+            }
+        }
+        // The remote's packet reaches the inside host, whose error about
+        // it leaves as the gateway's, quoting what the remote sent.
+        let reply = Ip::new(ip(server), gw_out()).raw(proto, &payload);
+        let inb = gw.on_wan(&reply);
+        assert_eq!(inb.next_hop(), ip("10.0.0.2"));
+        let err = icmp_error(
+            "10.0.0.2",
+            server,
+            IcmpKind::ProtoUnreachable,
+            inb.forwarded(),
+            Quote::Full,
+        );
+        let o = gw.on_lan(&err);
+        assert_eq!(o.oif(), gw.wan, "{}", o.short());
+        let seen = o.seen();
+        assert_eq!((seen.src, seen.dst), (gw_out(), ip(server)));
+        let inner = seen.inner();
+        assert_eq!(
+            (inner.src, inner.dst, inner.proto),
+            (ip(server), gw_out(), proto)
+        );
+    }
+    assert_eq!(gw.counters.snapshot().icmp_errors_translated, 6);
+    assert_eq!(gw.counters.snapshot().total_drops(), 0);
+    // An error about a flow natgw does not have is still refused.
+    let stray = Ip::new(gw_out(), ip("198.51.100.77")).raw(253, b"zzzzzzzz");
+    let err = icmp_error(
+        "198.51.100.77",
+        GW_OUT,
+        IcmpKind::ProtoUnreachable,
+        &stray,
+        Quote::Full,
+    );
+    assert!(!gw.on_wan(&err).is_forward());
+    assert_eq!(gw.drops(DropReason::IcmpInnerBad), 0);
 }
 
 #[test]
@@ -1372,16 +1572,56 @@ fn large_ping_fragments_keep_translated_identifier() {
     assert_eq!(back.seen().icmp().echo_id(), 0x77);
 }
 
+/// Out of order (last fragment first), both ways: the engine asks to hold
+/// the later fragment unchanged (nothing counted, no flow), and once the
+/// first fragment created or found the flow the held one gets the same
+/// translation (the worker runs it again; see dataplane/worker.rs); the
+/// receiver reassembles the datagram.
 #[test]
-fn later_fragment_without_first_is_dropped() {
+fn later_fragment_ahead_of_its_first_is_held_then_translated() {
     let gw = Gw::of(masq());
+    let payload: Vec<u8> = (0..200u8).collect();
     let whole = Ip::new(ip("10.0.0.2"), ip("198.51.100.20"))
         .id(0x9999)
-        .udp(40000, 5000, &[1u8; 64]);
-    let (_first, later) = fragment(&whole, 32);
-    assert_eq!(gw.on_lan(&later), Out::Drop(DropReason::FragNoFlow));
-    assert_eq!(gw.drops(DropReason::FragNoFlow), 1);
+        .udp(40000, 5000, &payload);
+    let (first, later) = fragment(&whole, 96);
+    assert_eq!(gw.on_lan(&later), Out::HeldFragment);
     assert!(gw.flows().is_empty());
+    assert_eq!(gw.counters.snapshot().total_drops(), 0);
+    let f1 = gw.on_lan(&first);
+    let f2 = gw.on_lan(&later);
+    let got = reassemble(&[f1.forwarded(), f2.forwarded()]);
+    assert_checksums(&got);
+    let seen = view(&got);
+    assert_eq!(seen.src, gw_out());
+    assert_eq!(seen.dst_sa(), sa("198.51.100.20:5000"));
+    assert_eq!(seen.payload, payload);
+
+    // The answer, last fragment first, reaches the inside host whole.
+    let answer: Vec<u8> = (0..180u8).rev().collect();
+    let whole = Ip::new(ip("198.51.100.20"), gw_out())
+        .id(0x7778)
+        .udp(5000, seen.sport, &answer);
+    let (first, later) = fragment(&whole, 64);
+    assert_eq!(gw.on_wan(&later), Out::HeldFragment);
+    let r1 = gw.on_wan(&first);
+    let r2 = gw.on_wan(&later);
+    let got = reassemble(&[r1.forwarded(), r2.forwarded()]);
+    assert_checksums(&got);
+    let back = view(&got);
+    assert_eq!(back.dst_sa(), sa("10.0.0.2:40000"));
+    assert_eq!(back.payload, answer);
+    assert_eq!(gw.counters.snapshot().frags_translated, 2);
+    assert_eq!(gw.counters.snapshot().total_drops(), 0);
+
+    // A first fragment that a rule drops leaves its later ones waiting
+    // (the worker drops them as frag_timeout after FRAG_HOLD_TIME).
+    let orphan = Ip::new(ip("198.51.100.99"), gw_out())
+        .id(0x1111)
+        .udp(9, 9, &[7u8; 64]);
+    let (first, later) = fragment(&orphan, 32);
+    assert!(!gw.on_wan(&first).is_forward());
+    assert_eq!(gw.on_wan(&later), Out::HeldFragment);
 }
 
 // ---------------------------------------------------------------------------

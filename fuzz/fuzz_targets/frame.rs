@@ -119,8 +119,9 @@ fn run(data: &[u8]) {
                 assert_eq!(l4_ok(&s), Some(true), "time exceeded ICMP checksum");
                 let t = tuple_of(&s);
                 assert_eq!((t.src, t.dst, t.proto), (b, p.tuple.src, 1));
-                // natgw reads back errors quoting what it can translate;
-                // others (a quoted GRE packet, a later fragment) it refuses.
+                // natgw reads back errors quoting what it can translate
+                // (any protocol; address-only without ports); others (a
+                // quoted later fragment, an ICMP error) it refuses.
                 match packet::parse(out, link) {
                     Ok(q) => assert!(matches!(q.kind, L4::IcmpError(_))),
                     Err(e) => assert_eq!(e, packet::ParseError::IcmpInnerBad),

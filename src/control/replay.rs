@@ -14,7 +14,7 @@
 //!   dropped, local and passed frames are summarised.
 
 use crate::conntrack::Time;
-use crate::engine::{CounterSnapshot, Counters, Engine, Verdict};
+use crate::engine::{CounterSnapshot, Counters, DropReason, Engine, Verdict};
 use crate::nat::IfId;
 use crate::packet::{self, Link};
 use pcap_file::DataLink;
@@ -209,6 +209,11 @@ pub fn replay(
             Verdict::Local => ("local".to_string(), None),
             Verdict::Pass => ("pass".to_string(), None),
             Verdict::Drop(r) => (format!("drop:{}", r.name()), None),
+            // Replay handles one packet at a time: no holding.
+            Verdict::HoldFragment { .. } => {
+                counters.drop(DropReason::FragNoFlow);
+                (format!("drop:{}", DropReason::FragNoFlow.name()), None)
+            }
         };
         let mut line = PacketLine {
             n: report.packets_in,

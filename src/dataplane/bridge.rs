@@ -279,6 +279,12 @@ impl Bridge {
                     "bridge: {held} frame(s) still waited for their next hop when it ended (dropped, no_neighbour)"
                 );
             }
+            let frags = w.drop_held_fragments();
+            if frags > 0 {
+                log::warn!(
+                    "bridge: {frags} fragment(s) still waited for their first fragment when it ended (dropped, frag_timeout)"
+                );
+            }
             Ok((w.device().taken, w))
         };
         std::thread::Builder::new()

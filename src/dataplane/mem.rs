@@ -327,7 +327,11 @@ impl Device for MemDevice {
     }
 
     fn buf_mut<'a>(&'a mut self, f: &'a mut MemFrame) -> &'a mut [u8] {
-        &mut self.bufs[f.idx as usize]
+        // As on AF_XDP, the length is unspecified afterwards (the whole
+        // buffer) until `set_len`: a worker that forgets it is caught.
+        let b = &mut self.bufs[f.idx as usize];
+        f.len = b.len() as u32;
+        b
     }
 
     fn set_len(&mut self, f: &mut MemFrame, len: usize) {

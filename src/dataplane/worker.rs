@@ -16,6 +16,14 @@
 //! out; the reply releases it, and a frame still held at its deadline is
 //! dropped as `no_neighbour`.
 //!
+//! Fragments: a non-first fragment that arrives before its first fragment
+//! ([`Verdict::HoldFragment`]) is held unchanged, at most
+//! [`FRAG_HOLD_MAX`] per worker for [`FRAG_HOLD_TIME`]; each round, held
+//! fragments whose first fragment has been translated (by any worker) go
+//! through the engine again and out. One that finds the hold full is
+//! dropped as `frag_hold_full`, one whose first never comes as
+//! `frag_timeout`.
+//!
 //! Wake-up policy: a port's transmit side is kicked only when the device
 //! says it needs it, once per [`KICK_BATCH`] frames in flight (at most 16
 //! times a round), reaping completions in between; the worker sleeps in
@@ -26,7 +34,7 @@ use super::WorkerStats;
 use super::device::{Clock, Device};
 use super::neigh::{Neighbours, Resolve};
 use crate::conntrack::Time;
-use crate::engine::{Counters, DropReason, Engine, Verdict};
+use crate::engine::{Counters, DropReason, Engine, FragKey, Verdict};
 use crate::nat::IfId;
 use crate::packet::{self, Link, arp};
 use std::sync::Arc;
@@ -37,6 +45,10 @@ use std::time::Duration;
 pub const HOLD_MAX: usize = 256;
 /// How long a held frame waits for its ARP reply.
 pub const HOLD_TIME: Time = Time::from_millis(1000);
+/// Out-of-order fragments a worker holds for their first fragment.
+pub const FRAG_HOLD_MAX: usize = 64;
+/// How long a held fragment waits for its first fragment.
+pub const FRAG_HOLD_TIME: Time = Time::from_millis(2000);
 /// Frames per kick in AF_XDP copy mode (the kernel's TX batch).
 pub const KICK_BATCH: usize = 32;
 /// Kicks per port per round at most.
@@ -59,6 +71,15 @@ struct Held<F> {
     deadline: Time,
 }
 
+/// A non-first fragment waiting for its first fragment.
+#[derive(Debug, Clone, Copy)]
+struct HeldFrag<F> {
+    frame: F,
+    port: usize,
+    key: FragKey,
+    deadline: Time,
+}
+
 /// One worker: a device, the engine, and what the loop keeps between
 /// rounds. Allocates only when it is built.
 pub struct Worker<D: Device, C: Clock> {
@@ -78,6 +99,8 @@ pub struct Worker<D: Device, C: Clock> {
     /// shared table's refresh and expiry in charge.
     nh_cache: ahash::AHashMap<(IfId, u32), [u8; 6]>,
     held: Vec<Held<D::Frame>>,
+    /// Fragments ahead of their first fragment.
+    frags: Vec<HeldFrag<D::Frame>>,
     /// IP devices: addresses the host has (`Local` packets for them go
     /// back to the kernel; others are dropped).
     host_addrs: Arc<[u32]>,
@@ -109,6 +132,7 @@ impl<D: Device, C: Clock> Worker<D, C> {
             want_arp: Vec::with_capacity(batch),
             nh_cache: ahash::AHashMap::new(),
             held: Vec::with_capacity(HOLD_MAX),
+            frags: Vec::with_capacity(FRAG_HOLD_MAX),
             host_addrs: Arc::from(Vec::new()),
             idle_wait: Duration::from_millis(10),
             last_housekeeping: now,
@@ -144,6 +168,11 @@ impl<D: Device, C: Clock> Worker<D, C> {
         self.held.len()
     }
 
+    /// Fragments held for their first fragment.
+    pub fn held_fragments(&self) -> usize {
+        self.frags.len()
+    }
+
     /// Runs rounds until `stop` is set, or until `drain` is set and the
     /// worker has drained (see [`drain_out`](Self::drain_out)).
     pub fn run(&mut self, stop: &AtomicBool, drain: &AtomicBool) -> Result<(), String> {
@@ -153,7 +182,7 @@ impl<D: Device, C: Clock> Worker<D, C> {
             }
             let work = self.poll()?;
             if work == 0 && (0..self.dev.ports()).all(|p| self.dev.tx_in_flight(p) == 0) {
-                let t = if self.held.is_empty() {
+                let t = if self.held.is_empty() && self.frags.is_empty() {
                     self.idle_wait
                 } else {
                     HELD_WAIT
@@ -183,6 +212,7 @@ impl<D: Device, C: Clock> Worker<D, C> {
                 // Held frames wait for ARP replies that now park for the
                 // next process: counted as they are dropped.
                 self.drop_held();
+                self.drop_held_fragments();
                 return Ok(());
             }
             if work == 0 && !in_flight {
@@ -230,6 +260,9 @@ impl<D: Device, C: Clock> Worker<D, C> {
 
     /// Sends ARP requests and every port's pending frames now.
     pub fn flush_all(&mut self) -> Result<(), String> {
+        if !self.frags.is_empty() {
+            self.release_fragments(self.clock.now());
+        }
         if !self.held.is_empty() {
             self.release_held(self.clock.now());
         }
@@ -267,6 +300,9 @@ impl<D: Device, C: Clock> Worker<D, C> {
             let t1 = self.clock.now();
             self.stats.record_batch(n, t1.saturating_sub(t0).0);
         }
+        if !self.frags.is_empty() {
+            self.release_fragments(self.clock.now());
+        }
         if !self.held.is_empty() {
             self.release_held(self.clock.now());
         }
@@ -274,7 +310,7 @@ impl<D: Device, C: Clock> Worker<D, C> {
         for p in 0..ports {
             self.flush(p)?;
         }
-        self.dev.check_frames(self.held.len());
+        self.dev.check_frames(self.held.len() + self.frags.len());
         let now = self.clock.now();
         if now.saturating_sub(self.last_housekeeping) >= HOUSEKEEPING {
             self.last_housekeeping = now;
@@ -286,11 +322,19 @@ impl<D: Device, C: Clock> Worker<D, C> {
 
     /// One received frame: run the engine, then queue, answer, hold or
     /// free it.
-    fn handle(&mut self, p: usize, mut f: D::Frame, now: Time) {
+    fn handle(&mut self, p: usize, f: D::Frame, now: Time) {
         let c = &self.stats.counters;
         let len = self.dev.len(&f);
         Counters::bump(&c.rx_packets);
         Counters::add(&c.rx_bytes, len as u64);
+        self.dispatch(p, f, now, false);
+    }
+
+    /// Runs the engine on a frame received on port `p` and carries out
+    /// the verdict. `again`: a held fragment run again (never held twice).
+    fn dispatch(&mut self, p: usize, mut f: D::Frame, now: Time, again: bool) {
+        let c = &self.stats.counters;
+        let len = self.dev.len(&f);
         let iif = self.dev.ifid(p);
         let link = self.dev.link();
         let mac = self.dev.mac(p);
@@ -298,6 +342,27 @@ impl<D: Device, C: Clock> Worker<D, C> {
         let buf = b.as_mut();
         let len = len.min(buf.len());
         let v = self.engine.process(buf, len, link, iif, now, c);
+        if let Verdict::HoldFragment { key } = v {
+            drop(b);
+            // `buf_mut` left the length unspecified: the frame is kept as
+            // it came, to be run again.
+            self.dev.set_len(&mut f, len);
+            if again {
+                c.drop(DropReason::FragTimeout);
+                self.dev.free(f);
+            } else if self.frags.len() < FRAG_HOLD_MAX {
+                self.frags.push(HeldFrag {
+                    frame: f,
+                    port: p,
+                    key,
+                    deadline: now.saturating_add(FRAG_HOLD_TIME),
+                });
+            } else {
+                c.drop(DropReason::FragHoldFull);
+                self.dev.free(f);
+            }
+            return;
+        }
         if link == Link::Ip {
             let out = match v {
                 Verdict::Forward { .. } | Verdict::Pass => Some(len),
@@ -307,7 +372,7 @@ impl<D: Device, C: Clock> Worker<D, C> {
                     c.drop(DropReason::LocalUndeliverable);
                     None
                 }
-                Verdict::Drop(_) => None,
+                Verdict::Drop(_) | Verdict::HoldFragment { .. } => None,
             };
             drop(b);
             match out {
@@ -333,7 +398,7 @@ impl<D: Device, C: Clock> Worker<D, C> {
                     None
                 }
             }
-            Verdict::Drop(_) => None,
+            Verdict::Drop(_) | Verdict::HoldFragment { .. } => None,
         };
         drop(b);
         let Some((oif, hop, out_len, routed)) = out else {
@@ -426,6 +491,37 @@ impl<D: Device, C: Clock> Worker<D, C> {
                 None => i += 1,
             }
         }
+    }
+
+    /// Runs held fragments whose first fragment has been translated
+    /// through the engine again; drops (and counts) those that waited too
+    /// long.
+    fn release_fragments(&mut self, now: Time) {
+        let mut i = 0;
+        while i < self.frags.len() {
+            let h = self.frags[i];
+            if self.engine.fragment_ready(h.key, now) {
+                self.frags.swap_remove(i);
+                self.dispatch(h.port, h.frame, now, true);
+            } else if now >= h.deadline {
+                self.frags.swap_remove(i);
+                self.stats.counters.drop(DropReason::FragTimeout);
+                self.dev.free(h.frame);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Gives up on every held fragment (the worker is ending), counted as
+    /// `frag_timeout`. Returns how many.
+    pub fn drop_held_fragments(&mut self) -> usize {
+        let n = self.frags.len();
+        for h in self.frags.drain(..) {
+            self.stats.counters.drop(DropReason::FragTimeout);
+            self.dev.free(h.frame);
+        }
+        n
     }
 
     /// Gives up on every held frame (the worker is ending): each is
@@ -788,6 +884,103 @@ mod tests {
         assert_eq!(c.rx_bytes, (out_frame.len() + back.len()) as u64);
         assert_eq!(c.tx_bytes, c.rx_bytes, "same sizes out as in");
         assert_eq!(r.dev().frames_out(), 0, "every frame back in the pool");
+    }
+
+    /// `f` (Ethernet + IPv4 + UDP, no options) cut into a first fragment
+    /// of `at` bytes of IP payload (a multiple of 8) and the rest.
+    fn split(f: &[u8], at: usize) -> (Vec<u8>, Vec<u8>) {
+        let (hdr, payload) = f.split_at(34);
+        let part = |body: &[u8], off: usize, more: bool| {
+            let mut v = hdr.to_vec();
+            v.extend_from_slice(body);
+            let total = (20 + body.len()) as u16;
+            v[16..18].copy_from_slice(&total.to_be_bytes());
+            let fo = ((off / 8) as u16) | if more { 0x2000 } else { 0 };
+            v[20..22].copy_from_slice(&fo.to_be_bytes());
+            v[24..26].copy_from_slice(&[0, 0]);
+            let c = crate::packet::checksum::checksum(&v[14..34]);
+            v[24..26].copy_from_slice(&c.to_be_bytes());
+            v
+        };
+        (
+            part(&payload[..at], 0, true),
+            part(&payload[at..], at, false),
+        )
+    }
+
+    fn big_udp(sport: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(HOST, GW_LAN)
+            .ipv4([10, 0, 0, 2], [198, 51, 100, 7], 64)
+            .udp(sport, 53)
+            .write(&mut out, &[0x5a; 300])
+            .unwrap();
+        out
+    }
+
+    /// The last fragment first: it is held, then sent right after its first
+    /// fragment with the same translation; the datagram reassembles with
+    /// valid checksums.
+    #[test]
+    fn fragment_ahead_of_its_first_is_held_and_sent_after_it() {
+        let mut r = rig();
+        r.learn_router();
+        let (first, last) = split(&big_udp(5000), 160);
+        r.dev().inject(0, &last);
+        r.poll();
+        assert_eq!(r.w.held_fragments(), 1);
+        assert!(r.sent(1).is_empty());
+        r.dev().inject(0, &first);
+        r.poll();
+        assert_eq!(r.w.held_fragments(), 0);
+        let sent = r.sent(1);
+        assert_eq!(sent.len(), 2, "first, then the held last fragment");
+        // Reassemble: the first's header, both payloads.
+        let mut whole = sent[0][..34].to_vec();
+        whole.extend_from_slice(&sent[0][34..]);
+        whole.extend_from_slice(&sent[1][34..]);
+        assert_eq!(&sent[1][26..34], &sent[0][26..34], "same addresses");
+        let total = (whole.len() - 14) as u16;
+        whole[16..18].copy_from_slice(&total.to_be_bytes());
+        whole[20..22].copy_from_slice(&[0, 0]);
+        whole[24..26].copy_from_slice(&[0, 0]);
+        let c = crate::packet::checksum::checksum(&whole[14..34]);
+        whole[24..26].copy_from_slice(&c.to_be_bytes());
+        let (_, _, src, dst, sport, dport) = checked_udp(&whole);
+        assert_eq!(
+            (src, dst, dport),
+            (ip("203.0.113.1"), ip("198.51.100.7"), 53)
+        );
+        assert_eq!(sport, 5000);
+        let c = r.counters();
+        assert_eq!(c.frags_translated, 1);
+        assert_eq!(c.total_drops(), 0);
+        assert_eq!(r.dev().frames_out(), 0);
+    }
+
+    /// A held fragment whose first never comes is dropped after
+    /// FRAG_HOLD_TIME as frag_timeout; past FRAG_HOLD_MAX they are dropped
+    /// at once as frag_hold_full; every frame goes back to the pool.
+    #[test]
+    fn held_fragments_are_bounded_in_number_and_time() {
+        let mut r = rig_with(256, 128);
+        r.learn_router();
+        for i in 0..FRAG_HOLD_MAX + 3 {
+            let (_, last) = split(&big_udp(6000 + i as u16), 160);
+            r.dev().inject(0, &last);
+        }
+        r.poll();
+        assert_eq!(r.w.held_fragments(), FRAG_HOLD_MAX);
+        assert_eq!(r.drops(DropReason::FragHoldFull), 3);
+        r.clock.advance(Duration::from_millis(1999));
+        r.poll();
+        assert_eq!(r.w.held_fragments(), FRAG_HOLD_MAX);
+        r.clock.advance(Duration::from_millis(1));
+        r.poll();
+        assert_eq!(r.w.held_fragments(), 0);
+        assert_eq!(r.drops(DropReason::FragTimeout), FRAG_HOLD_MAX as u64);
+        assert!(r.sent(1).is_empty());
+        assert_eq!(r.dev().frames_out(), 0);
     }
 
     #[test]

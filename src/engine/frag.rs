@@ -3,9 +3,15 @@
 //! Only the first fragment carries ports, so it is translated with its flow
 //! like any packet; the engine then records `(src, dst, proto, IP id)` ->
 //! translated addresses here, and later fragments of the same datagram get
-//! the same address translation. A later fragment that arrives before its
-//! first fragment (or after the entry expired) is dropped and counted
-//! (`frag_no_flow`): natgw does not reassemble or queue fragments.
+//! the same address translation. natgw does not reassemble.
+//!
+//! A later fragment that arrives before its first fragment (or after the
+//! entry expired) gets [`Verdict::HoldFragment`](super::Verdict): the
+//! worker keeps the frame as it is (at most `FRAG_HOLD_MAX` per worker,
+//! for `FRAG_HOLD_TIME`; see `dataplane/worker.rs`) and runs it again once
+//! [`Engine::fragment_ready`](super::Engine::fragment_ready) says the first
+//! fragment was translated, whichever worker saw it. What does not fit is
+//! dropped as `frag_hold_full`, what waits too long as `frag_timeout`.
 
 use crate::conntrack::Time;
 use parking_lot::Mutex;
@@ -14,7 +20,9 @@ use std::collections::HashMap;
 /// How long a datagram's translation is kept (Linux `ipfrag_time`).
 pub const FRAG_TIMEOUT_SECS: u32 = 30;
 
-type Key = (u32, u32, u8, u16);
+/// A datagram: (source, destination, protocol, IP id) as received.
+pub type FragKey = (u32, u32, u8, u16);
+type Key = FragKey;
 
 pub struct FragTable {
     map: Mutex<HashMap<Key, (u32, u32, Time)>>,

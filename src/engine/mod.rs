@@ -27,7 +27,7 @@ mod tunnel;
 pub use changes::{CHANGE_RING_CAP, ChangeLog, LaneRings};
 pub use sessions::{SESSION_RING_CAP, SessionEvent, SessionEventKind, SessionLog};
 
-pub use frag::{FRAG_TIMEOUT_SECS, FragTable};
+pub use frag::{FRAG_TIMEOUT_SECS, FragKey, FragTable};
 pub use route::{Interface, NextHop, PolicyRoute, Role, Route, RouteTable};
 pub use stats::{CounterSnapshot, Counters, DropReason};
 pub use tunnel::{Tunnel, TunnelStats, set_tunnel_mtus};
@@ -134,6 +134,15 @@ pub enum Verdict {
     /// Not for natgw (ARP, IPv6 when passed): give it to the host unchanged.
     Pass,
     Drop(DropReason),
+    /// A non-first fragment whose first fragment has not been translated
+    /// yet (out of order). The frame is unchanged: keep it (bounded) and
+    /// run it through [`Engine::process`] again once
+    /// [`Engine::fragment_ready`]`(key)`, or drop it counted as
+    /// `frag_timeout` / `frag_hold_full`. A caller that cannot hold frames
+    /// drops it as `frag_no_flow`. Nothing is counted yet.
+    HoldFragment {
+        key: FragKey,
+    },
 }
 
 /// The NAT gateway's data path and shared state.
@@ -444,9 +453,15 @@ impl Engine {
             Verdict::Drop(r) => c.drop(r),
             Verdict::Local => Counters::bump(&c.local),
             Verdict::Pass => Counters::bump(&c.passed),
-            Verdict::Forward { .. } | Verdict::Reply { .. } => {}
+            Verdict::Forward { .. } | Verdict::Reply { .. } | Verdict::HoldFragment { .. } => {}
         }
         v
+    }
+
+    /// True once the first fragment of datagram `key` was translated (a
+    /// held later fragment of it now goes through [`process`](Self::process)).
+    pub fn fragment_ready(&self, key: FragKey, now: Time) -> bool {
+        self.frags.lookup(key, now).is_some()
     }
 
     fn process_inner(
@@ -476,8 +491,18 @@ impl Engine {
         if self.standby.load(Relaxed) && !self.is_interface_addr(p.tuple.dst) {
             return Verdict::Drop(DropReason::Standby);
         }
-        // IPIP/GRE to the gateway: natgw is the tunnel endpoint.
-        if tunnel::is_tunnel_proto(p.tuple.proto) && self.is_local(p.tuple.dst) {
+        // IPIP/GRE to the gateway: natgw is the tunnel endpoint, unless the
+        // packet comes from no configured tunnel's remote and is the reply
+        // of a NAT flow (an inside host's own GRE/IPIP, passed through as
+        // Linux's NAT does).
+        if tunnel::is_tunnel_proto(p.tuple.proto)
+            && self.is_local(p.tuple.dst)
+            && (self
+                .tunnels
+                .find(p.tuple.src, p.tuple.dst, p.tuple.proto)
+                .is_some()
+                || self.table.peek(&p.tuple, now).is_none())
+        {
             return self.decapsulate(buf, len, &p, link, now, c);
         }
         if p.ttl <= 1 {
@@ -904,7 +929,7 @@ impl Engine {
     ) -> Verdict {
         let key = (p.tuple.src, p.tuple.dst, p.tuple.proto, p.ip_id);
         let Some((src, dst)) = self.frags.lookup(key, now) else {
-            return Verdict::Drop(DropReason::FragNoFlow);
+            return Verdict::HoldFragment { key };
         };
         let Some(hop) = self.route_from(dst, p.tuple.src, 0) else {
             return Verdict::Drop(DropReason::NoRoute);

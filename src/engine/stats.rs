@@ -54,7 +54,7 @@ drop_reasons! {
     FragTooSmall = "frag_too_small",
     /// UDP length field below 8 or past the end of the IP payload.
     UdpBadLength = "udp_bad_length",
-    /// Non-first fragment whose first fragment was not seen (or expired).
+    /// Non-first fragment whose first fragment was not seen (or expired), where it cannot be held (inside a tunnel, `natgw replay`).
     FragNoFlow = "frag_no_flow",
     /// ICMP error with a malformed or untrackable quoted datagram.
     IcmpInnerBad = "icmp_inner_bad",
@@ -120,6 +120,10 @@ drop_reasons! {
     ParkedNoFrame = "parked_no_frame",
     /// This node is the HA standby (`natgw ha role backup|fault`): it forwards nothing.
     Standby = "standby",
+    /// Non-first fragment ahead of its first fragment, and this worker already holds `FRAG_HOLD_MAX` such fragments.
+    FragHoldFull = "frag_hold_full",
+    /// Non-first fragment held for its first fragment, which did not come (or created no flow) within `FRAG_HOLD_TIME`.
+    FragTimeout = "frag_timeout",
 }
 
 impl From<ParseError> for DropReason {

@@ -136,7 +136,7 @@ impl Tunnels {
     }
 
     /// The tunnel whose endpoints an outer header names.
-    fn find(&self, src: u32, dst: u32, proto: u8) -> Option<usize> {
+    pub(super) fn find(&self, src: u32, dst: u32, proto: u8) -> Option<usize> {
         self.list
             .iter()
             .position(|(t, _)| t.remote == src && t.local == dst && t.mode.proto() == proto)
@@ -286,6 +286,9 @@ impl Engine {
             v @ Verdict::Reply { .. } => v,
             Verdict::Local | Verdict::Pass => self.tunnels.drop(k, DropReason::TunnelInnerLocal),
             Verdict::Drop(r) => self.tunnels.drop(k, r),
+            // The frame is decapsulated in place: it cannot be run again
+            // as received, so a later fragment ahead of its first is lost.
+            Verdict::HoldFragment { .. } => self.tunnels.drop(k, DropReason::FragNoFlow),
         }
     }
 

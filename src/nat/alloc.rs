@@ -14,6 +14,15 @@
 //! - UDP endpoint-independent mapping (RFC 4787 EIM) keeps a table from
 //!   inside endpoint to outside endpoint, reference-counted by the flows
 //!   that use it; a port held by such a mapping is not given to anyone else;
+//! - "same source" (RFC 4787 REQ-1, RFC 5382 REQ-1; Linux's
+//!   `find_appropriate_src`): an inside endpoint that already has a mapping
+//!   keeps it towards a new destination when it is free there, for every
+//!   protocol and rule, with or without EIM configured. Only mappings that
+//!   a new destination would not get anyway (the inside port could not be
+//!   kept, or a non-persistent pool, whose address depends on the
+//!   destination) are indexed, reference-counted by the flows that carry
+//!   [`nat_flags::SAME_SRC`]; unlike EIM it reserves nothing, so a port
+//!   taken towards that destination gives a fresh mapping (as Linux);
 //! - per (outside address, protocol) counters of flows and exhaustion.
 
 use super::addr::{AddrPool, PortRange};
@@ -40,6 +49,9 @@ pub mod nat_flags {
     /// Scheduled to a real server of a virtual service (`orig.dst:dport`
     /// is the VIP, `reply.src:sport` the real server).
     pub const LB: u32 = 1 << (USER_SHIFT + 5);
+    /// Holds a reference on the same-source mapping of
+    /// `orig.src:orig.sport` (protocol `orig.proto`) -> `reply.dst:dport`.
+    pub const SAME_SRC: u32 = 1 << (USER_SHIFT + 6);
     /// The flow's mark (a rule's `set_mark`, 1-255; 0 none) lives in the
     /// top byte of the flag word, so it is listed and snapshotted with the
     /// flags (no new snapshot version).
@@ -86,6 +98,15 @@ pub struct EimMapping {
     pub eif: bool,
 }
 
+/// The outside endpoint an inside endpoint was last given where the
+/// inside port could not be kept ("same source"; see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SameSrc {
+    outside: (u32, u16),
+    /// Flows carrying [`nat_flags::SAME_SRC`] with this outside endpoint.
+    refs: u32,
+}
+
 /// Where a new flow's source goes.
 #[derive(Debug, Clone, Copy)]
 pub enum Source<'a> {
@@ -128,6 +149,8 @@ pub struct NatState {
     usage: DashMap<(u32, u8), Usage>,
     eim: DashMap<(u32, u16), EimMapping>,
     eim_rev: DashMap<(u32, u16), (u32, u16)>,
+    /// Same-source mappings by inside (address, port, protocol).
+    same_src: DashMap<(u32, u16, u8), SameSrc>,
     seed: u64,
 }
 
@@ -142,6 +165,7 @@ impl NatState {
             usage: DashMap::new(),
             eim: DashMap::new(),
             eim_rev: DashMap::new(),
+            same_src: DashMap::new(),
             seed,
         }
     }
@@ -188,6 +212,44 @@ impl NatState {
                 Err(InsertError::ReplyTaken) => {}
             }
         }
+        let reserve_checks = p == proto::TCP && req.translated;
+        // Same source: the mapping this inside endpoint already has, if it
+        // is one this request may give and is free towards `dst:dport`.
+        if req.translated
+            && !eim
+            && let Some(m) = self.same_src.get(&(orig.src, keep, p)).map(|m| *m)
+        {
+            let (addr, port) = m.outside;
+            let addr_ok = match req.source {
+                Source::Addr(x) => x == addr,
+                Source::Pool { pool, .. } => pool.contains(addr),
+            };
+            let port_ok = req.ports.contains(port) || (req.keep_any && port == keep);
+            let reserved = (reserve_checks && PortRange::HEALTH_CHECK.contains(port))
+                || (p == proto::UDP && self.eim_rev.contains_key(&(addr, port)));
+            if addr_ok && port_ok && !reserved {
+                let mut nf = *base;
+                nf.reply = Tuple {
+                    src: dst,
+                    dst: addr,
+                    sport: dport,
+                    dport: port,
+                    proto: p,
+                };
+                nf.flags |= nat_flags::SNAT | nat_flags::SAME_SRC;
+                match table.insert(&nf, now) {
+                    Ok(id) => {
+                        self.add_same_src((orig.src, keep, p), (addr, port));
+                        self.count_flow(&nf);
+                        return Ok((id, nf.reply));
+                    }
+                    Err(InsertError::Full) => return Err(AllocError::Full),
+                    Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
+                    // Taken towards this remote: choose as if there were none.
+                    Err(InsertError::ReplyTaken) => {}
+                }
+            }
+        }
         // Pool position to start from, and how many addresses to try.
         let (base_idx, tries) = match req.source {
             Source::Addr(_) => (0, 1),
@@ -210,7 +272,15 @@ impl NatState {
         let [w0, w1] = orig.pack();
         let start = mix(w0 ^ w1.rotate_left(17), self.seed) as u32;
         let attempts = req.ports.len().min(MAX_PORT_ATTEMPTS);
-        let reserve_checks = p == proto::TCP && req.translated;
+        // A mapping every destination gets first anyway needs no index:
+        // the inside port on a destination-independent address.
+        let fixed_addr = !matches!(
+            req.source,
+            Source::Pool {
+                persistent: false,
+                ..
+            }
+        );
         for a in 0..tries {
             let addr = addr_at(a);
             let keep_ok = req.keep_any || req.ports.contains(keep);
@@ -250,10 +320,17 @@ impl NatState {
                 if eim {
                     nf.flags |= nat_flags::EIM;
                 }
+                let same_src = req.translated && !eim && !(fixed_addr && port == keep);
+                if same_src {
+                    nf.flags |= nat_flags::SAME_SRC;
+                }
                 match table.insert(&nf, now) {
                     Ok(id) => {
                         if eim {
                             self.add_eim((orig.src, orig.sport), (addr, port), req.eif);
+                        }
+                        if same_src {
+                            self.add_same_src((orig.src, keep, p), (addr, port));
                         }
                         self.count_flow(&nf);
                         return Ok((id, nf.reply));
@@ -293,6 +370,31 @@ impl NatState {
         }
     }
 
+    /// A flow carrying [`nat_flags::SAME_SRC`] maps `inside` to `outside`:
+    /// a reference on that mapping, which becomes the inside endpoint's
+    /// when it has none. (One that has another keeps it; this flow then
+    /// holds no reference, and [`release`](Self::release) sees that.)
+    fn add_same_src(&self, inside: (u32, u16, u8), outside: (u32, u16)) {
+        use dashmap::mapref::entry::Entry;
+        match self.same_src.entry(inside) {
+            Entry::Vacant(v) => {
+                v.insert(SameSrc { outside, refs: 1 });
+            }
+            Entry::Occupied(mut o) if o.get().outside == outside => o.get_mut().refs += 1,
+            Entry::Occupied(_) => {}
+        }
+    }
+
+    /// The same-source mapping of an inside endpoint, if it has one.
+    pub fn same_source(&self, addr: u32, port: u16, proto: u8) -> Option<(u32, u16)> {
+        self.same_src.get(&(addr, port, proto)).map(|m| m.outside)
+    }
+
+    /// Inside endpoints with a same-source mapping.
+    pub fn same_source_len(&self) -> usize {
+        self.same_src.len()
+    }
+
     fn count_flow(&self, nf: &NewFlow) {
         if nf.flags & nat_flags::SNAT != 0 {
             self.usage
@@ -324,6 +426,16 @@ impl NatState {
             && let Some(u) = self.usage.get(&(r.reply.dst, r.orig.proto))
         {
             let _ = u.flows.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+        }
+        if r.flags & nat_flags::SAME_SRC != 0 {
+            let k = (r.orig.src, r.orig.sport, r.orig.proto);
+            let outside = (r.reply.dst, r.reply.dport);
+            self.same_src.remove_if_mut(&k, |_, m| {
+                if m.outside == outside {
+                    m.refs = m.refs.saturating_sub(1);
+                }
+                m.refs == 0
+            });
         }
         let key = if r.flags & nat_flags::EIM != 0 {
             Some((r.orig.src, r.orig.sport))
@@ -403,6 +515,12 @@ impl NatState {
                 .or_default()
                 .flows
                 .fetch_add(1, Relaxed);
+        }
+        if r.flags & nat_flags::SAME_SRC != 0 {
+            self.add_same_src(
+                (r.orig.src, r.orig.sport, r.orig.proto),
+                (r.reply.dst, r.reply.dport),
+            );
         }
         let (inside, outside, eif) = if r.flags & nat_flags::EIM != 0 {
             (

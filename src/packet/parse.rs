@@ -353,7 +353,10 @@ fn transport(b: &[u8], l4: usize, end: usize, p: u8, t: &mut Tuple) -> Result<L4
 }
 
 /// Parses the datagram quoted in an ICMP error: inner IPv4 header plus at
-/// least 8 bytes of its transport header, all before the outer `end`.
+/// least 8 bytes of its transport header, all before the outer `end`. The
+/// inner tuple has ports for TCP/UDP, the id for ICMP echo, and none for
+/// other protocols; an inner ICMP message other than echo is refused
+/// (errors are never answered or matched on errors).
 fn icmp_error(b: &[u8], l4: usize, end: usize, ty: u8) -> Result<IcmpErrorInfo, ParseError> {
     let inner_l3 = l4 + 8;
     let region = &b[..end];
@@ -390,7 +393,10 @@ fn icmp_error(b: &[u8], l4: usize, end: usize, ty: u8) -> Result<IcmpErrorInfo, 
             ICMP_ECHO_REPLY => inner.dport = be16(region, inner_l4 + 4),
             _ => return Err(ParseError::IcmpInnerBad),
         },
-        _ => return Err(ParseError::IcmpInnerBad),
+        // Any other protocol (GRE, ESP, SCTP, 253, ...): natgw's flows of
+        // those are address-only (RFC 5508 4.1: translate every quoted
+        // datagram whose flow is known).
+        _ => {}
     }
     Ok(IcmpErrorInfo {
         ty,
@@ -511,6 +517,60 @@ mod tests {
         let c = checksum::checksum(&f[14..34]);
         f[24..26].copy_from_slice(&c.to_be_bytes());
         assert_eq!(parse(&f, Link::Ethernet).unwrap().frag, Frag::First);
+    }
+
+    /// An ICMP error (protocol unreachable) quoting a datagram of another
+    /// protocol has an address-only inner tuple; one quoting an ICMP
+    /// error or a later fragment is refused.
+    #[test]
+    fn icmp_error_quoting_other_protocols() {
+        let quote = |proto: u8, fo: u16, inner_icmp_type: u8| {
+            let mut inner = vec![
+                0x45,
+                0,
+                0,
+                28,
+                0,
+                1,
+                (fo >> 8) as u8,
+                fo as u8,
+                64,
+                proto,
+                0,
+                0, //
+                203,
+                0,
+                113,
+                1,
+                198,
+                51,
+                100,
+                9,
+            ];
+            inner.extend_from_slice(&[inner_icmp_type, 0, 0, 0, 0, 0, 0, 0]);
+            let mut f = vec![
+                0x45, 0, 0, 0, 0, 2, 0, 0, 64, 1, 0, 0, 198, 51, 100, 9, 203, 0, 113, 1,
+            ];
+            f.extend_from_slice(&[3, 2, 0, 0, 0, 0, 0, 0]);
+            f.extend_from_slice(&inner);
+            let n = f.len() as u16;
+            f[2..4].copy_from_slice(&n.to_be_bytes());
+            let c = checksum::checksum(&f[..20]);
+            f[10..12].copy_from_slice(&c.to_be_bytes());
+            parse(&f, Link::Ip)
+        };
+        for proto in [47u8, 50, 132, 253] {
+            let p = quote(proto, 0, 0).unwrap();
+            let L4::IcmpError(e) = p.kind else {
+                panic!("{proto}: {:?}", p.kind)
+            };
+            assert_eq!(e.inner.proto, proto);
+            assert_eq!((e.inner.sport, e.inner.dport), (0, 0));
+            assert_eq!(e.inner.src, u32::from_be_bytes([203, 0, 113, 1]));
+        }
+        assert_eq!(quote(47, 0x0010, 0), Err(ParseError::IcmpInnerBad));
+        assert_eq!(quote(proto::ICMP, 0, 3), Err(ParseError::IcmpInnerBad));
+        assert!(quote(proto::ICMP, 0, 8).is_ok());
     }
 
     #[test]

@@ -181,6 +181,16 @@ impl Ip {
         out
     }
 
+    /// A datagram of IP protocol `proto` (GRE 47, 253, ...) carrying
+    /// `payload` as it is.
+    pub fn raw(&self, proto: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.builder()
+            .write(&mut out, IpNumber(proto), payload)
+            .expect("raw IP frame builds");
+        out
+    }
+
     pub fn echo_request(&self, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         self.builder()
@@ -229,6 +239,7 @@ pub fn pong(src: &str, dst: &str, id: u16, seq: u16) -> Vec<u8> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IcmpKind {
     PortUnreachable,
+    ProtoUnreachable,
     HostUnreachable,
     FragNeeded { mtu: u16 },
     TimeExceeded,
@@ -240,6 +251,9 @@ impl IcmpKind {
         match self {
             IcmpKind::PortUnreachable => {
                 Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port)
+            }
+            IcmpKind::ProtoUnreachable => {
+                Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Protocol)
             }
             IcmpKind::HostUnreachable => {
                 Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Host)
@@ -262,6 +276,7 @@ impl IcmpKind {
     pub fn type_code(self) -> (u8, u8) {
         match self {
             IcmpKind::PortUnreachable => (ICMP_DEST_UNREACH, 3),
+            IcmpKind::ProtoUnreachable => (ICMP_DEST_UNREACH, 2),
             IcmpKind::HostUnreachable => (ICMP_DEST_UNREACH, 1),
             IcmpKind::FragNeeded { .. } => (ICMP_DEST_UNREACH, 4),
             IcmpKind::TimeExceeded => (ICMP_TIME_EXCEEDED, 0),
@@ -700,6 +715,9 @@ pub enum Out {
     Local,
     Pass,
     Drop(DropReason),
+    /// A later fragment ahead of its first: the worker holds it and runs
+    /// it again once its first fragment was translated.
+    HeldFragment,
 }
 
 impl Out {
@@ -757,6 +775,7 @@ impl Out {
             Out::Local => "Local".into(),
             Out::Pass => "Pass".into(),
             Out::Drop(r) => format!("Drop({})", r.name()),
+            Out::HeldFragment => "HeldFragment".into(),
         }
     }
 }
@@ -842,6 +861,7 @@ impl Gw {
             Verdict::Local => Out::Local,
             Verdict::Pass => Out::Pass,
             Verdict::Drop(r) => Out::Drop(r),
+            Verdict::HoldFragment { .. } => Out::HeldFragment,
         }
     }
 

@@ -26,6 +26,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("hairpin", hairpin),
     ("icmp_errors", icmp_errors),
     ("tcp_1000_connections", tcp_1000_connections),
+    ("same_source_mapping", same_source_mapping),
+    ("icmp_errors_other_protocols", icmp_errors_other_protocols),
+    ("fragments_out_of_order", fragments_out_of_order),
 ];
 
 /// Runs a PY_TOOLS subcommand to completion and parses its JSON line.
@@ -361,11 +364,172 @@ pub fn tcp_1000_connections(t: &Topology) {
     timed("tcp_1000_connections", t0);
 }
 
+/// RFC 4787 REQ-1 / RFC 5382 REQ-1 with the default masquerade, as
+/// Linux's "same source" lookup gives it: cl1 holds outside port P (its
+/// own) towards out; cl2, from the same port to the same server, gets
+/// another port Q, and keeps Q towards another port of out and towards
+/// out2, where P would have been free. UDP, then TCP (connections held
+/// open, so no closed state is involved).
+pub fn same_source_mapping(t: &Topology) {
+    let t0 = Instant::now();
+    let _echo = [
+        t.spawn_py("out", &["udp-echo", "7000"]).ready(),
+        t.spawn_py("out", &["udp-echo", "7001"]).ready(),
+        t.spawn_py("out2", &["udp-echo", "7000"]).ready(),
+        t.spawn_py("out", &["tcp-peer", "8100"]).ready(),
+        t.spawn_py("out", &["tcp-peer", "8101"]).ready(),
+        t.spawn_py("out2", &["tcp-peer", "8100"]).ready(),
+    ];
+    for host in ["cl1", "cl2"] {
+        t.run(
+            host,
+            &format!("ping -n -q -c 1 -W 2 {OUT} && ping -n -q -c 1 -W 2 {OUT2}"),
+        );
+    }
+    for (proto, port, lport) in [("udp", 7000, "40000"), ("tcp", 8100, "41000")] {
+        let first = format!("{OUT}:{port}");
+        // cl1 keeps its flow open (TCP) while cl2 runs.
+        let cl1 = t.spawn_py("cl1", &["mapping", proto, lport, "8", &first]);
+        let line = cl1
+            .wait_for_line("{", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{proto}: cl1 got no answer: {:?}", cl1.lines()));
+        let r: Value = serde_json::from_str(&line).expect("mapping json");
+        let p = format!("{GW_WAN}:{lport}");
+        assert_eq!(
+            r["seen"][&first],
+            p.as_str(),
+            "{proto}: cl1 should keep its port: {r}"
+        );
+        let dsts = [
+            first.clone(),
+            format!("{OUT}:{}", port + 1),
+            format!("{OUT2}:{port}"),
+        ];
+        let mut args = vec!["mapping", proto, lport, "0"];
+        args.extend(dsts.iter().map(String::as_str));
+        let r = py_json(t, "cl2", &args, Duration::from_secs(20));
+        eprintln!("same_source_mapping {proto}: cl2 {r}");
+        let q = r["seen"][&dsts[0]].as_str().unwrap_or("none").to_string();
+        assert!(
+            q.starts_with(&format!("{GW_WAN}:")),
+            "{proto}: cl2 not translated: {r}"
+        );
+        assert_ne!(
+            q, p,
+            "{proto}: cl2 shares cl1's mapping towards {first}: {r}"
+        );
+        for d in &dsts[1..] {
+            assert_eq!(
+                r["seen"][d].as_str(),
+                Some(q.as_str()),
+                "{proto}: cl2:{lport} got another mapping towards {d} (address-dependent mapping): {r}"
+            );
+        }
+        drop(cl1);
+    }
+    timed("same_source_mapping", t0);
+}
+
+/// RFC 5508 4.1 for protocols without ports: cl1 sends a datagram of IP
+/// protocol 253 and a GRE packet to out, whose kernel answers with
+/// destination unreachable (protocol, or port for GRE when ip_gre is
+/// loaded); the error reaches cl1 quoting cl1's own address and the bytes
+/// it sent. Then out sends the same protocols to the gateway's address
+/// (the replies of cl1's flows): they reach cl1, whose kernel answers
+/// with an error that reaches out from the gateway's address, quoting
+/// what out sent.
+pub fn icmp_errors_other_protocols(t: &Topology) {
+    let t0 = Instant::now();
+    let cl1 = t.addr("cl1");
+    t.run("cl1", &format!("ping -n -q -c 1 -W 2 {OUT}"));
+    for proto in ["253", "47"] {
+        for (host, to, me, sees_from) in [("cl1", OUT, cl1, OUT), ("out", GW_WAN, OUT, GW_WAN)] {
+            let r = py_json(
+                t,
+                host,
+                &["proto-error", to, proto],
+                Duration::from_secs(20),
+            );
+            eprintln!("icmp_errors_other_protocols {proto} {host}: {r}");
+            assert_eq!(
+                r["result"], "error",
+                "[{host}] proto {proto}: no ICMP error came back: {r}"
+            );
+            assert_eq!(r["type"], 3, "[{host}] {r}");
+            let codes: &[u64] = if proto == "47" { &[2, 3] } else { &[2] };
+            assert!(
+                codes.contains(&r["code"].as_u64().unwrap_or(99)),
+                "[{host}] proto {proto}: {r}"
+            );
+            assert_eq!(r["from"], sees_from, "[{host}] error's source: {r}");
+            assert_eq!(
+                (r["inner_src"].as_str(), r["inner_dst"].as_str()),
+                (Some(me), Some(to)),
+                "[{host}] quoted datagram not translated back: {r}"
+            );
+            assert_eq!(r["inner_proto"], proto.parse::<u64>().unwrap(), "{r}");
+            assert_eq!(
+                r["quoted_prefix_ok"], true,
+                "[{host}] quoted bytes altered: {r}"
+            );
+            assert_eq!(r["checksums_ok"], true, "[{host}] bad checksum: {r}");
+        }
+    }
+    timed("icmp_errors_other_protocols", t0);
+}
+
+/// IPv4 fragments sent last first, both ways (as some stacks and ECMP
+/// paths deliver them): cl1 sends a 2500-byte UDP datagram to out's echo
+/// server in three fragments, last first; the echo (fragmented by out's
+/// kernel) comes back whole. Then out sends a datagram to cl1's mapping,
+/// last fragment first; cl1's socket gets it whole. Repeated with a new
+/// flow each round.
+pub fn fragments_out_of_order(t: &Topology) {
+    let t0 = Instant::now();
+    let _echo = t.spawn_py("out", &["udp-echo", "7000"]).ready();
+    t.run("cl1", &format!("ping -n -q -c 1 -W 2 {OUT}"));
+    let cl1 = t.addr("cl1");
+    for round in 0..3 {
+        let size = (2500 + round * 8).to_string();
+        let rx = t.spawn_py("cl1", &["frag-echo", cl1, OUT, "7000", &size, "15"]);
+        let line = rx
+            .wait_for_line("\"phase\": \"out\"", Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("round {round}: cl1 printed nothing: {:?}", rx.lines()));
+        let r: Value = serde_json::from_str(&line).expect("frag-echo json");
+        eprintln!("fragments_out_of_order round {round}: {r}");
+        assert_eq!(
+            r["ok"], true,
+            "round {round}: datagram sent last fragment first was lost: {r}"
+        );
+        let mapped = r["mapped"].as_str().unwrap_or("").to_string();
+        let (addr, port) = mapped.split_once(':').unwrap_or(("", ""));
+        assert_eq!(addr, GW_WAN, "round {round}: not translated: {r}");
+        let sent = py_json(
+            t,
+            "out",
+            &["frag-send", OUT, "7000", GW_WAN, port, &size],
+            Duration::from_secs(15),
+        );
+        assert_eq!(sent["sent"], 3, "{sent}");
+        let out = rx.finish(Duration::from_secs(20));
+        let r: Value = serde_json::from_str(out.lines().last().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("round {round}: {out:?}: {e}"));
+        assert_eq!(
+            r["in_ok"], true,
+            "round {round}: inbound datagram sent last fragment first was lost: {r}"
+        );
+    }
+    timed("fragments_out_of_order", t0);
+}
+
 /// The helper programs, one python3 script with subcommands (run through
 /// [`Topology::spawn_py`]): `http-server PORT`, `udp-echo PORT`,
 /// `udp-flows HOST PORT N`, `ping-id HOST IDENT COUNT`,
 /// `udp-refused HOST PORT`, `probe HOST PORT TTL`, `tcp-server PORT`,
-/// `tcp-clients HOST PORT N SIZE`. Servers print READY once listening;
+/// `tcp-clients HOST PORT N SIZE`, `tcp-peer PORT`,
+/// `mapping udp|tcp LPORT HOLD_S HOST:PORT...`, `proto-error HOST PROTO`,
+/// `frag-echo SRC HOST PORT SIZE WAIT_S`, `frag-send SRC SPORT DST DPORT SIZE`.
+/// Servers print READY once listening;
 /// clients print one JSON line.
 pub const PY_TOOLS: &str = r####"
 # natgw e2e helpers: one script, one subcommand per job. Servers print
@@ -659,6 +823,178 @@ async def tcp_clients_main(host, port, n, size):
          "connect_s": round(t1 - t0, 3), "total_s": round(time.time() - t0, 3)})
 
 
+async def tcp_peer_main(port):
+    """Tells each TCP client the address it sees, then holds the
+    connection until the client closes it."""
+    async def handle(r, w):
+        w.write(("%s:%d\n" % w.get_extra_info("peername")[:2]).encode())
+        await w.drain()
+        await r.read()
+        w.close()
+
+    srv = await asyncio.start_server(handle, "0.0.0.0", port)
+    ready()
+    await srv.serve_forever()
+
+
+def mapping(proto, lport, hold, dsts):
+    """From local port lport, one flow to each HOST:PORT in turn (UDP to a
+    udp-echo, TCP to a tcp-peer); prints what each server saw as the
+    source, then keeps the flows open for hold seconds."""
+    lport, hold = int(lport), float(hold)
+    seen, socks = {}, []
+    for d in dsts:
+        host, port = d.rsplit(":", 1)
+        addr = (host, int(port))
+        if proto == "udp":
+            if not socks:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("0.0.0.0", lport))
+                s.settimeout(1.0)
+                socks.append(s)
+            s = socks[0]
+            for _ in range(3):
+                s.sendto(b"map", addr)
+                try:
+                    data, peer = s.recvfrom(512)
+                except socket.timeout:
+                    continue
+                if peer == addr:
+                    seen[d] = data.decode().split()[-1]
+                    break
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", lport))
+            s.settimeout(5.0)
+            try:
+                s.connect(addr)
+                seen[d] = s.makefile("r").readline().strip()
+            except OSError as e:
+                seen[d] = "error " + repr(e)
+            socks.append(s)
+    out({"seen": seen})
+    time.sleep(hold)
+
+
+def proto_error(host, proto):
+    """Sends a datagram of IP protocol proto (47: a GRE header first) to
+    host from a raw socket, closes that socket, and reports the ICMP
+    destination unreachable that comes back about it."""
+    proto = int(proto)
+    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    icmp.setblocking(False)
+    body = b"natgw-proto-%d-%d" % (proto, os.getpid())
+    if proto == 47:
+        body = struct.pack("!HH", 0, 0x88B5) + body
+    for attempt in range(1, 6):
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+        s.sendto(body, (host, 0))
+        s.close()
+        deadline = time.time() + 1.0
+        while time.time() < deadline:
+            r, _, _ = select.select([icmp], [], [], 0.05)
+            if not r:
+                continue
+            pkt, addr = icmp.recvfrom(2048)
+            ihl = (pkt[0] & 15) * 4
+            m = pkt[ihl:]
+            if len(m) < 28 or m[0] != 3:
+                continue
+            inner = m[8:]
+            iihl = (inner[0] & 15) * 4
+            if inner[9] != proto:
+                continue
+            quoted = inner[iihl:]
+            return out({
+                "result": "error", "type": m[0], "code": m[1], "from": addr[0],
+                "inner_src": socket.inet_ntoa(inner[12:16]),
+                "inner_dst": socket.inet_ntoa(inner[16:20]),
+                "inner_proto": inner[9],
+                "quoted_prefix_ok": len(quoted) >= 8 and body.startswith(quoted[:len(body)]),
+                "checksums_ok": icmp_checksum(m) == 0 and icmp_checksum(inner[:iihl]) == 0,
+                "attempts": attempt,
+            })
+    out({"result": "timeout"})
+
+
+def udp_fragments(src, sport, dst, dport, payload, ident, size=1000):
+    """A UDP datagram as IPv4 fragments of size bytes of payload each, in
+    order (header and UDP checksums filled in)."""
+    ulen = 8 + len(payload)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, ulen)
+    udp = struct.pack("!HHHH", sport, dport, ulen, 0) + payload
+    c = icmp_checksum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", c) + udp[8:]
+    frags = []
+    for off in range(0, len(udp), size):
+        chunk = udp[off:off + size]
+        fo = (off // 8) | (0x2000 if off + size < len(udp) else 0)
+        h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(chunk), ident, fo, 64, 17, 0,
+                        socket.inet_aton(src), socket.inet_aton(dst))
+        h = h[:10] + struct.pack("!H", icmp_checksum(h)) + h[12:]
+        frags.append(h + chunk)
+    return frags
+
+
+def send_reversed(frags, dst):
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    for f in reversed(frags):
+        s.sendto(f, (dst, 0))
+    s.close()
+
+
+def pattern(size):
+    return (bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+def frag_echo(src, host, port, size, wait):
+    """A datagram to a udp-echo at host:port, sent last fragment first from
+    a UDP socket's port; prints whether the echo came back whole and the
+    mapping the server saw, then waits up to wait seconds for a datagram of
+    size bytes from host:port (see frag_send) and prints whether it came."""
+    port, size, wait = int(port), int(size), float(wait)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0))
+    s.settimeout(1.0)
+    sport = s.getsockname()[1]
+    data = pattern(size)
+    ok, mapped, attempts = False, None, 0
+    for attempt in range(1, 4):
+        attempts = attempt
+        send_reversed(udp_fragments(src, sport, host, port, data, 0x4000 + attempt), host)
+        try:
+            while True:
+                got, peer = s.recvfrom(65535)
+                if peer == (host, port) and got.startswith(data):
+                    ok, mapped = True, got[len(data):].decode().strip()
+                    break
+        except socket.timeout:
+            pass
+        if ok:
+            break
+    print(json.dumps({"phase": "out", "ok": ok, "mapped": mapped, "attempts": attempts}), flush=True)
+    deadline = time.time() + wait
+    in_ok, sizes = False, []
+    while time.time() < deadline and not in_ok:
+        try:
+            got, peer = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        sizes.append(len(got))
+        in_ok = peer == (host, port) and got == data
+    out({"phase": "in", "in_ok": in_ok, "sizes": sizes[:5]})
+
+
+def frag_send(src, sport, dst, dport, size):
+    """A UDP datagram of size bytes (the frag-echo pattern), last fragment
+    first, three times (new IP ids) half a second apart."""
+    for i in range(3):
+        send_reversed(udp_fragments(src, int(sport), dst, int(dport), pattern(int(size)), 0x6000 + i), dst)
+        time.sleep(0.5)
+    out({"sent": 3})
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "http-server":
@@ -675,6 +1011,16 @@ def main():
         probe(*args)
     elif cmd == "tcp-server":
         asyncio.run(tcp_server_main(int(args[0])))
+    elif cmd == "frag-echo":
+        frag_echo(*args)
+    elif cmd == "frag-send":
+        frag_send(*args)
+    elif cmd == "proto-error":
+        proto_error(*args)
+    elif cmd == "tcp-peer":
+        asyncio.run(tcp_peer_main(int(args[0])))
+    elif cmd == "mapping":
+        mapping(args[0], args[1], args[2], args[3:])
     elif cmd == "tcp-clients":
         asyncio.run(tcp_clients_main(args[0], int(args[1]), int(args[2]), int(args[3])))
     else:
