@@ -84,15 +84,7 @@ fn config(t: &Topology, name: &str, logging: &str) -> PathBuf {
 }
 
 fn natgw_json(t: &Topology, args: &[&str]) -> Value {
-    let out = Command::new(NATGW)
-        .args(args)
-        .arg("--json")
-        .arg("--socket")
-        .arg(t.natgw_control_socket())
-        .output()
-        .expect("run natgw");
-    assert!(out.status.success(), "natgw {args:?}: {out:?}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("natgw {args:?}: {e}"))
+    t.natgw_json(NATGW, args)
 }
 
 /// A flow as `natgw flows` shows it: inside and outside view of the first

@@ -557,6 +557,20 @@ impl Topology {
         self.dir.join("natgw.sock")
     }
 
+    /// `natgw ARGS --json` against this topology's gateway (the binary
+    /// `natgw_bin`), parsed; panics with the output if it fails.
+    pub fn natgw_json(&self, natgw_bin: &str, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(natgw_bin)
+            .args(args)
+            .arg("--json")
+            .arg("--socket")
+            .arg(self.natgw_control_socket())
+            .output()
+            .expect("run natgw");
+        assert!(out.status.success(), "natgw {args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("natgw {args:?}: {e}"))
+    }
+
     /// `ip netns exec NS program args...`, not started yet (for callers
     /// who want their own stdio/env).
     pub fn command(&self, host: &str, program: &str) -> Command {
