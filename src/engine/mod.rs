@@ -84,7 +84,13 @@ pub struct EngineConfig {
     pub hairpin: bool,
     /// ICMP errors natgw itself may send per second (time exceeded).
     pub icmp_rate: u32,
-    /// Keys the flow-table hash and port choice.
+    /// Keys port choice and the load-balancing hashes (the same on both
+    /// HA nodes and across a handover, so `sh`/`mh` pick the same server
+    /// and a replay gives the same ports), and, mixed with a value each
+    /// engine draws, the flow table's hash (so outsiders cannot aim
+    /// colliding tuples at one shard: nothing outside the process knows
+    /// the key; flows move between processes as records, never as a
+    /// hash layout).
     pub seed: u64,
     /// IPIP/GRE tunnels natgw terminates; interface ids
     /// `interfaces.len()..` (see `engine/tunnel.rs`).
@@ -181,7 +187,7 @@ impl Engine {
         let routes = RouteTable::with_policy(&cfg.interfaces, &cfg.routes, &cfg.policy_routes);
         let local = local_ranges(&cfg, &ruleset, &[]);
         Engine {
-            table: FlowTable::new(cfg.max_flows, cfg.timeouts, cfg.seed),
+            table: FlowTable::new(cfg.max_flows, cfg.timeouts, table_seed(&cfg)),
             nat: NatState::new(cfg.seed.rotate_left(29)),
             routes: ArcSwap::from_pointee(routes),
             local: ArcSwap::from_pointee(local),
@@ -1171,6 +1177,12 @@ impl Engine {
     }
 }
 
+/// The flow table's hash key: `seed` mixed with a value drawn from the
+/// OS's randomness (through ahash's runtime-seeded `RandomState`).
+fn table_seed(cfg: &EngineConfig) -> u64 {
+    cfg.seed ^ ahash::RandomState::new().hash_one(cfg.seed)
+}
+
 /// Addresses a packet can be sent to and be "for the gateway": interface
 /// addresses and their extras, SNAT pool addresses and netmap outside
 /// prefixes (replies and new inbound flows arrive there), and the virtual
@@ -1244,5 +1256,22 @@ fn rule_mark(r: &FlowRecord) -> u32 {
         r.mark & 0xffff
     } else {
         r.mark
+    }
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::*;
+
+    #[test]
+    fn each_engine_draws_its_own_flow_table_key() {
+        let cfg = EngineConfig::default();
+        let keys: std::collections::HashSet<u64> = (0..8).map(|_| table_seed(&cfg)).collect();
+        assert_eq!(
+            keys.len(),
+            8,
+            "the table key must not be the config's fixed seed"
+        );
+        assert!(!keys.contains(&cfg.seed));
     }
 }

@@ -19,10 +19,12 @@ use crate::conntrack::{FlowRecord, Time};
 use crate::packet::Tuple;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-/// Events per ring (8 rings; ~100 bytes each: ~25 MiB when on). The
-/// logger drains them every few milliseconds; this holds ~0.25 s of
-/// 125k new flows per second (plus as many ends) on one worker.
-pub const SESSION_RING_CAP: usize = 32 * 1024;
+/// Events per ring (8 rings, 96 bytes an event: 48 MiB when on). The
+/// logger drains them every 5 ms, but it may not get a CPU for a while
+/// on a busy box: a ring holds ~0.3 s of a worker's 100k new flows per
+/// second and as many ends (bench/sessionlog.sh saw 32 Ki overflow with
+/// the logger on the worker's CPU).
+pub const SESSION_RING_CAP: usize = 64 * 1024;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -63,6 +63,18 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Gives SIGPIPE its default action back (end the process quietly), as
+/// command-line tools have it: `natgw stats | head` then ends without
+/// Rust's "failed printing to stdout" panic. Not for `natgw run`: the
+/// daemon must outlive a client that hung up.
+pub fn default_sigpipe() {
+    // SAFETY: installs the default disposition for one signal; called at
+    // the start of a short-lived client process, before any thread runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The monotonic clock (shared by all processes on the host, so a snapshot
 /// taken by one process means the same to the next).
 pub fn now() -> Time {
