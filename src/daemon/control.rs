@@ -235,6 +235,7 @@ impl Control {
             neighbours,
             xdp: running.xdp_counters(),
             tunnels: engine.tunnel_stats(),
+            source_limit: protocol::SourceLimitReport::of(engine.table().sources()),
         })
     }
 

@@ -119,6 +119,8 @@ pub enum AllocError {
     Exhausted,
     Full,
     OrigExists,
+    /// The flow's source has `flows_per_source` live flows already.
+    SourceLimit,
 }
 
 /// Shared NAT state besides the flows themselves.
@@ -181,6 +183,7 @@ impl NatState {
                 }
                 Err(InsertError::Full) => return Err(AllocError::Full),
                 Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
+                Err(InsertError::SourceLimit) => return Err(AllocError::SourceLimit),
                 // The mapping's port is taken towards this remote by a
                 // flow that is not ours: fall back to a fresh mapping.
                 Err(InsertError::ReplyTaken) => {}
@@ -259,6 +262,7 @@ impl NatState {
                     Err(InsertError::ReplyTaken) => continue,
                     Err(InsertError::Full) => return Err(AllocError::Full),
                     Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
+                    Err(InsertError::SourceLimit) => return Err(AllocError::SourceLimit),
                 }
             }
         }
