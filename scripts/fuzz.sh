@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh [--minutes N] [--coverage] [TARGET...]
 #
-# Runs each TARGET (default: all of them) for N minutes (default 10), one
+# Runs each TARGET (default: all of them: frame engine arp snapshot
+# config ha) for N minutes (default 10), one
 # after the other, one process at a time, under `nice -n 19`. Needs a
 # nightly toolchain (`rustup toolchain install nightly`); installs
 # cargo-fuzz from crates.io if it is missing (only here: the normal build
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-all=(frame engine arp snapshot config)
+all=(frame engine arp snapshot config ha)
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
@@ -61,6 +62,7 @@ max_len() {
         arp) echo 1024 ;;
         snapshot) echo 16384 ;;
         config) echo 8192 ;;
+        ha) echo 8192 ;;
         *) echo 4096 ;;
     esac
 }
