@@ -234,9 +234,9 @@ fn syn_flood_at_a_dnat_port_and_a_service_leaves_connections_and_control_alone()
         asks += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = flood.terminate(Duration::from_secs(5));
     let flood_secs = started.elapsed().as_secs_f64();
     let offered = tx_packets(&t, "out2") - tx0;
+    let _ = flood.terminate(Duration::from_secs(5));
     let (after, _) = natgw_json(&sock, &["stats"]);
     assert!(
         gw.wait(Duration::ZERO).is_none(),
