@@ -366,7 +366,7 @@ fn slow_garbage_and_huge_control_requests_stall_nothing() {
         "{e}"
     );
     // Huge: refused after the first MiB.
-    let mut h = UnixStream::connect(&sock).unwrap();
+    let h = UnixStream::connect(&sock).unwrap();
     let mut hw = h.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
         let block = vec![b'a'; 1 << 16];

@@ -552,7 +552,8 @@ fn ha_seeds(out: &Path) {
         let cfg = natgw::control::config::Config::parse(&text, Path::new("fuzz.toml")).unwrap();
         let engine = Arc::new(cfg.build_engine().unwrap());
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-        peer.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        peer.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
         let SocketAddr::V4(peer_addr) = peer.local_addr().unwrap() else {
             unreachable!()
         };

@@ -19,7 +19,7 @@
 //! plus `flows_per_source` always on), then ops (see [`run`]).
 
 use crate::Input;
-use crate::harness::config_text;
+use crate::harness::{all_gone_at, config_text};
 use natgw::conntrack::{FlowRecord, TcpState, Time};
 use natgw::control::config::Config;
 use natgw::engine::Engine;
@@ -27,7 +27,7 @@ use natgw::ha::wire::{self, Header, Kind};
 use natgw::ha::{HaConfig, Receiver, Role};
 use natgw::packet::Tuple;
 use natgw::snapshot::{self, FlowEntry, Snapshot};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::sync::Arc;
@@ -77,7 +77,11 @@ fn flow(inp: &mut Input) -> FlowEntry {
         orig,
         reply,
         tcp_state: TcpState::from_u8(f >> 1 & 15),
-        flags: if f & 0x20 != 0 { flags } else { flags & 0x00ff_0300 },
+        flags: if f & 0x20 != 0 {
+            flags
+        } else {
+            flags & 0x00ff_0300
+        },
         mark: inp.u32().unwrap_or(0),
         packets: [1, 0],
         bytes: [60, 0],
@@ -137,9 +141,16 @@ impl Node {
     fn check(&self) {
         let t = self.engine.table();
         let n = t.len();
-        assert!(n <= self.max_flows, "{n} flows, max_flows {}", self.max_flows);
+        assert!(
+            n <= self.max_flows,
+            "{n} flows, max_flows {}",
+            self.max_flows
+        );
         let used: u64 = self.engine.nat().port_usage().iter().map(|u| u.flows).sum();
-        assert!(used as usize <= n, "{used} outside ports in use by {n} flows");
+        assert!(
+            used as usize <= n,
+            "{used} outside ports in use by {n} flows"
+        );
         let mut per: HashMap<u32, u32> = HashMap::new();
         t.for_each(|_, r| *per.entry(r.orig.src).or_default() += 1);
         let s = t.sources();
@@ -248,21 +259,10 @@ pub fn run(data: &[u8]) {
     n.rx.settle(n.now);
     n.check();
     // Every timer runs out: nothing may be left behind.
-    let end = natgw::dataplane::sys::now().saturating_add(Time::from_secs(10_000_000));
-    while n.engine.expire(end, 1 << 16) > 0 {}
-    assert_eq!(n.engine.table().len(), 0, "flows left after every timer ran out");
-    let used: Vec<_> = n
-        .engine
-        .nat()
-        .port_usage()
-        .into_iter()
-        .filter(|u| u.flows > 0)
-        .collect();
-    assert!(used.is_empty(), "ports still in use with no flow: {used:?}");
-    let eim = n.engine.nat().eim_mappings();
-    assert!(eim.is_empty(), "EIM mappings left with no flow: {eim:?}");
-    assert_eq!(n.engine.table().sources().sources(), 0, "source counts left");
-    let _: BTreeMap<&str, u64> = n.rx.counters();
+    all_gone_at(
+        &n.engine,
+        natgw::dataplane::sys::now().saturating_add(Time::from_secs(10_000_000)),
+    );
 }
 
 /// A datagram sealed with the node's own authentication.

@@ -300,24 +300,28 @@ pub fn run(data: &[u8]) {
         check_sources(&h);
     }
     // Every timer runs out: nothing may be left behind (flows, ports, EIM).
-    let end = h.now.saturating_add(Time::from_secs(1_000_000));
-    while h.engine.expire(end, 1 << 16) > 0 {}
+    all_gone_at(&h.engine, h.now.saturating_add(Time::from_secs(1_000_000)));
+}
+
+/// Expires everything by `end` and checks that nothing is left: no flow,
+/// no outside port in use, no EIM mapping, no per-source count.
+pub fn all_gone_at(engine: &Engine, end: Time) {
+    while engine.expire(end, 1 << 16) > 0 {}
     assert_eq!(
-        h.engine.table().len(),
+        engine.table().len(),
         0,
         "flows left after every timer ran out"
     );
-    let used: Vec<_> = h
-        .engine
+    let used: Vec<_> = engine
         .nat()
         .port_usage()
         .into_iter()
         .filter(|u| u.flows > 0)
         .collect();
     assert!(used.is_empty(), "ports still in use with no flow: {used:?}");
-    let eim = h.engine.nat().eim_mappings();
+    let eim = engine.nat().eim_mappings();
     assert!(eim.is_empty(), "EIM mappings left with no flow: {eim:?}");
-    let sources = h.engine.table().sources().sources();
+    let sources = engine.table().sources().sources();
     assert_eq!(sources, 0, "per-source counts left with no flow");
 }
 
@@ -330,7 +334,11 @@ fn check_sources(h: &Harness) {
     h.engine
         .table()
         .for_each(|_, r| *per.entry(r.orig.src).or_default() += 1);
-    assert_eq!(s.sources(), per.len(), "sources counted vs sources with flows");
+    assert_eq!(
+        s.sources(),
+        per.len(),
+        "sources counted vs sources with flows"
+    );
     for (src, n) in per {
         assert_eq!(s.flows(src), n, "source {src:#x}: counted vs its flows");
         assert!(n <= limit, "source {src:#x} has {n} flows, limit {limit}");

@@ -49,12 +49,15 @@ pub struct Offender {
     pub flows: u32,
 }
 
+/// Live flows by source address, for the addresses that hash here.
+type Shard = CachePadded<Mutex<HashMap<u32, u32>>>;
+
 /// Live flows per source address and the most refused sources.
 pub struct SourceCounts {
     /// 0: no limit (counts may still be kept).
     limit: AtomicU32,
     counting: AtomicBool,
-    shards: Box<[CachePadded<Mutex<HashMap<u32, u32>>>]>,
+    shards: Box<[Shard]>,
     top: Mutex<Vec<(u32, u64, u64)>>,
 }
 
