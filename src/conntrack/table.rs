@@ -337,9 +337,19 @@ impl FlowTable {
         };
         // Allocate the first chunk now rather than under the first packet.
         if let Some(c) = table.chunks.first() {
-            c.get_or_init(|| (0..CHUNK).map(|_| Slot::default()).collect());
+            c.get_or_init(|| table.new_chunk());
         }
         table
+    }
+
+    /// Slots of a chunk: [`CHUNK`], or fewer when the whole table is
+    /// smaller (a small table costs only what it can hold).
+    fn chunk_len(&self) -> usize {
+        self.max.min(CHUNK)
+    }
+
+    fn new_chunk(&self) -> Box<[Slot]> {
+        (0..self.chunk_len()).map(|_| Slot::default()).collect()
     }
 
     pub fn timeouts(&self) -> &Timeouts {
@@ -706,7 +716,7 @@ impl FlowTable {
         let idx = match a.free.pop() {
             Some(i) => i,
             None => {
-                if a.next as usize >= self.chunks.len() * CHUNK {
+                if a.next as usize >= self.chunks.len() * self.chunk_len() {
                     return None;
                 }
                 a.next += 1;
@@ -715,7 +725,7 @@ impl FlowTable {
         };
         drop(a);
         let chunk = self.chunks.get((idx >> CHUNK_BITS) as usize)?;
-        chunk.get_or_init(|| (0..CHUNK).map(|_| Slot::default()).collect());
+        chunk.get_or_init(|| self.new_chunk());
         Some(idx)
     }
 

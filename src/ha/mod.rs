@@ -855,7 +855,8 @@ impl SyncThread {
 /// handed in one at a time with the time they arrived, as the sync thread
 /// would (the fuzz target `ha` and tests drive it). What it would send
 /// (acknowledgements, NACKs, resync requests) goes to the configured
-/// peer address from a socket on `cfg.local`.
+/// peer address from a socket on `cfg.local`. It does not turn on the
+/// engine's change log (what a node sends is not its business).
 pub struct Receiver {
     t: SyncThread,
 }
@@ -864,7 +865,7 @@ impl Receiver {
     /// A receiving node in `role` for `engine`, bound to `cfg.local`.
     pub fn new(cfg: HaConfig, engine: Arc<Engine>, role: Role) -> Result<Receiver, String> {
         let sock = bind(cfg.local)?;
-        engine.changes().enable();
+        // (The change log is the sending side's: not enabled here.)
         engine.set_standby(role != Role::Master);
         let shared = Arc::new(Shared {
             role: AtomicU8::new(role.as_u8()),
