@@ -267,8 +267,11 @@ fn syn_flood_at_a_dnat_port_and_a_service_leaves_connections_and_control_alone()
         rx as f64 / flood_secs,
         after["total"]["drops"]
     );
+    // What trafgen reaches depends on the machine (128k pps quiet, a
+    // few thousand with the CPUs taken by others): ask only that it
+    // turned the table over ten times.
     assert!(
-        offered as f64 / flood_secs > 20_000.0,
+        offered > 10 * MAX_FLOWS,
         "the flood was not a flood: {offered} packets"
     );
     assert!(
