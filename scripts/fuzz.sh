@@ -27,6 +27,7 @@
 #
 # Reproduce a crash: cd fuzz && cargo +nightly fuzz run -s none -a TARGET artifacts/TARGET/crash-...
 set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../fuzz"
 
 minutes=10
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
         --minutes) minutes="$2"; shift 2 ;;
         --minutes=*) minutes="${1#*=}"; shift ;;
         --coverage) coverage=1; shift ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$self"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
     esac
