@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh [--minutes N] [--coverage] [TARGET...]
 #
-# Runs each TARGET (default: all of them) for N minutes (default 10), one
+# Runs each TARGET (default: all of them: frame engine arp snapshot
+# config ha) for N minutes (default 10), one
 # after the other, one process at a time, under `nice -n 19`. Needs a
 # nightly toolchain (`rustup toolchain install nightly`); installs
 # cargo-fuzz from crates.io if it is missing (only here: the normal build
@@ -26,6 +27,7 @@
 #
 # Reproduce a crash: cd fuzz && cargo +nightly fuzz run -s none -a TARGET artifacts/TARGET/crash-...
 set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../fuzz"
 
 minutes=10
@@ -36,12 +38,12 @@ while [ $# -gt 0 ]; do
         --minutes) minutes="$2"; shift 2 ;;
         --minutes=*) minutes="${1#*=}"; shift ;;
         --coverage) coverage=1; shift ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$self"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
     esac
 done
-all=(frame engine arp snapshot config)
+all=(frame engine arp snapshot config ha)
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
@@ -61,6 +63,7 @@ max_len() {
         arp) echo 1024 ;;
         snapshot) echo 16384 ;;
         config) echo 8192 ;;
+        ha) echo 8192 ;;
         *) echo 4096 ;;
     esac
 }

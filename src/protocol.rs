@@ -465,6 +465,56 @@ pub struct StatsReport {
     /// The NAT session log, when `[logging]` has an output.
     #[serde(default)]
     pub session_log: Option<crate::sessionlog::SessionLogStats>,
+    /// Per-source limit (`[limits] flows_per_source`): `None` while no
+    /// limit was ever set.
+    #[serde(default)]
+    pub source_limit: Option<SourceLimitReport>,
+}
+
+/// The per-source flow limit and its most refused sources.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct SourceLimitReport {
+    /// Live flows one source may have (`None`: the limit was removed by a
+    /// reload; counting goes on).
+    pub limit: Option<u32>,
+    /// Source addresses with at least one live flow.
+    pub sources: usize,
+    /// The most refused sources (at most `conntrack::source::TOP`), most
+    /// refused first.
+    pub offenders: Vec<SourceOffender>,
+}
+
+/// One refused source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceOffender {
+    pub addr: Ipv4Addr,
+    /// New flows refused (may overstate by up to `error`, what it
+    /// inherited when it entered the bounded list).
+    pub refused: u64,
+    pub error: u64,
+    /// Its live flows now.
+    pub flows: u32,
+}
+
+impl SourceLimitReport {
+    /// What the flow table's per-source counts say now (`None` if no
+    /// limit was ever set).
+    pub fn of(s: &crate::conntrack::SourceCounts) -> Option<SourceLimitReport> {
+        s.counting().then(|| SourceLimitReport {
+            limit: s.limit(),
+            sources: s.sources(),
+            offenders: s
+                .offenders()
+                .into_iter()
+                .map(|o| SourceOffender {
+                    addr: Ipv4Addr::from(o.addr),
+                    refused: o.refused,
+                    error: o.error,
+                    flows: o.flows,
+                })
+                .collect(),
+        })
+    }
 }
 
 /// What `natgw flows` returns.

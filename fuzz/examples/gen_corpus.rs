@@ -533,15 +533,123 @@ fn config_seeds(out: &Path) {
     write(&d, "bad-toml", b"[[interface]\nname = ");
 }
 
+/// Real sync datagrams: an active node (a harness engine with a real
+/// `Ha` sync thread) sends its changes, heartbeats and, when asked, a
+/// bulk resync to a socket standing in for the peer; each seed hands them
+/// to the `ha` target's receiver as raw datagrams from the peer (op 0),
+/// settling now and then (op 4). Not deterministic (epochs are start
+/// times, HMACs follow), so `gen_corpus ha` writes these alone.
+fn ha_seeds(out: &Path) {
+    use natgw::ha::wire::{self, Auth, Header, Kind};
+    use natgw::ha::{Ha, HaConfig, Role};
+    use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let d = out.join("ha");
+    let _ = fs::remove_dir_all(&d);
+    for (keyed, key) in [(false, None), (true, Some(natgw_fuzz::ha::KEY.to_vec()))] {
+        let text = harness::config_text(64);
+        let cfg = natgw::control::config::Config::parse(&text, Path::new("fuzz.toml")).unwrap();
+        let engine = Arc::new(cfg.build_engine().unwrap());
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let SocketAddr::V4(peer_addr) = peer.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let local = {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let SocketAddr::V4(a) = s.local_addr().unwrap() else {
+                unreachable!()
+            };
+            a
+        };
+        let ha = Ha::start(
+            HaConfig {
+                local,
+                peer: peer_addr,
+                key: key.clone(),
+                refresh_secs: 1,
+                max_datagram: 1472,
+            },
+            engine.clone(),
+            Role::Master,
+        )
+        .unwrap();
+        let c = Counters::default();
+        let lan = engine.interface_id("lan0").unwrap();
+        let wan = engine.interface_id("wan0").unwrap();
+        let now = natgw::dataplane::sys::now;
+        for i in 0..12u16 {
+            for (f, iif) in [
+                (udp(LAN_HOST, REMOTE, 5000 + i, 53, 64), lan),
+                (tcp(LAN_HOST, REMOTE, 40000 + i, 80, "S"), lan),
+                (tcp(REMOTE, WAN, 1234 + i, 8080, "S"), wan),
+            ] {
+                let mut buf = f.clone();
+                buf.resize(2048, 0);
+                let _ = engine.process(&mut buf, f.len(), Link::Ethernet, iif, now(), &c);
+            }
+        }
+        let auth = key.map_or(Auth::Crc, Auth::Hmac);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut asked = false;
+        let end = Instant::now() + Duration::from_millis(900);
+        let mut buf = [0u8; 65536];
+        while Instant::now() < end {
+            if let Ok((n, _)) = peer.recv_from(&mut buf) {
+                let dgram = buf[..n].to_vec();
+                if !asked
+                    && let Ok((h, _)) = wire::decode(&dgram, &auth)
+                    && h.kind == Kind::Alive
+                {
+                    // Ask for a bulk, as a standby that starts does.
+                    let r = wire::encode(&Header::new(Kind::Resync, h.epoch), &[], &auth);
+                    peer.send_to(&r, SocketAddrV4::from(local)).unwrap();
+                    asked = true;
+                }
+                got.push(dgram);
+            }
+        }
+        drop(ha);
+        for (i, chunk) in got.chunks(40).take(4).enumerate() {
+            for master in [false, true] {
+                let mut seed = vec![u8::from(keyed) | if master { 2 } else { 0 }];
+                for (k, g) in chunk.iter().enumerate() {
+                    seed.push(0);
+                    seed.extend_from_slice(&(g.len() as u16).to_be_bytes());
+                    seed.extend_from_slice(g);
+                    if k % 8 == 7 {
+                        seed.extend_from_slice(&[4, 1]);
+                    }
+                }
+                let name = format!(
+                    "{}-{}-{i}",
+                    if keyed { "hmac" } else { "crc" },
+                    if master { "master" } else { "backup" }
+                );
+                write(&d, &name, &seed);
+            }
+        }
+    }
+}
+
 fn main() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    if std::env::args().nth(1).as_deref() == Some("ha") {
+        ha_seeds(&out);
+        let n = fs::read_dir(out.join("ha")).map(|d| d.count()).unwrap_or(0);
+        println!("seeds/ha: {n} files");
+        return;
+    }
     let _ = fs::remove_dir_all(&out);
     frame_seeds(&out);
     engine_seeds(&out);
     arp_seeds(&out);
     snapshot_seeds(&out);
     config_seeds(&out);
-    for t in ["frame", "engine", "arp", "snapshot", "config"] {
+    ha_seeds(&out);
+    for t in ["frame", "engine", "arp", "snapshot", "config", "ha"] {
         let n = fs::read_dir(out.join(t)).map(|d| d.count()).unwrap_or(0);
         println!("seeds/{t}: {n} files");
     }

@@ -14,6 +14,9 @@
 //!   table says and as the harness itself recorded when the flow's first
 //!   packet went out;
 //! - the flow table never holds more than `max_flows` flows;
+//! - with `flows_per_source` (variant bit 6), each source's count is
+//!   exactly its live flows and never over the limit, and no count is
+//!   left once every timer ran out;
 //! - verdicts name existing interfaces and lengths inside the buffer.
 //!
 //! Input format (all integers big-endian), see [`run`].
@@ -38,12 +41,18 @@ pub const NIF: u8 = 3;
 
 /// The harness config for variant `v`: bits 0-1 max_flows (4, 16, 64,
 /// 1024), bit 2 early_drop off, bit 3 unmatched = "drop", bit 4 hairpin
-/// off, bit 5 raw IP link (TUN) instead of Ethernet.
+/// off, bit 5 raw IP link (TUN) instead of Ethernet, bit 6
+/// `flows_per_source = 2`.
 pub fn config_text(v: u8) -> String {
     let max_flows = [4, 16, 64, 1024][(v & 3) as usize];
     let early_drop = v & 4 == 0;
     let unmatched = if v & 8 != 0 { "drop" } else { "forward" };
     let hairpin = v & 16 == 0;
+    let per_source = if v & 64 != 0 {
+        "flows_per_source = 2"
+    } else {
+        ""
+    };
     format!(
         r#"[gateway]
 backend = "tun"
@@ -56,6 +65,7 @@ seed = 7
 [limits]
 max_flows = {max_flows}
 early_drop = {early_drop}
+{per_source}
 
 [timeouts]
 tcp_syn_sent = 20
@@ -172,7 +182,7 @@ static CONFIGS: OnceLock<Vec<Config>> = OnceLock::new();
 /// The 64 harness configs, parsed once per process.
 pub fn configs() -> &'static [Config] {
     CONFIGS.get_or_init(|| {
-        (0..64)
+        (0..128)
             .map(|v| {
                 Config::parse(&config_text(v), Path::new("fuzz.toml"))
                     .unwrap_or_else(|e| panic!("harness config {v}: {e}"))
@@ -205,7 +215,7 @@ pub fn run(data: &[u8]) {
     let Some(variant) = inp.u8() else {
         return;
     };
-    let cfg = &configs()[(variant & 63) as usize];
+    let cfg = &configs()[(variant & 127) as usize];
     let link = if variant & 32 != 0 {
         Link::Ip
     } else {
@@ -287,25 +297,52 @@ pub fn run(data: &[u8]) {
             used as usize <= n,
             "{used} outside ports in use by {n} flows"
         );
+        check_sources(&h);
     }
     // Every timer runs out: nothing may be left behind (flows, ports, EIM).
-    let end = h.now.saturating_add(Time::from_secs(1_000_000));
-    while h.engine.expire(end, 1 << 16) > 0 {}
+    all_gone_at(&h.engine, h.now.saturating_add(Time::from_secs(1_000_000)));
+}
+
+/// Expires everything by `end` and checks that nothing is left: no flow,
+/// no outside port in use, no EIM mapping, no per-source count.
+pub fn all_gone_at(engine: &Engine, end: Time) {
+    while engine.expire(end, 1 << 16) > 0 {}
     assert_eq!(
-        h.engine.table().len(),
+        engine.table().len(),
         0,
         "flows left after every timer ran out"
     );
-    let used: Vec<_> = h
-        .engine
+    let used: Vec<_> = engine
         .nat()
         .port_usage()
         .into_iter()
         .filter(|u| u.flows > 0)
         .collect();
     assert!(used.is_empty(), "ports still in use with no flow: {used:?}");
-    let eim = h.engine.nat().eim_mappings();
+    let eim = engine.nat().eim_mappings();
     assert!(eim.is_empty(), "EIM mappings left with no flow: {eim:?}");
+    let sources = engine.table().sources().sources();
+    assert_eq!(sources, 0, "per-source counts left with no flow");
+}
+
+/// Per-source counts equal each source's live (or not yet swept) flows,
+/// none over the limit.
+fn check_sources(h: &Harness) {
+    let s = h.engine.table().sources();
+    let Some(limit) = s.limit() else { return };
+    let mut per: HashMap<u32, u32> = HashMap::new();
+    h.engine
+        .table()
+        .for_each(|_, r| *per.entry(r.orig.src).or_default() += 1);
+    assert_eq!(
+        s.sources(),
+        per.len(),
+        "sources counted vs sources with flows"
+    );
+    for (src, n) in per {
+        assert_eq!(s.flows(src), n, "source {src:#x}: counted vs its flows");
+        assert!(n <= limit, "source {src:#x} has {n} flows, limit {limit}");
+    }
 }
 
 fn pick(sent: &[Sent], k: u8) -> Option<&Sent> {

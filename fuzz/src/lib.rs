@@ -7,6 +7,7 @@
 //! header itself (Ethernet, up to two VLAN tags) and lets etherparse
 //! validate it.
 
+pub mod ha;
 pub mod harness;
 
 use etherparse::Ipv4HeaderSlice;

@@ -4,9 +4,11 @@
 //! Pure: time is passed in as [`Time`], nothing here reads a clock, opens a
 //! socket or starts a thread. The table is shared by all workers.
 
+mod source;
 mod state;
 mod table;
 
+pub use source::{Offender, SourceCounts, TOP as SOURCE_TOP};
 pub use state::{
     Dir, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpEvent, TcpState, Time, Timeouts, Transition,
     tcp_transition,

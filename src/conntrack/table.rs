@@ -19,6 +19,7 @@
 //! of a flow may be handled on another worker thread than its original
 //! direction without any hand-off.
 
+use super::source::{Admit, SourceCounts};
 use super::state::{Dir, TcpEvent, TcpState, Time, Timeouts, Transition, tcp_transition};
 use crate::packet::{Tuple, proto};
 use crossbeam_utils::CachePadded;
@@ -40,6 +41,9 @@ pub mod flags {
     pub const SEEN_REPLY: u32 = 1 << 8;
     /// The flow is established (TCP) or two-way (UDP); early-drop spares it.
     pub const ASSURED: u32 = 1 << 9;
+    /// The flow is counted in its source's live flows (table-internal:
+    /// records never show it; see `conntrack/source.rs`).
+    pub const COUNTED: u32 = 1 << 10;
     /// First bit free for the NAT layer's own flags.
     pub const USER_SHIFT: u32 = 16;
     pub const STATE_MASK: u32 = 0xff;
@@ -87,7 +91,7 @@ impl Slot {
             orig: self.tuple(0),
             reply: self.tuple(1),
             tcp_state: TcpState::from_u8((st & flags::STATE_MASK) as u8),
-            flags: st & !flags::STATE_MASK,
+            flags: st & !(flags::STATE_MASK | flags::COUNTED),
             mark: self.mark.load(Relaxed),
             expires: Time(expires),
             packets: [self.packets[0].load(Relaxed), self.packets[1].load(Relaxed)],
@@ -190,6 +194,8 @@ pub enum InsertError {
     OrigExists,
     /// Another flow already uses the reply tuple: pick another mapping.
     ReplyTaken,
+    /// The original source has `flows_per_source` live flows already.
+    SourceLimit,
 }
 
 /// Initial state of a new flow.
@@ -325,6 +331,7 @@ pub struct FlowTable {
     sweep_cursor: AtomicU32,
     evict_cursor: AtomicU32,
     timeouts: Timeouts,
+    sources: SourceCounts,
 }
 
 #[inline]
@@ -355,12 +362,23 @@ impl FlowTable {
             sweep_cursor: AtomicU32::new(0),
             evict_cursor: AtomicU32::new(0),
             timeouts,
+            sources: SourceCounts::default(),
         };
         // Allocate the first chunk now rather than under the first packet.
         if let Some(c) = table.chunks.first() {
-            c.get_or_init(|| (0..CHUNK).map(|_| Slot::default()).collect());
+            c.get_or_init(|| table.new_chunk());
         }
         table
+    }
+
+    /// Slots of a chunk: [`CHUNK`], or fewer when the whole table is
+    /// smaller (a small table costs only what it can hold).
+    fn chunk_len(&self) -> usize {
+        self.max.min(CHUNK)
+    }
+
+    fn new_chunk(&self) -> Box<[Slot]> {
+        (0..self.chunk_len()).map(|_| Slot::default()).collect()
     }
 
     pub fn timeouts(&self) -> &Timeouts {
@@ -529,6 +547,19 @@ impl FlowTable {
     /// Inserts a new flow. Fails without side effects if the table is full,
     /// the original tuple is already tracked, or the reply tuple is taken.
     pub fn insert(&self, f: &NewFlow, now: Time) -> Result<FlowId, InsertError> {
+        let counted = match self.sources.admit(f.orig.src) {
+            Admit::Refused => return Err(InsertError::SourceLimit),
+            Admit::Counted => flags::COUNTED,
+            Admit::Uncounted => 0,
+        };
+        let r = self.insert_counted(f, counted, now);
+        if r.is_err() && counted != 0 {
+            self.sources.release(f.orig.src);
+        }
+        r
+    }
+
+    fn insert_counted(&self, f: &NewFlow, counted: u32, now: Time) -> Result<FlowId, InsertError> {
         if self.live.fetch_add(1, Relaxed) >= self.max {
             self.live.fetch_sub(1, Relaxed);
             return Err(InsertError::Full);
@@ -563,7 +594,7 @@ impl FlowTable {
             orig: f.orig,
             reply: f.reply,
             tcp_state: TcpState::from_u8(st as u8),
-            flags: (st & !flags::STATE_MASK) | f.flags,
+            flags: (st & !flags::STATE_MASK) | (f.flags & !flags::COUNTED) | counted,
             mark: f.mark,
             expires: Time(exp.max(1)),
             born: now,
@@ -574,6 +605,8 @@ impl FlowTable {
     }
 
     /// Inserts a flow from a record (snapshot restore, state sync).
+    /// A restored flow is counted in its source's flows but never refused
+    /// for the per-source limit: it exists already.
     pub fn insert_record(&self, rec: &FlowRecord) -> Result<FlowId, InsertError> {
         if self.live.fetch_add(1, Relaxed) >= self.max {
             self.live.fetch_sub(1, Relaxed);
@@ -584,7 +617,55 @@ impl FlowTable {
             self.live.fetch_sub(1, Relaxed);
             return Err(InsertError::Full);
         };
-        self.link(idx, s, rec)
+        let counting = self.sources.counting();
+        let rec = FlowRecord {
+            flags: (rec.flags & !flags::COUNTED) | if counting { flags::COUNTED } else { 0 },
+            ..rec.clone()
+        };
+        if counting {
+            self.sources.force(rec.orig.src);
+        }
+        let r = self.link(idx, s, &rec);
+        if r.is_err() && counting {
+            self.sources.release(rec.orig.src);
+        }
+        r
+    }
+
+    /// Per-source live flows and refusals.
+    pub fn sources(&self) -> &SourceCounts {
+        &self.sources
+    }
+
+    /// Sets `flows_per_source` (`None`: no limit). The first limit turns
+    /// counting on; the flows already in the table are then counted too
+    /// (each under its index shard's read lock, so none can be removed
+    /// meanwhile, and flagged so none is counted twice). A flow that a
+    /// packet linked while this runs, having looked before counting was
+    /// on, may stay uncounted for its life (an undercount, never a leak).
+    pub fn set_source_limit(&self, limit: Option<u32>) {
+        if !self.sources.set_limit(limit) {
+            return;
+        }
+        let high = self.alloc.lock().next;
+        for idx in 0..high {
+            let Some(s) = self.slot(idx) else { continue };
+            if s.expires.load(Relaxed) == 0 {
+                continue;
+            }
+            let orig = s.tuple(0);
+            let h = self.hash(&orig);
+            let index = self.shard(h).read();
+            let linked = index
+                .find((h >> 32) as u32, |i, d| i == idx && d == Dir::Orig)
+                .is_some();
+            if linked
+                && s.tuple(0) == orig
+                && s.state.fetch_or(flags::COUNTED, Relaxed) & flags::COUNTED == 0
+            {
+                self.sources.force(orig.src);
+            }
+        }
     }
 
     /// Fills slot `idx` from `rec` and links both tuples into the index.
@@ -666,7 +747,7 @@ impl FlowTable {
         let idx = match a.free.pop() {
             Some(i) => i,
             None => {
-                if a.next as usize >= self.chunks.len() * CHUNK {
+                if a.next as usize >= self.chunks.len() * self.chunk_len() {
                     return None;
                 }
                 a.next += 1;
@@ -675,7 +756,7 @@ impl FlowTable {
         };
         drop(a);
         let chunk = self.chunks.get((idx >> CHUNK_BITS) as usize)?;
-        chunk.get_or_init(|| (0..CHUNK).map(|_| Slot::default()).collect());
+        chunk.get_or_init(|| self.new_chunk());
         Some(idx)
     }
 
@@ -694,7 +775,7 @@ impl FlowTable {
         }
         let (orig, reply) = (s.tuple(0), s.tuple(1));
         let (h1, h2) = (self.hash(&orig), self.hash(&reply));
-        let rec = self.with_two_shards(h1, h2, |a, b| {
+        let mut rec = self.with_two_shards(h1, h2, |a, b| {
             // Re-check under the locks: another remover may have won.
             let exp = s.expires.load(Relaxed);
             if s.gen_.load(Relaxed) != id.gen_ || exp == 0 {
@@ -703,7 +784,10 @@ impl FlowTable {
             if if_expired_at.is_some_and(|now| exp > now.0) {
                 return None;
             }
-            let rec = s.record();
+            let mut rec = s.record();
+            if s.state.load(Relaxed) & flags::COUNTED != 0 {
+                rec.flags |= flags::COUNTED;
+            }
             let mine = |want: Dir| move |i: u32, d: Dir| i == id.idx && d == want;
             if let Some(p) = a.find((h1 >> 32) as u32, mine(Dir::Orig)) {
                 a.remove_at(p);
@@ -723,6 +807,10 @@ impl FlowTable {
         })?;
         self.alloc.lock().free.push(id.idx);
         self.live.fetch_sub(1, Relaxed);
+        if rec.flags & flags::COUNTED != 0 {
+            self.sources.release(rec.orig.src);
+            rec.flags &= !flags::COUNTED;
+        }
         Some(rec)
     }
 

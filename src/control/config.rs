@@ -187,6 +187,7 @@ struct RawGateway {
 struct RawLimits {
     max_flows: Option<Spanned<u32>>,
     early_drop: Option<bool>,
+    flows_per_source: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -454,6 +455,19 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
         cfg.max_flows = v;
     }
     cfg.early_drop = raw.limits.early_drop.unwrap_or(cfg.early_drop);
+    if let Some(m) = &raw.limits.flows_per_source {
+        let v = *m.get_ref();
+        if v == 0 || v > cfg.max_flows {
+            return Err(src.err(
+                m.span(),
+                format!(
+                    "limits.flows_per_source: must be 1..={} (max_flows), not {v}; leave it out for no limit",
+                    cfg.max_flows
+                ),
+            ));
+        }
+        cfg.flows_per_source = Some(v);
+    }
 
     // [[interface]]
     if raw.interfaces.is_empty() {

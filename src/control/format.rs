@@ -174,8 +174,14 @@ pub fn config_summary(c: &Config) -> String {
     let t = &e.timeouts;
     let _ = writeln!(
         s,
-        "limits: max_flows {} early_drop {}; unmatched {:?}; ipv6 {:?}; hairpin {}",
-        e.max_flows, e.early_drop, e.unmatched, e.ipv6, e.hairpin
+        "limits: max_flows {} early_drop {} flows_per_source {}; unmatched {:?}; ipv6 {:?}; hairpin {}",
+        e.max_flows,
+        e.early_drop,
+        e.flows_per_source
+            .map_or_else(|| "unlimited".to_string(), |n| n.to_string()),
+        e.unmatched,
+        e.ipv6,
+        e.hairpin
     );
     let _ = writeln!(
         s,
@@ -422,6 +428,30 @@ pub fn stats_text(r: &crate::protocol::StatsReport) -> String {
                 "  {:<15} {:<4} {:>8} {:>8}",
                 u.addr, u.proto, u.flows, u.exhausted
             );
+        }
+    }
+    if let Some(l) = &r.source_limit {
+        let _ = writeln!(
+            s,
+            "per-source limit: {} flows per source, {} source(s) with live flows",
+            l.limit
+                .map_or_else(|| "no limit (removed)".to_string(), |n| n.to_string()),
+            l.sources
+        );
+        if !l.offenders.is_empty() {
+            let _ = writeln!(
+                s,
+                "most refused sources (new flows refused, live flows; at most {}):",
+                crate::conntrack::SOURCE_TOP
+            );
+            for o in &l.offenders {
+                let err = if o.error > 0 {
+                    format!("  (up to {} of it inherited)", o.error)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(s, "  {:<15} {:>10} {:>8}{err}", o.addr, o.refused, o.flows);
+            }
         }
     }
     if !r.neighbours.is_empty() {

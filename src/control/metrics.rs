@@ -93,6 +93,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "natgw_parked_packets_total",
     "natgw_nat_port_flows",
     "natgw_nat_port_exhausted_total",
+    "natgw_source_flows_limit",
+    "natgw_source_addresses",
+    "natgw_source_refused_flows",
+    "natgw_source_live_flows",
     "natgw_engine_packet_duration_seconds",
     "natgw_afxdp_rx_ring_full_total",
     "natgw_afxdp_fill_ring_empty_total",
@@ -500,6 +504,37 @@ fn add_ports_and_xdp(f: &mut Families, s: &StatsReport) {
         "New flows refused because no outside port was free on this address, per protocol.",
         s.port_usage.iter().map(|u| (pl(u), u.exhausted)).collect(),
     );
+    if let Some(l) = &s.source_limit {
+        if let Some(n) = l.limit {
+            f.gauge(
+                "source_flows_limit",
+                "Live flows one source address may have, limits.flows_per_source.",
+                vec![(vec![], f64::from(n))],
+            );
+        }
+        f.gauge(
+            "source_addresses",
+            "Source addresses with at least one live flow (counted while a per-source limit is set).",
+            vec![(vec![], l.sources as f64)],
+        );
+        // A bounded label set: the most refused sources only (the total
+        // is natgw_drops_total{reason="source_limit"}). A gauge, since an
+        // address may leave the list.
+        let al = |o: &protocol::SourceOffender| l1("address", o.addr);
+        f.gauge(
+            "source_refused_flows",
+            "New flows refused by the per-source limit, for the most refused source addresses only (at most 16).",
+            l.offenders.iter().map(|o| (al(o), o.refused as f64)).collect(),
+        );
+        f.gauge(
+            "source_live_flows",
+            "Live flows of each of the most refused source addresses.",
+            l.offenders
+                .iter()
+                .map(|o| (al(o), f64::from(o.flows)))
+                .collect(),
+        );
+    }
     let x = |get: fn(&crate::dataplane::XdpCounters) -> u64| -> Vec<(Labels, u64)> {
         s.xdp
             .iter()
@@ -1003,6 +1038,16 @@ mod tests {
             drops: 2,
             drop_reasons: Default::default(),
         }];
+        stats.source_limit = Some(protocol::SourceLimitReport {
+            limit: Some(64),
+            sources: 900,
+            offenders: vec![protocol::SourceOffender {
+                addr: std::net::Ipv4Addr::new(10, 0, 0, 66),
+                refused: 1234,
+                error: 0,
+                flows: 64,
+            }],
+        });
         let services = ServicesReport {
             services: Vec::new(),
             persistence: Vec::new(),
@@ -1036,6 +1081,14 @@ mod tests {
             assert!(text.contains(want), "{want}: {text}");
         }
         assert!(text.contains("natgw_conntrack_entries 3\n"), "{text}");
+        for want in [
+            "natgw_source_flows_limit 64\n",
+            "natgw_source_addresses 900\n",
+            "natgw_source_refused_flows{address=\"10.0.0.66\"} 1234\n",
+            "natgw_source_live_flows{address=\"10.0.0.66\"} 64\n",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
         assert!(
             text.contains("natgw_conntrack_entries_limit 1000\n"),
             "{text}"

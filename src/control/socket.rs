@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -78,7 +78,10 @@ pub fn call_keep<Q: Query>(path: &Path, query: Q) -> Result<(Q::Reply, UnixStrea
 // The daemon's side: a listener thread that never blocks the control loop
 // ---------------------------------------------------------------------
 
-/// Connections read or answered at once; more wait in the listen backlog.
+/// Connections read or answered at once. When that many are open, a new
+/// one takes the place of the oldest that is still sending its request
+/// (which is told so); only when all of them wait for their answer does a
+/// new one wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 32;
 /// A client has this long, from `accept`, to send its whole request line.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
@@ -124,8 +127,11 @@ impl Pending {
 /// - A listener thread accepts connections and gives each its own short
 ///   thread (at most [`MAX_CONNECTIONS`] at once), which reads the request
 ///   line within [`REQUEST_DEADLINE`] (in total, not per read: a client
-///   that trickles bytes is cut off too). A client that is slow,
-///   half-written or silent only holds its own thread.
+///   that trickles bytes is cut off too) and of at most [`MAX_REQUEST`]
+///   bytes. A client that is slow, half-written or silent only holds its
+///   own thread; when [`MAX_CONNECTIONS`] are open, the oldest one still
+///   sending is cut off for a new one, so many slow clients cannot keep
+///   a quick one waiting either.
 /// - A request that cannot be read or parsed is answered by that thread
 ///   with an error; a good one is queued for the control loop, which
 ///   takes it with [`Server::next`] between its ticks and answers it with
@@ -222,23 +228,45 @@ impl Submitter {
     }
 }
 
+/// A connection's thread as the listener sees it.
+struct Conn {
+    thread: JoinHandle<()>,
+    /// The same socket, to cut the connection off (see [`MAX_CONNECTIONS`]).
+    stream: Option<UnixStream>,
+    /// [`READING`], [`READ`] or [`EVICTED`]: whichever of the connection
+    /// thread (done reading) and the listener (cutting it off) comes
+    /// first decides.
+    state: Arc<AtomicU8>,
+}
+
+const READING: u8 = 0;
+const READ: u8 = 1;
+const EVICTED: u8 = 2;
+
 /// The listener thread: accept, hand each connection its own thread.
 fn listen(listener: UnixListener, tx: mpsc::Sender<Pending>, stop: &AtomicBool) {
-    let mut conns: Vec<JoinHandle<()>> = Vec::new();
+    let mut conns: Vec<Conn> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        conns.retain(|c| !c.is_finished());
-        if conns.len() >= MAX_CONNECTIONS {
+        conns.retain(|c| !c.thread.is_finished());
+        if conns.len() >= MAX_CONNECTIONS && !evict_oldest_reader(&conns) {
             std::thread::sleep(BUSY_POLL);
             continue;
         }
         match listener.accept() {
             Ok((stream, _)) => {
                 let tx = tx.clone();
+                let state = Arc::new(AtomicU8::new(READING));
+                let st = state.clone();
+                let clone = stream.try_clone().ok();
                 match std::thread::Builder::new()
                     .name("natgw-control-conn".into())
-                    .spawn(move || serve_connection(stream, &tx))
+                    .spawn(move || serve_connection(stream, &tx, &st))
                 {
-                    Ok(c) => conns.push(c),
+                    Ok(thread) => conns.push(Conn {
+                        thread,
+                        stream: clone,
+                        state,
+                    }),
                     Err(e) => log::warn!("control socket: no thread for a connection: {e}"),
                 }
             }
@@ -251,7 +279,7 @@ fn listen(listener: UnixListener, tx: mpsc::Sender<Pending>, stop: &AtomicBool) 
     }
     drop(listener);
     let until = Instant::now() + SHUTDOWN_GRACE;
-    for c in conns {
+    for c in conns.into_iter().map(|c| c.thread) {
         while !c.is_finished() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -259,6 +287,25 @@ fn listen(listener: UnixListener, tx: mpsc::Sender<Pending>, stop: &AtomicBool) 
             let _ = c.join();
         }
     }
+}
+
+/// Cuts off the oldest connection still sending its request (its thread
+/// answers it with an error); false if every connection has sent its
+/// request already. The connection leaves the list when its thread ends.
+fn evict_oldest_reader(conns: &[Conn]) -> bool {
+    // `conns` is in accept order: the first reader is the oldest.
+    let Some(c) = conns.iter().find(|c| {
+        c.state
+            .compare_exchange(READING, EVICTED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }) else {
+        return false;
+    };
+    if let Some(s) = &c.stream {
+        // Its blocked read returns at once (end of file).
+        let _ = s.shutdown(std::net::Shutdown::Read);
+    }
+    true
 }
 
 /// Waits until a connection is waiting on `listener` or [`ACCEPT_POLL`]
@@ -277,8 +324,19 @@ fn wait_readable(listener: &UnixListener) {
 /// write the reply, then wait (up to [`LINGER`]) for the client to close:
 /// a handover's new process closes only once it has taken over, and the
 /// old one lets go of its sockets after its connections ended.
-fn serve_connection(stream: UnixStream, queue: &mpsc::Sender<Pending>) {
-    let reply = match read_request(&stream) {
+fn serve_connection(stream: UnixStream, queue: &mpsc::Sender<Pending>, state: &AtomicU8) {
+    let read = read_request(&stream);
+    let evicted = state
+        .compare_exchange(READING, READ, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err();
+    let read = if evicted {
+        Err(format!(
+            "control socket busy: {MAX_CONNECTIONS} connections open; yours had not sent a complete request line and was closed for a newer one"
+        ))
+    } else {
+        read
+    };
+    let reply = match read {
         Ok(request) => {
             let (tx, rx) = mpsc::sync_channel(1);
             let stopping = || error_reply("natgw is stopping".into());
@@ -404,6 +462,61 @@ mod tests {
         let mut line = String::new();
         BufReader::new(&half).read_line(&mut line).unwrap();
         assert!(line.contains("no complete request line"), "{line}");
+        server.shutdown();
+    }
+
+    #[test]
+    fn many_slow_clients_do_not_keep_a_quick_one_waiting() {
+        let path = sock("many");
+        let server = Server::start(bind(&path).unwrap()).unwrap();
+        // More half-written requests than the server has connections for.
+        let mut slow = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 8 {
+            let mut s = UnixStream::connect(&path).unwrap();
+            s.write_all(br#"{"cmd":"st"#).unwrap();
+            slow.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let t0 = Instant::now();
+        let p = path.clone();
+        let client = std::thread::spawn(move || call(&p, protocol::Stats {}));
+        serve_n(&server, 1);
+        assert_eq!(client.join().unwrap().unwrap().backend, "test");
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t0.elapsed()
+        );
+        // The oldest slow ones were cut off with a reason.
+        let mut line = String::new();
+        BufReader::new(&slow[0]).read_line(&mut line).unwrap();
+        assert!(line.contains("control socket busy"), "{line}");
+        server.shutdown();
+    }
+
+    #[test]
+    fn a_huge_request_is_refused_without_reading_it_all() {
+        let path = sock("huge");
+        let server = Server::start(bind(&path).unwrap()).unwrap();
+        let s = UnixStream::connect(&path).unwrap();
+        let mut w = s.try_clone().unwrap();
+        // Bytes without a newline, for as long as the server takes them;
+        // it answers once it has 1 MiB and hangs up soon after.
+        let writer = std::thread::spawn(move || {
+            let block = vec![b'x'; 64 * 1024];
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(10) {
+                if w.write_all(&block).is_err() {
+                    return Some(t0.elapsed());
+                }
+            }
+            None
+        });
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        assert!(line.contains("longer than 1048576 bytes"), "{line}");
+        let cut = writer.join().unwrap().expect("the server never hung up");
+        assert!(cut < LINGER + Duration::from_secs(2), "{cut:?}");
         server.shutdown();
     }
 

@@ -274,6 +274,7 @@ impl Control {
                 .logging
                 .enabled()
                 .then(|| self.log_counters.snapshot(engine, &self.logging)),
+            source_limit: protocol::SourceLimitReport::of(engine.table().sources()),
         })
     }
 

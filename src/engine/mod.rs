@@ -97,6 +97,9 @@ pub struct EngineConfig {
     pub tunnels: Vec<Tunnel>,
     /// Routes taken only from a source prefix or with a flow mark.
     pub policy_routes: Vec<PolicyRoute>,
+    /// Live flows one source address may start (`None`: no limit);
+    /// the only `[limits]` field a reload changes.
+    pub flows_per_source: Option<u32>,
 }
 
 impl Default for EngineConfig {
@@ -114,6 +117,7 @@ impl Default for EngineConfig {
             seed: 0x6e61_7467_7700_0001,
             tunnels: Vec::new(),
             policy_routes: Vec::new(),
+            flows_per_source: None,
         }
     }
 }
@@ -186,8 +190,10 @@ impl Engine {
     pub fn new(cfg: EngineConfig, ruleset: Ruleset, sets: Sets) -> Engine {
         let routes = RouteTable::with_policy(&cfg.interfaces, &cfg.routes, &cfg.policy_routes);
         let local = local_ranges(&cfg, &ruleset, &[]);
+        let table = FlowTable::new(cfg.max_flows, cfg.timeouts, table_seed(&cfg));
+        table.set_source_limit(cfg.flows_per_source);
         Engine {
-            table: FlowTable::new(cfg.max_flows, cfg.timeouts, table_seed(&cfg)),
+            table,
             nat: NatState::new(cfg.seed.rotate_left(29)),
             routes: ArcSwap::from_pointee(routes),
             local: ArcSwap::from_pointee(local),
@@ -616,6 +622,12 @@ impl Engine {
             }
             _ => {}
         }
+        // Per-source limit: refuse before a port is chosen (the table's
+        // insert decides exactly; this spares a limited source's flood
+        // the NAT work).
+        if self.table.sources().full(key.src) {
+            return Err(self.source_refused(key.src));
+        }
         let len = (p.end - p.l3) as u32;
         let mut base = NewFlow {
             orig: key,
@@ -822,6 +834,7 @@ impl Engine {
                         .alarm(c.lane(), SessionEventKind::PortsExhausted, key, xlat, now);
                     return Err(Verdict::Drop(DropReason::PortExhausted));
                 }
+                Err(AllocError::SourceLimit) => return Err(self.source_refused(key.src)),
                 Err(AllocError::OrigExists) => {
                     // Another worker created this flow a moment ago: use it.
                     let info = PacketInfo { tcp_flags, len };
@@ -867,8 +880,19 @@ impl Engine {
                 Ok(out)
             }
             Err(crate::conntrack::InsertError::Full) => Err(self.table_full(&base.orig, now, c)),
+            Err(crate::conntrack::InsertError::SourceLimit) => {
+                Err(self.source_refused(nf.orig.src))
+            }
             Err(_) => Err(Verdict::Drop(DropReason::FlowRace)),
         }
+    }
+
+    /// A new flow from `src` refused for `flows_per_source`: remembered
+    /// among the most refused sources, dropped as `source_limit`.
+    #[cold]
+    fn source_refused(&self, src: u32) -> Verdict {
+        self.table.sources().note_refused(src);
+        Verdict::Drop(DropReason::SourceLimit)
     }
 
     /// Translates an ICMP error by the flow of the datagram it quotes.
@@ -1013,10 +1037,10 @@ impl Engine {
         self.icmp_sent.fetch_add(1, Relaxed) < self.cfg.icmp_rate
     }
 
-    /// Replaces rules, sets and routes with those of a new config, all
-    /// validated before anything changes; everything else (interfaces,
-    /// limits, timeouts, policies, backend) must be unchanged, because it
-    /// needs a restart. Sets keep their run-time entries; rules are rebuilt
+    /// Replaces rules, sets, routes and `flows_per_source` with those of a
+    /// new config, all validated before anything changes; everything else
+    /// (interfaces, the other limits, timeouts, policies, backend) must be
+    /// unchanged, because it needs a restart. Sets keep their run-time entries; rules are rebuilt
     /// to point at the live sets. Existing flows keep their translation.
     /// Also returns the live flows no rule of the new ruleset matches.
     pub fn reload(
@@ -1082,6 +1106,7 @@ impl Engine {
             }
         }
         let unmatched = self.unmatched_flows(&ruleset, now);
+        self.table.set_source_limit(cfg.flows_per_source);
         self.set_routes_policy(&cfg.routes, &cfg.policy_routes);
         self.swap_ruleset(ruleset);
         self.sets.store(Arc::new(merged));

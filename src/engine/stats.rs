@@ -106,6 +106,8 @@ drop_reasons! {
     FlowTableFull = "flow_table_full",
     /// No free outside port for the new flow.
     PortExhausted = "port_exhausted",
+    /// New flow from a source that has `flows_per_source` live flows already.
+    SourceLimit = "source_limit",
     /// Two workers created the same flow at once and this packet lost.
     FlowRace = "flow_race",
     /// Addressed to the gateway itself on a backend that cannot deliver it.

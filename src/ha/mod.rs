@@ -851,6 +851,69 @@ impl SyncThread {
     }
 }
 
+/// The receiving side of the sync link without its thread: datagrams are
+/// handed in one at a time with the time they arrived, as the sync thread
+/// would (the fuzz target `ha` and tests drive it). What it would send
+/// (acknowledgements, NACKs, resync requests) goes to the configured
+/// peer address from a socket on `cfg.local`. It does not turn on the
+/// engine's change log (what a node sends is not its business).
+pub struct Receiver {
+    t: SyncThread,
+}
+
+impl Receiver {
+    /// A receiving node in `role` for `engine`, bound to `cfg.local`.
+    pub fn new(cfg: HaConfig, engine: Arc<Engine>, role: Role) -> Result<Receiver, String> {
+        let sock = bind(cfg.local)?;
+        // (The change log is the sending side's: not enabled here.)
+        engine.set_standby(role != Role::Master);
+        let shared = Arc::new(Shared {
+            role: AtomicU8::new(role.as_u8()),
+            in_sync: AtomicBool::new(role == Role::Master),
+            stop: AtomicBool::new(false),
+            status: parking_lot::Mutex::new(HaStatus::default()),
+        });
+        Ok(Receiver {
+            t: SyncThread::new(cfg, engine, shared, sock),
+        })
+    }
+
+    /// One datagram, from the peer or from `from`.
+    pub fn datagram(&mut self, d: &[u8], from: Option<SocketAddr>, now: Instant) {
+        let from = from.unwrap_or(self.t.peer);
+        self.t.on_datagram(d, from, now);
+    }
+
+    /// What the sync thread does after a batch of datagrams: acknowledge,
+    /// apply what arrived in order, give up on a stuck gap.
+    pub fn settle(&mut self, now: Instant) {
+        self.t.send_ack(now);
+        self.t.apply_pending();
+        if self.t.inc.gap_stuck(now, GAP_LIMIT) {
+            let items = self.t.inc.skip_gap();
+            self.t.counts.bump("gaps_skipped");
+            self.t.take_items(items);
+            self.t.apply_pending();
+            self.t.want_resync();
+        }
+    }
+
+    /// The authentication this node expects (to seal test datagrams).
+    pub fn auth(&self) -> &Auth {
+        &self.t.auth
+    }
+
+    /// Counters by name, as `natgw ha status` shows them.
+    pub fn counters(&self) -> BTreeMap<&'static str, u64> {
+        self.t.counts.0.clone()
+    }
+
+    /// True once a bulk resync completed (or as the active node).
+    pub fn in_sync(&self) -> bool {
+        self.t.in_sync()
+    }
+}
+
 fn refused_name(e: WireError) -> &'static str {
     match e {
         WireError::Short => "refused_short",

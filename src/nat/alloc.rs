@@ -142,6 +142,8 @@ pub enum AllocError {
     Exhausted(u32),
     Full,
     OrigExists,
+    /// The flow's source has `flows_per_source` live flows already.
+    SourceLimit,
 }
 
 /// Shared NAT state besides the flows themselves.
@@ -207,6 +209,7 @@ impl NatState {
                 }
                 Err(InsertError::Full) => return Err(AllocError::Full),
                 Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
+                Err(InsertError::SourceLimit) => return Err(AllocError::SourceLimit),
                 // The mapping's port is taken towards this remote by a
                 // flow that is not ours: fall back to a fresh mapping.
                 Err(InsertError::ReplyTaken) => {}
@@ -245,6 +248,7 @@ impl NatState {
                     }
                     Err(InsertError::Full) => return Err(AllocError::Full),
                     Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
+                    Err(InsertError::SourceLimit) => return Err(AllocError::SourceLimit),
                     // Taken towards this remote: choose as if there were none.
                     Err(InsertError::ReplyTaken) => {}
                 }
@@ -338,6 +342,7 @@ impl NatState {
                     Err(InsertError::ReplyTaken) => continue,
                     Err(InsertError::Full) => return Err(AllocError::Full),
                     Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
+                    Err(InsertError::SourceLimit) => return Err(AllocError::SourceLimit),
                 }
             }
         }

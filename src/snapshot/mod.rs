@@ -655,7 +655,8 @@ impl Snapshot {
                     rep.flows += 1;
                     rep.flows_clamped += usize::from(clamped);
                 }
-                Err(InsertError::Full) => rep.flows_table_full += 1,
+                // (A restored flow is never refused for its source.)
+                Err(InsertError::Full | InsertError::SourceLimit) => rep.flows_table_full += 1,
                 Err(InsertError::OrigExists | InsertError::ReplyTaken) => rep.flows_duplicate += 1,
             }
         }
