@@ -503,4 +503,34 @@ fn afxdp_logging_outputs_are_checked_and_a_reload_changes_them() {
             && line.contains(" create - proto=icmp src="),
         "{line}"
     );
+
+    // A per-source limit of one flow: cl1's next flow is refused, and the
+    // refusal is logged (RFC 8158 quota exceeded, max entries per user).
+    let limited = config(
+        &t,
+        "limited.toml",
+        &format!(
+            "\n[limits]\nflows_per_source = 1\n\n[logging]\nsyslog = \"{}\"\nsyslog_facility = \"local3\"\n",
+            sock.display()
+        ),
+    );
+    let r = reload(&limited);
+    assert!(r.status.success(), "{r:?}");
+    let o = t.exec_timeout(
+        "cl1",
+        &format!("ping -n -q -c 1 -W 1 {}", t.addr("out")),
+        Duration::from_secs(10),
+    );
+    assert!(!o.status.success(), "the second flow got through: {o:?}");
+    let want = format!(" source_limit - src={} flows_per_source=1", t.addr("cl1"));
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = listener.recv(&mut buf).expect("a source_limit line");
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if line.ends_with(&want) {
+            assert!(line.starts_with("<156>1 "), "a warning: {line}");
+            break;
+        }
+        assert!(Instant::now() < until, "no `{want}` line; last: {line}");
+    }
 }

@@ -626,7 +626,7 @@ impl Engine {
         // insert decides exactly; this spares a limited source's flood
         // the NAT work).
         if self.table.sources().full(key.src) {
-            return Err(self.source_refused(key.src));
+            return Err(self.source_refused(&key, now, c));
         }
         let len = (p.end - p.l3) as u32;
         let mut base = NewFlow {
@@ -834,7 +834,7 @@ impl Engine {
                         .alarm(c.lane(), SessionEventKind::PortsExhausted, key, xlat, now);
                     return Err(Verdict::Drop(DropReason::PortExhausted));
                 }
-                Err(AllocError::SourceLimit) => return Err(self.source_refused(key.src)),
+                Err(AllocError::SourceLimit) => return Err(self.source_refused(&key, now, c)),
                 Err(AllocError::OrigExists) => {
                     // Another worker created this flow a moment ago: use it.
                     let info = PacketInfo { tcp_flags, len };
@@ -881,7 +881,7 @@ impl Engine {
             }
             Err(crate::conntrack::InsertError::Full) => Err(self.table_full(&base.orig, now, c)),
             Err(crate::conntrack::InsertError::SourceLimit) => {
-                Err(self.source_refused(nf.orig.src))
+                Err(self.source_refused(&nf.orig, now, c))
             }
             Err(_) => Err(Verdict::Drop(DropReason::FlowRace)),
         }
@@ -890,8 +890,10 @@ impl Engine {
     /// A new flow from `src` refused for `flows_per_source`: remembered
     /// among the most refused sources, dropped as `source_limit`.
     #[cold]
-    fn source_refused(&self, src: u32) -> Verdict {
-        self.table.sources().note_refused(src);
+    fn source_refused(&self, key: &Tuple, now: Time, c: &Counters) -> Verdict {
+        self.table.sources().note_refused(key.src);
+        self.sessions
+            .alarm(c.lane(), SessionEventKind::SourceLimit, *key, *key, now);
         Verdict::Drop(DropReason::SourceLimit)
     }
 

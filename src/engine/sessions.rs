@@ -1,6 +1,6 @@
 //! NAT session log events, as workers see them: a flow created, a flow
-//! ended, and the two alarms (an outside address out of ports, the flow
-//! table full). Workers write them into per-lane rings
+//! ended, and the alarms (an outside address out of ports, the flow
+//! table full, a source at its `flows_per_source` limit). Workers write them into per-lane rings
 //! ([`super::changes::LaneRings`]) and never block or allocate for them;
 //! the session logger ([`crate::sessionlog`]) drains the rings on its own
 //! thread and exports IPFIX and syslog. An event lost to a full ring is
@@ -37,14 +37,18 @@ pub enum SessionEventKind {
     PortsExhausted,
     /// A new flow was refused: the flow table holds `max_flows` flows.
     TableFull,
+    /// A new flow was refused: its source (`orig.src`) holds
+    /// `flows_per_source` flows.
+    SourceLimit,
 }
 
 impl SessionEventKind {
-    pub const ALL: [SessionEventKind; 4] = [
+    pub const ALL: [SessionEventKind; 5] = [
         SessionEventKind::Create,
         SessionEventKind::Delete,
         SessionEventKind::PortsExhausted,
         SessionEventKind::TableFull,
+        SessionEventKind::SourceLimit,
     ];
 
     /// The name logs and metrics use.
@@ -54,6 +58,7 @@ impl SessionEventKind {
             SessionEventKind::Delete => "delete",
             SessionEventKind::PortsExhausted => "ports_exhausted",
             SessionEventKind::TableFull => "table_full",
+            SessionEventKind::SourceLimit => "source_limit",
         }
     }
 }
@@ -86,7 +91,7 @@ pub struct SessionLog {
     rings: LaneRings<SessionEvent>,
     on: AtomicBool,
     /// Per alarm kind: the second (engine clock) of the last one written.
-    last_alarm: [AtomicU64; 2],
+    last_alarm: [AtomicU64; 3],
 }
 
 impl SessionLog {
@@ -146,8 +151,8 @@ impl SessionLog {
         }
     }
 
-    /// A new flow was refused (`PortsExhausted` or `TableFull`); written at
-    /// most once per second per kind.
+    /// A new flow was refused (`PortsExhausted`, `TableFull` or
+    /// `SourceLimit`); written at most once per second per kind.
     pub(super) fn alarm(
         &self,
         lane: usize,
@@ -159,7 +164,11 @@ impl SessionLog {
         if !self.enabled() {
             return;
         }
-        let slot = &self.last_alarm[usize::from(kind == SessionEventKind::TableFull)];
+        let slot = &self.last_alarm[match kind {
+            SessionEventKind::TableFull => 1,
+            SessionEventKind::SourceLimit => 2,
+            _ => 0,
+        }];
         let sec = now.0 / 1_000_000_000 + 1;
         let last = slot.load(Relaxed);
         if last == sec || slot.compare_exchange(last, sec, Relaxed, Relaxed).is_err() {

@@ -11,6 +11,7 @@
 //! | 257 | NAT44 session delete (5) | 256's, then flowStartMilliseconds 152/8, flowEndMilliseconds 153/8, initiatorPackets 298/8, responderPackets 299/8, initiatorOctets 231/8, responderOctets 232/8 |
 //! | 258 | NAT ports exhausted (12) | observationTimeMilliseconds, natEvent, postNATSourceIPv4Address, protocolIdentifier |
 //! | 259 | quota exceeded (13): max session entries | observationTimeMilliseconds, natEvent, natQuotaExceededEvent 466/4 (= 1), maxSessionEntries 471/4 |
+//! | 260 | quota exceeded (13): max entries per user (`flows_per_source`) | observationTimeMilliseconds, natEvent, natQuotaExceededEvent 466/4 (= 3), maxEntriesPerUser 473/4, sourceIPv4Address 8/4 |
 //!
 //! For ICMP the ports are the echo identifier (source) and 0.
 
@@ -30,6 +31,8 @@ pub const NAT_PORTS_EXHAUSTED: u8 = 12;
 pub const QUOTA_EXCEEDED: u8 = 13;
 /// natQuotaExceededEvent: maximum session entries.
 pub const MAX_SESSION_ENTRIES: u32 = 1;
+/// natQuotaExceededEvent: maximum entries per user.
+pub const MAX_ENTRIES_PER_USER: u32 = 3;
 
 const SESSION: &[(u16, u16)] = &[
     (323, 8),
@@ -47,6 +50,7 @@ const SESSION: &[(u16, u16)] = &[
 const SESSION_END: &[(u16, u16)] = &[(152, 8), (153, 8), (298, 8), (299, 8), (231, 8), (232, 8)];
 const PORTS: &[(u16, u16)] = &[(323, 8), (230, 1), (225, 4), (4, 1)];
 const QUOTA: &[(u16, u16)] = &[(323, 8), (230, 1), (466, 4), (471, 4)];
+const USER_QUOTA: &[(u16, u16)] = &[(323, 8), (230, 1), (466, 4), (473, 4), (8, 4)];
 
 /// Template id of each event kind.
 pub fn template_id(k: SessionEventKind) -> u16 {
@@ -55,6 +59,7 @@ pub fn template_id(k: SessionEventKind) -> u16 {
         SessionEventKind::Delete => 257,
         SessionEventKind::PortsExhausted => 258,
         SessionEventKind::TableFull => 259,
+        SessionEventKind::SourceLimit => 260,
     }
 }
 
@@ -64,6 +69,7 @@ fn fields(k: SessionEventKind) -> Vec<(u16, u16)> {
         SessionEventKind::Delete => [SESSION, SESSION_END].concat(),
         SessionEventKind::PortsExhausted => PORTS.to_vec(),
         SessionEventKind::TableFull => QUOTA.to_vec(),
+        SessionEventKind::SourceLimit => USER_QUOTA.to_vec(),
     }
 }
 
@@ -217,6 +223,12 @@ impl Exporter {
                 m.extend_from_slice(&MAX_SESSION_ENTRIES.to_be_bytes());
                 m.extend_from_slice(&e.max_flows.to_be_bytes());
             }
+            SessionEventKind::SourceLimit => {
+                m.push(QUOTA_EXCEEDED);
+                m.extend_from_slice(&MAX_ENTRIES_PER_USER.to_be_bytes());
+                m.extend_from_slice(&e.per_source.to_be_bytes());
+                m.extend_from_slice(&ev.orig.src.to_be_bytes());
+            }
         }
     }
 }
@@ -272,6 +284,7 @@ mod tests {
             at_ms: 1_764_000_000_000 + n as u64,
             born_ms: 1_763_999_990_000,
             max_flows: 1000,
+            per_source: 0,
         }
     }
 

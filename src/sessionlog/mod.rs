@@ -104,12 +104,14 @@ pub struct LogEvent {
     pub born_ms: u64,
     /// The table's limit (what a `TableFull` reports).
     pub max_flows: u32,
+    /// `flows_per_source` (what a `SourceLimit` reports; 0: none).
+    pub per_source: u32,
 }
 
 /// What the logger did, kept across reloads (one per process).
 #[derive(Default)]
 pub struct LogCounters {
-    events: [AtomicU64; 4],
+    events: [AtomicU64; 5],
     ipfix_messages: AtomicU64,
     syslog_lines: AtomicU64,
     send_failed: AtomicU64,
@@ -322,12 +324,14 @@ impl Thread {
             self.send_ipfix(&m, 0);
         }
         let max_flows = self.engine.table().capacity() as u32;
+        let per_source = self.engine.table().sources().limit().unwrap_or(0);
         for ev in events {
             let e = LogEvent {
                 ev: *ev,
                 at_ms: wall(ev.at),
                 born_ms: wall(ev.born),
                 max_flows,
+                per_source,
             };
             self.counters.events[SessionEventKind::ALL
                 .iter()

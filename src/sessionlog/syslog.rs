@@ -6,6 +6,7 @@
 //! <134>1 2026-12-02T09:00:31.240Z gw1 natgw 4242 delete - proto=tcp src=10.0.0.2:40000 xsrc=203.0.113.1:1024 dst=198.51.100.5:80 xdst=198.51.100.5:80 start=2026-12-02T09:00:01.230Z duration=30.010 packets=12/10 bytes=1400/52000
 //! <132>1 2026-12-02T09:00:40.000Z gw1 natgw 4242 ports_exhausted - proto=udp xsrc=203.0.113.1
 //! <132>1 2026-12-02T09:00:41.000Z gw1 natgw 4242 table_full - max_flows=1000000
+//! <132>1 2026-12-02T09:00:42.000Z gw1 natgw 4242 source_limit - src=10.0.0.2 flows_per_source=100
 //! ```
 //!
 //! `src`/`dst` are the flow's first packet as it arrived, `xsrc`/`xdst` as
@@ -109,6 +110,14 @@ pub fn line(e: &LogEvent, facility: u8, host: &str, pid: u32) -> String {
         SessionEventKind::TableFull => {
             let _ = write!(s, " max_flows={}", e.max_flows);
         }
+        SessionEventKind::SourceLimit => {
+            let _ = write!(
+                s,
+                " src={} flows_per_source={}",
+                Ipv4Addr::from(o.src),
+                e.per_source
+            );
+        }
     }
     s
 }
@@ -147,6 +156,7 @@ mod tests {
             at_ms: 1_796_202_031_240,
             born_ms: 1_796_202_001_230,
             max_flows: 1000,
+            per_source: 25,
         };
         assert_eq!(
             line(&e, facility("local0").unwrap(), "gw1", 4242),
@@ -157,6 +167,12 @@ mod tests {
         e.ev.kind = SessionEventKind::TableFull;
         assert!(line(&e, 16, "gw1", 1).starts_with("<132>1 "));
         assert!(line(&e, 16, "gw1", 1).ends_with(" table_full - max_flows=1000"));
+        e.ev.kind = SessionEventKind::SourceLimit;
+        assert!(
+            line(&e, 16, "gw1", 1).ends_with(" source_limit - src=10.0.0.2 flows_per_source=25"),
+            "{}",
+            line(&e, 16, "gw1", 1)
+        );
         assert_eq!(facility("local8"), None);
         assert_eq!(facility("daemon"), Some(3));
     }
