@@ -873,29 +873,29 @@ impl FlowTable {
     /// (read under its index shard's lock, so the slot cannot change hands
     /// meanwhile); `None` if there is none.
     pub fn get(&self, orig: &Tuple) -> Option<FlowRecord> {
-        let h = self.hash(orig);
-        let index = self.shard(h).read();
-        let pos = index.find((h >> 32) as u32, |idx, dir| {
-            dir == Dir::Orig && self.slot(idx).is_some_and(|s| s.tuple(0) == *orig)
-        })?;
-        let (_, idx, _) = decode(index.words[pos]);
-        let r = self.slot(idx)?.record();
-        (r.expires.0 != 0).then_some(r)
+        self.with_orig(orig, |_, s| s.record())
+            .filter(|r| r.expires.0 != 0)
     }
 
     /// Finds the flow whose original-direction tuple is `orig`.
     pub fn find(&self, orig: &Tuple) -> Option<FlowId> {
+        self.with_orig(orig, |idx, s| FlowId {
+            idx,
+            gen_: s.gen_.load(Relaxed),
+        })
+    }
+
+    /// Runs `f` on the slot of the flow whose original-direction tuple is
+    /// `orig`, under its index shard's read lock (so the slot cannot change
+    /// hands meanwhile).
+    fn with_orig<R>(&self, orig: &Tuple, f: impl FnOnce(u32, &Slot) -> R) -> Option<R> {
         let h = self.hash(orig);
         let index = self.shard(h).read();
         let pos = index.find((h >> 32) as u32, |idx, dir| {
             dir == Dir::Orig && self.slot(idx).is_some_and(|s| s.tuple(0) == *orig)
         })?;
         let (_, idx, _) = decode(index.words[pos]);
-        let s = self.slot(idx)?;
-        Some(FlowId {
-            idx,
-            gen_: s.gen_.load(Relaxed),
-        })
+        Some(f(idx, self.slot(idx)?))
     }
 
     /// Calls `f` for every live flow that a packet created or touched at

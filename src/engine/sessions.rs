@@ -239,5 +239,9 @@ mod tests {
             .unwrap();
         assert_eq!(c.xlat, t(9), "xlat: the original direction after NAT");
         assert_eq!(log.missed(), 0);
+        // The logger counts by `kind as usize`: `ALL` is in that order.
+        for (i, k) in SessionEventKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
     }
 }

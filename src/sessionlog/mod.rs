@@ -236,13 +236,9 @@ impl SessionLogger {
         }
     }
 
-    /// Stops the thread after it exported what the rings hold.
-    pub fn stop(mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    /// Stops the thread after it exported what the rings hold (as
+    /// dropping it does).
+    pub fn stop(self) {}
 }
 
 impl Drop for SessionLogger {
@@ -333,11 +329,8 @@ impl Thread {
                 max_flows,
                 per_source,
             };
-            self.counters.events[SessionEventKind::ALL
-                .iter()
-                .position(|k| *k == ev.kind)
-                .unwrap_or(0)]
-            .fetch_add(1, Relaxed);
+            // `ALL` lists the kinds in declaration order.
+            self.counters.events[ev.kind as usize].fetch_add(1, Relaxed);
             if self.sinks.ipfix.is_some() {
                 let before = self.exporter.sequence();
                 if let Some(m) = self.exporter.push(&e, export_secs) {
