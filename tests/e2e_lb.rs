@@ -212,11 +212,23 @@ fn schedulers_spread_requests_like_ipvs() {
     };
     let (c, errors) = lb.fetch("out", 80, 300);
     assert_eq!(errors, 0);
-    assert_eq!(c, counts(&[("r1", 100), ("r2", 100), ("r3", 100)]));
+    assert_eq!(
+        c,
+        counts(&[("r1", 100), ("r2", 100), ("r3", 100)]),
+        "{}\n{}",
+        lb.cli(&["services"]),
+        lb.cli(&["stats"])
+    );
 
     let (c, errors) = lb.fetch("out", 81, 600);
     assert_eq!(errors, 0);
-    assert_eq!(c, counts(&[("r1", 300), ("r2", 200), ("r3", 100)]));
+    assert_eq!(
+        c,
+        counts(&[("r1", 300), ("r2", 200), ("r3", 100)]),
+        "{}\n{}",
+        lb.cli(&["services"]),
+        lb.cli(&["stats"])
+    );
 
     let (a, _) = lb.fetch("out", 82, 20);
     let (b, _) = lb.fetch("out2", 82, 20);

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use natgw::conntrack::TcpState;
 use natgw::engine::DropReason;
 use natgw::lb::{Change, Health, RealSpec, ServiceKey};
 use std::collections::HashMap;
@@ -122,6 +123,43 @@ fn replies_come_back_from_the_vip_and_counts_follow_tcp_state() {
     let s = st();
     assert_eq!((s.active, s.inactive), (0, 0));
     assert_eq!((s.packets_in, s.packets_out), (3, 1));
+}
+
+/// A client that reuses the 4-tuple of a finished connection (the server
+/// closed first, so the client port is free again at once) opens a new
+/// connection, scheduled afresh like IPVS's conn_reuse_mode 1: rr moves on
+/// to the next server, and the old server's counts are released.
+#[test]
+fn a_reused_client_port_is_scheduled_afresh() {
+    let gw = Gw::with("", &service("rr", "", &[(R1, 1), (R2, 1)]));
+    let c = "198.51.100.7:40000";
+    let vip = format!("{VIP}:80");
+    let first = gw.on_wan(&tcp(c, &vip, SYN, b"")).seen();
+    let server = first.dst_sa().to_string();
+    gw.on_lan(&tcp(&server, c, SYN | ACK, b"")).seen();
+    gw.on_wan(&tcp(c, &vip, ACK, b"")).seen();
+    // The server closes first; the client answers; TIME_WAIT.
+    gw.on_lan(&tcp(&server, c, FIN | ACK, b"")).seen();
+    gw.on_wan(&tcp(c, &vip, FIN | ACK, b"")).seen();
+    gw.on_lan(&tcp(&server, c, ACK, b"")).seen();
+    assert_eq!(gw.engine.flows(gw.now)[0].tcp_state, TcpState::TimeWait);
+    let again = gw.on_wan(&tcp(c, &vip, SYN, b"")).seen();
+    assert_ne!(
+        again.dst_sa(),
+        first.dst_sa(),
+        "rr schedules the reopened connection to the next server"
+    );
+    let flows = gw.engine.flows(gw.now);
+    assert_eq!(flows.len(), 1, "the old flow is replaced: {flows:?}");
+    assert_eq!(flows[0].tcp_state, TcpState::SynSent);
+    let reals = &gw.engine.services(gw.now)[0].reals;
+    let conns: Vec<_> = reals.iter().map(|r| (r.active, r.inactive)).collect();
+    assert_eq!(conns.iter().map(|c| c.0 + c.1).sum::<u32>(), 1, "{conns:?}");
+    // The reply comes back from the new server through the VIP.
+    let back = gw
+        .on_lan(&tcp(&again.dst_sa().to_string(), c, SYN | ACK, b""))
+        .seen();
+    assert_eq!(back.src_sa(), sa(&vip));
 }
 
 #[test]

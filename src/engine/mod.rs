@@ -533,6 +533,22 @@ impl Engine {
             len: (p.end - p.l3) as u32,
         };
         let out = match self.table.track(&p.tuple, info, now) {
+            Lookup::Hit(h) if self.lb_reuse(&h) => {
+                // A client reusing the 4-tuple of a finished load-balanced
+                // connection (SYN on TIME_WAIT or CLOSE) opens a new one:
+                // it is scheduled afresh, as IPVS's conn_reuse_mode 1 does,
+                // rather than pinned to the old one's server.
+                if let Some(r) = self.table.remove(h.id, None) {
+                    self.end(&r, c.lane(), now);
+                }
+                match self.new_flow(&p, iif, tcp_flags, now, c) {
+                    Ok(t) => {
+                        self.changes.note(c.lane(), p.tuple);
+                        (t, 0)
+                    }
+                    Err(v) => return v,
+                }
+            }
             Lookup::Hit(h) => {
                 if h.tcp_invalid {
                     Counters::bump(&c.tcp_invalid);
@@ -600,6 +616,17 @@ impl Engine {
             oif: hop.oif,
             next_hop: hop.addr,
         }
+    }
+
+    /// True when `h` is a SYN that reopened a finished load-balanced TCP
+    /// connection (TIME_WAIT or CLOSE to SYN_SENT).
+    fn lb_reuse(&self, h: &crate::conntrack::Hit) -> bool {
+        h.flags & nat_flags::LB != 0
+            && h.dir == crate::conntrack::Dir::Orig
+            && matches!(
+                h.tcp_change,
+                Some((TcpState::TimeWait | TcpState::Close, TcpState::SynSent))
+            )
     }
 
     /// Creates the flow of a packet that matched none; returns the tuple
