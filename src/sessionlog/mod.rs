@@ -28,7 +28,10 @@ use crate::conntrack::Time;
 use crate::dataplane::sys;
 use crate::engine::{Engine, SessionEvent, SessionEventKind};
 use serde::{Deserialize, Serialize};
+use nix::errno::Errno;
+use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +41,52 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often the thread drains the rings.
 const DRAIN_EVERY: Duration = Duration::from_millis(5);
+
+/// Syslog lines sent per `sendmmsg`.
+const LINE_BATCH: usize = 64;
+
+/// How long a batch of syslog lines waits for a full local socket.
+const SYSLOG_WAIT: Duration = Duration::from_millis(20);
+
+/// Syslog lines formatted and waiting to be sent, back to back in one
+/// buffer (no allocation per line).
+#[derive(Default)]
+struct LineBatch {
+    buf: Vec<u8>,
+    /// Where each line ends in `buf`.
+    ends: Vec<usize>,
+}
+
+impl LineBatch {
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+
+    /// Sends lines `from..` on the connected datagram socket `fd`, one
+    /// datagram each; how many went.
+    fn send(&self, fd: RawFd, from: usize) -> nix::Result<usize> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+        let slices: Vec<[IoSlice; 1]> = (from..self.ends.len())
+            .map(|i| {
+                let start = if i == 0 { 0 } else { self.ends[i - 1] };
+                [IoSlice::new(&self.buf[start..self.ends[i]])]
+            })
+            .collect();
+        let addrs = vec![None::<SockaddrStorage>; slices.len()];
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
+        let no_cmsgs: [ControlMessage; 0] = [];
+        let r = sendmmsg(
+            fd,
+            &mut headers,
+            &slices,
+            &addrs,
+            no_cmsgs,
+            MsgFlags::MSG_DONTWAIT,
+        )?;
+        Ok(r.count())
+    }
+}
 
 /// `[logging]`; off unless `ipfix` or `syslog` is given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -255,8 +304,8 @@ struct Thread {
     engine: Arc<Engine>,
     counters: Arc<LogCounters>,
     exporter: ipfix::Exporter,
-    host: String,
-    pid: u32,
+    writer: syslog::LineWriter,
+    lines: LineBatch,
     last_templates: Option<Instant>,
     last_warning: Option<Instant>,
     last_reconnect: Instant,
@@ -272,12 +321,12 @@ impl Thread {
             .filter(|h| !h.is_empty() && !h.contains(' '))
             .unwrap_or_else(|| "-".into());
         Thread {
+            writer: syslog::LineWriter::new(sinks.cfg.syslog_facility, &host, std::process::id()),
+            lines: LineBatch::default(),
             sinks,
             engine,
             counters,
             exporter,
-            host,
-            pid: std::process::id(),
             last_templates: None,
             last_warning: None,
             last_reconnect: Instant::now(),
@@ -339,10 +388,14 @@ impl Thread {
                 }
             }
             if self.sinks.syslog.is_some() {
-                let l = syslog::line(&e, self.sinks.cfg.syslog_facility, &self.host, self.pid);
-                self.send_syslog(l.as_bytes());
+                self.writer.write(&e, &mut self.lines.buf);
+                self.lines.ends.push(self.lines.buf.len());
+                if self.lines.ends.len() >= LINE_BATCH {
+                    self.flush_syslog();
+                }
             }
         }
+        self.flush_syslog();
         let before = self.exporter.sequence();
         if let Some(m) = self.exporter.take() {
             let n = self.exporter.sequence().wrapping_sub(before);
@@ -363,28 +416,59 @@ impl Thread {
         }
     }
 
-    fn send_syslog(&mut self, line: &[u8]) {
-        let r = match &self.sinks.syslog {
-            Some(SyslogSock::Udp(s)) => s.send(line),
-            Some(SyslogSock::Unix(s)) => s.send(line),
-            None => return,
-        };
-        match r {
-            Ok(_) => {
-                self.counters.syslog_lines.fetch_add(1, Relaxed);
+    /// Sends the batched syslog lines, one datagram each, with as few
+    /// `sendmmsg` calls as the socket takes. A full local socket (the
+    /// syslog daemon is behind) is waited on for up to [`SYSLOG_WAIT`]
+    /// per batch; what cannot go then is counted as `send_failed`.
+    fn flush_syslog(&mut self) {
+        let n = self.lines.ends.len();
+        if n == 0 {
+            return;
+        }
+        let fd = match &self.sinks.syslog {
+            Some(SyslogSock::Udp(s)) => s.as_raw_fd(),
+            Some(SyslogSock::Unix(s)) => s.as_raw_fd(),
+            None => {
+                self.lines.clear();
+                return;
             }
-            Err(e) => {
-                self.counters.send_failed.fetch_add(1, Relaxed);
-                self.warn(&format!("syslog: {e}"));
-                // A local syslog daemon that restarted has a new socket.
-                if let Some(SyslogTarget::Unix(p)) = &self.sinks.cfg.syslog
-                    && self.last_reconnect.elapsed() >= Duration::from_secs(1)
-                {
-                    self.last_reconnect = Instant::now();
-                    if let Ok(s) = unix_connect(p) {
-                        self.sinks.syslog = Some(SyslogSock::Unix(s));
-                    }
+        };
+        let (mut done, mut failed) = (0, 0);
+        let mut waited = Duration::ZERO;
+        while done < n {
+            match self.lines.send(fd, done) {
+                Ok(k) if k > 0 => done += k,
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) if waited < SYSLOG_WAIT => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    waited += Duration::from_millis(1);
                 }
+                Err(e) => {
+                    // EAGAIN after the wait: the rest of the batch is
+                    // lost. Any other error loses this line only.
+                    let lost = if e == Errno::EAGAIN { n - done } else { 1 };
+                    failed += lost;
+                    done += lost;
+                    self.warn(&format!("syslog: {}", e.desc()));
+                    self.reconnect_syslog();
+                }
+            }
+        }
+        self.counters
+            .syslog_lines
+            .fetch_add((n - failed) as u64, Relaxed);
+        self.counters.send_failed.fetch_add(failed as u64, Relaxed);
+        self.lines.clear();
+    }
+
+    /// A local syslog daemon that restarted has a new socket.
+    fn reconnect_syslog(&mut self) {
+        if let Some(SyslogTarget::Unix(p)) = &self.sinks.cfg.syslog
+            && self.last_reconnect.elapsed() >= Duration::from_secs(1)
+        {
+            self.last_reconnect = Instant::now();
+            if let Ok(s) = unix_connect(p) {
+                self.sinks.syslog = Some(SyslogSock::Unix(s));
             }
         }
     }

@@ -16,7 +16,7 @@
 use super::LogEvent;
 use crate::engine::SessionEventKind;
 use crate::packet::proto;
-use std::fmt::Write;
+use std::io::Write;
 use std::net::Ipv4Addr;
 
 /// A syslog facility by name (`local0`..`local7`, `user`, `daemon`,
@@ -36,90 +36,146 @@ pub fn facility(name: &str) -> Option<u8> {
     })
 }
 
-/// RFC 3339 UTC with milliseconds, as RFC 5424 wants its TIMESTAMP.
-pub fn timestamp(unix_ms: u64) -> String {
-    match jiff::Timestamp::from_millisecond(unix_ms as i64) {
-        Ok(t) => format!("{t:.3}"),
-        Err(_) => "-".into(),
+/// Formats timestamps, keeping the text of the last two seconds seen (a
+/// batch of events mostly shares one, and a delete's start another).
+#[derive(Default)]
+struct Clock {
+    /// (second, "YYYY-MM-DDTHH:MM:SS"), most recent first.
+    cache: [(u64, String); 2],
+}
+
+impl Clock {
+    fn write(&mut self, unix_ms: u64, out: &mut Vec<u8>) {
+        let sec = unix_ms / 1000;
+        if self.cache[0].0 != sec || self.cache[0].1.is_empty() {
+            if self.cache[1].0 == sec && !self.cache[1].1.is_empty() {
+                self.cache.swap(0, 1);
+            } else {
+                let text = match jiff::Timestamp::from_second(sec as i64) {
+                    Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
+                    Err(_) => String::new(),
+                };
+                if text.is_empty() {
+                    out.push(b'-');
+                    return;
+                }
+                self.cache.swap(0, 1);
+                self.cache[0] = (sec, text);
+            }
+        }
+        out.extend_from_slice(self.cache[0].1.as_bytes());
+        let _ = write!(out, ".{:03}Z", unix_ms % 1000);
     }
 }
 
-fn proto_name(p: u8) -> String {
+fn proto_name(p: u8) -> &'static str {
     match p {
-        proto::TCP => "tcp".into(),
-        proto::UDP => "udp".into(),
-        proto::ICMP => "icmp".into(),
-        p => p.to_string(),
+        proto::TCP => "tcp",
+        proto::UDP => "udp",
+        proto::ICMP => "icmp",
+        _ => "",
     }
 }
 
-fn ep(a: u32, port: u16) -> String {
-    format!("{}:{port}", Ipv4Addr::from(a))
+fn write_proto(out: &mut Vec<u8>, p: u8) {
+    match proto_name(p) {
+        "" => {
+            let _ = write!(out, "{p}");
+        }
+        n => out.extend_from_slice(n.as_bytes()),
+    }
+}
+
+/// Writes syslog lines into a caller's buffer without allocating (the
+/// timestamps of the current second are reused).
+pub struct LineWriter {
+    facility: u8,
+    /// "HOSTNAME natgw PROCID", the header after the timestamp.
+    origin: String,
+    clock: Clock,
+}
+
+impl LineWriter {
+    /// `host` and `pid` fill the header's HOSTNAME and PROCID.
+    pub fn new(facility: u8, host: &str, pid: u32) -> LineWriter {
+        LineWriter {
+            facility,
+            origin: format!("{host} natgw {pid}"),
+            clock: Clock::default(),
+        }
+    }
+
+    /// Appends the line for `e` to `out` (no trailing newline).
+    pub fn write(&mut self, e: &LogEvent, out: &mut Vec<u8>) {
+        let ev = &e.ev;
+        let severity = match ev.kind {
+            SessionEventKind::Create | SessionEventKind::Delete => 6,
+            _ => 4,
+        };
+        let _ = write!(out, "<{}>1 ", self.facility as u16 * 8 + severity);
+        self.clock.write(e.at_ms, out);
+        let _ = write!(out, " {} {} -", self.origin, ev.kind.name());
+        let o = &ev.orig;
+        let x = &ev.xlat;
+        let ip = Ipv4Addr::from;
+        match ev.kind {
+            SessionEventKind::Create | SessionEventKind::Delete => {
+                out.extend_from_slice(b" proto=");
+                write_proto(out, o.proto);
+                let _ = write!(
+                    out,
+                    " src={}:{} xsrc={}:{} dst={}:{} xdst={}:{}",
+                    ip(o.src),
+                    o.sport,
+                    ip(x.src),
+                    x.sport,
+                    ip(o.dst),
+                    o.dport,
+                    ip(x.dst),
+                    x.dport
+                );
+                if ev.kind == SessionEventKind::Delete {
+                    let dur = e.at_ms.saturating_sub(e.born_ms);
+                    out.extend_from_slice(b" start=");
+                    self.clock.write(e.born_ms, out);
+                    let _ = write!(
+                        out,
+                        " duration={}.{:03} packets={}/{} bytes={}/{}",
+                        dur / 1000,
+                        dur % 1000,
+                        ev.packets[0],
+                        ev.packets[1],
+                        ev.bytes[0],
+                        ev.bytes[1]
+                    );
+                }
+            }
+            SessionEventKind::PortsExhausted => {
+                out.extend_from_slice(b" proto=");
+                write_proto(out, o.proto);
+                let _ = write!(out, " xsrc={}", ip(x.src));
+            }
+            SessionEventKind::TableFull => {
+                let _ = write!(out, " max_flows={}", e.max_flows);
+            }
+            SessionEventKind::SourceLimit => {
+                let _ = write!(
+                    out,
+                    " src={} flows_per_source={}",
+                    ip(o.src),
+                    e.per_source
+                );
+            }
+        }
+    }
 }
 
 /// The line for `e` (no trailing newline). `host` and `pid` fill the
 /// header's HOSTNAME and PROCID.
 pub fn line(e: &LogEvent, facility: u8, host: &str, pid: u32) -> String {
-    let ev = &e.ev;
-    let severity = match ev.kind {
-        SessionEventKind::Create | SessionEventKind::Delete => 6,
-        _ => 4,
-    };
-    let mut s = format!(
-        "<{}>1 {} {host} natgw {pid} {} -",
-        facility as u16 * 8 + severity,
-        timestamp(e.at_ms),
-        ev.kind.name()
-    );
-    let o = &ev.orig;
-    let x = &ev.xlat;
-    match ev.kind {
-        SessionEventKind::Create | SessionEventKind::Delete => {
-            let _ = write!(
-                s,
-                " proto={} src={} xsrc={} dst={} xdst={}",
-                proto_name(o.proto),
-                ep(o.src, o.sport),
-                ep(x.src, x.sport),
-                ep(o.dst, o.dport),
-                ep(x.dst, x.dport)
-            );
-            if ev.kind == SessionEventKind::Delete {
-                let dur = e.at_ms.saturating_sub(e.born_ms);
-                let _ = write!(
-                    s,
-                    " start={} duration={}.{:03} packets={}/{} bytes={}/{}",
-                    timestamp(e.born_ms),
-                    dur / 1000,
-                    dur % 1000,
-                    ev.packets[0],
-                    ev.packets[1],
-                    ev.bytes[0],
-                    ev.bytes[1]
-                );
-            }
-        }
-        SessionEventKind::PortsExhausted => {
-            let _ = write!(
-                s,
-                " proto={} xsrc={}",
-                proto_name(o.proto),
-                Ipv4Addr::from(x.src)
-            );
-        }
-        SessionEventKind::TableFull => {
-            let _ = write!(s, " max_flows={}", e.max_flows);
-        }
-        SessionEventKind::SourceLimit => {
-            let _ = write!(
-                s,
-                " src={} flows_per_source={}",
-                Ipv4Addr::from(o.src),
-                e.per_source
-            );
-        }
-    }
-    s
+    let mut out = Vec::new();
+    LineWriter::new(facility, host, pid).write(e, &mut out);
+    String::from_utf8(out).expect("ASCII")
 }
 
 #[cfg(test)]
@@ -174,6 +230,33 @@ mod tests {
             line(&e, 16, "gw1", 1)
         );
         assert_eq!(facility("local8"), None);
+        // Two writes in a row agree (no state leaks between lines).
+        let mut w = LineWriter::new(16, "gw1", 1);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        w.write(&e, &mut a);
+        w.write(&e, &mut b);
+        assert_eq!(a, b);
+    }
+
+    /// The cached second never leaks into a timestamp of another second,
+    /// forwards or back (a delete's start is usually an earlier one).
+    #[test]
+    fn timestamps_match_jiff_across_seconds() {
+        let mut c = Clock::default();
+        for ms in [
+            1_796_202_031_240u64,
+            1_796_202_031_999,
+            1_796_202_032_000,
+            1_796_202_031_001,
+            1_796_202_032_500,
+            1_796_202_099_007,
+            0,
+        ] {
+            let mut out = Vec::new();
+            c.write(ms, &mut out);
+            let want = format!("{:.3}", jiff::Timestamp::from_millisecond(ms as i64).unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
         assert_eq!(facility("daemon"), Some(3));
     }
 }
