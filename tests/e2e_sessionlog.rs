@@ -443,7 +443,7 @@ fn afxdp_logging_outputs_are_checked_and_a_reload_changes_them() {
     // Running without logging; a reload to a bad output changes nothing, a
     // good one turns logging on.
     let off = config(&t, "off.toml", "");
-    let gw = t.spawn(
+    let mut gw = t.spawn(
         "gw",
         &format!("exec {NATGW} run --config {} 2>&1", off.display()),
     );
@@ -532,5 +532,87 @@ fn afxdp_logging_outputs_are_checked_and_a_reload_changes_them() {
             break;
         }
         assert!(Instant::now() < until, "no `{want}` line; last: {line}");
+    }
+
+    // Syslog over TCP (RFC 6587 octet counting): with nothing listening
+    // the reload is refused; with a receiver, lines arrive framed.
+    let tcp = config(
+        &t,
+        "tcp.toml",
+        "\n[logging]\nsyslog = \"tcp:127.0.0.1:6514\"\n",
+    );
+    let r = reload(&tcp);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("logging.syslog tcp:127.0.0.1:6514: Connection refused")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    let received = t.dir().join("tcp-syslog.txt");
+    let _receiver = t.spawn(
+        "gw",
+        &format!(
+            "exec socat -u TCP-LISTEN:6514,bind=127.0.0.1,reuseaddr OPEN:{},creat,append",
+            received.display()
+        ),
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while !reload(&tcp).status.success() {
+        assert!(Instant::now() < until, "the TCP receiver never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        natgw_json(&t, &["stats"])["session_log"]["outputs"][0],
+        "syslog tcp 127.0.0.1:6514"
+    );
+    t.run("cl1", &format!("ping -n -q -c 1 -W 2 {}", t.addr("out")));
+    let until = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&received).unwrap_or_default();
+        if text.contains(" create - proto=icmp src=") {
+            break text;
+        }
+        assert!(Instant::now() < until, "no create line over TCP: {text:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Each frame is `LENGTH SP LINE`, back to back.
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        let (len, after) = rest.split_once(' ').expect("a length");
+        let len: usize = len
+            .parse()
+            .unwrap_or_else(|_| panic!("bad frame at {rest:?}"));
+        let line = &after[..len];
+        assert!(
+            line.starts_with("<13") && line.contains(" natgw "),
+            "{line}"
+        );
+        rest = &after[len..];
+    }
+
+    // natgw stops with no snapshot and no HA peer to carry its flows on:
+    // the live ping flow ends here, and its delete line is sent first.
+    let before = std::fs::read_to_string(&received).unwrap_or_default();
+    assert!(!before.contains(" delete - proto=icmp"), "{before}");
+    let st = gw.terminate(Duration::from_secs(20));
+    assert!(st.is_some_and(|s| s.success()), "{}", gw.stdout());
+    assert!(
+        gw.stdout()
+            .contains("live flow(s) logged as ended at the stop"),
+        "{}",
+        gw.stdout()
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&received).unwrap_or_default();
+        if text.contains(" delete - proto=icmp src=") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no delete line at the stop: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -991,17 +991,21 @@ fn build_logging(
     }
     if let Some(v) = &r.syslog {
         let t = v.get_ref().trim();
+        let bad = || {
+            src.err(
+                v.span(),
+                format!(
+                    "logging.syslog: `{t}` is neither ADDRESS:PORT (UDP, e.g. \"127.0.0.1:514\"), tcp:ADDRESS:PORT (e.g. \"tcp:192.0.2.10:514\") nor an absolute path of a local socket (e.g. \"/dev/log\")"
+                ),
+            )
+        };
         l.syslog = Some(if t.starts_with('/') {
             SyslogTarget::Unix(PathBuf::from(t))
+        } else if let Some(a) = t.strip_prefix("tcp:") {
+            let a = Spanned::new(v.span(), a.to_string());
+            SyslogTarget::Tcp(addr("syslog", &a).map_err(|_| bad())?)
         } else {
-            SyslogTarget::Udp(addr("syslog", v).map_err(|_| {
-                src.err(
-                    v.span(),
-                    format!(
-                        "logging.syslog: `{t}` is neither ADDRESS:PORT (UDP, e.g. \"127.0.0.1:514\") nor an absolute path of a local socket (e.g. \"/dev/log\")"
-                    ),
-                )
-            })?)
+            SyslogTarget::Udp(addr("syslog", v).map_err(|_| bad())?)
         });
     }
     if let Some(v) = &r.syslog_facility {
@@ -1658,6 +1662,11 @@ mapping = "endpoint-independent"
             Some(SyslogTarget::Udp("127.0.0.1:514".parse().unwrap()))
         );
         assert_eq!(c.run.logging.ipfix, None);
+        let c = parse(&with("syslog = \"tcp:192.0.2.10:6514\"\n")).unwrap();
+        assert_eq!(
+            c.run.logging.syslog,
+            Some(SyslogTarget::Tcp("192.0.2.10:6514".parse().unwrap()))
+        );
         for (body, want) in [
             (
                 "ipfix = \"collector\"",
@@ -1670,6 +1679,10 @@ mapping = "endpoint-independent"
             (
                 "syslog = \"dev/log\"",
                 "t.toml:6:10: logging.syslog: `dev/log` is neither ADDRESS:PORT",
+            ),
+            (
+                "syslog = \"tcp:loghost\"",
+                "t.toml:6:10: logging.syslog: `tcp:loghost` is neither ADDRESS:PORT",
             ),
             (
                 "syslog = \"127.0.0.1:514\"\nsyslog_facility = \"local9\"",

@@ -414,6 +414,14 @@ pub fn run(config: &Path, opts: &RunOptions) -> Result<(), String> {
     let counters = ctl.counters();
     let errors = ctl.running.take().map(|r| r.shutdown()).unwrap_or_default();
     let _ = std::fs::remove_file(&sock_path);
+    // With nothing to carry the flows on (no snapshot for the next start,
+    // no HA peer), they end here: the session log says so.
+    if ctl.logger.is_some() && ctl.cfg.run.snapshot.path.is_none() && ctl.cfg.run.ha.is_none() {
+        let n = engine.log_ends_at_stop(sys::now());
+        if n > 0 {
+            log::info!("session log: {n} live flow(s) logged as ended at the stop");
+        }
+    }
     // A last snapshot once the workers stood still, for the next start.
     if let Some(path) = &ctl.cfg.run.snapshot.path {
         match write_snapshot(&engine, path, counters) {

@@ -100,6 +100,11 @@ impl<T> LaneRings<T> {
         out.len() - before
     }
 
+    /// Items waiting in lane `lane`'s ring.
+    pub fn backlog(&self, lane: usize) -> usize {
+        self.rings.get().map_or(0, |r| r[lane % RINGS].q.len())
+    }
+
     /// Items dropped because their ring was full.
     pub fn missed(&self) -> u64 {
         self.rings

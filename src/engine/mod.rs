@@ -1203,6 +1203,24 @@ impl Engine {
     }
 
     /// A moment's list of live flows.
+    /// At a stop after which no process carries the flows on (no snapshot,
+    /// no HA peer): logs every live flow's end, as if it expired now. The
+    /// workers must have stopped. Returns how many.
+    pub fn log_ends_at_stop(&self, now: Time) -> usize {
+        if self.standby() || !self.sessions.enabled() {
+            return 0;
+        }
+        let mut n = 0;
+        self.table.for_each(|_, r| {
+            if r.expires > now {
+                self.sessions
+                    .deleted_waiting(&r, now, std::time::Duration::from_millis(100));
+                n += 1;
+            }
+        });
+        n
+    }
+
     pub fn flows(&self, now: Time) -> Vec<FlowRecord> {
         let mut v = Vec::new();
         self.table.for_each(|_, r| {

@@ -193,6 +193,26 @@ impl SessionLog {
         self.rings.drain(out)
     }
 
+    /// Logs the end of `r` at `now` from the control thread (workers
+    /// stopped), through a ring with room: waits up to `patience` for the
+    /// logger to make room, then counts the event lost like a worker's.
+    pub fn deleted_waiting(&self, r: &FlowRecord, now: Time, patience: std::time::Duration) {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(lane) =
+                (0..super::changes::RINGS).find(|&l| self.rings.backlog(l) < SESSION_RING_CAP)
+            {
+                self.deleted(lane, r, now);
+                return;
+            }
+            if t0.elapsed() >= patience {
+                self.deleted(0, r, now);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Events lost because their ring was full.
     pub fn missed(&self) -> u64 {
         self.rings.missed()

@@ -23,12 +23,13 @@
 
 pub mod ipfix;
 pub mod syslog;
+pub mod tcp;
 
 use crate::conntrack::Time;
 use crate::dataplane::sys;
 use crate::engine::{Engine, SessionEvent, SessionEventKind};
-use serde::{Deserialize, Serialize};
 use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
 use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
@@ -132,6 +133,8 @@ pub enum SyslogTarget {
     Udp(SocketAddr),
     /// A local datagram socket (an absolute path, e.g. `/dev/log`).
     Unix(PathBuf),
+    /// `tcp:HOST:PORT`: a stream (RFC 6587 octet counting).
+    Tcp(SocketAddr),
 }
 
 impl std::fmt::Display for SyslogTarget {
@@ -139,6 +142,7 @@ impl std::fmt::Display for SyslogTarget {
         match self {
             SyslogTarget::Udp(a) => write!(f, "udp {a}"),
             SyslogTarget::Unix(p) => write!(f, "unix {}", p.display()),
+            SyslogTarget::Tcp(a) => write!(f, "tcp {a}"),
         }
     }
 }
@@ -209,6 +213,7 @@ impl LogCounters {
 enum SyslogSock {
     Udp(UdpSocket),
     Unix(UnixDatagram),
+    Tcp(tcp::TcpSink),
 }
 
 /// The outputs' sockets, opened (and checked) before anything starts.
@@ -239,6 +244,7 @@ impl Sinks {
             None => None,
             Some(SyslogTarget::Udp(a)) => Some(SyslogSock::Udp(udp("syslog", *a)?)),
             Some(SyslogTarget::Unix(p)) => Some(SyslogSock::Unix(unix_connect(p)?)),
+            Some(SyslogTarget::Tcp(a)) => Some(SyslogSock::Tcp(tcp::TcpSink::connect(*a)?)),
         };
         Ok(Sinks {
             cfg: cfg.clone(),
@@ -345,6 +351,20 @@ impl Thread {
             }
             std::thread::sleep(DRAIN_EVERY);
         }
+        // Lines still waiting for a syslog stream get a moment to go;
+        // what is left then is lost, and counted.
+        let until = Instant::now() + Duration::from_secs(1);
+        while let Some(SyslogSock::Tcp(t)) = &self.sinks.syslog
+            && t.pending() > 0
+        {
+            if Instant::now() >= until {
+                let left = t.pending() as u64;
+                self.counters.send_failed.fetch_add(left, Relaxed);
+                break;
+            }
+            std::thread::sleep(DRAIN_EVERY);
+            self.flush_syslog();
+        }
     }
 
     fn export(&mut self, events: &[SessionEvent]) {
@@ -422,10 +442,31 @@ impl Thread {
     /// per batch; what cannot go then is counted as `send_failed`.
     fn flush_syslog(&mut self) {
         let n = self.lines.ends.len();
-        if n == 0 {
-            return;
-        }
-        let fd = match &self.sinks.syslog {
+        let fd = match &mut self.sinks.syslog {
+            Some(SyslogSock::Tcp(t)) => {
+                let mut refused = 0;
+                let mut start = 0;
+                for &end in &self.lines.ends {
+                    if !t.push(&self.lines.buf[start..end]) {
+                        refused += 1;
+                    }
+                    start = end;
+                }
+                self.lines.clear();
+                let f = t.flush();
+                self.counters.syslog_lines.fetch_add(f.sent as u64, Relaxed);
+                self.counters
+                    .send_failed
+                    .fetch_add((f.lost + refused) as u64, Relaxed);
+                if let Some(e) = f.error {
+                    self.warn(&format!("syslog {e}"));
+                }
+                if refused > 0 {
+                    self.warn("syslog tcp: receiver too slow or away, buffer full");
+                }
+                return;
+            }
+            _ if n == 0 => return,
             Some(SyslogSock::Udp(s)) => s.as_raw_fd(),
             Some(SyslogSock::Unix(s)) => s.as_raw_fd(),
             None => {

@@ -159,12 +159,7 @@ impl LineWriter {
                 let _ = write!(out, " max_flows={}", e.max_flows);
             }
             SessionEventKind::SourceLimit => {
-                let _ = write!(
-                    out,
-                    " src={} flows_per_source={}",
-                    ip(o.src),
-                    e.per_source
-                );
+                let _ = write!(out, " src={} flows_per_source={}", ip(o.src), e.per_source);
             }
         }
     }
@@ -254,7 +249,10 @@ mod tests {
         ] {
             let mut out = Vec::new();
             c.write(ms, &mut out);
-            let want = format!("{:.3}", jiff::Timestamp::from_millisecond(ms as i64).unwrap());
+            let want = format!(
+                "{:.3}",
+                jiff::Timestamp::from_millisecond(ms as i64).unwrap()
+            );
             assert_eq!(String::from_utf8(out).unwrap(), want);
         }
         assert_eq!(facility("daemon"), Some(3));
