@@ -148,15 +148,26 @@ fn new_flow_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("new_flow");
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
-    for (name, ports) in [("keep_port", Ports::Keep), ("remap_port", Ports::Clash)] {
+    // `keep_port_logged`: keep_port with the NAT session log on (the
+    // worker writes a create event per flow into its ring; the ring is
+    // drained, untimed, after each chunk, as the logger thread would).
+    for (name, ports, logged) in [
+        ("keep_port", Ports::Keep, false),
+        ("remap_port", Ports::Clash, false),
+        ("keep_port_logged", Ports::Keep, true),
+    ] {
         let mut state: Option<Engine> = None;
         let mut next: u32 = 0;
         g.bench_function(name, |b| {
             let e = state.get_or_insert_with(|| {
                 let e = engine(1 << 22);
                 populate(&e, 0..STANDING);
+                if logged {
+                    e.sessions().enable();
+                }
                 e
             });
+            let mut events = Vec::with_capacity(NEW_CHUNK as usize * 2);
             let ctr = Counters::default();
             let mut frames: Vec<[u8; FRAME]> = Vec::with_capacity(NEW_CHUNK as usize);
             b.iter_custom(|iters| {
@@ -178,12 +189,21 @@ fn new_flow_path(c: &mut Criterion) {
                             black_box(e.process(&mut buf, FRAME, Link::Ethernet, LAN, NOW, &ctr));
                     }
                     total += start.elapsed();
+                    events.clear();
+                    if logged {
+                        e.sessions().drain(&mut events);
+                    }
                     assert_eq!(ctr.flows_created.load(Relaxed) - created, n);
                     // Untimed: remove the new flows, keep the standing ones.
                     // (New flows go to remotes above every standing flow's.)
                     let first_new = orig(NEW_BASE, Ports::Keep).dst;
                     e.flush(|r| r.orig.dst >= first_new);
                     assert_eq!(e.table().len(), STANDING as usize);
+                    if logged {
+                        e.sessions().drain(&mut events);
+                        assert_eq!(events.len() as u64, 2 * n, "a create and a delete each");
+                        assert_eq!(e.sessions().missed(), 0);
+                    }
                     done += n;
                 }
                 total

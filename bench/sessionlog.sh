@@ -20,9 +20,11 @@
 #   lan1's, so new flows are created at N/s even though the gateway is
 #   saturated (through one interface they would be dropped in the same
 #   proportion as the flood, and only a fraction of N would be created);
-# - natgw: the whole process (worker and the natgw-sessionlog thread) on
-#   CPU 1 (`taskset -c 1`, afxdp.cpus = [1]), so whatever the logger costs
-#   is taken from the worker: the pessimistic placement;
+# - natgw: its worker on CPU 1 (afxdp.cpus = [1]); by default (GW_CPUS=1)
+#   the whole process, the natgw-sessionlog thread too, so whatever the
+#   logger costs is taken from the worker: the pessimistic placement.
+#   GW_CPUS=0,1 lets the other threads float, as on a gateway whose
+#   workers have their own cores;
 # - collectors: UDP sockets bound on 127.0.0.1:4739 and :5514 in gw's
 #   namespace that never read (no ECONNREFUSED, no send failures; the kernel
 #   drops at the full receive buffer, counted as RcvbufErrors). Their receive
@@ -52,16 +54,23 @@ PRE=${PRE:-3}
 WAITEND=${WAITEND:-4}
 RATE=${RATE:-3000000}
 NEWRATES=${NEWRATES:-"1000 100000"}
-MODES=${MODES:-"off ipfix ipfix+syslog"}
+MODES=${MODES:-"off ipfix ipfix+syslog syslog-tcp"}
 UDP_TIMEOUT=${UDP_TIMEOUT:-2}
 OUT=${OUT:-perf/sessionlog}
-# Scheduling (as bench/ha.sh and bench/hitless.sh do; "" = normal): the machine is
-# shared with builders, so natgw and the flood get a larger share of their CPUs, and the
-# paced new-flow generator (it sleeps between batches, never spins) runs SCHED_FIFO so
-# it keeps its rate beside the flood on CPU 0.
+# Scheduling ("" = normal): natgw and both generators at nice -20, and this script too (its
+# helpers read counters while natgw and the flood keep both CPUs busy: at nice 0 beside
+# nice -20 work a helper got ~1% of a CPU and `natgw stats` took ~10 s). The paced new-flow
+# generator sends NEWGEN_BURST frames per wake-up. (SCHED_FIFO for it, as before, starved
+# the flood on CPU 0: 20k pps offered at 100k new flows/s.)
 GW_SCHED=${GW_SCHED-nice -n -20}
 FLOOD_SCHED=${FLOOD_SCHED-nice -n -20}
-NEWGEN_SCHED=${NEWGEN_SCHED-chrt -f 40}
+NEWGEN_SCHED=${NEWGEN_SCHED-nice -n -20}
+NEWGEN_BURST=${NEWGEN_BURST:-32}
+# natgw's CPUs: its worker is always on CPU 1 (afxdp.cpus); GW_CPUS=1 puts every other thread
+# (the session logger too) there as well, the pessimistic placement; GW_CPUS=0,1 lets them
+# run where the scheduler finds room, as on a gateway whose workers have cores of their own.
+GW_CPUS=${GW_CPUS:-1}
+renice -n -20 -p $$ >/dev/null
 NATGW=${NATGW:-$ROOT/target/release/natgw}
 P=ngslb$$
 work=$(mktemp -d "/tmp/$P.XXXX")
@@ -128,6 +137,10 @@ while True:
     time.sleep(3600)
 ' &
 pids+=($!)
+# The TCP syslog receiver (mode syslog-tcp): reads and discards, on CPU 0 at nice 19 (it
+# only has to keep up on average: natgw buffers up to 4 MiB of lines).
+ip netns exec "$P-gw" taskset -c 0 nice -n 19 socat -u -b 262144 TCP-LISTEN:6514,bind=127.0.0.1,reuseaddr,fork OPEN:/dev/null &
+pids+=($!)
 sleep 1
 CLI_MAC=$(inns cli cat /sys/class/net/eth0/address)
 CLI2_MAC=$(inns cli2 cat /sys/class/net/eth0/address)
@@ -168,6 +181,7 @@ EOF
         off) ;;
         ipfix) printf '[logging]\nipfix = "127.0.0.1:4739"\n' ;;
         ipfix+syslog) printf '[logging]\nipfix = "127.0.0.1:4739"\nsyslog = "127.0.0.1:5514"\n' ;;
+        syslog-tcp) printf '[logging]\nsyslog = "tcp:127.0.0.1:6514"\n' ;;
         *) echo "unknown mode $1" >&2; return 1 ;;
     esac
 }
@@ -180,7 +194,7 @@ start_gw() { # mode
     : >"$work/gw.log"
     # `ip netns exec` and taskset exec natgw: $! is natgw's PID.
     # shellcheck disable=SC2086 # GW_SCHED is words
-    ip netns exec "$P-gw" taskset -c 1 $GW_SCHED "$NATGW" run --config "$work/gw.toml" >>"$work/gw.log" 2>&1 &
+    ip netns exec "$P-gw" taskset -c "$GW_CPUS" $GW_SCHED "$NATGW" run --config "$work/gw.toml" >>"$work/gw.log" 2>&1 &
     gw_pid=$!
     pids+=("$gw_pid")
     local i
@@ -197,11 +211,11 @@ stop_gw() {
     wait "$gw_pid" 2>/dev/null || true
 }
 # utime + stime (ticks) of natgw's threads: the session logger and the rest.
-thread_ticks() { # -> "logger others"
+thread_ticks() { # -> "logger others workers" (others include the workers)
     python3 - "$gw_pid" <<'EOF'
 import os, sys
 pid = sys.argv[1]
-lg = other = 0
+lg = other = wk = 0
 for t in os.listdir(f"/proc/{pid}/task"):
     try:
         comm = open(f"/proc/{pid}/task/{t}/comm").read().strip()
@@ -214,7 +228,9 @@ for t in os.listdir(f"/proc/{pid}/task"):
         lg += ticks
     else:
         other += ticks
-print(lg, other)
+    if comm.startswith("natgw-q"):
+        wk += ticks
+print(lg, other, wk)
 EOF
 }
 # CPU 1's ticks: "user nice system idle+iowait irq+softirq".
@@ -247,22 +263,22 @@ for rep in $(seq "$REPS"); do
             u0=$(udp_in)
             # shellcheck disable=SC2086
             ip netns exec "$P-cli2" taskset -c 0 $NEWGEN_SCHED "$work/udpgen" send --if eth0 --src-mac "$CLI2_MAC" --dst-mac "$LAN1_MAC" \
-                --src 10.1.0.10 --dst 203.0.113.2 --dport 8000 --flows 1000000 --rate "$n" --warm 0 \
+                --src 10.1.0.10 --dst 203.0.113.2 --dport 8000 --flows 1000000 --rate "$n" --burst "$NEWGEN_BURST" --warm 0 \
                 --duration 600 >"$work/newgen.json" &
             newgen=$!
             pids+=("$newgen")
             sleep "$PRE"
             # CPU ticks read right before and right after the flood (the counters around them).
-            # (natgw stats first and last: it takes seconds with 100k+ flows on a loaded machine.)
-            read -r s0 < <(gwstats); f0=$(count flood); n0=$(count newf); read -r l0 o0 < <(thread_ticks); read -r -a c0 < <(cpu1)
+            # (natgw stats first and last: it takes longest.)
+            read -r s0 < <(gwstats); f0=$(count flood); n0=$(count newf); read -r l0 o0 w0 < <(thread_ticks); read -r -a c0 < <(cpu1)
             t0=$(date +%s.%N)
             # shellcheck disable=SC2086
             gen=$(inns cli taskset -c 0 $FLOOD_SCHED "$work/udpgen" send --if eth0 --src-mac "$CLI_MAC" --dst-mac "$LAN0_MAC" \
                 --src 10.0.0.10 --dst 203.0.113.2 --dport 7000 --flows 1024 --rate "$RATE" --warm 0 --duration "$DUR")
             t1=$(date +%s.%N)
-            read -r -a c1 < <(cpu1); read -r l1 o1 < <(thread_ticks); f1=$(count flood); n1=$(count newf); read -r s1 < <(gwstats)
+            read -r -a c1 < <(cpu1); read -r l1 o1 w1 < <(thread_ticks); f1=$(count flood); n1=$(count newf); read -r s1 < <(gwstats)
             # Stopped here (SIGTERM: it prints its JSON), not by a duration: the snapshots
-            # take a while on a loaded machine and new flows must keep coming until t1.
+            # take a moment and new flows must keep coming until t1.
             kill -TERM "$newgen"
             wait "$newgen" || true
             sleep "$WAITEND"
@@ -273,7 +289,7 @@ for rep in $(seq "$REPS"); do
             nsent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sent"])' "$work/newgen.json")
             # One row: rep n mode window_s flood_sent flood_rx new_rx | stats at t0 | stats at t1 | at end |
             # logger_ticks other_ticks cpu1_idle_ticks hz newgen_sent udp_datagrams
-            echo "$rep $n $mode $(python3 -c "print(round($t1 - $t0, 3))") $sent $((f1 - f0)) $((n1 - n0)) | $s0 | $s1 | $sE | $((l1 - l0)) $((o1 - o0)) $((c1[3] - c0[3])) $hz $nsent $((u1 - u0)) $((c1[0] - c0[0])) $((c1[1] - c0[1])) $((c1[2] - c0[2])) $((c1[4] - c0[4]))" >>"$rows"
+            echo "$rep $n $mode $(python3 -c "print(round($t1 - $t0, 3))") $sent $((f1 - f0)) $((n1 - n0)) | $s0 | $s1 | $sE | $((l1 - l0)) $((o1 - o0)) $((c1[3] - c0[3])) $hz $nsent $((u1 - u0)) $((c1[0] - c0[0])) $((c1[1] - c0[1])) $((c1[2] - c0[2])) $((c1[4] - c0[4])) $((w1 - w0))" >>"$rows"
             tail -1 "$rows" >&2
             stop_gw
         done
@@ -282,22 +298,23 @@ done
 t_end=$(date +%s)
 load_after=$(top -bn1 | head -12)
 
-python3 - "$OUT" "$REPS" "$DUR" "$RATE" "$UDP_TIMEOUT" "$rows" "$((t_end - t_start))" "$load_before" "$load_after" <<'EOF'
+python3 - "$OUT" "$REPS" "$DUR" "$RATE" "$UDP_TIMEOUT" "$rows" "$((t_end - t_start))" "$load_before" "$load_after" "$GW_CPUS" <<'EOF'
 import statistics, sys, datetime, subprocess
-out, reps, dur, rate, udpt, rowsf, took, lb, la = sys.argv[1:]
+out, reps, dur, rate, udpt, rowsf, took, lb, la, gwcpus = sys.argv[1:]
 R = []
 for line in open(rowsf):
     a, s0, s1, se, b = [x.split() for x in line.split("|")]
     rep, n, mode, win, fsent, frx, nrx = a
     win = float(win)
     s0, s1, se = [list(map(int, x)) for x in (s0, s1, se)]
-    lt, ot, idle, hz, nsent, udp, cu, cn, cs, csi = map(int, b)
+    lt, ot, idle, hz, nsent, udp, cu, cn, cs, csi, wt = map(int, b)
     R.append(dict(rep=int(rep), n=int(n), mode=mode, win=win, offered=int(fsent) / win,
                   pps=(int(frx) + int(nrx)) / win, flood=int(frx) / win, newrx=int(nrx) / win,
                   created=(s1[0] - s0[0]) / win, lcpu=lt / hz / win * 100, ocpu=ot / hz / win * 100,
                   idle=idle / hz / win * 100, end=se, nsent=nsent, udp=udp,
                   c1=[x / hz / win * 100 for x in (cu, cn, cs, csi)],
                   nspp=(lt + ot) / hz * 1e9 / max(1, int(frx) + int(nrx)),
+                  wnspp=wt / hz * 1e9 / max(1, int(frx) + int(nrx)),
                   ev_rate=((s1[1] - s0[1]) + (s1[2] - s0[2])) / win))
 modes = list(dict.fromkeys(r["mode"] for r in R))
 ns = list(dict.fromkeys(r["n"] for r in R))
@@ -310,17 +327,18 @@ L = [
     f"`sudo ./bench/sessionlog.sh` (REPS={reps} DUR={dur} RATE={rate}, UDP timeout {udpt} s), "
     f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, {int(took)} s.",
     "",
-    "One natgw (AF_XDP, native XDP on veth, masquerade), the whole process on CPU 1; a flood of",
+    "One natgw (AF_XDP, native XDP on veth, masquerade), its worker on CPU 1, its other threads",
+    f"(the session logger too) on CPU(s) {gwcpus}; a flood of",
     f"60-byte UDP frames over 1024 established flows offered at {int(rate):,} pps from cli (lan0) and",
     "a paced generator making N new flows/s from cli2 (lan1, every frame a new flow; with the UDP",
     "timeout as many flows end per second), both generators on CPU 0. Delivered = frames counted at",
     f"the server's ingress (flood + new-flow frames) over the {dur} s flood. Collectors: bound UDP",
     "sockets in gw's namespace that never read (see the script's header). Each (rep, N, mode) is a",
-    "fresh natgw; modes and N interleaved within each rep. natgw and the flood generator run at",
-    "nice -20, the paced new-flow generator SCHED_FIFO 40 (the machine is shared with builders).",
-    "`natgw stats --json` is read before and after the window (it took ~10 s with 100k flows on",
-    "this loaded machine), so rates from it are not per window; CPU ticks and the sink's counters",
-    "are read right around the flood.",
+    "fresh natgw; modes and N interleaved within each rep. natgw, both generators and the",
+    "script's helpers run at nice -20; the new-flow generator sends 32 frames per wake-up.",
+    "Mode syslog-tcp: syslog only, over TCP (RFC 6587) to a reader on CPU 0 that discards.",
+    "`natgw stats --json` is read before and after the window, so rates from it are not per",
+    "window; CPU ticks and the sink's counters are read right around the flood.",
     "",
     "## Delivered pps, median (min–max) over the reps",
     "",
@@ -328,8 +346,11 @@ L = [
     "frame (all threads, the logger included) off / on, i.e. the rate natgw could forward on a core of",
     "its own. Which one answers the target depends on whether natgw was the bottleneck (see CPU below).",
     "",
-    "| new flows/s | logging | delivered pps | vs off | target ≥ 90% | natgw ns/frame | capacity vs off | target ≥ 90% | new flows created / new-flow frames sent (whole run) |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "A third: worker capacity = the worker thread's CPU ns per delivered frame, off / on: the rate",
+    "the worker forwards at on a core of its own while the logger runs elsewhere.",
+    "",
+    "| new flows/s | logging | delivered pps | vs off | target ≥ 90% | natgw ns/frame | capacity vs off | target ≥ 90% | worker ns/frame | worker capacity vs off | target ≥ 90% | new flows created / new-flow frames sent (whole run) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 verdicts = []
 for n in ns:
@@ -347,8 +368,15 @@ for n in ns:
         v2 = "" if m == "off" else ("PASS" if cap >= 90 else "MISS")
         if v2:
             verdicts.append(f"{v2}  N={n:,}/s {m}: capacity {nso:,.0f} / {nsm:,.0f} ns per frame = {cap:.1f}%")
+        wo = med([r["wnspp"] for r in R if r["n"] == n and r["mode"] == "off"])
+        wm = med([r["wnspp"] for r in rs])
+        wcap = wo / wm * 100
+        v3 = "" if m == "off" else ("PASS" if wcap >= 90 else "MISS")
+        if v3:
+            verdicts.append(f"{v3}  N={n:,}/s {m}: worker capacity {wo:,.0f} / {wm:,.0f} ns per frame = {wcap:.1f}%")
         L.append(f"| {n:,} | {m} | {mm([r['pps'] for r in rs])} | {'' if m == 'off' else f'{ratio:.1f}%'} | {v} | "
                  f"{mm([r['nspp'] for r in rs])} | {'' if m == 'off' else f'{cap:.1f}%'} | {v2} | "
+                 f"{mm([r['wnspp'] for r in rs])} | {'' if m == 'off' else f'{wcap:.1f}%'} | {v3} | "
                  + ", ".join("%.0f%%" % ((r["end"][0] - 1024) / max(1, r["nsent"]) * 100) for r in rs) + " |")
 L += ["", "```", *verdicts, "```", "",
       "Ratios per rep (same rep, same N: mode / off), to show the spread within a rep:", "",

@@ -3,14 +3,15 @@
  *
  *   udpgen send --if IF --src-mac MAC --dst-mac MAC --src IP --dst IP
  *               [--sport 1024] [--dport 7000] [--flows 1024] [--rate PPS]
- *               [--warm S] [--duration S] [--count N]
+ *               [--warm S] [--duration S] [--count N] [--burst B]
  *   udpgen sink --port P [--max S]
  *
  * send: 60-byte frames (64 with the FCS) written to IF through an AF_PACKET
  * socket (through the qdisc, like `trafgen -Q`), full IPv4 and UDP
  * checksums, at a fixed rate: the sender sleeps (clock_nanosleep, timer
  * slack 1 ns) until the next frame is due and then sends every frame that
- * is due in one sendmmsg (so at 150 kpps a few frames per wake-up). It never
+ * is due in one sendmmsg (so at 150 kpps a few frames per wake-up; with
+ * --burst B it waits until B frames are due, for fewer wake-ups). It never
  * spins, so its CPU time is what sending costs, not what waiting costs.
  * Flow i (i = seq mod flows) has source port sport + i mod 64512 and
  * destination port dport + i / 64512. The 18-byte payload carries
@@ -97,11 +98,12 @@ static int do_send(int argc, char **argv)
     long sport = 1024, dport = 7000, flows = 1024;
     double rate = 100000, warm = 1, dur = 5;
     long long count = 0;
+    long burst = 1;
     static struct option o[] = {
         {"if", 1, 0, 'i'}, {"src-mac", 1, 0, 'm'}, {"dst-mac", 1, 0, 'M'}, {"src", 1, 0, 's'},
         {"dst", 1, 0, 'd'}, {"sport", 1, 0, 'p'}, {"dport", 1, 0, 'P'}, {"flows", 1, 0, 'f'},
         {"rate", 1, 0, 'r'}, {"warm", 1, 0, 'w'}, {"duration", 1, 0, 't'}, {"count", 1, 0, 'n'},
-        {0, 0, 0, 0}};
+        {"burst", 1, 0, 'b'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
         switch (c) {
@@ -117,9 +119,12 @@ static int do_send(int argc, char **argv)
         case 'w': warm = atof(optarg); break;
         case 't': dur = atof(optarg); break;
         case 'n': count = atoll(optarg); break;
+        case 'b': burst = atol(optarg); break;
         default: return 2;
         }
     }
+    if (burst < 1 || burst > BATCH)
+        burst = 1;
     if (!ifname || !smac || !dmac || !sip || !dip || flows < 1 || rate <= 0) {
         fprintf(stderr, "udpgen send: --if --src-mac --dst-mac --src --dst are required\n");
         return 2;
@@ -187,8 +192,8 @@ static int do_send(int argc, char **argv)
         if (count && due > count)
             due = count;
         long long n = due - sent;
-        if (n <= 0) {
-            uint64_t next = t0 + (uint64_t)((double)sent * ns_per);
+        if (n <= 0 || (n < burst && !(count && sent + n >= count))) {
+            uint64_t next = t0 + (uint64_t)((double)(sent + burst - 1) * ns_per);
             struct timespec ts = {.tv_sec = next / 1000000000ull, .tv_nsec = next % 1000000000ull};
             clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
             wakeups++;

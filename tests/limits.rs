@@ -13,7 +13,7 @@ use common::*;
 use natgw::conntrack::flags;
 use natgw::control::config::Config;
 use natgw::dataplane::sys;
-use natgw::engine::{Counters, DropReason, Verdict};
+use natgw::engine::{Counters, DropReason, SESSION_RING_CAP, Verdict};
 use natgw::ha::{Ha, HaConfig, Role};
 use natgw::packet::Link;
 use natgw::protocol::SourceLimitReport;
@@ -421,4 +421,45 @@ fn an_ha_standby_counts_the_flows_it_was_sent_once_each() {
     }
     assert_eq!(on(&active), (5, 5));
     assert_eq!(on(&standby), (5, 5), "standby: (counted, listed)");
+}
+
+/// After a stall, a backlog of expired flows ends no faster than the
+/// session log takes their delete events: expiry waits for the logger
+/// instead of overflowing its ring, so no event is lost and every flow
+/// still ends.
+#[test]
+fn a_backlog_of_expiries_waits_for_the_session_log() {
+    let mut gw = Gw::of(
+        ConfigText::seeded()
+            .table("limits", "max_flows = 200000")
+            .table("timeouts", "udp = 2")
+            .rule(masquerade_lan()),
+    );
+    gw.engine.sessions().enable();
+    let n = SESSION_RING_CAP + SESSION_RING_CAP / 2;
+    let mut events = Vec::new();
+    for i in 0..n {
+        let dst = format!("198.51.100.{}:{}", 1 + i / 60000, 1 + i % 60000);
+        gw.on_lan(&udp("10.0.0.9:5000", &dst, b"q")).seen();
+        if i % 10_000 == 0 {
+            gw.engine.sessions().drain(&mut events);
+        }
+    }
+    gw.engine.sessions().drain(&mut events);
+    assert_eq!(events.len(), n, "one create each");
+    gw.advance_secs(3);
+    // One sweep that could visit every slot: it stops at the ring's room.
+    let first = gw.engine.expire(gw.now, usize::MAX / 2);
+    assert_eq!(first, SESSION_RING_CAP);
+    assert_eq!(
+        gw.engine.expire(gw.now, usize::MAX / 2),
+        0,
+        "the ring is full"
+    );
+    events.clear();
+    assert_eq!(gw.engine.sessions().drain(&mut events), SESSION_RING_CAP);
+    let second = gw.engine.expire(gw.now, usize::MAX / 2);
+    assert_eq!(first + second, n);
+    assert_eq!(gw.engine.table().len(), 0);
+    assert_eq!(gw.engine.sessions().missed(), 0, "no event lost");
 }

@@ -1192,6 +1192,15 @@ impl Engine {
     /// flows whose timer ran out, and prunes fragment and set entries.
     /// Returns the number of flows removed.
     pub fn expire(&self, now: Time, budget: usize) -> usize {
+        // Each slot visited may end a flow, and the session log takes its
+        // end through lane 0's ring: visit no more slots than it has room
+        // for, so a backlog of expired flows (after a stall) waits in the
+        // table for the logger instead of overflowing the ring. Until
+        // then such a flow is dead to packets (its timer ran out).
+        let budget = budget.min(self.sessions.room(0));
+        if budget == 0 {
+            return 0;
+        }
         let n = self.table.sweep(now, budget, |r| self.end(&r, 0, now));
         self.frags.prune(now);
         n

@@ -193,6 +193,16 @@ impl SessionLog {
         self.rings.drain(out)
     }
 
+    /// How many more events lane `lane`'s ring takes now (unbounded when
+    /// logging is off).
+    pub fn room(&self, lane: usize) -> usize {
+        if self.enabled() {
+            SESSION_RING_CAP.saturating_sub(self.rings.backlog(lane))
+        } else {
+            usize::MAX
+        }
+    }
+
     /// Logs the end of `r` at `now` from the control thread (workers
     /// stopped), through a ring with room: waits up to `patience` for the
     /// logger to make room, then counts the event lost like a worker's.
