@@ -136,9 +136,9 @@
 //! queue is full and the packet is dropped after it (`FULL_RING`). If that
 //! work runs on a worker's CPU it runs first (softirq, and inline at the
 //! end of each of the worker's own `write`s, which enable bottom halves),
-//! so the worker starves: 64-byte UDP through natgw fell to 1-20k pps
-//! under a 300-700k pps flood, far below what it sustains at a paced
-//! rate (`perf/tun.md`). So at start natgw moves that work off its own
+//! so the worker starves: 64-byte UDP through natgw fell to 4-52k pps
+//! under a 190-310k pps flood, below what it sustains at a paced rate
+//! and a fraction of the kernel NAT's 140-210k (`perf/tun.md`). So at start natgw moves that work off its own
 //! CPUs: when its affinity mask (e.g. `taskset`) leaves some online CPUs
 //! out, every receive queue of every data interface whose RPS mask
 //! (`/sys/class/net/X/queues/rx-N/rps_cpus`) is empty or includes one of
