@@ -656,7 +656,7 @@ class Report:
             ["run time", f"{env['elapsed_s']} s"],
             ["repetitions", f"{s.get('reps')} per case, cases interleaved per repetition; floods {s.get('dur_s')} s after {s.get('warm_s')} s warm-up"],
             ["CPU placement", f"generators, clients, nginx, iperf3 and the latency sink on CPU {s.get('gen_cpu')}; "
-             f"gateway on CPU {s.get('gw_cpu')} (RPS on lan0/wan0 for the kernel, `taskset` + `afxdp.cpus` for natgw, `taskset` for xdpfwd)"],
+             f"gateway on CPU {s.get('gw_cpu')} (RPS on lan0/wan0 for the kernel, `taskset` + `afxdp.cpus` for natgw, `taskset` for xdpfwd; natgw TUN, pinned by `taskset`, moves lan0/wan0's RPS to the CPU it does not run on, CPU 0)"],
             ["offloads", f"`ethtool -K {s.get('offloads')}` on every veth end (gateway lan0 now: {env['offloads_lan0'].replace(chr(10), ', ')})"],
             ["conntrack limits", f"kernel nf_conntrack_max and buckets `{env['conntrack_set']}` during the run (were `{env['conntrack_saved']}`, put back); natgw `max_flows = {s.get('ct_max')}`"],
             ["tool versions", "; ".join(f"{k}: {v}" for k, v in env["versions"].items())],
@@ -868,7 +868,11 @@ class Report:
           "- **State.** The kernel's conntrack table is flushed (`conntrack -F`) before each kernel run; natgw starts "
           "as a fresh process each run. Both may hold up to "
           f"{s.get('ct_max')} flows; the kernel's hash has {s.get('ct_buckets')} buckets, natgw's index grows by itself.\n"
-          "- **TUN** adds two kernel routing passes (into and out of the TUN device) and a syscall per packet each way.\n"
+          "- **TUN** adds two kernel routing passes (into and out of the TUN device) and a syscall per packet each way. "
+          "natgw TUN moves the kernel's receive work for lan0/wan0 (RPS) off its own CPU at start, so the IP input and "
+          "the hand-over into the TUN device run on CPU 0 next to the generator (as natgw AF_XDP's XDP copy does), and "
+          "CPU 1 keeps natgw and the kernel's forwarding of what it writes back. Without that move a flood's receive "
+          "work, most of it for packets then dropped at the full TUN queue, starves the worker (perf/tun.md).\n"
           "- **xdpfwd** (bench/xdpfwd) rewrites MACs and decrements TTL only: no parsing beyond that, no flow state, "
           "no ARP (static next-hop MACs), one queue.\n"
           "- **raw** is natgw with one `action = \"accept\"` rule: flows are still tracked, nothing is translated.\n"

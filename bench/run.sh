@@ -281,11 +281,17 @@ inns srv sysctl -qw net.core.somaxconn=8192 net.ipv4.tcp_max_syn_backlog=8192
 # The gateway's kernel receive work goes to CPU 1 (RPS), like natgw's worker;
 # without it veth runs it on the sender's (generator's) CPU. The direct link's
 # receive work too, so that the ceiling's sink runs where the gateway's would.
-for nd in gw:lan0 gw:wan0 srv:eth1; do
-    for q in $(inns "${nd%%:*}" ls "/sys/class/net/${nd#*:}/queues" | grep '^rx-'); do
-        inns "${nd%%:*}" sh -c "printf %x $((1 << GW_CPU)) > /sys/class/net/${nd#*:}/queues/$q/rps_cpus"
+# natgw TUN moves lan0/wan0's receive work off its own CPU (src/dataplane/tun.rs,
+# "Receive CPUs") and puts it back at stop; gw_bare sets it again regardless.
+set_rps() { # ns:dev...
+    local nd q
+    for nd in "$@"; do
+        for q in $(inns "${nd%%:*}" ls "/sys/class/net/${nd#*:}/queues" | grep '^rx-'); do
+            inns "${nd%%:*}" sh -c "printf %x $((1 << GW_CPU)) > /sys/class/net/${nd#*:}/queues/$q/rps_cpus"
+        done
     done
-done
+}
+set_rps gw:lan0 gw:wan0 srv:eth1
 
 # The sinks: count and drop at the server's ingress, before its IP stack. UDP
 # ports 9984-10239 are the flood's; the latency sink's port 7000, nginx and
@@ -532,6 +538,7 @@ gw_bare() {
     fi
     inns gw sysctl -qw net.ipv4.ip_forward=0
     inns gw conntrack -F >/dev/null 2>&1 || true
+    set_rps gw:lan0 gw:wan0
 }
 CUR_CHANNELS=1
 gw_mode() { # mode; returns 1 if the gateway did not start

@@ -210,6 +210,65 @@ fn afxdp_sigterm_leaves_nothing_attached() {
     );
 }
 
+/// The TUN backend, pinned to CPU 0 (`taskset`), moves the kernel's
+/// receive processing of its data interfaces (RPS) to the other CPUs, so a
+/// flood's receive work does not starve its workers (perf/tun.md); traffic
+/// still flows, and SIGTERM puts the old masks back.
+#[test]
+fn tun_pinned_moves_receive_work_off_its_cpus_and_back() {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    if online.trim() == "0" || online.trim().is_empty() {
+        eprintln!("skipped: needs 2 online CPUs");
+        return;
+    }
+    let Some(t) = Topology::new_or_skip(Spec::standard(), "tun_rps") else {
+        return;
+    };
+    t.set_gw_ttl_cost(3);
+    let masks = |t: &Topology| {
+        t.run(
+            "gw",
+            "cat /sys/class/net/lan0/queues/rx-*/rps_cpus /sys/class/net/wan0/queues/rx-*/rps_cpus",
+        )
+    };
+    let before = masks(&t);
+    let cfg = t.natgw_config_file("backend = \"tun\"");
+    let mut gw = t.spawn(
+        "gw",
+        &format!(
+            "exec taskset -c 0 {NATGW} run --config {} 2>&1",
+            cfg.display()
+        ),
+    );
+    assert!(
+        gw.wait_for_line("natgw running", Duration::from_secs(20))
+            .is_some(),
+        "natgw did not start:\n{}",
+        gw.stdout()
+    );
+    assert!(
+        gw.stdout()
+            .contains("receive processing of lan0, wan0 moved to CPU(s)"),
+        "{}",
+        gw.stdout()
+    );
+    let during = masks(&t);
+    for m in during.lines() {
+        let low = u32::from_str_radix(m.rsplit(',').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|e| panic!("rps_cpus `{m}`: {e}"));
+        assert!(
+            low & 1 == 0
+                && m.split(',')
+                    .any(|g| u32::from_str_radix(g.trim(), 16).unwrap_or(0) != 0),
+            "receive work should be off CPU 0 and on another CPU:\n{during}"
+        );
+    }
+    scenarios::masquerade_http(&t);
+    let status = gw.terminate(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "natgw exit status");
+    assert_eq!(masks(&t), before, "RPS masks not put back at stop");
+}
+
 /// A config natgw cannot apply is refused with a clear error before
 /// anything is attached.
 #[test]

@@ -128,6 +128,27 @@
 //! ip rule del pref 7099 ipproto tcp dport 61000-61999 lookup local
 //! ```
 //!
+//! # Receive CPUs
+//!
+//! The kernel's receive work for a packet bound for natgw (IP input, the
+//! policy lookup, forwarding into the TUN device) costs about as much as
+//! natgw's own work on it, and under a flood most of it is wasted: the TUN
+//! queue is full and the packet is dropped after it (`FULL_RING`). If that
+//! work runs on a worker's CPU it runs first (softirq, and inline at the
+//! end of each of the worker's own `write`s, which enable bottom halves),
+//! so the worker starves: 64-byte UDP through natgw fell to 4-52k pps
+//! under a 190-310k pps flood, below what it sustains at a paced rate
+//! and a fraction of the kernel NAT's 140-210k (`perf/tun.md`). So at start natgw moves that work off its own
+//! CPUs: when its affinity mask (e.g. `taskset`) leaves some online CPUs
+//! out, every receive queue of every data interface whose RPS mask
+//! (`/sys/class/net/X/queues/rx-N/rps_cpus`) is empty or includes one of
+//! natgw's CPUs gets the CPUs natgw does not run on; the old masks are put
+//! back at stop (not after a crash). A queue already steered elsewhere is
+//! left alone. When natgw may run on every CPU it changes nothing and
+//! logs a warning: pin it (`taskset -c`) to CPUs other than those that
+//! take the data interfaces' interrupts. What is left on natgw's CPUs is
+//! the kernel's forwarding of the packets natgw writes back.
+//!
 //! # Limits
 //!
 //! One queue and one thread per interface; a syscall per packet each way
@@ -198,6 +219,15 @@ pub struct TunGuard {
     steers: Vec<Steer>,
     /// Proxy ARP entries added so far, per steer (a prefix of `proxies`).
     proxied: Vec<usize>,
+    /// RPS masks natgw changed (put back at stop).
+    rps: Vec<RpsSaved>,
+}
+
+/// A receive queue's RPS mask file natgw wrote, and what it held before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RpsSaved {
+    path: String,
+    old: String,
 }
 
 /// Validates the host, installs TUN devices, routes and rules, and starts
@@ -280,7 +310,9 @@ pub fn start(
     let mut guard = TunGuard {
         proxied: vec![0; steers.len()],
         steers,
+        rps: Vec::new(),
     };
+    steer_receive(&mut guard);
     for k in 0..guard.steers.len() {
         let s = &guard.steers[k];
         let lines: Vec<String> = s
@@ -415,8 +447,127 @@ fn release_lines<'a>(steers: impl IntoIterator<Item = (&'a str, u32)>) -> Vec<St
     v
 }
 
+/// Moves the kernel's receive processing (RPS) of the data interfaces off
+/// the CPUs natgw runs on (module docs, "Receive CPUs"). Never fails: what
+/// it cannot read or write is logged and left as it is.
+fn steer_receive(guard: &mut TunGuard) {
+    let (online, mine) = match (sys::online_cpus(), sys::affinity()) {
+        (Ok(o), Ok(a)) => (o, a),
+        (Err(e), _) | (_, Err(e)) => {
+            log::warn!("tun: reading the CPUs: {e}; receive processing left where it is");
+            return;
+        }
+    };
+    let names: Vec<&str> = guard.steers.iter().map(|s| s.ifname.as_str()).collect();
+    let Some(rx) = receive_cpus(&online, &mine) else {
+        log::warn!(
+            "tun: natgw may run on every online CPU ({}), so the kernel's receive processing \
+             of {} can take the TUN workers' CPU and starve them under a flood; run natgw on \
+             CPUs other than those that take the interfaces' interrupts (e.g. taskset -c) to \
+             have it moved off them",
+            cpu_list(&online),
+            names.join(", ")
+        );
+        return;
+    };
+    let mask = rps_mask(&rx);
+    for name in &names {
+        let dir = format!("/sys/class/net/{name}/queues");
+        let mut queues: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(d) => d
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("rx-"))
+                .collect(),
+            Err(e) => {
+                log::warn!("tun: {dir}: {e}; receive processing of {name} left where it is");
+                continue;
+            }
+        };
+        queues.sort();
+        for q in queues {
+            let path = format!("{dir}/{q}/rps_cpus");
+            let old = match std::fs::read_to_string(&path) {
+                Ok(o) => o.trim().to_string(),
+                Err(e) => {
+                    log::warn!("tun: {path}: {e} (no RPS?); receive processing left where it is");
+                    continue;
+                }
+            };
+            let cur = parse_rps_mask(&old).unwrap_or_default();
+            if !cur.is_empty() && !cur.iter().any(|c| mine.contains(c)) {
+                continue;
+            }
+            match std::fs::write(&path, &mask) {
+                Ok(()) => guard.rps.push(RpsSaved { path, old }),
+                Err(e) => log::warn!("tun: {path}: writing {mask}: {e}"),
+            }
+        }
+    }
+    if !guard.rps.is_empty() {
+        log::info!(
+            "tun: receive processing of {} moved to CPU(s) {} (RPS mask {mask} on {} queue(s)), \
+             off natgw's CPU(s) {}; put back at stop",
+            names.join(", "),
+            cpu_list(&rx),
+            guard.rps.len(),
+            cpu_list(&mine)
+        );
+    }
+}
+
+/// The online CPUs natgw does not run on; `None` if there are none.
+fn receive_cpus(online: &[usize], natgw: &[usize]) -> Option<Vec<usize>> {
+    let v: Vec<usize> = online
+        .iter()
+        .copied()
+        .filter(|c| !natgw.contains(c))
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
+/// An RPS mask as the kernel writes it: 32-bit hex groups, most
+/// significant first, separated by commas.
+fn rps_mask(cpus: &[usize]) -> String {
+    let groups = cpus.iter().max().map_or(1, |m| m / 32 + 1);
+    let mut words = vec![0u32; groups];
+    for &c in cpus {
+        words[c / 32] |= 1 << (c % 32);
+    }
+    words
+        .iter()
+        .rev()
+        .map(|w| format!("{w:08x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The CPUs in an RPS mask (`00000000,00000003`, `3`); `None` if unreadable.
+fn parse_rps_mask(s: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for (i, g) in s.trim().rsplit(',').enumerate() {
+        let w = u32::from_str_radix(g, 16).ok()?;
+        cpus.extend((0..32).filter(|b| w & (1 << b) != 0).map(|b| i * 32 + b));
+    }
+    cpus.sort_unstable();
+    Some(cpus)
+}
+
+/// `0,2,3` for the log.
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Drop for TunGuard {
     fn drop(&mut self) {
+        for r in &self.rps {
+            if let Err(e) = std::fs::write(&r.path, &r.old) {
+                log::warn!("tun: putting back {} = {}: {e}", r.path, r.old);
+            }
+        }
         for (s, &n) in self.steers.iter().zip(&self.proxied) {
             // The TUN route went with the device if the worker has ended;
             // delete it now in case it has not, so traffic stops here.
@@ -1044,5 +1195,28 @@ mod tests {
             v[6],
             "ip rule del pref 7099 ipproto tcp dport 61000-61999 lookup local"
         );
+    }
+
+    #[test]
+    fn receive_work_goes_to_the_cpus_natgw_does_not_run_on() {
+        assert_eq!(receive_cpus(&[0, 1], &[1]), Some(vec![0]));
+        assert_eq!(receive_cpus(&[0, 1, 2, 3], &[0, 2]), Some(vec![1, 3]));
+        // natgw may run everywhere: nothing to move the work to.
+        assert_eq!(receive_cpus(&[0, 1], &[0, 1]), None);
+        assert_eq!(rps_mask(&[0]), "00000001");
+        assert_eq!(rps_mask(&[1, 3]), "0000000a");
+        assert_eq!(rps_mask(&[0, 33]), "00000002,00000001");
+        for m in [vec![0], vec![1, 3], vec![0, 33], vec![31, 32, 64]] {
+            assert_eq!(parse_rps_mask(&rps_mask(&m)), Some(m));
+        }
+        assert_eq!(parse_rps_mask("0"), Some(vec![]));
+        assert_eq!(parse_rps_mask("00000000,00000000"), Some(vec![]));
+        assert_eq!(parse_rps_mask("2"), Some(vec![1]));
+        assert_eq!(parse_rps_mask("zz"), None);
+        assert_eq!(sys::parse_cpulist("0-3,6"), Some(vec![0, 1, 2, 3, 6]));
+        assert_eq!(sys::parse_cpulist("1"), Some(vec![1]));
+        assert_eq!(sys::parse_cpulist(""), Some(vec![]));
+        assert_eq!(sys::parse_cpulist("3-1"), None);
+        assert_eq!(sys::parse_cpulist("x"), None);
     }
 }

@@ -58,6 +58,45 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
+/// The CPUs this process may run on (its affinity mask, e.g. from
+/// `taskset`), in ascending order.
+pub fn affinity() -> io::Result<Vec<usize>> {
+    let set =
+        nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_err(io::Error::from)?;
+    Ok((0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect())
+}
+
+/// The online CPUs (`/sys/devices/system/cpu/online`, a CPU list such as
+/// `0-3,6`).
+pub fn online_cpus() -> io::Result<Vec<usize>> {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
+    parse_cpulist(s.trim())
+        .ok_or_else(|| io::Error::other(format!("unreadable CPU list `{}`", s.trim())))
+}
+
+/// Parses a kernel CPU list (`0-3,6`; empty = none).
+pub fn parse_cpulist(s: &str) -> Option<Vec<usize>> {
+    let mut v = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+            None => {
+                let a: usize = part.parse().ok()?;
+                (a, a)
+            }
+        };
+        if b < a || b >= 1 << 16 {
+            return None;
+        }
+        v.extend(a..=b);
+    }
+    v.sort_unstable();
+    v.dedup();
+    Some(v)
+}
+
 /// Number of CPUs this process may run on.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
