@@ -185,10 +185,7 @@ mod tests {
             let k = s.read(&mut chunk).unwrap();
             assert!(k > 0, "closed after {} lines", lines.len());
             data.extend_from_slice(&chunk[..k]);
-            loop {
-                let Some(sp) = data.iter().position(|&b| b == b' ') else {
-                    break;
-                };
+            while let Some(sp) = data.iter().position(|&b| b == b' ') {
                 let len: usize = std::str::from_utf8(&data[..sp]).unwrap().parse().unwrap();
                 if data.len() < sp + 1 + len {
                     break;
