@@ -66,6 +66,7 @@ fn main() {
                 bytes: [180, 240],
                 // Spread a little so they do not all run out at once.
                 remaining_ns: (left_s * 1000 - u64::from(i % 1000)) * 1_000_000,
+                age_ns: 0,
             }
         })
         .collect::<Vec<_>>();

@@ -670,6 +670,7 @@ fn masqueraded_flows(n: u32) -> natgw::snapshot::Snapshot {
                 packets: [10, 10],
                 bytes: [1000, 10_000],
                 remaining_ns: 3_600_000_000_000,
+                age_ns: 0,
             }
         })
         .collect();

@@ -362,9 +362,9 @@ fn hostile_datagrams_on_the_sync_port_are_counted_and_never_applied() {
     }
     let wrong_key = signed(data, b"", "wrong-key-0123456789");
     relay.to_b_as_peer(&wrong_key[..30]);
-    let mut v2 = signed(data, b"", key);
-    v2[4] = 2;
-    relay.to_b_as_peer(&v2);
+    let mut other_version = signed(data, b"", key);
+    other_version[4] = wire::VERSION + 1;
+    relay.to_b_as_peer(&other_version);
     relay.to_b_as_peer(&wire::encode(&data, b"", &Auth::Crc));
     relay.to_b_as_peer(&wrong_key);
     relay.to_b_as_peer(&signed(data, b"\xff\xff\xff\xff\xff", key));

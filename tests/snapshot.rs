@@ -337,6 +337,28 @@ fn opts() -> RestoreOptions {
     }
 }
 
+/// A flow keeps its age across the handover (format 3): the new process's
+/// session log gives it the start the old one logged, not the restore.
+#[test]
+fn restored_flows_keep_their_age() {
+    let mut b = build_old();
+    let (new, _) = handover(&mut b, opts());
+    let old: std::collections::HashMap<_, _> =
+        b.gw.flows().into_iter().map(|r| (r.orig, r.born)).collect();
+    let flows = new.flows();
+    assert!(!flows.is_empty());
+    for r in flows {
+        let before = b.gw.now.0 - old[&r.orig].0;
+        let after = new.now.0 - r.born.0;
+        assert!(
+            before.abs_diff(after) <= natgw::conntrack::BORN_UNIT_NS,
+            "{:?}: {before} ns old before, {after} ns after the handover",
+            r.orig
+        );
+        assert!(after >= GAP.as_nanos() as u64, "older than the gap");
+    }
+}
+
 #[test]
 fn restored_flows_forward_exactly_as_before() {
     let mut b = build_old();
@@ -690,6 +712,7 @@ fn masq_entry(sport: u16, left_ns: u64) -> FlowEntry {
         packets: [5, 4],
         bytes: [500, 4000],
         remaining_ns: left_ns,
+        age_ns: 0,
     }
 }
 
@@ -753,6 +776,7 @@ fn inconsistent_flows_are_skipped_and_counted() {
         packets: [1, 0],
         bytes: [84, 0],
         remaining_ns: 20_000_000_000,
+        age_ns: 0,
     };
     let ping_id_in_both_ports = {
         let mut f = ping;
@@ -905,6 +929,7 @@ proptest! {
                 packets: [1, 1],
                 bytes: [1, 1],
                 remaining_ns: left,
+                age_ns: 0,
             })
             .collect();
         let n = flows.len();

@@ -86,6 +86,7 @@ fn flow(inp: &mut Input) -> FlowEntry {
         packets: [1, 0],
         bytes: [60, 0],
         remaining_ns: u64::from(inp.u16().unwrap_or(0)) * 10_000_000,
+        age_ns: 0,
     }
 }
 

@@ -14,6 +14,6 @@ pub use state::{
     tcp_transition,
 };
 pub use table::{
-    FlowId, FlowRecord, FlowTable, Hit, InsertError, Lookup, MAX_FLOWS_LIMIT, NewFlow, PacketInfo,
-    flags,
+    BORN_UNIT_NS, FlowId, FlowRecord, FlowTable, Hit, InsertError, Lookup, MAX_FLOWS_LIMIT,
+    NewFlow, PacketInfo, flags,
 };

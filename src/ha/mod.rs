@@ -486,10 +486,20 @@ impl SyncThread {
         self.counts.bump("datagrams_received");
         match h.kind {
             Kind::Data | Kind::BulkStart | Kind::BulkEnd => {
+                // A peer of sync version 1 sends snapshot format 2: carried
+                // forward here, so the stream holds current bodies only (one
+                // that does not convert is left as it is and refused as a
+                // bad body when applied).
+                let body = match (h.kind, wire::version_of(d)) {
+                    (Kind::Data, 1) => snapshot::decode_body_of(body, 2)
+                        .map(|s| snapshot::encode_body(&s))
+                        .unwrap_or_else(|_| body.to_vec()),
+                    _ => body.to_vec(),
+                };
                 let item = Item {
                     kind: h.kind,
                     a: h.a,
-                    body: body.to_vec(),
+                    body,
                 };
                 let r = self.inc.on_item(h.epoch, h.seq, item, now);
                 if r.stale_epoch {
@@ -938,6 +948,7 @@ fn deletion(orig: Tuple) -> FlowEntry {
         packets: [0; 2],
         bytes: [0; 2],
         remaining_ns: 0,
+        age_ns: 0,
     }
 }
 

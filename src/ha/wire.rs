@@ -25,7 +25,13 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 pub const MAGIC: [u8; 4] = *b"NGHA";
-pub const VERSION: u8 = 1;
+/// 2: the bodies carry snapshot format 3 (flows with their age). What
+/// natgw sends.
+pub const VERSION: u8 = 2;
+/// The oldest version natgw takes (1: bodies in snapshot format 2), so
+/// an upgraded standby keeps in sync with an active node not yet
+/// upgraded. An older natgw refuses this one's datagrams (`bad_version`).
+pub const OLDEST_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 40;
 const FLAG_HMAC: u16 = 1;
 const CRC_LEN: usize = 4;
@@ -198,6 +204,11 @@ fn le<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
     a
 }
 
+/// The version of a datagram [`decode`] took.
+pub fn version_of(buf: &[u8]) -> u8 {
+    buf.get(4).copied().unwrap_or(0)
+}
+
 /// Checks and splits a received datagram. Never panics, whatever the bytes.
 pub fn decode<'a>(buf: &'a [u8], auth: &Auth) -> Result<(Header, &'a [u8]), WireError> {
     if buf.len() < HEADER_LEN {
@@ -206,7 +217,7 @@ pub fn decode<'a>(buf: &'a [u8], auth: &Auth) -> Result<(Header, &'a [u8]), Wire
     if buf[0..4] != MAGIC {
         return Err(WireError::Magic);
     }
-    if buf[4] != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&buf[4]) {
         return Err(WireError::Version);
     }
     let kind = Kind::from_u8(buf[5]).ok_or(WireError::Malformed)?;
@@ -283,9 +294,11 @@ mod tests {
         let mut x = d.clone();
         x[0] = b'X';
         assert_eq!(decode(&x, &crc), Err(WireError::Magic));
-        let mut x = d.clone();
-        x[4] = 2;
-        assert_eq!(decode(&x, &crc), Err(WireError::Version));
+        for v in [0, OLDEST_VERSION - 1, VERSION + 1] {
+            let mut x = d.clone();
+            x[4] = v;
+            assert_eq!(decode(&x, &crc), Err(WireError::Version));
+        }
         let mut x = d.clone();
         x[5] = 99;
         assert_eq!(decode(&x, &crc), Err(WireError::Malformed));

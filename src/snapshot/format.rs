@@ -6,6 +6,7 @@
 
 pub(super) mod current;
 mod v1;
+mod v2;
 
 use super::Snapshot;
 use serde::Deserialize;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// First eight bytes of every snapshot file.
 pub const MAGIC: [u8; 8] = *b"NATGWSNP";
 /// The version [`encode`] writes.
-pub const CURRENT_VERSION: u16 = 2;
+pub const CURRENT_VERSION: u16 = 3;
 /// Oldest version [`decode`] still reads.
 pub const OLDEST_VERSION: u16 = 1;
 /// Bytes before the payload.
@@ -112,7 +113,8 @@ fn encode_payload(s: &Snapshot) -> Vec<u8> {
 #[cfg(test)]
 pub(super) fn payload_as(p: current::Payload, version: u16) -> Vec<u8> {
     let r = match version {
-        1 => postcard::to_allocvec(&v1::Payload::downgrade(p)),
+        1 => postcard::to_allocvec(&v1::Payload::downgrade(v2::Payload::downgrade(p))),
+        2 => postcard::to_allocvec(&v2::Payload::downgrade(p)),
         CURRENT_VERSION => postcard::to_allocvec(&p),
         v => unreachable!("no test encoder for version {v}"),
     };
@@ -129,6 +131,12 @@ pub fn encode_body(s: &Snapshot) -> Vec<u8> {
 /// whatever the bytes.
 pub fn decode_body(payload: &[u8]) -> Result<Snapshot, String> {
     decode_payload(payload, CURRENT_VERSION)
+}
+
+/// Decodes a bare payload of format `version` (an older HA peer's).
+/// Never panics, whatever the bytes.
+pub fn decode_body_of(payload: &[u8], version: u16) -> Result<Snapshot, String> {
+    decode_payload(payload, version)
 }
 
 /// The 32-byte header for `payload`.
@@ -280,7 +288,8 @@ fn take_all<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> {
 /// module docs of [`super`], "Versions").
 fn decode_payload(payload: &[u8], version: u16) -> Result<Snapshot, String> {
     let current = match version {
-        1 => take_all::<v1::Payload>(payload)?.upgrade(),
+        1 => take_all::<v1::Payload>(payload)?.upgrade().upgrade(),
+        2 => take_all::<v2::Payload>(payload)?.upgrade(),
         CURRENT_VERSION => take_all::<current::Payload>(payload)?,
         v => return Err(format!("no decoder for version {v}")),
     };

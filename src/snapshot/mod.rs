@@ -10,7 +10,7 @@
 //!
 //! | part | contents |
 //! |---|---|
-//! | flows | both tuples (so the translation), TCP state, flag bits (below), mark, packets and bytes per direction, time left on the timer |
+//! | flows | both tuples (so the translation), TCP state, flag bits (below), mark, packets and bytes per direction, time left on the timer, age (v3: so the session log keeps the flow's start) |
 //! | EIM mappings | inside endpoint, outside endpoint, endpoint-independent filtering flag, the longest time left among the flows that hold it |
 //! | set entries | per set name, every live entry except the permanent ones the config file lists (a restore gets those from its own config): prefix and time left, or none for a permanent entry added at run time |
 //! | LB persistence entries | service (VIP, port, protocol), client network and netmask, real server and port, time left |
@@ -56,7 +56,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `NATGWSNP` (ASCII) |
-//! | 8 | 2 | format version (u16): 1 or 2; [`CURRENT_VERSION`] is 2 |
+//! | 8 | 2 | format version (u16): 1, 2 or 3; [`CURRENT_VERSION`] is 3 |
 //! | 10 | 2 | flags (u16): none defined, must be 0; a reader refuses bits it does not know (a future writer sets one only to keep old readers away) |
 //! | 12 | 4 | CRC-32 (IEEE, as zlib's `crc32`) of the payload |
 //! | 16 | 8 | payload length in bytes (u64); the file is exactly header + payload |
@@ -72,7 +72,7 @@
 //! as one byte, sequences and strings prefixed by a varint length,
 //! `Option` as a 0/1 byte then the value, structs as their fields in
 //! order, fixed arrays as their elements). Addresses are 4 bytes in
-//! network order. Version 2, field by field:
+//! network order. Version 3, field by field:
 //!
 //! ```text
 //! Payload  = captured_unix_ns: u64
@@ -83,7 +83,7 @@
 //!            services_json: option<string>   JSON array of lb::ServiceSpec (serde's form)
 //!            counters:    option<seq<(string, u64)>>  "rx_packets", ...; drops as "drop.<name>"
 //! Flow     = orig: Tuple, reply: Tuple, tcp_state: u8, flags: u32, mark: u32,
-//!            packets: [u64; 2], bytes: [u64; 2], remaining_ns: u64
+//!            packets: [u64; 2], bytes: [u64; 2], remaining_ns: u64, age_ns: u64
 //! Tuple    = src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8
 //! Eim      = inside_addr: [u8; 4], inside_port: u16, outside_addr: [u8; 4],
 //!            outside_port: u16, eif: bool, remaining_ns: u64
@@ -114,7 +114,13 @@
 //! | 21 | LB: scheduled to a real server (`orig.dst:dport` the VIP, `reply.src:sport` the real) |
 //! | 24-31 | the flow's mark (a rule's `set_mark`, 1-255; 0 none) |
 //!
-//! Version 1 is the same header and the same payload without the last two
+//! `age_ns` is how long the flow had lived at the capture; a restore puts
+//! its start that far (plus the elapsed time) back from its own clock.
+//!
+//! Version 2 is version 3 without `age_ns` in each flow (a restore from
+//! it takes the restore as the flows' start). natgw reads it.
+//!
+//! Version 1 is the same header and the version 2 payload without the last two
 //! fields (`services_json`, `counters`): it had no services and no
 //! counters. natgw reads it; a restore from it keeps the services of the
 //! config and [`Snapshot::services`] / [`Snapshot::counters`] are `None`.
@@ -166,8 +172,8 @@ mod tests;
 
 pub use format::{
     CURRENT_VERSION, DEFAULT_MAX_BYTES, HEADER_LEN, MAGIC, OLDEST_VERSION, SnapshotError, decode,
-    decode_body, decode_from, encode, encode_body, max_bytes_for, read, write_atomic,
-    write_transient,
+    decode_body, decode_body_of, decode_from, encode, encode_body, max_bytes_for, read,
+    write_atomic, write_transient,
 };
 
 use crate::conntrack::{Dir, FlowRecord, InsertError, TcpState, Time};
@@ -214,6 +220,9 @@ pub struct FlowEntry {
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
     pub remaining_ns: u64,
+    /// How long the flow had lived at the capture (0: unknown, from a
+    /// version 1 or 2 file).
+    pub age_ns: u64,
 }
 
 impl FlowEntry {
@@ -228,6 +237,7 @@ impl FlowEntry {
             packets: r.packets,
             bytes: r.bytes,
             remaining_ns: r.remaining(now).0,
+            age_ns: now.0.saturating_sub(r.born.0),
         }
     }
 
@@ -266,8 +276,13 @@ impl FlowEntry {
             flags: self.flags,
             mark: self.mark,
             expires: now.saturating_add(Time(left)),
-            // Not in the file: the restore's time.
-            born: now,
+            // Its start: its age at the capture plus the time since, back
+            // from now (the restore's time when the file did not say).
+            born: if self.age_ns == 0 {
+                now
+            } else {
+                Time(now.0.saturating_sub(self.age_ns.saturating_add(elapsed_ns)))
+            },
             packets: self.packets,
             bytes: self.bytes,
         })

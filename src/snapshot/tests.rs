@@ -36,6 +36,7 @@ fn sample() -> Snapshot {
         packets: [12, 10],
         bytes: [1500, 90_000],
         remaining_ns: 431_999_000_000_123,
+        age_ns: 3_600_000_000_017,
     };
     let dnat = FlowEntry {
         orig: t("198.51.100.20", 5555, "203.0.113.1", 8080, proto::TCP),
@@ -46,6 +47,7 @@ fn sample() -> Snapshot {
         packets: [1, 1],
         bytes: [60, 60],
         remaining_ns: 59_000_000_000,
+        age_ns: 1_000_000_000,
     };
     let eim = FlowEntry {
         orig: t("10.0.0.7", 5000, "192.0.2.53", 53, proto::UDP),
@@ -56,6 +58,7 @@ fn sample() -> Snapshot {
         packets: [1, 0],
         bytes: [80, 0],
         remaining_ns: 29_500_000_000,
+        age_ns: 500_000_000,
     };
     let svc = ServiceSpec {
         key: ServiceKey {
@@ -130,12 +133,22 @@ fn sample() -> Snapshot {
 }
 
 /// What a version 1 file of [`sample`] holds.
+/// What a version 2 file of [`sample`] decodes to: no flow ages.
+fn sample_v2() -> Snapshot {
+    let mut s = sample();
+    s.version = 2;
+    for f in &mut s.flows {
+        f.age_ns = 0;
+    }
+    s
+}
+
 fn sample_v1() -> Snapshot {
     Snapshot {
         version: 1,
         services: None,
         counters: None,
-        ..sample()
+        ..sample_v2()
     }
 }
 
@@ -150,7 +163,7 @@ fn current_version_round_trips() {
     let s = sample();
     let bytes = encode(&s);
     assert_eq!(&bytes[..8], b"NATGWSNP");
-    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 3);
     assert_eq!(decode(&bytes).unwrap(), s);
     // An empty snapshot too.
     let empty = Snapshot {
@@ -165,6 +178,23 @@ fn current_version_round_trips() {
     assert_eq!(decode(&encode(&empty)).unwrap(), empty);
 }
 
+/// An HA peer of sync version 1 sends bare format 2 payloads: they decode
+/// (no flow ages), and carried forward they are current bodies.
+#[test]
+fn an_older_peers_body_decodes_and_carries_forward() {
+    let old = format::payload_as(format::current::Payload::from_snapshot(&sample()), 2);
+    let s = decode_body_of(&old, 2).unwrap();
+    assert_eq!(s, sample_v2());
+    assert!(
+        decode_body(&old).is_err(),
+        "not misread as the current format"
+    );
+    let forward = encode_body(&s);
+    let mut back = decode_body(&forward).unwrap();
+    back.version = 2;
+    assert_eq!(back, sample_v2());
+}
+
 #[test]
 fn a_file_written_by_the_version_1_encoder_loads() {
     let bytes = encode_as(&sample(), 1);
@@ -172,7 +202,7 @@ fn a_file_written_by_the_version_1_encoder_loads() {
     let s = decode(&bytes).unwrap();
     assert_eq!(s, sample_v1());
     // Version 1 is the version 2 payload less its last two fields.
-    let v2 = encode(&sample());
+    let v2 = encode_as(&sample(), 2);
     assert!(bytes.len() < v2.len());
     assert_eq!(
         bytes[HEADER_LEN..],
@@ -187,10 +217,17 @@ fn checked_in_files_of_every_version_load() {
     let v1 = read(&testdata("v1.snap"), DEFAULT_MAX_BYTES).unwrap();
     assert_eq!(v1, sample_v1());
     let v2 = read(&testdata("v2.snap"), DEFAULT_MAX_BYTES).unwrap();
-    assert_eq!(v2, sample());
-    // And this encoder still writes the version 2 file byte for byte.
+    assert_eq!(v2, sample_v2());
+    let v3 = read(&testdata("v3.snap"), DEFAULT_MAX_BYTES).unwrap();
+    assert_eq!(v3, sample());
+    // And this encoder still writes the version 3 file byte for byte, and
+    // the test-only version 2 writer the version 2 one.
     assert_eq!(
         encode(&sample()),
+        std::fs::read(testdata("v3.snap")).unwrap()
+    );
+    assert_eq!(
+        encode_as(&sample(), 2),
         std::fs::read(testdata("v2.snap")).unwrap()
     );
 }
@@ -202,7 +239,8 @@ fn checked_in_files_of_every_version_load() {
 fn write_fixtures() {
     std::fs::create_dir_all(testdata("")).unwrap();
     std::fs::write(testdata("v1.snap"), encode_as(&sample(), 1)).unwrap();
-    std::fs::write(testdata("v2.snap"), encode(&sample())).unwrap();
+    std::fs::write(testdata("v2.snap"), encode_as(&sample(), 2)).unwrap();
+    std::fs::write(testdata("v3.snap"), encode(&sample())).unwrap();
 }
 
 #[test]
@@ -307,11 +345,11 @@ fn each_problem_is_refused_with_a_clear_message() {
     assert!(m.contains("truncated: 0 bytes"), "{m}");
 
     let mut newer = good.clone();
-    newer[8..10].copy_from_slice(&3u16.to_le_bytes());
+    newer[8..10].copy_from_slice(&4u16.to_le_bytes());
     reseal(&mut newer);
     let m = refusal(&dir, &newer, max);
     assert!(
-        m.contains("format version 3 is not one this natgw reads (it reads 1 to 2)"),
+        m.contains("format version 4 is not one this natgw reads (it reads 1 to 3)"),
         "{m}"
     );
 
@@ -345,7 +383,7 @@ fn each_problem_is_refused_with_a_clear_message() {
     // A TCP state that does not exist.
     let mut w = format::current::Payload::from_snapshot(&sample());
     w.captured_unix_ns = 1;
-    w.flows[1].tcp_state = 10;
+    w.flows[1].f.tcp_state = 10;
     let p = format::payload_as(w, 1);
     let mut b = header_for(1, &p);
     b.extend_from_slice(&p);

@@ -13,11 +13,20 @@ use crate::snapshot::{EimEntry, FlowEntry, PersistSnap, SetMember, SetSnapshot, 
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
-/// Version 2: version 1 plus the virtual services (JSON) and counters.
+/// A flow of version 3: version 1's record, then the flow's age at the
+/// capture (0: unknown, from an older file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(in crate::snapshot) struct WireFlow3 {
+    pub(in crate::snapshot) f: WireFlow,
+    pub(in crate::snapshot) age_ns: u64,
+}
+
+/// Version 3: version 2 with each flow's age (so a delete logged after a
+/// restore or handover has the flow's real start).
 #[derive(Debug, Serialize, Deserialize)]
 pub(in crate::snapshot) struct Payload {
     pub(in crate::snapshot) captured_unix_ns: u64,
-    pub(in crate::snapshot) flows: Vec<WireFlow>,
+    pub(in crate::snapshot) flows: Vec<WireFlow3>,
     pub(in crate::snapshot) eim: Vec<WireEim>,
     pub(in crate::snapshot) sets: Vec<WireSet>,
     pub(in crate::snapshot) persistence: Vec<WirePersist>,
@@ -68,15 +77,18 @@ impl Payload {
             flows: s
                 .flows
                 .iter()
-                .map(|f| WireFlow {
-                    orig: (&f.orig).into(),
-                    reply: (&f.reply).into(),
-                    tcp_state: f.tcp_state as u8,
-                    flags: f.flags,
-                    mark: f.mark,
-                    packets: f.packets,
-                    bytes: f.bytes,
-                    remaining_ns: f.remaining_ns,
+                .map(|f| WireFlow3 {
+                    f: WireFlow {
+                        orig: (&f.orig).into(),
+                        reply: (&f.reply).into(),
+                        tcp_state: f.tcp_state as u8,
+                        flags: f.flags,
+                        mark: f.mark,
+                        packets: f.packets,
+                        bytes: f.bytes,
+                        remaining_ns: f.remaining_ns,
+                    },
+                    age_ns: f.age_ns,
                 })
                 .collect(),
             eim: s
@@ -141,7 +153,7 @@ impl Payload {
         };
         let counters = self.counters.as_deref().map(counters_from_wire);
         let mut flows = Vec::with_capacity(self.flows.len());
-        for (i, f) in self.flows.into_iter().enumerate() {
+        for (i, WireFlow3 { f, age_ns }) in self.flows.into_iter().enumerate() {
             if f.tcp_state as usize >= TcpState::ALL.len() {
                 return Err(format!("flow {i}: unknown TCP state {}", f.tcp_state));
             }
@@ -154,6 +166,7 @@ impl Payload {
                 packets: f.packets,
                 bytes: f.bytes,
                 remaining_ns: f.remaining_ns,
+                age_ns,
             });
         }
         let eim = self

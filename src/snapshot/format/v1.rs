@@ -3,10 +3,10 @@
 //!
 //! Nothing here may change: version 1 files on disk are decoded with
 //! exactly these structs. The record types ([`WireFlow`] and the others)
-//! are still those of the current version; a version that changes one
-//! defines its own and leaves this one as it is.
+//! are still those of the current version, except the flow: version 3
+//! wraps [`WireFlow`] in its own record (with the flow's age).
 
-use super::current;
+use super::v2;
 use serde::{Deserialize, Serialize};
 
 /// An IPv4 address, 4 bytes in network order.
@@ -81,7 +81,7 @@ pub(in crate::snapshot) struct Payload {
 impl Payload {
     /// Version 1 -> 2: version 1 had no services and no counters (a
     /// restore keeps the services of its config).
-    pub(super) fn upgrade(self) -> current::Payload {
+    pub(super) fn upgrade(self) -> v2::Payload {
         let Payload {
             captured_unix_ns,
             flows,
@@ -89,7 +89,7 @@ impl Payload {
             sets,
             persistence,
         } = self;
-        current::Payload {
+        v2::Payload {
             captured_unix_ns,
             flows,
             eim,
@@ -103,7 +103,7 @@ impl Payload {
     /// What a version 1 writer wrote for `p` (tests write old files with
     /// it; natgw itself only writes the current version).
     #[cfg(test)]
-    pub(super) fn downgrade(p: current::Payload) -> Payload {
+    pub(super) fn downgrade(p: v2::Payload) -> Payload {
         Payload {
             captured_unix_ns: p.captured_unix_ns,
             flows: p.flows,
