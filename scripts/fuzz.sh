@@ -5,7 +5,8 @@
 #
 # Runs each TARGET (default: all of them: frame engine arp snapshot
 # config ha) for N minutes (default 10), one
-# after the other, one process at a time, under `nice -n 19`. Needs a
+# after the other, one process at a time (a second fuzz.sh is refused
+# while one runs), under `nice -n 19`. Needs a
 # nightly toolchain (`rustup toolchain install nightly`); installs
 # cargo-fuzz from crates.io if it is missing (only here: the normal build
 # and `scripts/test.sh` never need nightly). Built without a sanitizer
@@ -69,6 +70,14 @@ max_len() {
 }
 
 mkdir -p logs
+# One run at a time in fuzz/: libFuzzer (-jobs=1) writes its output to
+# ./fuzz-0.log, which two runs would share and mix (2026-12-02: two
+# runs at once left both logs with the same statistics).
+exec 9>logs/.lock
+if ! flock -n 9; then
+    echo "fuzz.sh: another scripts/fuzz.sh is running in fuzz/; wait for it (they would share libFuzzer's fuzz-0.log)" >&2
+    exit 1
+fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 nice -n 19 cargo +nightly fuzz build -s none -a 2>&1 | tail -n 3
 for t in "${targets[@]}"; do
@@ -93,8 +102,8 @@ for t in "${targets[@]}"; do
     end=$(date +%s)
     cpu=$(tail -n 1 "$log" | awk '{
         split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", u[1]*60+u[2]+s[1]*60+s[2] }')
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{print $2}' | tail -n 1)
-    last=$(grep -E '^#[0-9]+' "$log" | tail -n 1)
+    execs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{print $2}' | tail -n 1)
+    last=$(grep -a -E '^#[0-9]+' "$log" | tail -n 1)
     cov=$(echo "$last" | grep -o 'cov: [0-9]*' | awk '{print $2}')
     ft=$(echo "$last" | grep -o 'ft: [0-9]*' | awk '{print $2}')
     corp=$(ls "corpus/$t" | wc -l)

@@ -170,6 +170,11 @@ fn inner_target(inner: &Tuple, ty: u8, a: u32, b: u32, sp: u16, dp: u16) -> Tupl
         } else {
             to.sport = 0;
         }
+    } else if inner.proto != 6 && inner.proto != 17 {
+        // A protocol without ports (GRE, 253, ...) is translated by
+        // address only: its quoted tuple has no ports.
+        to.sport = 0;
+        to.dport = 0;
     }
     to
 }
