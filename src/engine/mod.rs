@@ -533,23 +533,7 @@ impl Engine {
             len: (p.end - p.l3) as u32,
         };
         let out = match self.table.track(&p.tuple, info, now) {
-            Lookup::Hit(h) if self.lb_reuse(&h) => {
-                // A client reusing the 4-tuple of a finished load-balanced
-                // connection (SYN on TIME_WAIT or CLOSE) opens a new one:
-                // it is scheduled afresh, as IPVS's conn_reuse_mode 1 does,
-                // rather than pinned to the old one's server.
-                if let Some(r) = self.table.remove(h.id, None) {
-                    self.end(&r, c.lane(), now);
-                }
-                match self.new_flow(&p, iif, tcp_flags, now, c) {
-                    Ok(t) => {
-                        self.changes.note(c.lane(), p.tuple);
-                        (t, 0)
-                    }
-                    Err(v) => return v,
-                }
-            }
-            Lookup::Hit(h) => {
+            Lookup::Hit(h) if !self.lb_reuse(&h) => {
                 if h.tcp_invalid {
                     Counters::bump(&c.tcp_invalid);
                 }
@@ -576,8 +560,20 @@ impl Engine {
                 };
                 (h.other.invert(), mark)
             }
-            Lookup::Expired(id) => {
-                if let Some(r) = self.table.remove(id, Some(now)) {
+            // No live flow for the packet, or one that must give way: an
+            // expired one, or a finished load-balanced connection that a
+            // client reopens with the same 4-tuple (SYN on TIME_WAIT or
+            // CLOSE), which is scheduled afresh, as IPVS's conn_reuse_mode
+            // 1 does, rather than pinned to the old one's server.
+            stale => {
+                let old = match stale {
+                    Lookup::Hit(h) => Some((h.id, None)),
+                    Lookup::Expired(id) => Some((id, Some(now))),
+                    Lookup::Miss => None,
+                };
+                if let Some((id, if_expired)) = old
+                    && let Some(r) = self.table.remove(id, if_expired)
+                {
                     self.end(&r, c.lane(), now);
                 }
                 match self.new_flow(&p, iif, tcp_flags, now, c) {
@@ -588,13 +584,6 @@ impl Engine {
                     Err(v) => return v,
                 }
             }
-            Lookup::Miss => match self.new_flow(&p, iif, tcp_flags, now, c) {
-                Ok(t) => {
-                    self.changes.note(c.lane(), p.tuple);
-                    (t, 0)
-                }
-                Err(v) => return v,
-            },
         };
         let (out, mark) = out;
         let Some(hop) = self.route_from(out.dst, p.tuple.src, mark) else {
