@@ -203,6 +203,7 @@ pub fn new_flow(k: u32) -> NewFlow {
         orig: o,
         reply: reply_kept(&o),
         tcp_flags: None,
+        seg: None,
         flags: 0,
         mark: 0,
         len: 50,

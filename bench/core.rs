@@ -246,6 +246,7 @@ fn dash(n: u32) -> DashTable {
 const INFO: PacketInfo = PacketInfo {
     tcp_flags: None,
     len: 50,
+    seg: None,
 };
 
 #[inline(always)]

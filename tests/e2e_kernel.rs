@@ -41,6 +41,30 @@ kernel_scenario!(
     fragments_out_of_order,
 );
 
+/// The blind injection of `scenarios::tcp_out_of_window` with the kernel
+/// as the gateway: conntrack finds both segments out of window (INVALID),
+/// so neither is translated to the inside host; with no `ct state invalid
+/// drop` in the ruleset they go up the gateway's own stack instead. The
+/// kernel's verdict on the connection is printed (on this machine its
+/// stack answers the data segment with a RST that ends the connection;
+/// natgw drops both and the conversation carries on).
+#[test]
+fn tcp_out_of_window() {
+    let Some(t) = kernel_gateway("tcp_out_of_window") else {
+        return;
+    };
+    let p = scenarios::tcp_out_of_window_probe(&t);
+    assert!(
+        !p.reached_inside(),
+        "the kernel passed an out-of-window segment inside: {}",
+        p.client
+    );
+    eprintln!(
+        "kernel NAT: connection carried on after the injection: {}",
+        p.carried_on()
+    );
+}
+
 /// The natgw config the natgw runs use must say what the kernel ruleset
 /// says; at least it must be one natgw accepts.
 #[test]

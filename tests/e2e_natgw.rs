@@ -66,6 +66,7 @@ natgw_scenarios!(tun:
     same_source_mapping,
     icmp_errors_other_protocols,
     fragments_out_of_order,
+    tcp_out_of_window,
 );
 
 fn natgw_cli(t: &Topology, args: &[&str]) -> String {
@@ -144,12 +145,51 @@ fn thousand_connections_listed_closing(backend: &str) {
     let stats: serde_json::Value =
         serde_json::from_str(&natgw_cli(&t, &["stats", "--json"])).unwrap();
     let drops = &stats["total"]["drops"];
-    for bad in ["port_exhausted", "flow_table_full", "tx_full", "flow_race"] {
+    for bad in [
+        "port_exhausted",
+        "flow_table_full",
+        "tx_full",
+        "flow_race",
+        "tcp_out_of_window",
+    ] {
         assert!(
             drops.get(bad).is_none(),
             "{bad} drops during the run: {drops}"
         );
     }
+}
+
+/// Window tracking: the blind injection of `scenarios::tcp_out_of_window`
+/// (a data segment and a RST half the sequence space away, from the
+/// outside) never reaches the inside host, is counted as
+/// `tcp_out_of_window`, and the connection carries on. With `tcp_window
+/// = "liberal"` both are forwarded to it again (its own stack then
+/// discards them) and nothing is counted.
+#[test]
+fn afxdp_tcp_out_of_window_is_dropped_and_counted_unless_liberal() {
+    let Some((t, mut gw)) = natgw_gateway("afxdp_tcp_out_of_window", "afxdp") else {
+        return;
+    };
+    scenarios::tcp_out_of_window(&t);
+    let stats: serde_json::Value =
+        serde_json::from_str(&natgw_cli(&t, &["stats", "--json"])).unwrap();
+    assert_eq!(
+        stats["total"]["drops"]["tcp_out_of_window"], 2,
+        "{}",
+        stats["total"]["drops"]
+    );
+    gw.terminate(Duration::from_secs(10));
+    let _gw = t.spawn_natgw(NATGW, "backend = \"afxdp\"\ntcp_window = \"liberal\"");
+    let p = scenarios::tcp_out_of_window_probe(&t);
+    assert!(
+        p.client["saw_injected"] == true && p.client["saw_rst"] == true,
+        "liberal: {}",
+        p.client
+    );
+    assert!(p.carried_on(), "liberal: {} {}", p.client, p.server);
+    let stats: serde_json::Value =
+        serde_json::from_str(&natgw_cli(&t, &["stats", "--json"])).unwrap();
+    assert!(stats["total"]["drops"].get("tcp_out_of_window").is_none());
 }
 
 #[test]

@@ -1350,6 +1350,118 @@ fn tcp_flow_lifecycle_through_time_wait() {
     assert!(usage.iter().all(|u| u.flows == 0), "{usage:?}");
 }
 
+/// An established connection, client seq 100 (next 101), server seq 900
+/// (next 901), both windows 64240 unscaled: `(gw, client, server's view
+/// of the client)`.
+fn established_tcp(c: ConfigText) -> (Gw, &'static str, String) {
+    let gw = Gw::of(c);
+    let (cl, s) = ("10.0.0.2:40001", "198.51.100.20:80");
+    let p = gw.on_lan(&tcp_seq(cl, s, SYN, 100, 0, b"")).seen().sport;
+    let sp = public(p);
+    let _ = gw.on_wan(&tcp_seq(s, &sp, SYN | ACK, 900, 101, b"")).seen();
+    let _ = gw.on_lan(&tcp_seq(cl, s, ACK, 101, 901, b"")).seen();
+    (gw, cl, sp)
+}
+
+/// Issue 16 gap 3: a segment from the outside whose sequence number lies
+/// beyond what the inside host allowed, or that acknowledges data never
+/// sent, is dropped and counted, and changes nothing in the flow (state,
+/// timer, counters); in-window segments, a retransmission and a
+/// keepalive pass; natgw answers nothing (no reset of its own).
+#[test]
+fn tcp_segment_outside_the_window_is_dropped_and_changes_nothing() {
+    let (mut gw, cl, sp) = established_tcp(masq());
+    let s = "198.51.100.20:80";
+    gw.advance_secs(5);
+    let before = gw.flows()[0].clone();
+    for (what, seq, ack) in [
+        (
+            "data half the sequence space away",
+            901u32.wrapping_add(1 << 31),
+            101,
+        ),
+        ("data past the window", 901 + 64_240 + 1, 101),
+        (
+            "data acknowledged long ago",
+            901u32.wrapping_sub(200_000),
+            101,
+        ),
+        ("an ACK of data never sent", 901, 101 + 100_000),
+    ] {
+        let out = gw.on_wan(&tcp_seq(s, &sp, PSH | ACK, seq, ack, b"evil"));
+        assert!(
+            matches!(out, Out::Drop(DropReason::TcpOutOfWindow)),
+            "{what}: {}",
+            out.short()
+        );
+    }
+    let rst = gw.on_wan(&tcp_seq(s, &sp, RST, 901u32.wrapping_add(1 << 30), 0, b""));
+    assert!(
+        matches!(rst, Out::Drop(DropReason::TcpOutOfWindow)),
+        "{}",
+        rst.short()
+    );
+    assert_eq!(gw.drops(DropReason::TcpOutOfWindow), 5);
+    assert_eq!(
+        gw.flows()[0],
+        before,
+        "an out-of-window segment moved the flow"
+    );
+
+    // The conversation goes on: data both ways, a retransmission, a
+    // keepalive, an in-window RST closes.
+    let back = gw.on_wan(&tcp_seq(s, &sp, PSH | ACK, 901, 101, b"response"));
+    assert_eq!(back.seen().dst_sa(), sa(cl));
+    let _ = gw
+        .on_wan(&tcp_seq(s, &sp, PSH | ACK, 901, 101, b"response"))
+        .seen();
+    let _ = gw.on_lan(&tcp_seq(cl, s, ACK, 101, 909, b"")).seen();
+    let _ = gw.on_lan(&tcp_seq(cl, s, ACK, 100, 909, b"")).seen();
+    let _ = gw.on_wan(&tcp_seq(s, &sp, RST, 909, 0, b"")).seen();
+    assert_eq!(gw.flows()[0].tcp_state.name(), "CLOSE");
+    assert_eq!(gw.drops(DropReason::TcpOutOfWindow), 5);
+}
+
+/// `tcp_window = "liberal"` forwards what strict tracking drops; a flow
+/// picked up mid-stream (first segment no SYN) is tracked liberally by
+/// default too, since its window scales are unknown.
+#[test]
+fn liberal_tracking_and_picked_up_flows_forward_any_segment() {
+    let (gw, cl, sp) = established_tcp(masq().gateway_opt("tcp_window", "\"liberal\""));
+    let far = 901u32.wrapping_add(1 << 31);
+    let s = "198.51.100.20:80";
+    let out = gw.on_wan(&tcp_seq(s, &sp, PSH | ACK, far, 101, b"x"));
+    assert_eq!(out.seen().dst_sa(), sa(cl));
+
+    let gw = Gw::of(masq());
+    let p = gw
+        .on_lan(&tcp_seq(cl, s, PSH | ACK, 5000, 7000, b"mid"))
+        .seen()
+        .sport;
+    let out = gw.on_wan(&tcp_seq(s, &public(p), PSH | ACK, far, 5003, b"x"));
+    assert_eq!(out.seen().dst_sa(), sa(cl));
+    assert_eq!(gw.drops(DropReason::TcpOutOfWindow), 0);
+}
+
+/// `tcp_loose = false`: a TCP segment other than a SYN starts no flow
+/// (dropped as `tcp_not_syn`); a SYN still does.
+#[test]
+fn tcp_loose_off_refuses_to_pick_up_connections() {
+    let gw = Gw::of(masq().gateway_opt("tcp_loose", false));
+    let s = "198.51.100.20:80";
+    let out = gw.on_lan(&tcp_seq("10.0.0.2:40002", s, PSH | ACK, 5000, 7000, b"mid"));
+    assert!(
+        matches!(out, Out::Drop(DropReason::TcpNotSyn)),
+        "{}",
+        out.short()
+    );
+    assert!(gw.flows().is_empty());
+    let _ = gw
+        .on_lan(&tcp_seq("10.0.0.2:40002", s, SYN, 5000, 0, b""))
+        .seen();
+    assert_eq!(gw.flows().len(), 1);
+}
+
 // ---------------------------------------------------------------------------
 // Limits: flow table and ports
 

@@ -97,7 +97,8 @@ fn tcp(src: &str, dst: &str, fl: u8, payload: &[u8]) -> Vec<u8> {
         b = b.psh();
     }
     if fl & ACK != 0 {
-        b = b.ack(2000);
+        // Acknowledges the other side's SYN (seq 1000): in window.
+        b = b.ack(1001);
     }
     if fl & FIN != 0 {
         b = b.fin();

@@ -7,6 +7,7 @@
 mod source;
 mod state;
 mod table;
+mod window;
 
 pub use source::{Offender, SourceCounts, TOP as SOURCE_TOP};
 pub use state::{
@@ -17,3 +18,4 @@ pub use table::{
     BORN_UNIT_NS, FlowId, FlowRecord, FlowTable, Hit, InsertError, Lookup, MAX_FLOWS_LIMIT,
     NewFlow, PacketInfo, flags,
 };
+pub use window::TcpSeg;

@@ -21,12 +21,15 @@
 
 use super::source::{Admit, SourceCounts};
 use super::state::{Dir, TcpEvent, TcpState, Time, Timeouts, Transition, tcp_transition};
+use super::window::{self, TcpSeg, Windows};
 use crate::packet::{Tuple, proto};
 use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release,
+};
 
 const SHARD_BITS: u32 = 8;
 const SHARDS: usize = 1 << SHARD_BITS;
@@ -156,6 +159,9 @@ pub struct PacketInfo {
     pub tcp_flags: Option<u8>,
     /// Bytes of the IP datagram.
     pub len: u32,
+    /// The TCP segment's sequence numbers and window, for window tracking
+    /// (`None`: not checked, e.g. a later fragment).
+    pub seg: Option<TcpSeg>,
 }
 
 /// A packet matched a live flow.
@@ -183,6 +189,9 @@ pub enum Lookup {
     /// A flow has the tuple but its timer ran out; remove it, then treat
     /// the packet as a miss.
     Expired(FlowId),
+    /// The flow's TCP segment is outside the window
+    /// ([`window`](super::window)): drop it; the flow did not change.
+    OutOfWindow,
 }
 
 /// Why a flow could not be inserted.
@@ -205,6 +214,10 @@ pub struct NewFlow {
     pub reply: Tuple,
     /// TCP flags of the first segment (TCP only).
     pub tcp_flags: Option<u8>,
+    /// The first segment's sequence numbers, window and options: a SYN
+    /// starts window tracking; `None` or any other segment makes the flow
+    /// liberal (picked up mid-stream).
+    pub seg: Option<TcpSeg>,
     /// Extra [`flags`] bits (NAT-layer flags above `USER_SHIFT`).
     pub flags: u32,
     pub mark: u32,
@@ -324,6 +337,11 @@ struct SlotAlloc {
 pub struct FlowTable {
     shards: Box<[CachePadded<RwLock<Index>>]>,
     chunks: Box<[OnceLock<Box<[Slot]>>]>,
+    /// TCP window state, indexed like `chunks`; a chunk's comes with its
+    /// first TCP flow (UDP-only tables never pay for it).
+    windows: Box<[OnceLock<Box<[Windows]>>]>,
+    /// `tcp_window = "liberal"`: no segment is refused for its window.
+    liberal: AtomicBool,
     alloc: Mutex<SlotAlloc>,
     live: AtomicUsize,
     max: usize,
@@ -352,6 +370,8 @@ impl FlowTable {
                 .map(|_| CachePadded::new(RwLock::new(Index::new())))
                 .collect(),
             chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
+            windows: (0..chunks).map(|_| OnceLock::new()).collect(),
+            liberal: AtomicBool::new(false),
             alloc: Mutex::new(SlotAlloc {
                 next: 0,
                 free: Vec::new(),
@@ -383,6 +403,36 @@ impl FlowTable {
 
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// Window tracking off (`true`, Linux `tcp_be_liberal`) or on; takes
+    /// effect on the next segment of every flow.
+    pub fn set_liberal(&self, liberal: bool) {
+        self.liberal.store(liberal, Relaxed);
+    }
+
+    pub fn liberal(&self) -> bool {
+        self.liberal.load(Relaxed)
+    }
+
+    /// The window state of slot `idx`, if its chunk has any.
+    #[inline]
+    fn window(&self, idx: u32) -> Option<&Windows> {
+        let chunk = self.windows.get((idx >> CHUNK_BITS) as usize)?.get()?;
+        chunk.get(idx as usize & (CHUNK - 1))
+    }
+
+    /// Resets slot `idx`'s window state for a new TCP flow (`None`:
+    /// liberal), allocating its chunk's on the first TCP flow.
+    fn reset_window(&self, idx: u32, init: Option<[window::Seen; 2]>) {
+        let Some(chunk) = self.windows.get((idx >> CHUNK_BITS) as usize) else {
+            return;
+        };
+        let chunk =
+            chunk.get_or_init(|| (0..self.chunk_len()).map(|_| Windows::default()).collect());
+        if let Some(w) = chunk.get(idx as usize & (CHUNK - 1)) {
+            w.reset(init);
+        }
     }
 
     /// Live flows (including expired ones not yet swept).
@@ -439,6 +489,11 @@ impl FlowTable {
         if s.expires.load(Relaxed) <= now.0 {
             return Lookup::Expired(id);
         }
+        if let (proto::TCP, Some(seg)) = (key.proto, &pkt.seg)
+            && !self.window_ok(idx, s, dir, seg)
+        {
+            return Lookup::OutOfWindow;
+        }
         let (st, timeout, tcp_invalid, old) = self.advance(s, key.proto, dir, pkt.tcp_flags);
         s.expires.store(
             now.0.saturating_add(timeout as u64 * 1_000_000_000),
@@ -464,6 +519,28 @@ impl FlowTable {
                 },
             ),
         })
+    }
+
+    /// Window tracking of a segment of a live TCP flow: false when it is
+    /// out of window. Segments the state machine refuses or ignores are
+    /// not checked (as in Linux, which only checks what would move the
+    /// state).
+    #[inline]
+    fn window_ok(&self, idx: u32, s: &Slot, dir: Dir, seg: &TcpSeg) -> bool {
+        if self.liberal.load(Relaxed) {
+            return true;
+        }
+        let Some(w) = self.window(idx) else {
+            return true;
+        };
+        let cur = TcpState::from_u8((s.state.load(Relaxed) & flags::STATE_MASK) as u8);
+        if !matches!(
+            tcp_transition(dir, TcpEvent::from_flags(seg.flags), cur),
+            Transition::To(_)
+        ) {
+            return true;
+        }
+        w.check(dir, cur, seg) != window::Verdict::OutOfWindow
     }
 
     /// Protocol state machine step; returns the new state word, the timeout
@@ -590,6 +667,9 @@ impl FlowTable {
             timeout = self.timeouts.tcp_established;
         }
         let exp = now.0.saturating_add(timeout as u64 * 1_000_000_000);
+        if f.orig.proto == proto::TCP {
+            self.reset_window(idx, f.seg.as_ref().and_then(window::initial));
+        }
         let rec = FlowRecord {
             orig: f.orig,
             reply: f.reply,
@@ -617,6 +697,10 @@ impl FlowTable {
             self.live.fetch_sub(1, Relaxed);
             return Err(InsertError::Full);
         };
+        if rec.orig.proto == proto::TCP {
+            // Its window scales are not in the record: tracked liberally.
+            self.reset_window(idx, None);
+        }
         let counting = self.sources.counting();
         let rec = FlowRecord {
             flags: (rec.flags & !flags::COUNTED) | if counting { flags::COUNTED } else { 0 },

@@ -180,6 +180,8 @@ struct RawGateway {
     hairpin: Option<bool>,
     icmp_rate: Option<u32>,
     seed: Option<u64>,
+    tcp_window: Option<Spanned<String>>,
+    tcp_loose: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -442,6 +444,14 @@ fn build(raw: RawConfig, src: &Src<'_>, path: &Path) -> Result<Config, ConfigErr
     cfg.hairpin = g.hairpin.unwrap_or(cfg.hairpin);
     cfg.icmp_rate = g.icmp_rate.unwrap_or(cfg.icmp_rate);
     cfg.seed = g.seed.unwrap_or(cfg.seed);
+    if let Some(v) = &g.tcp_window {
+        cfg.tcp_liberal = src.parse("gateway.tcp_window", v, |s| match s {
+            "strict" => Ok(false),
+            "liberal" => Ok(true),
+            _ => Err(format!("`{s}` is not one of \"strict\", \"liberal\"")),
+        })?;
+    }
+    cfg.tcp_loose = g.tcp_loose.unwrap_or(cfg.tcp_loose);
 
     // [limits]
     if let Some(m) = &raw.limits.max_flows {

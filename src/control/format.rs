@@ -174,14 +174,16 @@ pub fn config_summary(c: &Config) -> String {
     let t = &e.timeouts;
     let _ = writeln!(
         s,
-        "limits: max_flows {} early_drop {} flows_per_source {}; unmatched {:?}; ipv6 {:?}; hairpin {}",
+        "limits: max_flows {} early_drop {} flows_per_source {}; unmatched {:?}; ipv6 {:?}; hairpin {}; tcp_window {}; tcp_loose {}",
         e.max_flows,
         e.early_drop,
         e.flows_per_source
             .map_or_else(|| "unlimited".to_string(), |n| n.to_string()),
         e.unmatched,
         e.ipv6,
-        e.hairpin
+        e.hairpin,
+        if e.tcp_liberal { "liberal" } else { "strict" },
+        e.tcp_loose
     );
     let _ = writeln!(
         s,

@@ -33,7 +33,7 @@ pub use stats::{CounterSnapshot, Counters, DropReason};
 pub use tunnel::{Tunnel, TunnelStats, set_tunnel_mtus};
 
 use crate::conntrack::{
-    FlowRecord, FlowTable, Lookup, NewFlow, PacketInfo, TcpState, Time, Timeouts, flags,
+    FlowRecord, FlowTable, Lookup, NewFlow, PacketInfo, TcpSeg, TcpState, Time, Timeouts, flags,
 };
 use crate::lb::{ConnState, Forward, LbTable, NewConn, RealIds, RealState, ServiceStatus};
 use crate::nat::{
@@ -100,6 +100,13 @@ pub struct EngineConfig {
     /// Live flows one source address may start (`None`: no limit);
     /// the only `[limits]` field a reload changes.
     pub flows_per_source: Option<u32>,
+    /// `[gateway] tcp_window = "liberal"`: TCP segments are never refused
+    /// for their window (Linux `nf_conntrack_tcp_be_liberal`).
+    pub tcp_liberal: bool,
+    /// `[gateway] tcp_loose`: a TCP segment other than a SYN may start a
+    /// flow (picking up a connection mid-stream, Linux
+    /// `nf_conntrack_tcp_loose`); off, it is dropped (`tcp_not_syn`).
+    pub tcp_loose: bool,
 }
 
 impl Default for EngineConfig {
@@ -118,6 +125,8 @@ impl Default for EngineConfig {
             tunnels: Vec::new(),
             policy_routes: Vec::new(),
             flows_per_source: None,
+            tcp_liberal: false,
+            tcp_loose: true,
         }
     }
 }
@@ -192,6 +201,7 @@ impl Engine {
         let local = local_ranges(&cfg, &ruleset, &[]);
         let table = FlowTable::new(cfg.max_flows, cfg.timeouts, table_seed(&cfg));
         table.set_source_limit(cfg.flows_per_source);
+        table.set_liberal(cfg.tcp_liberal);
         Engine {
             table,
             nat: NatState::new(cfg.seed.rotate_left(29)),
@@ -523,16 +533,18 @@ impl Engine {
         if p.frag == Frag::Later {
             return self.later_fragment(buf, len, &p, now, c);
         }
-        let tcp_flags = match p.kind {
-            L4::Tcp { flags } => Some(flags),
+        let (tcp_flags, seg) = match p.kind {
+            L4::Tcp { flags } => (Some(flags), TcpSeg::parse(&buf[p.l4..p.end])),
             L4::IcmpError(e) => return self.icmp_error(buf, len, &p, &e, now, c),
-            _ => None,
+            _ => (None, None),
         };
         let info = PacketInfo {
             tcp_flags,
             len: (p.end - p.l3) as u32,
+            seg,
         };
         let out = match self.table.track(&p.tuple, info, now) {
+            Lookup::OutOfWindow => return Verdict::Drop(DropReason::TcpOutOfWindow),
             Lookup::Hit(h) if !self.lb_reuse(&h) => {
                 if h.tcp_invalid {
                     Counters::bump(&c.tcp_invalid);
@@ -569,14 +581,14 @@ impl Engine {
                 let old = match stale {
                     Lookup::Hit(h) => Some((h.id, None)),
                     Lookup::Expired(id) => Some((id, Some(now))),
-                    Lookup::Miss => None,
+                    Lookup::Miss | Lookup::OutOfWindow => None,
                 };
                 if let Some((id, if_expired)) = old
                     && let Some(r) = self.table.remove(id, if_expired)
                 {
                     self.end(&r, c.lane(), now);
                 }
-                match self.new_flow(&p, iif, tcp_flags, now, c) {
+                match self.new_flow(&p, iif, info, now, c) {
                     Ok(t) => {
                         self.changes.note(c.lane(), p.tuple);
                         (t, 0)
@@ -624,14 +636,22 @@ impl Engine {
         &self,
         p: &Parsed,
         iif: IfId,
-        tcp_flags: Option<u8>,
+        info: PacketInfo,
         now: Time,
         c: &Counters,
     ) -> Result<Tuple, Verdict> {
         let key = p.tuple;
+        let PacketInfo { tcp_flags, seg, .. } = info;
         match p.kind {
             L4::Tcp { flags } if flags & crate::conntrack::TCP_RST != 0 => {
                 return Err(Verdict::Drop(DropReason::TcpRstNoFlow));
+            }
+            L4::Tcp { flags }
+                if !self.cfg.tcp_loose
+                    && flags & (crate::conntrack::TCP_SYN | crate::conntrack::TCP_ACK)
+                        != crate::conntrack::TCP_SYN =>
+            {
+                return Err(Verdict::Drop(DropReason::TcpNotSyn));
             }
             L4::IcmpEcho if p.icmp_type == packet::ICMP_ECHO_REPLY => {
                 return Err(Verdict::Drop(DropReason::IcmpReplyNoFlow));
@@ -649,6 +669,7 @@ impl Engine {
             orig: key,
             reply: key.invert(),
             tcp_flags,
+            seg,
             flags: 0,
             mark: 0,
             len,
@@ -853,7 +874,11 @@ impl Engine {
                 Err(AllocError::SourceLimit) => return Err(self.source_refused(&key, now, c)),
                 Err(AllocError::OrigExists) => {
                     // Another worker created this flow a moment ago: use it.
-                    let info = PacketInfo { tcp_flags, len };
+                    let info = PacketInfo {
+                        tcp_flags,
+                        len,
+                        seg: None,
+                    };
                     return match self.table.track(&key, info, now) {
                         Lookup::Hit(h) => Ok(h.other.invert()),
                         _ => Err(Verdict::Drop(DropReason::FlowRace)),
@@ -1088,12 +1113,16 @@ impl Engine {
             cfg.hairpin,
             cfg.icmp_rate,
             cfg.seed,
+            cfg.tcp_liberal,
+            cfg.tcp_loose,
         ) != (
             old.ipv6,
             old.unmatched,
             old.hairpin,
             old.icmp_rate,
             old.seed,
+            old.tcp_liberal,
+            old.tcp_loose,
         ) {
             fixed.push("[gateway]");
         }

@@ -64,6 +64,10 @@ drop_reasons! {
     IcmpReplyNoFlow = "icmp_reply_no_flow",
     /// TCP RST that matches no flow (nothing to reset).
     TcpRstNoFlow = "tcp_rst_no_flow",
+    /// TCP segment outside its flow's window (sequence or acknowledgement number not plausible: a blind injection, a stale or forged segment). natgw sends no reset.
+    TcpOutOfWindow = "tcp_out_of_window",
+    /// TCP segment other than a SYN matching no flow, with `tcp_loose = false` (no pick-up mid-stream).
+    TcpNotSyn = "tcp_not_syn",
     /// TTL would reach zero here (an ICMP time-exceeded went back unless rate-limited).
     TtlExceeded = "ttl_exceeded",
     /// No route to the (translated) destination.

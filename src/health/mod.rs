@@ -1034,6 +1034,7 @@ address = "203.0.113.1/24"
                 orig,
                 reply: orig.invert(),
                 tcp_flags: (p == proto::TCP).then_some(0x02),
+                seg: None,
                 flags: 0,
                 mark: 0,
                 len: 60,

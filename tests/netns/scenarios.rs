@@ -531,6 +531,73 @@ pub fn fragments_out_of_order(t: &Topology) {
 /// `frag-echo SRC HOST PORT SIZE WAIT_S`, `frag-send SRC SPORT DST DPORT SIZE`.
 /// Servers print READY once listening;
 /// clients print one JSON line.
+/// What [`tcp_out_of_window_probe`] saw: the client's and the server's
+/// reports.
+pub struct WindowProbe {
+    pub client: Value,
+    pub server: Value,
+}
+
+impl WindowProbe {
+    /// The injected data or RST reached the inside host.
+    pub fn reached_inside(&self) -> bool {
+        self.client["saw_injected"] == true || self.client["saw_rst"] == true
+    }
+
+    /// The conversation went on after the injection, both ways.
+    pub fn carried_on(&self) -> bool {
+        self.client["received"] == "hello\nafter\n" && self.server["answer"] == "ack\ndone\n"
+    }
+}
+
+/// A blind injection from the outside: out's server, knowing its TCP
+/// connection's sequence numbers (it reads its own first segment), sends
+/// to cl1's mapping a data segment and a RST half the sequence space
+/// away, then carries on the conversation.
+pub fn tcp_out_of_window_probe(t: &Topology) -> WindowProbe {
+    let server = t.spawn_py("out", &["window-server", OUT, "7100"]).ready();
+    let client = py_json(
+        t,
+        "cl1",
+        &["window-client", OUT, "7100"],
+        Duration::from_secs(25),
+    );
+    let server: Value = serde_json::from_str(
+        server
+            .finish(Duration::from_secs(15))
+            .lines()
+            .last()
+            .unwrap_or(""),
+    )
+    .unwrap_or(Value::Null);
+    eprintln!("tcp_out_of_window: client {client}\n  server {server}");
+    assert_eq!(
+        server["learnt"], true,
+        "server did not see its own segment: {server}"
+    );
+    WindowProbe { client, server }
+}
+
+/// [`tcp_out_of_window_probe`] through a gateway that tracks windows:
+/// neither segment reaches the inside host, no reset ends the
+/// connection, and the conversation carries on.
+pub fn tcp_out_of_window(t: &Topology) {
+    let t0 = Instant::now();
+    let p = tcp_out_of_window_probe(t);
+    assert!(
+        !p.reached_inside(),
+        "an out-of-window segment reached the inside host: {}",
+        p.client
+    );
+    assert!(
+        p.carried_on(),
+        "the connection did not carry on (client {}, server {})",
+        p.client,
+        p.server
+    );
+    timed("tcp_out_of_window", t0);
+}
+
 pub const PY_TOOLS: &str = r####"
 # natgw e2e helpers: one script, one subcommand per job. Servers print
 # "READY" once they listen; clients print one JSON line with results.
@@ -995,6 +1062,121 @@ def frag_send(src, sport, dst, dport, size):
     out({"sent": 3})
 
 
+def tcp_csum(src, dst, seg):
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(seg))
+    data = pseudo + seg + (b"\0" if len(seg) % 2 else b"")
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+
+
+def tcp_segment(src, dst, sport, dport, seq, ack, flags, payload):
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xffffffff, ack & 0xffffffff,
+                      5 << 4, flags, 502, 0, 0)
+    c = tcp_csum(src, dst, hdr + payload)
+    return hdr[:16] + struct.pack("!H", c) + hdr[18:] + payload
+
+
+def window_server(me, port):
+    """Accepts one TCP connection, learns its sequence numbers from its
+    own first segment (packet socket), then injects, as the peer would,
+    a data segment and a RST half the sequence space away, and then
+    carries on the conversation: prints what it saw."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", int(port)))
+    ls.listen(1)
+    # ETH_P_ALL: a packet socket of one protocol sees only what comes in.
+    sniff = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
+    ready()
+    c, peer = ls.accept()
+    c.settimeout(5)
+    c.sendall(b"hello\n")
+    seq = ack = None
+    deadline = time.time() + 5
+    while seq is None and time.time() < deadline:
+        sniff.settimeout(1)
+        try:
+            pkt, addr = sniff.recvfrom(65536)
+        except socket.timeout:
+            continue
+        if addr[1] != 0x0800 or len(pkt) < 40:
+            continue
+        ihl = (pkt[0] & 15) * 4
+        if pkt[9] != 6 or socket.inet_ntoa(pkt[16:20]) != peer[0]:
+            continue
+        sp, dp, sq, ak = struct.unpack("!HHII", pkt[ihl:ihl + 12])
+        doff = (pkt[ihl + 12] >> 4) * 4
+        if sp == int(port) and dp == peer[1] and pkt[ihl + doff:] == b"hello\n":
+            seq, ack = (sq + 6) & 0xffffffff, ak
+    res = {"peer": "%s:%d" % peer, "learnt": seq is not None}
+    if seq is None:
+        out(res)
+        return
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    far = seq + (1 << 31)
+    raw.sendto(tcp_segment(me, peer[0], int(port), peer[1], far, ack, 0x18, b"INJECTED\n"), (peer[0], 0))
+    # The RST carries data too (RFC 9293 allows it), to be told from a real one.
+    raw.sendto(tcp_segment(me, peer[0], int(port), peer[1], far + 12345, 0, 0x04, b"INJECTED-RST\n"), (peer[0], 0))
+    time.sleep(1)
+    try:
+        c.sendall(b"after\n")
+        got = b""
+        while not got.endswith(b"done\n"):
+            d = c.recv(4096)
+            if not d:
+                break
+            got += d
+        res["answer"] = got.decode(errors="replace")
+    except OSError as e:
+        res["error"] = repr(e)
+    out(res)
+
+
+def window_client(host, port):
+    """Connects, answers "hello" with "ack" and "after" with "done";
+    prints everything it received, and whether any segment from the
+    server's port that reached this host carried the injected data or
+    the RST flag (packet socket)."""
+    sniff = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.settimeout(6)
+    got, res = b"", {}
+    try:
+        while b"after\n" not in got:
+            d = s.recv(4096)
+            if not d:
+                res["eof"] = True
+                break
+            got += d
+            if got.startswith(b"hello\n") and "acked" not in res:
+                res["acked"] = True
+                s.sendall(b"ack\n")
+        if b"after\n" in got:
+            s.sendall(b"done\n")
+            time.sleep(0.5)
+    except OSError as e:
+        res["error"] = repr(e)
+    res["received"] = got.decode(errors="replace")
+    res["saw_injected"] = res["saw_rst"] = False
+    sniff.setblocking(False)
+    while True:
+        try:
+            pkt, addr = sniff.recvfrom(65536)
+        except BlockingIOError:
+            break
+        if addr[1] != 0x0800 or addr[2] == socket.PACKET_OUTGOING or len(pkt) < 40 or pkt[9] != 6:
+            continue
+        ihl = (pkt[0] & 15) * 4
+        if struct.unpack("!H", pkt[ihl:ihl + 2])[0] != int(port):
+            continue
+        if b"INJECTED\n" in pkt[ihl + 20:]:
+            res["saw_injected"] = True
+        if pkt[ihl + 13] & 4 and b"INJECTED-RST" in pkt[ihl + 20:]:
+            res["saw_rst"] = True
+    out(res)
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "http-server":
@@ -1017,6 +1199,10 @@ def main():
         frag_send(*args)
     elif cmd == "proto-error":
         proto_error(*args)
+    elif cmd == "window-server":
+        window_server(*args)
+    elif cmd == "window-client":
+        window_client(*args)
     elif cmd == "tcp-peer":
         asyncio.run(tcp_peer_main(int(args[0])))
     elif cmd == "mapping":
