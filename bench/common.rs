@@ -174,6 +174,77 @@ pub fn establish(engine: &Engine, ks: impl Iterator<Item = u32>) -> Vec<Template
     out
 }
 
+/// A 64-byte Ethernet/IPv4/TCP frame of tuple `t` (`t.proto` is ignored):
+/// `flags` (SYN 0x02, ACK 0x10), `seq`, `ack`, window 64240, and 10 bytes
+/// of payload unless it is a SYN.
+pub fn frame_tcp(t: &Tuple, flags: u8, seq: u32, ack: u32) -> [u8; FRAME] {
+    let mut out = [0u8; FRAME];
+    let mut b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+        .ipv4(t.src.to_be_bytes(), t.dst.to_be_bytes(), 64)
+        .tcp(t.sport, t.dport, seq, 64240);
+    if flags & 0x02 != 0 {
+        b = b.syn();
+    }
+    if flags & 0x10 != 0 {
+        b = b.ack(ack);
+    }
+    let payload = [0x5au8; FRAME - 54];
+    let payload: &[u8] = if flags & 0x02 != 0 { &[] } else { &payload };
+    b.write(&mut &mut out[..], payload)
+        .expect("64 bytes hold the frame");
+    out
+}
+
+/// Opens TCP connections `ks` through `engine` (SYN, SYN-ACK, ACK: each
+/// ESTABLISHED, windows tracked) and returns a data segment of each
+/// direction (10 bytes, in window; sent again and again they are
+/// retransmissions) in a shuffled order.
+pub fn establish_tcp(engine: &Engine, ks: impl Iterator<Item = u32>) -> Vec<Template> {
+    let c = Counters::default();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 256];
+    let mut run = |f: &[u8; FRAME], iif: IfId, to: IfId| {
+        buf[..FRAME].copy_from_slice(f);
+        let v = engine.process(&mut buf, FRAME, Link::Ethernet, iif, NOW, &c);
+        assert!(
+            matches!(v, Verdict::Forward { oif, .. } if oif == to),
+            "{v:?}"
+        );
+        frame_sport(&buf)
+    };
+    for k in ks {
+        let o = Tuple {
+            proto: proto::TCP,
+            ..orig(k, Ports::Keep)
+        };
+        let port = run(&frame_tcp(&o, 0x02, 1000, 0), LAN, WAN);
+        let r = Tuple {
+            src: o.dst,
+            dst: OUTSIDE,
+            sport: o.dport,
+            dport: port,
+            proto: proto::TCP,
+        };
+        run(&frame_tcp(&r, 0x12, 5000, 1001), WAN, LAN);
+        run(&frame_tcp(&o, 0x10, 1001, 5001), LAN, WAN);
+        let (f, rf) = (
+            frame_tcp(&o, 0x10, 1001, 5001),
+            frame_tcp(&r, 0x10, 5001, 1011),
+        );
+        run(&f, LAN, WAN);
+        run(&rf, WAN, LAN);
+        out.push(Template { bytes: f, iif: LAN });
+        out.push(Template {
+            bytes: rf,
+            iif: WAN,
+        });
+    }
+    let s = c.snapshot();
+    assert_eq!(s.total_drops(), 0, "{s:?}");
+    shuffle(&mut out, 0x5eed);
+    out
+}
+
 /// Fisher-Yates with a fixed-seed xorshift (no rand dependency).
 pub fn shuffle<T>(v: &mut [T], seed: u64) {
     let mut x = seed | 1;

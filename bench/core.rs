@@ -109,6 +109,33 @@ fn fast_path(c: &mut Criterion) {
     });
     drop(small);
 
+    // TCP: the same with 1024 established connections, window tracking
+    // strict (the default) and liberal (its cost is the difference).
+    for (name, liberal) in [("engine_1k_tcp", false), ("engine_1k_tcp_liberal", true)] {
+        let mut tcp: Option<(Engine, Vec<Template>)> = None;
+        g.bench_function(name, |b| {
+            let (e, t) = tcp.get_or_insert_with(|| {
+                let e = engine(1 << 16);
+                e.table().set_liberal(liberal);
+                let t = establish_tcp(&e, 0..1024);
+                (e, t)
+            });
+            let mask = t.len() - 1;
+            let ctr = Counters::default();
+            b.iter_custom(|iters| {
+                let mut buf = [0u8; 256];
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let _ = black_box(run_one(e, &mut buf, &t[i & mask], &ctr));
+                }
+                start.elapsed()
+            });
+            let s = ctr.snapshot();
+            assert_eq!(s.total_drops(), 0, "{s:?}");
+            assert_eq!(s.flows_created, 0, "all packets take the fast path");
+        });
+    }
+
     g.sample_size(10);
     let mut big: Option<(Engine, Vec<Template>)> = None;
     g.bench_function("engine_1M_flows", |b| {
