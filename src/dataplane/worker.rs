@@ -76,6 +76,9 @@ struct Held<F> {
 struct HeldFrag<F> {
     frame: F,
     port: usize,
+    /// The interface it is run again as: its port's, or a tunnel's for a
+    /// fragment that came decapsulated.
+    iif: IfId,
     key: FragKey,
     deadline: Time,
 }
@@ -327,33 +330,35 @@ impl<D: Device, C: Clock> Worker<D, C> {
         let len = self.dev.len(&f);
         Counters::bump(&c.rx_packets);
         Counters::add(&c.rx_bytes, len as u64);
-        self.dispatch(p, f, now, false);
+        self.dispatch(p, f, now, None);
     }
 
     /// Runs the engine on a frame received on port `p` and carries out
-    /// the verdict. `again`: a held fragment run again (never held twice).
-    fn dispatch(&mut self, p: usize, mut f: D::Frame, now: Time, again: bool) {
+    /// the verdict. `again`: a held fragment run again (never held twice),
+    /// with the interface it is run as.
+    fn dispatch(&mut self, p: usize, mut f: D::Frame, now: Time, again: Option<IfId>) {
         let c = &self.stats.counters;
         let len = self.dev.len(&f);
-        let iif = self.dev.ifid(p);
+        let iif = again.unwrap_or_else(|| self.dev.ifid(p));
         let link = self.dev.link();
         let mac = self.dev.mac(p);
         let mut b = self.dev.buf_mut(&mut f);
         let buf = b.as_mut();
         let len = len.min(buf.len());
         let v = self.engine.process(buf, len, link, iif, now, c);
-        if let Verdict::HoldFragment { key } = v {
+        if let Verdict::HoldFragment { key, again_as } = v {
             drop(b);
             // `buf_mut` left the length unspecified: the frame is kept as
-            // it came, to be run again.
-            self.dev.set_len(&mut f, len);
-            if again {
+            // it came (or as decapsulated), to be run again.
+            self.dev.set_len(&mut f, again_as.map_or(len, |(_, l)| l));
+            if again.is_some() {
                 c.drop(DropReason::FragTimeout);
                 self.dev.free(f);
             } else if self.frags.len() < FRAG_HOLD_MAX {
                 self.frags.push(HeldFrag {
                     frame: f,
                     port: p,
+                    iif: again_as.map_or(iif, |(i, _)| i),
                     key,
                     deadline: now.saturating_add(FRAG_HOLD_TIME),
                 });
@@ -502,7 +507,7 @@ impl<D: Device, C: Clock> Worker<D, C> {
             let h = self.frags[i];
             if self.engine.fragment_ready(h.key, now) {
                 self.frags.swap_remove(i);
-                self.dispatch(h.port, h.frame, now, true);
+                self.dispatch(h.port, h.frame, now, Some(h.iif));
             } else if now >= h.deadline {
                 self.frags.swap_remove(i);
                 self.stats.counters.drop(DropReason::FragTimeout);
@@ -669,6 +674,10 @@ mod tests {
     /// lan0 (port 0, 10.0.0.1/24) and wan0 (port 1, 203.0.113.1/24), a
     /// default route via 203.0.113.254, masquerade of 10.0.0.0/24 on wan0.
     fn engine() -> Arc<Engine> {
+        engine_with(vec![])
+    }
+
+    fn engine_with(tunnels: Vec<crate::engine::Tunnel>) -> Arc<Engine> {
         let iface = |name: &str, role, addr: &str| Interface {
             name: name.into(),
             role,
@@ -690,6 +699,7 @@ mod tests {
                 via: Some(ip("203.0.113.254")),
             }],
             seed: 7,
+            tunnels,
             ..EngineConfig::default()
         };
         let masq = Rule {
@@ -719,6 +729,10 @@ mod tests {
     }
 
     fn rig_with(frames: usize, batch: usize) -> Rig {
+        rig_of(frames, batch, engine())
+    }
+
+    fn rig_of(frames: usize, batch: usize, engine: Arc<Engine>) -> Rig {
         let ports = [
             MemPortSpec {
                 ifid: 0,
@@ -735,7 +749,7 @@ mod tests {
         let clock = VirtualClock::new(Time::from_secs(1000));
         let neigh = Arc::new(Neighbours::default());
         let stats = Arc::new(WorkerStats::new("mem".into()));
-        let w = Worker::new(dev, clock.clone(), engine(), neigh.clone(), stats, batch);
+        let w = Worker::new(dev, clock.clone(), engine, neigh.clone(), stats, batch);
         Rig { w, clock, neigh }
     }
 
@@ -955,6 +969,52 @@ mod tests {
         let c = r.counters();
         assert_eq!(c.frags_translated, 1);
         assert_eq!(c.total_drops(), 0);
+        assert_eq!(r.dev().frames_out(), 0);
+    }
+
+    /// The same through an IPIP tunnel (ends at 203.0.113.50): the last
+    /// fragment of an inside datagram comes decapsulated ahead of its
+    /// first, is held as the inner datagram, and leaves translated right
+    /// after the first.
+    #[test]
+    fn tunneled_fragment_ahead_of_its_first_is_held_and_sent_after_it() {
+        let tun = crate::engine::Tunnel {
+            name: "tun1".into(),
+            mode: crate::packet::tunnel::Mode::Ipip,
+            local: ip("203.0.113.1"),
+            remote: ip("203.0.113.50"),
+            mtu: 1480,
+            mtu_auto: false,
+        };
+        let mut r = rig_of(64, 16, engine_with(vec![tun]));
+        r.learn_router();
+        let ipip = |inner: &[u8]| {
+            let mut out = Vec::new();
+            PacketBuilder::ethernet2(ROUTER, GW_WAN)
+                .ipv4([203, 0, 113, 50], [203, 0, 113, 1], 64)
+                .write(&mut out, etherparse::IpNumber(4), &inner[14..])
+                .unwrap();
+            out
+        };
+        let (first, last) = split(&big_udp(5000), 160);
+        r.dev().inject(1, &ipip(&last));
+        r.poll();
+        assert_eq!(r.w.held_fragments(), 1);
+        assert!(r.sent(1).is_empty());
+        r.dev().inject(1, &ipip(&first));
+        r.poll();
+        assert_eq!(r.w.held_fragments(), 0);
+        let sent = r.sent(1);
+        assert_eq!(sent.len(), 2, "first, then the held last fragment");
+        for f in &sent {
+            assert_eq!(f[23], 17, "decapsulated: the inner UDP datagram");
+            assert_eq!(&f[26..30], &[203, 0, 113, 1], "translated source");
+            assert_eq!(&f[30..34], &[198, 51, 100, 7]);
+        }
+        assert_eq!(sent[1].len(), last.len(), "the held one, decapsulated");
+        let c = r.counters();
+        assert_eq!(c.frags_translated, 1);
+        assert_eq!(c.total_drops(), 0, "{:?}", c.drops);
         assert_eq!(r.dev().frames_out(), 0);
     }
 

@@ -154,13 +154,18 @@ pub enum Verdict {
     Pass,
     Drop(DropReason),
     /// A non-first fragment whose first fragment has not been translated
-    /// yet (out of order). The frame is unchanged: keep it (bounded) and
-    /// run it through [`Engine::process`] again once
-    /// [`Engine::fragment_ready`]`(key)`, or drop it counted as
-    /// `frag_timeout` / `frag_hold_full`. A caller that cannot hold frames
-    /// drops it as `frag_no_flow`. Nothing is counted yet.
+    /// yet (out of order). Keep the frame (bounded) and run it through
+    /// [`Engine::process`] again once [`Engine::fragment_ready`]`(key)`,
+    /// or drop it counted as `frag_timeout` / `frag_hold_full`. A caller
+    /// that cannot hold frames drops it as `frag_no_flow`. Nothing is
+    /// counted yet.
     HoldFragment {
         key: FragKey,
+        /// `None`: the frame is unchanged, run it again as received.
+        /// `Some((iif, len))`: it came through a tunnel and is now
+        /// decapsulated in place (tunnel counters done): run its first
+        /// `len` bytes again as arriving on the tunnel's interface `iif`.
+        again_as: Option<(IfId, usize)>,
     },
 }
 
@@ -1002,7 +1007,10 @@ impl Engine {
     ) -> Verdict {
         let key = (p.tuple.src, p.tuple.dst, p.tuple.proto, p.ip_id);
         let Some((src, dst)) = self.frags.lookup(key, now) else {
-            return Verdict::HoldFragment { key };
+            return Verdict::HoldFragment {
+                key,
+                again_as: None,
+            };
         };
         let Some(hop) = self.route_from(dst, p.tuple.src, 0) else {
             return Verdict::Drop(DropReason::NoRoute);

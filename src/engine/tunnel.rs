@@ -286,9 +286,12 @@ impl Engine {
             v @ Verdict::Reply { .. } => v,
             Verdict::Local | Verdict::Pass => self.tunnels.drop(k, DropReason::TunnelInnerLocal),
             Verdict::Drop(r) => self.tunnels.drop(k, r),
-            // The frame is decapsulated in place: it cannot be run again
-            // as received, so a later fragment ahead of its first is lost.
-            Verdict::HoldFragment { .. } => self.tunnels.drop(k, DropReason::FragNoFlow),
+            // Decapsulated in place: held, it is run again as the inner
+            // datagram arriving on the tunnel.
+            Verdict::HoldFragment { key, .. } => Verdict::HoldFragment {
+                key,
+                again_as: Some((iif, new_len)),
+            },
         }
     }
 
