@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ConfigText, dnat_web, masquerade_lan};
+use common::{ConfigText, dnat_web, fragment, masquerade_lan};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
@@ -83,6 +83,47 @@ fn check_refuses_a_bad_config_naming_file_line_and_field() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.toml: cannot read"));
 }
 
+/// `natgw replay --json` of capture `inp` into `outp`; its report.
+fn replay_json(cfg: &Path, inp: &Path, outp: &Path) -> serde_json::Value {
+    let out = natgw(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--in",
+        inp.to_str().unwrap(),
+        "--out",
+        outp.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json report")
+}
+
+/// Writes `frames` to an Ethernet pcap, 1 ms apart.
+fn write_capture(path: &Path, frames: &[Vec<u8>]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = PcapWriter::with_header(
+        file,
+        PcapHeader {
+            datalink: DataLink::ETHERNET,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (i, fr) in frames.iter().enumerate() {
+        w.write_packet(&PcapPacket::new(
+            Duration::from_millis(1000 + i as u64),
+            fr.len() as u32,
+            fr,
+        ))
+        .unwrap();
+    }
+}
+
 /// Writes a capture: an inside client's UDP query and the server's reply to
 /// the gateway's address, then an outside client opening the port forward.
 fn capture(path: &Path) {
@@ -113,22 +154,57 @@ fn capture(path: &Path) {
         .write(&mut o, &[])
         .unwrap();
     frames.push(o);
-    let file = std::fs::File::create(path).unwrap();
-    let mut w = PcapWriter::with_header(
-        file,
-        PcapHeader {
-            datalink: DataLink::ETHERNET,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    for (i, fr) in frames.iter().enumerate() {
-        w.write_packet(&PcapPacket::new(
-            Duration::from_millis(1000 + i as u64),
-            fr.len() as u32,
-            fr,
-        ))
+    write_capture(path, &frames);
+}
+
+/// A datagram's last fragment captured ahead of its first: `replay` holds
+/// it, as a worker does, and writes it right after the first with the
+/// same translation; a lone later fragment is dropped as `frag_timeout`.
+#[test]
+fn replay_holds_a_fragment_ahead_of_its_first() {
+    let d = tmpdir("replay-frag");
+    let cfg = write_config(&d, &config());
+    let (inp, outp) = (d.join("in.pcap"), d.join("out.pcap"));
+    let mut whole = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 10], [2, 0, 0, 0, 0, 1])
+        .ipv4([10, 0, 0, 10], [198, 51, 100, 9], 64)
+        .udp(5000, 7)
+        .write(&mut whole, &[0x5a; 300])
         .unwrap();
+    let (first, last) = fragment(&whole, 160);
+    let mut stray = last.clone();
+    stray[18..20].copy_from_slice(&[0x77, 0x77]); // another IP id
+    common::fix_ip_checksum(&mut stray);
+    write_capture(&inp, &[last, first, stray]);
+    let report = replay_json(&cfg, &inp, &outp);
+    let lines: Vec<(u64, String)> = report["packets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["n"].as_u64().unwrap(),
+                p["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (1, "held".to_string()),
+            (2, "new".to_string()),
+            (1, "fwd (held, after #2)".to_string()),
+            (3, "held".to_string()),
+            (3, "drop:frag_timeout (held #3)".to_string()),
+        ],
+        "{report}"
+    );
+    assert_eq!(report["written"], 2);
+    assert_eq!(report["counters"]["frags_translated"], 1);
+    let mut r = PcapReader::new(std::fs::File::open(&outp).unwrap()).unwrap();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        assert_eq!(&p.data[26..30], &[203, 0, 113, 1], "translated source");
     }
 }
 
@@ -138,22 +214,7 @@ fn replay_writes_translated_frames() {
     let cfg = write_config(&d, &config());
     let (inp, outp) = (d.join("in.pcap"), d.join("out.pcap"));
     capture(&inp);
-    let out = natgw(&[
-        "replay",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--in",
-        inp.to_str().unwrap(),
-        "--out",
-        outp.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let report = replay_json(&cfg, &inp, &outp);
     assert_eq!(report["packets_in"], 3);
     assert_eq!(report["written"], 3);
     assert_eq!(report["counters"]["flows_created"], 2);

@@ -3,6 +3,10 @@
 //!
 //! - The clock is the capture's: each packet's timestamp is `now`, and
 //!   expiry runs every 64 packets with that time.
+//! - A later fragment ahead of its first is held, as a worker holds it,
+//!   and run again right after the packet that translated its first
+//!   fragment; one still held after `FRAG_HOLD_TIME` (or at the end) is
+//!   dropped as `frag_timeout`.
 //! - The ingress interface of each packet is the one the gateway would
 //!   reach its sender by (a reverse route lookup of the source address),
 //!   unless `--iif` names one for all packets.
@@ -14,7 +18,7 @@
 //!   dropped, local and passed frames are summarised.
 
 use crate::conntrack::Time;
-use crate::engine::{CounterSnapshot, Counters, DropReason, Engine, Verdict};
+use crate::engine::{CounterSnapshot, Counters, DropReason, Engine, FragKey, Verdict};
 use crate::nat::IfId;
 use crate::packet::{self, Link};
 use pcap_file::DataLink;
@@ -46,7 +50,9 @@ pub struct PacketLine {
     pub iif: String,
     pub oif: Option<String>,
     /// `new` (created a flow), `fwd`, `reply` (natgw answered), `local`,
-    /// `pass`, or `drop:<reason>`.
+    /// `pass`, `drop:<reason>`, or `held` (a later fragment ahead of its
+    /// first; its line comes again when it is sent, `... (held, after
+    /// #N)`, or given up, `drop:frag_timeout (held #N)`).
     pub verdict: String,
     pub before: String,
     pub after: Option<String>,
@@ -114,79 +120,95 @@ fn is_tunneled(buf: &[u8], link: Link) -> bool {
 }
 
 /// Replays `input` through `engine`, writing transmitted frames to `output`.
-pub fn replay(
-    engine: &Engine,
-    input: impl Read,
-    output: impl Write,
-    iif: Option<&str>,
-) -> Result<ReplayReport, ReplayError> {
-    let mut reader = PcapReader::new(input).map_err(ReplayError::Read)?;
-    let header = reader.header();
-    let link = match header.datalink {
-        DataLink::ETHERNET => Link::Ethernet,
-        DataLink::RAW | DataLink::IPV4 => Link::Ip,
-        other => return Err(ReplayError::LinkType(other)),
-    };
-    let fixed_iif = match iif {
-        Some(n) => Some(
-            engine
-                .interface_id(n)
-                .ok_or_else(|| ReplayError::NoSuchInterface(n.into()))?,
-        ),
-        None => None,
-    };
-    let mut writer =
-        PcapWriter::with_header(output, PcapHeader { ..header }).map_err(ReplayError::Write)?;
-    let counters = Counters::default();
-    let mut neigh: HashMap<u32, [u8; 6]> = HashMap::new();
-    let mut report = ReplayReport {
-        packets_in: 0,
-        written: 0,
-        packets: Vec::new(),
-        counters: CounterSnapshot::default(),
-        flows: Vec::new(),
-        flow_lines: Vec::new(),
-    };
-    let ifname = |i: IfId| {
-        engine
+/// A later fragment ahead of its first, kept as a worker keeps it.
+struct Held {
+    data: Vec<u8>,
+    key: FragKey,
+    /// The interface it is run again as (a tunnel's when it came
+    /// decapsulated).
+    iif: IfId,
+    /// Its position in the capture and its time.
+    n: u64,
+    ts: Duration,
+    before: String,
+}
+
+/// When a held fragment is given up: as long as a worker holds one.
+fn h_deadline(h: &Held) -> Time {
+    Time(h.ts.as_nanos() as u64).saturating_add(crate::dataplane::worker::FRAG_HOLD_TIME)
+}
+
+/// The replay's state while it runs.
+struct Run<'a, W: Write> {
+    engine: &'a Engine,
+    link: Link,
+    writer: PcapWriter<W>,
+    counters: Counters,
+    /// Source MACs seen, by IP address (for the output frames).
+    neigh: HashMap<u32, [u8; 6]>,
+    report: &'a mut ReplayReport,
+    /// Timestamp of the first packet.
+    t0: Option<Duration>,
+}
+
+impl<W: Write> Run<'_, W> {
+    fn ifname(&self, i: IfId) -> String {
+        self.engine
             .interface(i)
             .map(|f| f.name.clone())
-            .or_else(|| engine.tunnel(i).map(|t| t.name.clone()))
+            .or_else(|| self.engine.tunnel(i).map(|t| t.name.clone()))
             .unwrap_or_else(|| format!("#{i}"))
-    };
-    let mut first_ts: Option<Duration> = None;
-    let mut now = Time(0);
-    let mut buf = vec![0u8; 65_536 + 128];
-    while let Some(pkt) = reader.next_packet() {
-        let pkt = pkt.map_err(ReplayError::Read)?;
-        report.packets_in += 1;
-        let ts = pkt.timestamp;
-        let t0 = *first_ts.get_or_insert(ts);
-        now = Time(ts.as_nanos() as u64);
-        let len = pkt.data.len().min(buf.len());
-        buf[..len].copy_from_slice(&pkt.data[..len]);
-        Counters::bump(&counters.rx_packets);
-        Counters::add(&counters.rx_bytes, len as u64);
+    }
 
-        let parsed = packet::parse(&buf[..len], link).ok();
-        if let (Link::Ethernet, Some(p)) = (link, &parsed) {
-            neigh.insert(p.tuple.src, buf[6..12].try_into().unwrap_or([0; 6]));
-        }
-        let in_if = fixed_iif
-            .or_else(|| {
-                parsed
-                    .as_ref()
-                    .and_then(|p| engine.route(p.tuple.src))
-                    .map(|h| h.oif)
-            })
-            .unwrap_or(0);
+    /// Drops held fragment `h` at `ts` (its first fragment did not come
+    /// in time, or the capture ended), counted as `frag_timeout`.
+    fn give_up(&mut self, h: Held, ts: Duration) {
+        self.counters.drop(DropReason::FragTimeout);
+        let verdict = format!("drop:{} (held #{})", DropReason::FragTimeout.name(), h.n);
+        self.line(h.n, ts, h.iif, verdict, h.before);
+    }
+
+    /// A line for a packet that leaves nothing.
+    fn line(&mut self, n: u64, ts: Duration, iif: IfId, verdict: String, before: String) {
+        let t0 = *self.t0.get_or_insert(ts);
+        let line = PacketLine {
+            n,
+            t: ts.saturating_sub(t0).as_secs_f64(),
+            iif: self.ifname(iif),
+            oif: None,
+            verdict,
+            before,
+            after: None,
+        };
+        self.report.packets.push(line);
+    }
+
+    /// Runs packet `n` (the first `len` bytes of `buf`, arriving on
+    /// `in_if` at `ts`) through the engine, writes what leaves and
+    /// reports it. `again`: a held fragment sent after packet `again`.
+    /// Returns the packet to hold, if it is a later fragment ahead of its
+    /// first.
+    fn one(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        in_if: IfId,
+        ts: Duration,
+        n: u64,
+        again: Option<u64>,
+    ) -> Result<Option<Held>, ReplayError> {
+        let (engine, link) = (self.engine, self.link);
+        let t0 = *self.t0.get_or_insert(ts);
+        let now = Time(ts.as_nanos() as u64);
         let before = describe(&buf[..len], link);
         let tunneled_in = is_tunneled(&buf[..len], link);
-        let created_before = counters
+        let created_before = self
+            .counters
             .flows_created
             .load(std::sync::atomic::Ordering::Relaxed);
-        let v = engine.process(&mut buf, len, link, in_if, now, &counters);
-        let created = counters
+        let v = engine.process(buf, len, link, in_if, now, &self.counters);
+        let created = self
+            .counters
             .flows_created
             .load(std::sync::atomic::Ordering::Relaxed)
             > created_before;
@@ -209,16 +231,33 @@ pub fn replay(
             Verdict::Local => ("local".to_string(), None),
             Verdict::Pass => ("pass".to_string(), None),
             Verdict::Drop(r) => (format!("drop:{}", r.name()), None),
-            // Replay handles one packet at a time: no holding.
-            Verdict::HoldFragment { .. } => {
-                counters.drop(DropReason::FragNoFlow);
-                (format!("drop:{}", DropReason::FragNoFlow.name()), None)
+            Verdict::HoldFragment { key, again_as } => {
+                if again.is_some() {
+                    // Never held twice.
+                    self.counters.drop(DropReason::FragTimeout);
+                    (format!("drop:{}", DropReason::FragTimeout.name()), None)
+                } else {
+                    let (iif, l) = again_as.unwrap_or((in_if, len));
+                    self.line(n, ts, in_if, "held".to_string(), before.clone());
+                    return Ok(Some(Held {
+                        data: buf[..l].to_vec(),
+                        key,
+                        iif,
+                        n,
+                        ts,
+                        before,
+                    }));
+                }
             }
         };
+        let verdict = match again {
+            Some(after) => format!("{verdict} (held, after #{after})"),
+            None => verdict,
+        };
         let mut line = PacketLine {
-            n: report.packets_in,
-            t: (ts.saturating_sub(t0)).as_secs_f64(),
-            iif: ifname(in_if),
+            n,
+            t: ts.saturating_sub(t0).as_secs_f64(),
+            iif: self.ifname(in_if),
             oif: None,
             verdict,
             before,
@@ -234,23 +273,118 @@ pub fn replay(
                     0,
                     oif as u8 + 1,
                 ]);
-                let dst = neigh.get(&next_hop).copied().unwrap_or([0xff; 6]);
+                let dst = self.neigh.get(&next_hop).copied().unwrap_or([0xff; 6]);
                 buf[0..6].copy_from_slice(&dst);
                 buf[6..12].copy_from_slice(&src);
             }
-            line.oif = Some(ifname(oif));
+            line.oif = Some(self.ifname(oif));
             line.after = Some(describe(&buf[..out_len], link));
             let o = PcapPacket::new(ts, out_len as u32, &buf[..out_len]);
-            writer.write_packet(&o).map_err(ReplayError::Write)?;
-            Counters::bump(&counters.tx_packets);
-            Counters::add(&counters.tx_bytes, out_len as u64);
-            report.written += 1;
+            self.writer.write_packet(&o).map_err(ReplayError::Write)?;
+            Counters::bump(&self.counters.tx_packets);
+            Counters::add(&self.counters.tx_bytes, out_len as u64);
+            self.report.written += 1;
         }
-        report.packets.push(line);
-        if report.packets_in.is_multiple_of(64) {
+        self.report.packets.push(line);
+        Ok(None)
+    }
+}
+
+pub fn replay(
+    engine: &Engine,
+    input: impl Read,
+    output: impl Write,
+    iif: Option<&str>,
+) -> Result<ReplayReport, ReplayError> {
+    let mut reader = PcapReader::new(input).map_err(ReplayError::Read)?;
+    let header = reader.header();
+    let link = match header.datalink {
+        DataLink::ETHERNET => Link::Ethernet,
+        DataLink::RAW | DataLink::IPV4 => Link::Ip,
+        other => return Err(ReplayError::LinkType(other)),
+    };
+    let fixed_iif = match iif {
+        Some(n) => Some(
+            engine
+                .interface_id(n)
+                .ok_or_else(|| ReplayError::NoSuchInterface(n.into()))?,
+        ),
+        None => None,
+    };
+    let writer =
+        PcapWriter::with_header(output, PcapHeader { ..header }).map_err(ReplayError::Write)?;
+    let mut report = ReplayReport {
+        packets_in: 0,
+        written: 0,
+        packets: Vec::new(),
+        counters: CounterSnapshot::default(),
+        flows: Vec::new(),
+        flow_lines: Vec::new(),
+    };
+    let mut run = Run {
+        engine,
+        link,
+        writer,
+        counters: Counters::default(),
+        neigh: HashMap::new(),
+        report: &mut report,
+        t0: None,
+    };
+    let mut held: Vec<Held> = Vec::new();
+    let mut now = Time(0);
+    let mut buf = vec![0u8; 65_536 + 128];
+    while let Some(pkt) = reader.next_packet() {
+        let pkt = pkt.map_err(ReplayError::Read)?;
+        run.report.packets_in += 1;
+        let n = run.report.packets_in;
+        let ts = pkt.timestamp;
+        now = Time(ts.as_nanos() as u64);
+        let len = pkt.data.len().min(buf.len());
+        buf[..len].copy_from_slice(&pkt.data[..len]);
+        Counters::bump(&run.counters.rx_packets);
+        Counters::add(&run.counters.rx_bytes, len as u64);
+
+        let parsed = packet::parse(&buf[..len], link).ok();
+        if let (Link::Ethernet, Some(p)) = (link, &parsed) {
+            run.neigh
+                .insert(p.tuple.src, buf[6..12].try_into().unwrap_or([0; 6]));
+        }
+        let in_if = fixed_iif
+            .or_else(|| {
+                parsed
+                    .as_ref()
+                    .and_then(|p| engine.route(p.tuple.src))
+                    .map(|h| h.oif)
+            })
+            .unwrap_or(0);
+        held.extend(run.one(&mut buf, len, in_if, ts, n, None)?);
+        // Held fragments whose first fragment has now been translated go
+        // out right after it, as a worker sends them; those that waited
+        // longer than a worker would are dropped.
+        let mut i = 0;
+        while i < held.len() {
+            if engine.fragment_ready(held[i].key, now) {
+                let h = held.swap_remove(i);
+                let len = h.data.len();
+                buf[..len].copy_from_slice(&h.data);
+                run.one(&mut buf, len, h.iif, ts, h.n, Some(n))?;
+            } else if now >= h_deadline(&held[i]) {
+                run.give_up(held.swap_remove(i), ts);
+            } else {
+                i += 1;
+            }
+        }
+        if n.is_multiple_of(64) {
             let _ = engine.expire(now, 4096);
         }
     }
+    for h in held.drain(..) {
+        let ts = h.ts;
+        run.give_up(h, ts);
+    }
+    let Run {
+        writer, counters, ..
+    } = run;
     writer
         .into_writer()
         .flush()

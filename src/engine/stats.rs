@@ -54,7 +54,7 @@ drop_reasons! {
     FragTooSmall = "frag_too_small",
     /// UDP length field below 8 or past the end of the IP payload.
     UdpBadLength = "udp_bad_length",
-    /// Non-first fragment whose first fragment was not seen (or expired), where it cannot be held (`natgw replay`).
+    /// Non-first fragment whose first fragment was not seen (or expired), where the caller cannot hold it (natgw's workers and `natgw replay` hold them: see `frag_hold_full`, `frag_timeout`).
     FragNoFlow = "frag_no_flow",
     /// ICMP error with a malformed or untrackable quoted datagram.
     IcmpInnerBad = "icmp_inner_bad",
