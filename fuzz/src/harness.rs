@@ -24,7 +24,7 @@
 use crate::{
     Input, fix_checksums, icmp_error_about, ip_header_ok, ipv4, l4_ok, quoted, reply_to, tuple_of,
 };
-use natgw::conntrack::{Dir, Time};
+use natgw::conntrack::{Dir, TcpState, Time};
 use natgw::control::config::Config;
 use natgw::engine::{Counters, Engine, Verdict};
 use natgw::packet::{Link, Tuple};
@@ -366,6 +366,22 @@ struct Harness {
 }
 
 impl Harness {
+    /// `s` (tuple `t`) is a TCP SYN without ACK, not a later fragment, and
+    /// `t` is the original tuple of a load-balanced flow in TIME_WAIT or
+    /// CLOSE.
+    fn lb_reopens(&self, s: &crate::Ipv4<'_>, t: &Tuple) -> bool {
+        let p = s.payload().payload;
+        let syn_only = t.proto == 6
+            && (!s.is_payload_fragmented() || s.header().fragments_offset().value() == 0)
+            && p.len() >= 14
+            && p[13] & 0x12 == 0x02;
+        syn_only
+            && self.engine.table().get(t).is_some_and(|r| {
+                r.flags & natgw::nat::nat_flags::LB != 0
+                    && matches!(r.tcp_state, TcpState::TimeWait | TcpState::Close)
+            })
+    }
+
     fn step(&mut self, frame: &[u8], iif: u8) {
         let mut buf = vec![0u8; BUF];
         let len = frame.len().min(BUF);
@@ -379,6 +395,10 @@ impl Harness {
                 Some(q) => self.engine.table().peek(&q.tuple.invert(), self.now),
                 None => self.engine.table().peek(&t, self.now),
             };
+            // A SYN reopening a finished load-balanced connection (TIME_WAIT
+            // or CLOSE) is scheduled afresh, as a new flow (IPVS
+            // conn_reuse_mode 1): the old flow's translation does not bind.
+            let flow = flow.filter(|&(d, _)| !(d == Dir::Orig && q.is_none() && self.lb_reopens(&s, &t)));
             (
                 t,
                 ip_header_ok(&s),
