@@ -67,6 +67,24 @@ fn run_one(e: &Engine, buf: &mut [u8; 256], t: &Template, c: &Counters) -> Verdi
     e.process(buf, FRAME, Link::Ethernet, t.iif, NOW, c)
 }
 
+/// Times `t`'s frames, round-robin, through `e`; asserts that none was
+/// dropped and none created a flow.
+fn fast_path_frames(b: &mut criterion::Bencher<'_>, e: &Engine, t: &[Template]) {
+    let mask = t.len() - 1;
+    let ctr = Counters::default();
+    b.iter_custom(|iters| {
+        let mut buf = [0u8; 256];
+        let start = Instant::now();
+        for i in 0..iters as usize {
+            let _ = black_box(run_one(e, &mut buf, &t[i & mask], &ctr));
+        }
+        start.elapsed()
+    });
+    let s = ctr.snapshot();
+    assert_eq!(s.total_drops(), 0, "{s:?}");
+    assert_eq!(s.flows_created, 0, "all packets take the fast path");
+}
+
 fn fast_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("fast_path");
     g.throughput(Throughput::Elements(1));
@@ -93,19 +111,7 @@ fn fast_path(c: &mut Criterion) {
 
     g.bench_function("engine_1k_flows", |b| {
         let (e, t) = small.get_or_insert_with(setup);
-        let mask = t.len() - 1;
-        let ctr = Counters::default();
-        b.iter_custom(|iters| {
-            let mut buf = [0u8; 256];
-            let start = Instant::now();
-            for i in 0..iters as usize {
-                let _ = black_box(run_one(e, &mut buf, &t[i & mask], &ctr));
-            }
-            start.elapsed()
-        });
-        let s = ctr.snapshot();
-        assert_eq!(s.total_drops(), 0, "{s:?}");
-        assert_eq!(s.flows_created, 0, "all packets take the fast path");
+        fast_path_frames(b, e, t);
     });
     drop(small);
 
@@ -120,19 +126,7 @@ fn fast_path(c: &mut Criterion) {
                 let t = establish_tcp(&e, 0..1024);
                 (e, t)
             });
-            let mask = t.len() - 1;
-            let ctr = Counters::default();
-            b.iter_custom(|iters| {
-                let mut buf = [0u8; 256];
-                let start = Instant::now();
-                for i in 0..iters as usize {
-                    let _ = black_box(run_one(e, &mut buf, &t[i & mask], &ctr));
-                }
-                start.elapsed()
-            });
-            let s = ctr.snapshot();
-            assert_eq!(s.total_drops(), 0, "{s:?}");
-            assert_eq!(s.flows_created, 0, "all packets take the fast path");
+            fast_path_frames(b, e, t);
         });
     }
 
@@ -145,17 +139,7 @@ fn fast_path(c: &mut Criterion) {
             t.truncate(1 << 20); // 1 Mi frames, random flows and directions
             (e, t)
         });
-        let mask = t.len() - 1;
-        let ctr = Counters::default();
-        b.iter_custom(|iters| {
-            let mut buf = [0u8; 256];
-            let start = Instant::now();
-            for i in 0..iters as usize {
-                let _ = black_box(run_one(e, &mut buf, &t[i & mask], &ctr));
-            }
-            start.elapsed()
-        });
-        assert_eq!(ctr.snapshot().flows_created, 0);
+        fast_path_frames(b, e, t);
     });
     g.finish();
 }
