@@ -15,7 +15,10 @@
 # overflow checks (`-a`).
 #
 # The checked-in seeds are fuzz/seeds/TARGET (regenerate them with
-# `cd fuzz && cargo +nightly run --example gen_corpus`); what the fuzzer
+# `cd fuzz && cargo +nightly run --example gen_corpus`) and, kept apart
+# from the generated ones, fuzz/found/TARGET: inputs that once crashed a
+# target (each fixed, most with a test in tests/fuzz_regressions.rs),
+# fed to every run so the fuzzer starts from them; what the fuzzer
 # learns goes to fuzz/corpus/TARGET and crashes to fuzz/artifacts/TARGET
 # (neither is checked in). Each run's log is fuzz/logs/TARGET-DATE.log; a
 # summary line per target (wall and CPU seconds, executions, exec/s, cov,
@@ -82,6 +85,8 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 nice -n 19 cargo +nightly fuzz build -s none -a 2>&1 | tail -n 3
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
+    found=()
+    [ -d "found/$t" ] && found=("found/$t")
     log="logs/$t-$stamp.log"
     dict=()
     [ -f "dict/$t.dict" ] && dict=("-dict=dict/$t.dict")
@@ -90,7 +95,7 @@ for t in "${targets[@]}"; do
     # CPU time of the fuzz process (user + system), from bash's `times`
     # of a subshell that runs it.
     set +e
-    ( nice -n 19 cargo +nightly fuzz run -s none -a "$t" "corpus/$t" "seeds/$t" -- \
+    ( nice -n 19 cargo +nightly fuzz run -s none -a "$t" "corpus/$t" "seeds/$t" "${found[@]}" -- \
         -max_total_time=$((minutes * 60)) -max_len="$(max_len "$t")" \
         -jobs=1 -workers=1 -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
         "${dict[@]}" >"$log" 2>&1; rc=$?

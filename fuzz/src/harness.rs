@@ -261,7 +261,10 @@ pub fn run(data: &[u8]) {
             }
             5 => {
                 let budget = inp.u8().unwrap_or(0) as usize;
-                h.engine.expire(h.now, budget);
+                let n = h.engine.expire(h.now, budget);
+                if trace() {
+                    eprintln!("t={:?} expire({budget}): {n}", h.now);
+                }
             }
             6 => {
                 let (k, flags) = (inp.u8().unwrap_or(0), inp.u8().unwrap_or(0x10));
@@ -345,6 +348,12 @@ fn check_sources(h: &Harness) {
     }
 }
 
+/// `FUZZ_TRACE=1` prints every frame the harness feeds and what left.
+fn trace() -> bool {
+    static T: OnceLock<bool> = OnceLock::new();
+    *T.get_or_init(|| std::env::var_os("FUZZ_TRACE").is_some())
+}
+
 fn pick(sent: &[Sent], k: u8) -> Option<&Sent> {
     if sent.is_empty() {
         return None;
@@ -398,7 +407,8 @@ impl Harness {
             // A SYN reopening a finished load-balanced connection (TIME_WAIT
             // or CLOSE) is scheduled afresh, as a new flow (IPVS
             // conn_reuse_mode 1): the old flow's translation does not bind.
-            let flow = flow.filter(|&(d, _)| !(d == Dir::Orig && q.is_none() && self.lb_reopens(&s, &t)));
+            let flow =
+                flow.filter(|&(d, _)| !(d == Dir::Orig && q.is_none() && self.lb_reopens(&s, &t)));
             (
                 t,
                 ip_header_ok(&s),
@@ -407,8 +417,16 @@ impl Harness {
                 q,
                 flow,
                 s.is_payload_fragmented(),
+                s.is_payload_fragmented() && s.header().fragments_offset().value() != 0,
             )
         });
+        if trace() {
+            eprintln!(
+                "t={:?} iif={iif} in {:?}",
+                self.now,
+                input.as_ref().map(|i| (i.0, i.5, i.6))
+            );
+        }
         let v = self.engine.process(
             &mut buf,
             len,
@@ -417,6 +435,9 @@ impl Harness {
             self.now,
             &self.counters,
         );
+        if trace() {
+            eprintln!("  -> {v:?}");
+        }
         let (out_len, oif) = match v {
             Verdict::Forward { oif, .. } => (len, oif),
             Verdict::Reply { oif, len: n, .. } => {
@@ -430,6 +451,9 @@ impl Harness {
             "verdict names interface {oif}"
         );
         let out = &buf[..out_len];
+        if trace() {
+            eprintln!("  out {:?}", ipv4(out, link).map(|s| tuple_of(&s)));
+        }
         let s = ipv4(out, link).unwrap_or_else(|| {
             panic!("{v:?}: the frame that leaves is not valid IPv4: {out:02x?}")
         });
@@ -454,7 +478,7 @@ impl Harness {
             });
             return;
         }
-        let Some((it, ihdr_ok, il4, ttl, iq, flow, frag)) = input else {
+        let Some((it, ihdr_ok, il4, ttl, iq, flow, frag, later_frag)) = input else {
             panic!("{v:?} for a frame the oracle does not see as IPv4: {frame:02x?}");
         };
         assert!(ihdr_ok, "{v:?} for a frame with a bad IPv4 header checksum");
@@ -484,7 +508,11 @@ impl Harness {
             }
             (Some(_), None) => panic!("an ICMP error left without its quote: {out:02x?}"),
             (None, _) => {
-                if !frag {
+                if frag && !later_frag && flow.is_none() {
+                    // A flow started by its first fragment: its translation
+                    // binds the replies as any other flow's does.
+                    self.translated.insert(ot, it);
+                } else if !frag {
                     match flow {
                         Some((Dir::Reply, other)) => {
                             assert_eq!(ot, other.invert(), "reply left with the wrong tuple");
