@@ -28,7 +28,7 @@ pub use changes::{CHANGE_RING_CAP, ChangeLog, LaneRings};
 pub use sessions::{SESSION_RING_CAP, SessionEvent, SessionEventKind, SessionLog};
 
 pub use frag::{FRAG_TIMEOUT_SECS, FragKey, FragTable};
-pub use route::{Interface, NextHop, PolicyRoute, Role, Route, RouteTable};
+pub use route::{Interface, NextHop, PolicyRoute, Role, Route, RouteTable, SharedRoutes};
 pub use stats::{CounterSnapshot, Counters, DropReason};
 pub use tunnel::{Tunnel, TunnelStats, set_tunnel_mtus};
 
@@ -172,7 +172,7 @@ pub enum Verdict {
 /// The NAT gateway's data path and shared state.
 pub struct Engine {
     cfg: EngineConfig,
-    routes: ArcSwap<RouteTable>,
+    routes: SharedRoutes,
     /// Address ranges the gateway owns: interface addresses, their
     /// `extra` addresses, SNAT pools and netmap outside prefixes.
     local: ArcSwap<Vec<(u32, u32)>>,
@@ -210,7 +210,7 @@ impl Engine {
         Engine {
             table,
             nat: NatState::new(cfg.seed.rotate_left(29)),
-            routes: ArcSwap::from_pointee(routes),
+            routes: SharedRoutes::new(routes),
             local: ArcSwap::from_pointee(local),
             ruleset: ArcSwap::from_pointee(ruleset),
             sets: ArcSwap::from_pointee(sets),
@@ -431,7 +431,7 @@ impl Engine {
     }
 
     pub fn route(&self, dst: u32) -> Option<NextHop> {
-        self.routes.load().lookup(dst)
+        self.routes.with(|t| t.lookup(dst))
     }
 
     /// The route of a packet to `dst` from `src` (before translation)
@@ -441,7 +441,7 @@ impl Engine {
     /// fwmark M` steers the replies of a marked connection.
     #[inline]
     pub fn route_from(&self, dst: u32, src: u32, mark: u8) -> Option<NextHop> {
-        self.routes.load().lookup_from(dst, src, mark)
+        self.routes.with(|t| t.lookup_from(dst, src, mark))
     }
 
     /// Replaces the routing table (e.g. after reading the kernel's).
@@ -451,11 +451,8 @@ impl Engine {
 
     /// Replaces the routing table, policy routes included.
     pub fn set_routes_policy(&self, extra: &[Route], policy: &[PolicyRoute]) {
-        self.routes.store(Arc::new(RouteTable::with_policy(
-            &self.cfg.interfaces,
-            extra,
-            policy,
-        )));
+        self.routes
+            .store(RouteTable::with_policy(&self.cfg.interfaces, extra, policy));
     }
 
     /// True for addresses the gateway owns (see [`local_ranges`]).

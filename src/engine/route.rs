@@ -13,8 +13,12 @@
 //! decides, as Linux falls through to `main` when table T has no route.
 
 use crate::nat::{IfAddr, IfId, Prefix};
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +79,9 @@ impl PolicyRoute {
 
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
+    /// Set by [`SharedRoutes::store`]: unique among every table any engine
+    /// of this process published (0 before).
+    version: u64,
     /// Longest prefix first.
     routes: Vec<Route>,
     /// Longest prefix first; empty on most gateways.
@@ -97,6 +104,7 @@ impl RouteTable {
         // Stable: among equal prefixes the first listed wins.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len));
         RouteTable {
+            version: 0,
             routes,
             policy: Vec::new(),
         }
@@ -150,6 +158,68 @@ impl RouteTable {
     }
 }
 
+/// Versions of published tables, process-wide, so that a version names
+/// one table of one engine.
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The table this thread read last, kept until its engine publishes
+    /// another (a worker thread serves one engine).
+    static CACHED: RefCell<Option<Arc<RouteTable>>> = const { RefCell::new(None) };
+}
+
+/// The routing table as the workers read it, once per packet.
+///
+/// An `ArcSwap` load costs about a hundred instructions (its debt list);
+/// here a packet pays one atomic load of the published version and a
+/// comparison with the table its thread holds, and goes through the
+/// `ArcSwap` only when the table changed (a route or address change, a
+/// reload). Writers are rare and go through [`store`](Self::store).
+pub struct SharedRoutes {
+    table: ArcSwap<RouteTable>,
+    /// The version of the table last stored (written after it).
+    version: AtomicU64,
+}
+
+impl SharedRoutes {
+    pub fn new(t: RouteTable) -> SharedRoutes {
+        let s = SharedRoutes {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            version: AtomicU64::new(0),
+        };
+        s.store(t);
+        s
+    }
+
+    /// Publishes `t`; every thread's next lookup sees it.
+    pub fn store(&self, mut t: RouteTable) {
+        t.version = NEXT_VERSION.fetch_add(1, Ordering::Relaxed);
+        let v = t.version;
+        self.table.store(Arc::new(t));
+        self.version.store(v, Ordering::Release);
+    }
+
+    /// The current table (an `ArcSwap` load: for the control side).
+    pub fn load(&self) -> arc_swap::Guard<Arc<RouteTable>> {
+        self.table.load()
+    }
+
+    /// Runs `f` on the current table, from this thread's copy when it is
+    /// still the published one.
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(&RouteTable) -> R) -> R {
+        let v = self.version.load(Ordering::Acquire);
+        CACHED.with_borrow_mut(|c| match c {
+            Some(t) if t.version == v => f(t),
+            _ => {
+                // A table at least as new as `v` (stored before `v` was).
+                let t = c.insert(self.table.load_full());
+                f(t)
+            }
+        })
+    }
+}
+
 impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.prefix)?;
@@ -172,6 +242,37 @@ mod tests {
             extra: vec![],
             mac: None,
         }
+    }
+
+    /// A worker's copy of the table follows every store, on its own thread
+    /// and on another one, and two tables (two engines) read on one thread
+    /// never answer for each other.
+    #[test]
+    fn shared_routes_follow_stores() {
+        let a = |s: &str| u32::from(s.parse::<Ipv4Addr>().unwrap());
+        let oif = |r: &SharedRoutes| r.with(|t| t.lookup(a("198.51.100.7")).map(|h| h.oif));
+        let lan = iface("lan", "10.0.0.1/24");
+        let via = |o: IfId| Route {
+            prefix: "198.51.100.0/24".parse().unwrap(),
+            oif: o,
+            via: None,
+        };
+        let one = SharedRoutes::new(RouteTable::new(std::slice::from_ref(&lan), &[via(1)]));
+        let two = SharedRoutes::new(RouteTable::new(std::slice::from_ref(&lan), &[via(2)]));
+        assert_eq!((oif(&one), oif(&two)), (Some(1), Some(2)));
+        one.store(RouteTable::new(std::slice::from_ref(&lan), &[via(3)]));
+        assert_eq!(
+            (oif(&one), oif(&two), oif(&one)),
+            (Some(3), Some(2), Some(3))
+        );
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(oif(&one), Some(3));
+                one.store(RouteTable::new(std::slice::from_ref(&lan), &[]));
+                assert_eq!(oif(&one), None);
+            });
+        });
+        assert_eq!(oif(&one), None);
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
     fold64(acc) as u32
 }
 
-fn fold64(mut acc: u64) -> u16 {
+/// Folds a 64-bit partial sum to 16 bits with end-around carry.
+pub fn fold64(mut acc: u64) -> u16 {
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
     }

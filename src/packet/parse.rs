@@ -251,24 +251,33 @@ struct IpHeader {
 /// `verify` controls the header checksum check (inner headers are not
 /// verified: routers may have changed them before quoting).
 fn ipv4_at(b: &[u8], l3: usize, verify: bool) -> Result<IpHeader, ParseError> {
-    if b.len() < l3 + 20 {
+    // The fixed header as an array: its fields are read without bounds
+    // checks.
+    let Some(h) = b.get(l3..).and_then(|r| r.first_chunk::<20>()) else {
         return Err(ParseError::IpTruncated);
-    }
-    if b[l3] >> 4 != 4 {
+    };
+    if h[0] >> 4 != 4 {
         return Err(ParseError::IpBadVersion);
     }
-    let hlen = ((b[l3] & 0x0f) as usize) * 4;
+    let hlen = ((h[0] & 0x0f) as usize) * 4;
     if hlen < 20 || b.len() < l3 + hlen {
         return Err(ParseError::IpBadIhl);
     }
-    let total = be16(b, l3 + 2) as usize;
+    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
     if total < hlen || b.len() < l3 + total {
         return Err(ParseError::IpBadLength);
     }
-    if verify && !header_checksum_ok(&b[l3..l3 + hlen]) {
-        return Err(ParseError::IpBadChecksum);
+    if verify {
+        let ok = if hlen == 20 {
+            sum20(h) == 0xffff
+        } else {
+            checksum::checksum(&b[l3..l3 + hlen]) == 0
+        };
+        if !ok {
+            return Err(ParseError::IpBadChecksum);
+        }
     }
-    let fo = be16(b, l3 + 6);
+    let fo = u16::from_be_bytes([h[6], h[7]]);
     let frag = match (fo & 0x1fff, fo & 0x2000 != 0) {
         (0, false) => Frag::No,
         (0, true) => Frag::First,
@@ -277,27 +286,22 @@ fn ipv4_at(b: &[u8], l3: usize, verify: bool) -> Result<IpHeader, ParseError> {
     Ok(IpHeader {
         l4: l3 + hlen,
         end: l3 + total,
-        src: be32(b, l3 + 12),
-        dst: be32(b, l3 + 16),
-        proto: b[l3 + 9],
-        ttl: b[l3 + 8],
-        id: be16(b, l3 + 4),
+        src: u32::from_be_bytes([h[12], h[13], h[14], h[15]]),
+        dst: u32::from_be_bytes([h[16], h[17], h[18], h[19]]),
+        proto: h[9],
+        ttl: h[8],
+        id: u16::from_be_bytes([h[4], h[5]]),
         frag,
     })
 }
 
-/// True if an IPv4 header sums to 0xffff. The common 20-byte header is
-/// summed as ten fixed words (no loop bookkeeping, no bounds checks).
+/// The folded ones'-complement sum of a 20-byte IPv4 header (0xffff when
+/// its checksum is right): five 32-bit words added in 64 bits, then folded
+/// (RFC 1071: the sum may be taken over wider words).
 #[inline]
-fn header_checksum_ok(h: &[u8]) -> bool {
-    if let Ok(h20) = <&[u8; 20]>::try_from(h) {
-        let mut acc = 0u32;
-        for i in 0..10 {
-            acc += u16::from_be_bytes([h20[2 * i], h20[2 * i + 1]]) as u32;
-        }
-        return checksum::fold(acc) == 0xffff;
-    }
-    checksum::checksum(h) == 0
+fn sum20(h: &[u8; 20]) -> u16 {
+    let w = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as u64;
+    checksum::fold64(w(0) + w(4) + w(8) + w(12) + w(16))
 }
 
 fn ipv4(b: &[u8], l3: usize) -> Result<IpHeader, ParseError> {
@@ -312,20 +316,24 @@ fn transport(b: &[u8], l4: usize, end: usize, p: u8, t: &mut Tuple) -> Result<L4
             if avail < 20 {
                 return Err(ParseError::L4Truncated);
             }
-            let doff = (b[l4 + 12] >> 4) as usize * 4;
+            let Some(h) = b.get(l4..).and_then(|r| r.first_chunk::<20>()) else {
+                return Err(ParseError::L4Truncated);
+            };
+            let doff = (h[12] >> 4) as usize * 4;
             if doff < 20 || doff > avail {
                 return Err(ParseError::L4Truncated);
             }
-            t.sport = be16(b, l4);
-            t.dport = be16(b, l4 + 2);
-            Ok(L4::Tcp { flags: b[l4 + 13] })
+            t.sport = u16::from_be_bytes([h[0], h[1]]);
+            t.dport = u16::from_be_bytes([h[2], h[3]]);
+            Ok(L4::Tcp { flags: h[13] })
         }
         proto::UDP => {
-            if avail < 8 {
-                return Err(ParseError::L4Truncated);
-            }
-            t.sport = be16(b, l4);
-            t.dport = be16(b, l4 + 2);
+            let h = match b.get(l4..).and_then(|r| r.first_chunk::<8>()) {
+                Some(h) if avail >= 8 => h,
+                _ => return Err(ParseError::L4Truncated),
+            };
+            t.sport = u16::from_be_bytes([h[0], h[1]]);
+            t.dport = u16::from_be_bytes([h[2], h[3]]);
             Ok(L4::Udp)
         }
         proto::ICMP => {
