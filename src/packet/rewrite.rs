@@ -52,23 +52,45 @@ fn dec_ttl(b: &mut [u8], l3: usize, d: &mut Delta) {
 /// zero). Decrements the TTL.
 pub fn rewrite_tuple(b: &mut [u8], p: &Parsed, to: &Tuple) {
     let from = &p.tuple;
+    // The IPv4 header and the start of the transport header as fixed
+    // arrays: parse checked their lengths, and the field writes below need
+    // no bounds checks.
+    let Some(h) = b.get_mut(p.l3..).and_then(|r| r.first_chunk_mut::<20>()) else {
+        return;
+    };
     let mut ip = Delta::default();
-    set_addr(b, p.l3 + 12, from.src, to.src, &mut ip);
-    set_addr(b, p.l3 + 16, from.dst, to.dst, &mut ip);
+    if from.src != to.src {
+        h[12..16].copy_from_slice(&to.src.to_be_bytes());
+        ip.addr(from.src, to.src);
+    }
+    if from.dst != to.dst {
+        h[16..20].copy_from_slice(&to.dst.to_be_bytes());
+        ip.addr(from.dst, to.dst);
+    }
     // TCP/UDP checksums cover the addresses through the pseudo-header.
     let mut l4 = ip;
-    dec_ttl(b, p.l3, &mut ip);
-    put16(b, p.l3 + 10, ip.apply(be16(b, p.l3 + 10)));
+    let ttl = u16::from_be_bytes([h[8], h[9]]);
+    let dec = ttl.wrapping_sub(0x0100);
+    h[8..10].copy_from_slice(&dec.to_be_bytes());
+    ip.word(ttl, dec);
+    let c = ip.apply(u16::from_be_bytes([h[10], h[11]]));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
     match p.kind {
         L4::Tcp { .. } => {
-            set_port(b, p.l4, from.sport, to.sport, &mut l4);
-            set_port(b, p.l4 + 2, from.dport, to.dport, &mut l4);
-            put16(b, p.l4 + 16, l4.apply(be16(b, p.l4 + 16)));
+            let Some(t) = b.get_mut(p.l4..).and_then(|r| r.first_chunk_mut::<18>()) else {
+                return;
+            };
+            ports(t, from, to, &mut l4);
+            let c = l4.apply(u16::from_be_bytes([t[16], t[17]]));
+            t[16..18].copy_from_slice(&c.to_be_bytes());
         }
         L4::Udp => {
-            set_port(b, p.l4, from.sport, to.sport, &mut l4);
-            set_port(b, p.l4 + 2, from.dport, to.dport, &mut l4);
-            put16(b, p.l4 + 6, l4.apply_udp(be16(b, p.l4 + 6)));
+            let Some(u) = b.get_mut(p.l4..).and_then(|r| r.first_chunk_mut::<8>()) else {
+                return;
+            };
+            ports(u, from, to, &mut l4);
+            let c = l4.apply_udp(u16::from_be_bytes([u[6], u[7]]));
+            u[6..8].copy_from_slice(&c.to_be_bytes());
         }
         L4::IcmpEcho => {
             // ICMP has no pseudo-header: only the identifier counts.
@@ -82,6 +104,20 @@ pub fn rewrite_tuple(b: &mut [u8], p: &Parsed, to: &Tuple) {
         // fragment's transport checksum covers the whole datagram, and was
         // updated with the first fragment.
         L4::IcmpError(_) | L4::IcmpOther { .. } | L4::Other => {}
+    }
+}
+
+/// Sets the TCP/UDP source and destination ports at the start of `t`,
+/// recording the changes.
+#[inline]
+fn ports<const N: usize>(t: &mut [u8; N], from: &Tuple, to: &Tuple, d: &mut Delta) {
+    if from.sport != to.sport {
+        t[0..2].copy_from_slice(&to.sport.to_be_bytes());
+        d.word(from.sport, to.sport);
+    }
+    if from.dport != to.dport {
+        t[2..4].copy_from_slice(&to.dport.to_be_bytes());
+        d.word(from.dport, to.dport);
     }
 }
 
