@@ -31,15 +31,16 @@ LABELS = {
     "tun": "natgw TUN, masquerade",
     "xdpfwd": "minimal AF_XDP forwarder (bench/xdpfwd, no NAT)",
     "natgw2q": "natgw AF_XDP, 2 queues per interface",
+    "natgwc": "natgw AF_XDP with receive coalescing (afxdp.coalesce_us), masquerade",
     "lbdnat": "natgw AF_XDP, client -> DNAT rule -> server (+ masquerade)",
     "lb": "natgw AF_XDP, client -> virtual service (rr, 2 real servers) -> server (+ masquerade)",
 }
 SHORT = {
     "ceiling": "ceiling", "base": "base", "route": "kernel route", "kernel": "kernel NAT",
     "natgw": "natgw AF_XDP", "raw": "natgw raw", "tun": "natgw TUN", "xdpfwd": "xdpfwd",
-    "natgw2q": "natgw 2 queues", "lbdnat": "natgw DNAT rule", "lb": "natgw LB service",
+    "natgw2q": "natgw 2 queues", "natgwc": "natgw coalescing", "lbdnat": "natgw DNAT rule", "lb": "natgw LB service",
 }
-ORDER = ["ceiling", "base", "route", "kernel", "natgw", "raw", "tun", "xdpfwd", "natgw2q", "lbdnat", "lb"]
+ORDER = ["ceiling", "base", "route", "kernel", "natgw", "natgwc", "raw", "tun", "xdpfwd", "natgw2q", "lbdnat", "lb"]
 FLOW_ORDER = ["1", "1k", "100k", "1M"]
 
 
@@ -119,7 +120,8 @@ class Report:
         self.quick = self.settings.get("quick", False)
         self.targets = []
         self.summary = {}
-        self.cpu_invalid = None
+        self.cpu_invalid = {}     # rate -> why the machine-wide CPU per packet is not valid
+        self.gw_cpu_invalid = {}  # rate -> why the gateway-CPU figure is not valid
         self.notes = []
 
     def meta(self, name, default=""):
@@ -185,18 +187,27 @@ class Report:
         return None
 
     # ---------------------------------------------------------------- figures 2 + 3
+    @staticmethod
+    def _per_packet(v, base, key):
+        """Per-run (key(mode) - key(base of the same rep and rate)) / rx_pps, ns per packet."""
+        out = []
+        for r in v:
+            b = base.get((r["rep"], r["rate"]))
+            if r["mode"] != "base" and b and r.get("rx_pps", 0) > 0 and r.get(key) is not None and b.get(key) is not None:
+                out.append((r[key] - b[key]) / r["rx_pps"])
+        return out
+
     def fig_paced(self):
         runs = self.sel("paced")
-        base = {r["rep"]: r for r in runs if r["mode"] == "base"}
-        modes = sorted({r["mode"] for r in runs}, key=mode_order)
+        base = {(r["rep"], r["rate"]): r for r in runs if r["mode"] == "base"}
+        keys = sorted({(r["mode"], r["rate"]) for r in runs}, key=lambda k: (k[1], mode_order(k[0])))
         out = []
-        for m in modes:
-            v = [r for r in runs if r["mode"] == m]
-            per_pkt = []
-            for r in v:
-                b = base.get(r["rep"])
-                if m != "base" and b and r["rx_pps"] > 0:
-                    per_pkt.append((r["busy_ns_per_s"] - b["busy_ns_per_s"]) / r["rx_pps"])
+        for m, rate in keys:
+            v = [r for r in runs if r["mode"] == m and r["rate"] == rate]
+            per_pkt = self._per_packet(v, base, "busy_ns_per_s")
+            gw_pkt = self._per_packet(v, base, "gw_cpu_ns_per_s")
+            cpu1_pkt = self._per_packet(v, base, "cpu1_busy_ns_per_s")
+            gen_pkt = self._per_packet(v, base, "gen_softirq_ns_per_s")
             sinks = [r["sink"] for r in v if isinstance(r.get("sink"), dict)]
             gens = [r["gen"] for r in v if isinstance(r.get("gen"), dict)]
             losses = []
@@ -215,44 +226,92 @@ class Report:
                 notes.append("some receive time stamps taken in user space")
             if any(s.get("negative") for s in sinks):
                 notes.append("negative latencies seen (clock?)")
+            if m != "base" and any(r.get("gw_cpu_ns_per_s", 0) is None for r in v):
+                notes.append("natgw's CPU time could not be read in some runs")
+            gw_med, c1_med = med(gw_pkt), med(cpu1_pkt)
+            # natgw's threads run on CPU 1 only, so without overlap the gateway CPU (CPU 1's irq +
+            # softirq + natgw's time) is part of CPU 1's whole busy time; what it exceeds that by
+            # was counted twice (softirq run in natgw's context, charged to the thread as well).
+            over = None
+            if m in ("natgw", "raw", "tun", "natgw2q", "natgwc"):
+                over = med([r["gw_cpu_ns_per_s"] - r["cpu1_busy_ns_per_s"] for r in v
+                            if r.get("gw_cpu_ns_per_s") is not None and r.get("cpu1_busy_ns_per_s") is not None])
+                if over is not None and over > 0.05e9:
+                    rx = med([r["rx_pps"] for r in v]) or 0
+                    notes.append(f"gateway CPU exceeds CPU 1's whole busy time by {over / 1e9:.2f} CPUs"
+                                 + (f" (~{over / rx:.0f} ns/packet)" if rx > 0 else "")
+                                 + ": softirq run in natgw's context counted twice")
+            rng = lambda x: (min(x) if x else None, max(x) if x else None)
             out.append({
-                "mode": m, "rate_target": v[0]["rate"], "rx_pps_median": med([r["rx_pps"] for r in v]),
+                "mode": m, "rate_target": rate, "frac": v[0].get("frac"), "rx_pps_median": med([r["rx_pps"] for r in v]),
                 "rate_sent_median": med([g.get("rate_measured") for g in gens]),
                 "busy_cpus_median": med([r["busy_ns_per_s"] / 1e9 for r in v]),
+                "gw_cpus_median": med([r["gw_cpu_ns_per_s"] / 1e9 for r in v if r.get("gw_cpu_ns_per_s") is not None]),
                 "cpu_ns_per_packet_median": med(per_pkt), "cpu_ns_per_packet_all": per_pkt,
-                "cpu_ns_per_packet_min": min(per_pkt) if per_pkt else None,
-                "cpu_ns_per_packet_max": max(per_pkt) if per_pkt else None,
+                "cpu_ns_per_packet_min": rng(per_pkt)[0], "cpu_ns_per_packet_max": rng(per_pkt)[1],
+                "gw_cpu_ns_per_packet_median": gw_med, "gw_cpu_ns_per_packet_all": gw_pkt,
+                "gw_cpu_ns_per_packet_min": rng(gw_pkt)[0], "gw_cpu_ns_per_packet_max": rng(gw_pkt)[1],
+                "cpu1_busy_ns_per_packet_median": c1_med, "cpu1_busy_ns_per_packet_all": cpu1_pkt,
+                "gw_cpu_over_cpu1_busy_ns_per_s_median": over,
+                "gen_softirq_ns_per_packet_median": med(gen_pkt), "gen_softirq_ns_per_packet_all": gen_pkt,
                 "p50_us": med([s["p50_ns"] / 1e3 for s in sinks]), "p90_us": med([s["p90_ns"] / 1e3 for s in sinks]),
                 "p99_us": med([s["p99_ns"] / 1e3 for s in sinks]), "p999_us": med([s["p999_ns"] / 1e3 for s in sinks]),
                 "p99_us_min": min([s["p99_ns"] / 1e3 for s in sinks]) if sinks else None,
                 "p99_us_max": max([s["p99_ns"] / 1e3 for s in sinks]) if sinks else None,
+                "p99_us_all": [s["p99_ns"] / 1e3 for s in sinks],
                 "max_us_max": max([s["max_ns"] / 1e3 for s in sinks]) if sinks else None,
                 "samples": sum(s["received_measured"] for s in sinks), "loss_max": loss,
                 "cpu0_median": med([r["cpu0"] for r in v]), "cpu1_median": med([r["cpu1"] for r in v]),
                 "max_batch": max([g.get("max_batch", 0) for g in gens]) if gens else None,
                 "notes": notes, "reps": len(v),
             })
-        # CPU per packet is a small difference of two large numbers: it means nothing
-        # when other work kept the machine busy (the generator+sink run alone should
-        # leave most of the two CPUs idle) or when it comes out negative.
-        b = next((r for r in out if r["mode"] == "base"), None)
+        # Machine-wide CPU per packet is a small difference of two large numbers: it means
+        # nothing when other work kept the machine busy (the generator+sink run alone should
+        # leave most of the two CPUs idle) or when it comes out negative. Decided per rate.
+        # The gateway-CPU figure does not count others' processes; it is only flagged when
+        # a median comes out <= 0 (gw_cpu_invalid).
         ncpu = os.cpu_count() or 2
-        self.cpu_invalid = None
-        if b and b["busy_cpus_median"] is not None and b["busy_cpus_median"] > 0.8 * ncpu:
-            self.cpu_invalid = (f"the generator+sink-only run already kept {b['busy_cpus_median']:.2f} of {ncpu} CPUs "
-                                "busy (other work on the machine): CPU per packet not measurable in this run")
-        elif any((r["cpu_ns_per_packet_median"] or 0) <= 0 for r in out if r["mode"] != "base"):
-            self.cpu_invalid = "a CPU-per-packet figure came out <= 0 (other work on the machine varied more than the gateway's cost)"
-        if self.cpu_invalid:
-            for r in out:
-                if r["mode"] != "base":
-                    r["notes"].insert(0, "CPU/packet invalid (see below)")
-        self.summary["cpu_invalid"] = self.cpu_invalid
+        self.cpu_invalid, self.gw_cpu_invalid = {}, {}
+        for rate in sorted({r["rate_target"] for r in out}):
+            rows = [r for r in out if r["rate_target"] == rate]
+            b = next((r for r in rows if r["mode"] == "base"), None)
+            if b and b["busy_cpus_median"] is not None and b["busy_cpus_median"] > 0.8 * ncpu:
+                self.cpu_invalid[rate] = (f"at {rate} pps the generator+sink-only run already kept {b['busy_cpus_median']:.2f} "
+                                          f"of {ncpu} CPUs busy (other work on the machine): machine-wide CPU per packet "
+                                          "not measurable")
+            elif any((r["cpu_ns_per_packet_median"] or 0) <= 0 for r in rows if r["mode"] != "base"):
+                self.cpu_invalid[rate] = (f"at {rate} pps a machine-wide CPU-per-packet figure came out <= 0 (other work "
+                                          "on the machine varied more than the gateway's cost)")
+            bad = [SHORT.get(r["mode"], r["mode"]) for r in rows if r["mode"] != "base"
+                   and r["gw_cpu_ns_per_packet_median"] is not None and r["gw_cpu_ns_per_packet_median"] <= 0]
+            if bad:
+                self.gw_cpu_invalid[rate] = f"at {rate} pps the gateway-CPU figure came out <= 0 for {', '.join(bad)}"
+            for r in rows:
+                if r["mode"] == "base":
+                    continue
+                if rate in self.cpu_invalid:
+                    r["notes"].insert(0, "machine-wide CPU/packet invalid (see below)")
+                if r["gw_cpu_ns_per_packet_median"] is not None and r["gw_cpu_ns_per_packet_median"] <= 0:
+                    r["notes"].insert(0, "gateway CPU/packet <= 0: not valid")
+                elif any(x <= 0 for x in r["gw_cpu_ns_per_packet_all"]):
+                    r["notes"].insert(0, f"gateway CPU/packet <= 0 in {sum(x <= 0 for x in r['gw_cpu_ns_per_packet_all'])} "
+                                         "repetition(s): CPU 1's softirq varied more than the gateway's cost")
+        self.summary["cpu_invalid"] = {str(k): v for k, v in self.cpu_invalid.items()}
+        self.summary["gw_cpu_invalid"] = {str(k): v for k, v in self.gw_cpu_invalid.items()}
         self.summary["paced"] = out
         return out
 
-    def get_paced(self, m):
-        return next((r for r in self.summary.get("paced", []) if r["mode"] == m), None)
+    def paced_rates(self):
+        return sorted({r["rate_target"] for r in self.summary.get("paced", [])})
+
+    def get_paced(self, m, rate):
+        return next((r for r in self.summary.get("paced", []) if r["mode"] == m and r["rate_target"] == rate), None)
+
+    def rate_label(self, rate, long=False):
+        f = next((r.get("frac") for r in self.summary.get("paced", []) if r["rate_target"] == rate and r.get("frac") is not None), None)
+        if f is None:
+            return f"{rate} pps"
+        return f"{rate} pps ({f:g}% of kernel peak)" if long else f"{rate} pps ({f:g}%)"
 
     # ---------------------------------------------------------------- figure 4
     def fig_conn(self):
@@ -402,14 +461,31 @@ class Report:
                         f"{kfmt(n['pps_median'])} vs {kfmt(k['pps_median'])} = {r:.2f}x (aim 1.5x){extra}")
         else:
             self.target("natgw pps >= 1.3x kernel NAT, 64-byte UDP, 1k flows", None, "figure 1 not run")
-        pn, pk = self.get_paced("natgw"), self.get_paced("kernel")
-        if pn and pk and getattr(self, "cpu_invalid", None):
-            self.target("natgw CPU per packet < kernel NAT's", None, self.cpu_invalid)
-        elif pn and pk and pn["cpu_ns_per_packet_median"] is not None and pk["cpu_ns_per_packet_median"] is not None:
-            a, b = pn["cpu_ns_per_packet_median"], pk["cpu_ns_per_packet_median"]
-            self.target("natgw CPU per packet < kernel NAT's", a < b, f"{a:.0f} ns vs {b:.0f} ns at {pn['rate_target']} pps")
-        else:
-            self.target("natgw CPU per packet < kernel NAT's", None, "figure 2 not run")
+        rates = self.paced_rates()
+        for rate in rates:
+            name = f"natgw CPU per packet <= kernel NAT's at {self.rate_label(rate, long=True)}"
+            pn, pk = self.get_paced("natgw", rate), self.get_paced("kernel", rate)
+            a = pn and pn["gw_cpu_ns_per_packet_median"]
+            b = pk and pk["gw_cpu_ns_per_packet_median"]
+            if not (pn and pk) or a is None or b is None:
+                why = ("natgw or kernel NAT missing at this rate" if not (pn and pk) else
+                       "no gateway-CPU figure (no base run at this rate, or natgw's CPU time not read, or data from an older run.sh)")
+                self.target(name, None, why)
+                continue
+            mw = ""
+            ma, mb = pn["cpu_ns_per_packet_median"], pk["cpu_ns_per_packet_median"]
+            if ma is not None and mb is not None:
+                mw = (f"; machine-wide {ma:.0f} vs {mb:.0f} ns"
+                      + (" (not valid: other work on the machine)" if rate in self.cpu_invalid else ""))
+            detail = (f"gateway CPU {a:.0f} ns ({pn['gw_cpu_ns_per_packet_min']:.0f}–{pn['gw_cpu_ns_per_packet_max']:.0f}) "
+                      f"vs {b:.0f} ns ({pk['gw_cpu_ns_per_packet_min']:.0f}–{pk['gw_cpu_ns_per_packet_max']:.0f}), "
+                      f"median (min–max) of {pn['reps']}/{pk['reps']} runs{mw}")
+            if a <= 0 or b <= 0:
+                self.target(name, "?", detail + f" — a gateway-CPU median is <= 0, not valid ({self.gw_cpu_invalid.get(rate, '')})")
+            else:
+                self.target(name, a <= b, detail)
+        if not rates:
+            self.target("natgw CPU per packet <= kernel NAT's", None, "figure 2 not run")
         raw = self.get_pps("raw")
         if n and raw and ratio(n["pps_median"], raw["pps_median"]) is not None:
             r = ratio(n["pps_median"], raw["pps_median"])
@@ -429,14 +505,20 @@ class Report:
         else:
             note = self.settings.get("xdpfwd_note") or "not measured"
             self.target("natgw raw forwarding within 10% of a minimal AF_XDP forwarder", None, note)
-        if pn and pk and pn["p99_us"] is not None and pk["p99_us"] is not None:
-            extra = ""
-            if pn["loss_max"] and pn["loss_max"] > 0.01:
-                extra = f" (natgw lost {pn['loss_max'] * 100:.1f}%)"
-            self.target("natgw p99 latency <= kernel NAT's at the same load", pn["p99_us"] <= pk["p99_us"],
-                        f"{pn['p99_us']:.1f} us vs {pk['p99_us']:.1f} us at {pn['rate_target']} pps{extra}")
-        else:
-            self.target("natgw p99 latency <= kernel NAT's at the same load", None, "figure 3 not run")
+        for rate in rates:
+            name = f"natgw p99 latency <= kernel NAT's at {self.rate_label(rate, long=True)}"
+            pn, pk = self.get_paced("natgw", rate), self.get_paced("kernel", rate)
+            if pn and pk and pn["p99_us"] is not None and pk["p99_us"] is not None:
+                extra = ""
+                if pn["loss_max"] and pn["loss_max"] > 0.01:
+                    extra = f" (natgw lost {pn['loss_max'] * 100:.1f}%)"
+                self.target(name, pn["p99_us"] <= pk["p99_us"],
+                            f"{pn['p99_us']:.1f} us ({pn['p99_us_min']:.1f}–{pn['p99_us_max']:.1f}) vs "
+                            f"{pk['p99_us']:.1f} us ({pk['p99_us_min']:.1f}–{pk['p99_us_max']:.1f}){extra}")
+            else:
+                self.target(name, None, "natgw or kernel NAT missing at this rate")
+        if not rates:
+            self.target("natgw p99 latency <= kernel NAT's", None, "figure 3 not run")
         cn = next((r for r in self.summary.get("conn", []) if r["mode"] == "natgw"), None)
         ck = next((r for r in self.summary.get("conn", []) if r["mode"] == "kernel"), None)
         if cn and ck:
@@ -537,26 +619,42 @@ class Report:
                 'set style data histogram\nset style histogram errorbars gap 1 lw 1\nset style fill solid 0.6 border -1\n'
                 'set ylabel "kpps"\nset yrange [0:*]\nset xtics rotate by -25\nset key off\n'
                 f'plot "{dat}" using 2:3:4:xtic(1) lc rgb "#4477aa"\n')
+        # figures 2 + 3: one bar group per paced rate (gnuplot newhistogram, one data block each)
         paced = [r for r in self.summary.get("paced", []) if r["mode"] != "base"]
-        if paced:
+        rates = [x for x in self.paced_rates() if any(r["rate_target"] == x for r in paced)]
+        if paced and rates:
             dat = os.path.join(d, "latency.dat")
+            parts = []
             with open(dat, "w") as f:
-                for r in paced:
-                    f.write(f'"{SHORT[r["mode"]]}" {r["p50_us"]} {r["p99_us"]} {r["p999_us"]}\n')
-            run("latency", f'set title "Latency at {paced[0]["rate_target"]} pps, 1024 flows (median of runs){title_sfx}"\n'
+                for i, rate in enumerate(rates):
+                    f.write(f"# {rate} pps\n")
+                    for r in (r for r in paced if r["rate_target"] == rate):
+                        f.write(f'"{SHORT[r["mode"]]}" {r["p50_us"] or 0} {r["p99_us"] or 0} {r["p999_us"] or 0}\n')
+                    f.write("\n\n")
+                    t = (lambda x: f'title "{x}"') if i == 0 else (lambda x: "notitle")
+                    parts.append(f'newhistogram "{self.rate_label(rate)}", "{dat}" index {i} using 2:xtic(1) lt 1 {t("p50")}, '
+                                 f'"" index {i} using 3 lt 2 {t("p99")}, "" index {i} using 4 lt 3 {t("p99.9")}')
+            run("latency", f'set title "Latency by paced rate, 1024 flows (median of runs){title_sfx}"\n'
                 'set style data histogram\nset style histogram clustered gap 1\nset style fill solid 0.7 border -1\n'
-                'set logscale y\nset ylabel "microseconds"\nset key top left\n'
-                f'plot "{dat}" using 2:xtic(1) title "p50", "" using 3 title "p99", "" using 4 title "p99.9"\n')
-            cp = [r for r in paced if r["cpu_ns_per_packet_median"] is not None and not self.cpu_invalid]
+                'set logscale y\nset ylabel "microseconds"\nset key top left\nset xtics rotate by -25\n'
+                f'plot {", ".join(parts)}\n')
+            cp = [r for r in paced if r["gw_cpu_ns_per_packet_median"] is not None and r["gw_cpu_ns_per_packet_median"] > 0]
+            crates = [x for x in rates if any(r["rate_target"] == x for r in cp)]
             if cp:
                 dat = os.path.join(d, "cpu.dat")
+                parts = []
                 with open(dat, "w") as f:
-                    for r in cp:
-                        f.write(f'"{SHORT[r["mode"]]}" {r["cpu_ns_per_packet_median"]} {r["cpu_ns_per_packet_min"]} {r["cpu_ns_per_packet_max"]}\n')
-                run("cpu", f'set title "CPU per packet at {cp[0]["rate_target"]} pps (machine busy time minus generator+sink){title_sfx}"\n'
+                    for i, rate in enumerate(crates):
+                        f.write(f"# {rate} pps\n")
+                        for r in (r for r in cp if r["rate_target"] == rate):
+                            f.write(f'"{SHORT[r["mode"]]}" {r["gw_cpu_ns_per_packet_median"]} '
+                                    f'{r["gw_cpu_ns_per_packet_min"]} {r["gw_cpu_ns_per_packet_max"]}\n')
+                        f.write("\n\n")
+                        parts.append(f'newhistogram "{self.rate_label(rate)}", "{dat}" index {i} using 2:3:4:xtic(1) lc rgb "#cc6677" notitle')
+                run("cpu", f'set title "Gateway CPU per packet by paced rate (median, min-max){title_sfx}"\n'
                     'set style data histogram\nset style histogram errorbars gap 1 lw 1\nset style fill solid 0.6 border -1\n'
-                    'set ylabel "CPU ns per packet"\nset yrange [0:*]\nset key off\n'
-                    f'plot "{dat}" using 2:3:4:xtic(1) lc rgb "#cc6677"\n')
+                    'set ylabel "CPU ns per packet"\nset yrange [0:*]\nset key off\nset xtics rotate by -25\n'
+                    f'plot {", ".join(parts)}\n')
         conn = self.summary.get("conn", [])
         if conn:
             dat = os.path.join(d, "conn.dat")
@@ -654,7 +752,8 @@ class Report:
              + (f"; others' builds at start: {env['others_at_start']}" if env["others_at_start"] else "")
              + (f"; at end: {env['others_at_end']}" if env["others_at_end"] else "")],
             ["run time", f"{env['elapsed_s']} s"],
-            ["repetitions", f"{s.get('reps')} per case, cases interleaved per repetition; floods {s.get('dur_s')} s after {s.get('warm_s')} s warm-up"],
+            ["repetitions", f"{s.get('reps')} per case, cases interleaved per repetition; floods {s.get('dur_s')} s after {s.get('warm_s')} s warm-up"
+             + (f"; figures 2+3: {s.get('paced_reps')} per rate and gateway, {s.get('paced_dur_s')} s each" if "paced_reps" in s else "")],
             ["CPU placement", f"generators, clients, nginx, iperf3 and the latency sink on CPU {s.get('gen_cpu')}; "
              f"gateway on CPU {s.get('gw_cpu')} (RPS on lan0/wan0 for the kernel, `taskset` + `afxdp.cpus` for natgw, `taskset` for xdpfwd; natgw TUN, pinned by `taskset`, moves lan0/wan0's RPS to the CPU it does not run on, CPU 0)"],
             ["offloads", f"`ethtool -K {s.get('offloads')}` on every veth end (gateway lan0 now: {env['offloads_lan0'].replace(chr(10), ', ')})"],
@@ -707,39 +806,106 @@ class Report:
                 a("")
         # figures 2 + 3
         paced = self.summary.get("paced", [])
-        a("## 2. CPU per packet and 3. latency, at a fixed rate")
+        a("## 2. CPU per packet and 3. latency, at fixed rates")
         a("")
         if paced:
-            rate = paced[0]["rate_target"]
-            a(f"`bench/udpgen.c` sends {s.get('paced_flows')} flows of 60-byte UDP frames at a fixed {rate} pps "
-              f"({self.env.get('paced_rate_source') or ''}); it sleeps until each frame is due (timer slack 1 ns) and sends "
-              "what is due in one sendmmsg, so it never spins. Each frame carries its CLOCK_REALTIME send time; "
-              "the sink (a UDP socket on the server with SO_TIMESTAMPNS) takes the kernel's receive time stamp, set when "
-              "the frame enters the server's namespace, so the sink's own scheduling is not counted. Percentiles are "
-              "exact, over every frame sent after the warm-up. *CPU per packet* = (busy CPU time of the whole machine "
-              "per second − the same for the generator+sink-only run of the same repetition, over the direct veth) ÷ "
-              "delivered packets per second; busy = user + nice + system + irq + softirq from /proc/stat, all CPUs.")
+            rates = self.paced_rates()
+            gcpu, ncpu = s.get("gw_cpu", 1), s.get("gen_cpu", 0)
+            a(f"`bench/udpgen.c` sends {s.get('paced_flows')} flows of 60-byte UDP frames at fixed rates: "
+              f"{', '.join(self.rate_label(x) for x in rates)} ({self.env.get('paced_rate_source') or ''}); "
+              f"{s.get('paced_reps', s.get('reps'))} repetition(s) of {s.get('paced_dur_s')} s after {s.get('warm_s')} s "
+              "warm-up, interleaved (for each repetition, each rate, each gateway). It sleeps until each frame is due "
+              "(timer slack 1 ns) and sends what is due in one sendmmsg, so it never spins. Each frame carries its "
+              "CLOCK_REALTIME send time; the sink (a UDP socket on the server with SO_TIMESTAMPNS) takes the kernel's "
+              "receive time stamp, set when the frame enters the server's namespace, so the sink's own scheduling is not "
+              "counted. Percentiles are exact, over every frame sent after the warm-up.")
             a("")
-            rows = []
+            a("CPU per packet, two measures, both = (CPU time per second of the gateway run − the same for the "
+              "generator+sink-only run (*base*, over the direct veth) of the same repetition and rate) ÷ delivered "
+              "packets per second:")
+            a("")
+            a("- ***Gateway CPU*** (the headline figure and the target): irq + softirq time of the gateway's CPU "
+              f"{gcpu} from /proc/stat, plus, for the natgw gateways, the natgw process's own utime + stime "
+              "(/proc/PID/stat, all its threads). The gateway's work is pinned to CPU "
+              f"{gcpu}: natgw's threads by `taskset`, the kernel's forwarding by RPS on lan0/wan0 (and the base's "
+              f"delivery to the sink by RPS on the direct link). This kernel accounts CPU time by tick "
+              "(CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING): each tick is charged to the CPU's irq or softirq "
+              "time if it lands there, else to the task running, so in /proc/stat natgw's threads and the CPU's softirq "
+              "do not overlap, and other users' processes on the machine are not counted at all.")
+            a(f"- ***Machine-wide***: busy time (user + nice + system + irq + softirq) of all CPUs from /proc/stat. "
+              "Complete, but it counts everything else that ran on the shared machine, so it is noisy.")
+            a(f"- Cross-check columns: *CPU {gcpu} busy* is the whole busy time of CPU {gcpu} (others' processes "
+              f"there included) the same way. Two things the gateway-CPU figure gets wrong for natgw, recorded per run: "
+              f"(1) a tick that lands in softirq while a natgw thread is current is also charged to that thread's stime "
+              f"(the task's time includes softirq run in its context), so that softirq counts twice — natgw's AF_XDP TX "
+              f"kick runs the receiving side's softirq inline (perf/profile-misses.md); a gateway-CPU figure above CPU "
+              f"{gcpu}'s busy time shows it (noted). (2) Work natgw leaves on the generator's CPU {ncpu} is not counted: "
+              f"the lan0 XDP program and the copy into the UMEM run in the sender's softirq, and natgw TUN moves lan0/wan0's "
+              f"RPS to CPU {ncpu}; the JSON has it as `gen_softirq_ns_per_packet` (CPU {ncpu} irq + softirq over the base). "
+              "The machine-wide figure has neither gap.")
+            a("")
+            for rate in rates:
+                rr = [r for r in paced if r["rate_target"] == rate]
+                a(f"### {self.rate_label(rate, long=True)}")
+                a("")
+                inv = rate in self.cpu_invalid
+                rows = []
+                for r in rr:
+                    isb = r["mode"] == "base"
+                    g, c = r["gw_cpu_ns_per_packet_median"], r["cpu_ns_per_packet_median"]
+                    rows.append([SHORT[r["mode"]], kfmt(r["rx_pps_median"]),
+                                 "-" if isb else (f"({ffmt(g, 0)})" if g is not None and g <= 0 else f"**{ffmt(g, 0)}**"),
+                                 "-" if isb else f"{ffmt(r['gw_cpu_ns_per_packet_min'], 0)}–{ffmt(r['gw_cpu_ns_per_packet_max'], 0)}",
+                                 "-" if isb else (f"({ffmt(c, 0)})" if inv else ffmt(c, 0)),
+                                 "-" if isb else f"{ffmt(r['cpu_ns_per_packet_min'], 0)}–{ffmt(r['cpu_ns_per_packet_max'], 0)}",
+                                 "-" if isb else ffmt(r["cpu1_busy_ns_per_packet_median"], 0),
+                                 f"{ffmt(r['gw_cpus_median'], 2)} / {ffmt(r['busy_cpus_median'], 2)}",
+                                 ffmt(r["p50_us"], 1), f"**{ffmt(r['p99_us'], 1)}**", f"{ffmt(r['p99_us_min'], 1)}–{ffmt(r['p99_us_max'], 1)}",
+                                 ffmt(r["p999_us"], 1), ffmt(r["max_us_max"], 0), ffmt((r["loss_max"] or 0) * 100, 2, "%"),
+                                 r["samples"], "; ".join(r["notes"])])
+                a(md_table(["gateway", "delivered pps", "gateway CPU ns/packet (median)", "min–max",
+                            "machine-wide ns/packet (median)", "min–max", f"CPU {gcpu} busy ns/packet",
+                            "gateway / machine CPUs busy", "p50 µs", "p99 µs", "p99 min–max", "p99.9 µs", "max µs",
+                            "lost (worst run)", "samples", "note"], rows))
+                a("")
+                if inv:
+                    a(f"**Machine-wide CPU per packet is not valid here:** {self.cpu_invalid[rate]}.")
+                    a("")
+                if rate in self.gw_cpu_invalid:
+                    a(f"**Gateway CPU per packet is not valid here:** {self.gw_cpu_invalid[rate]}.")
+                    a("")
+                pn, pk = self.get_paced("natgw", rate), self.get_paced("kernel", rate)
+                if pn and pk:
+                    parts = []
+                    gn, gk = pn["gw_cpu_ns_per_packet_median"], pk["gw_cpu_ns_per_packet_median"]
+                    if gn and gk and gn > 0 and gk > 0 and rate not in self.gw_cpu_invalid:
+                        parts.append(f"gateway CPU per packet **{gn / gk:.2f}×**")
+                    cn, ck = pn["cpu_ns_per_packet_median"], pk["cpu_ns_per_packet_median"]
+                    if cn and ck and not inv:
+                        parts.append(f"machine-wide CPU per packet {cn / ck:.2f}×")
+                    if pn["p99_us"] and pk["p99_us"]:
+                        parts.append(f"p99 latency **{pn['p99_us'] / pk['p99_us']:.2f}×**")
+                    if parts:
+                        a("natgw / kernel: " + ", ".join(parts) + ".")
+                        a("")
+            a("Run-to-run spread (CPU ns/packet of each repetition, in order; spread = (max − min) ÷ median):")
+            a("")
+            srows = []
             for r in paced:
-                rows.append([SHORT[r["mode"]], kfmt(r["rx_pps_median"]), ffmt(r["busy_cpus_median"], 2),
-                             "-" if r["mode"] == "base" else (f"({ffmt(r['cpu_ns_per_packet_median'], 0)})" if self.cpu_invalid
-                                                             else f"**{ffmt(r['cpu_ns_per_packet_median'], 0)}**"),
-                             "-" if r["mode"] == "base" else f"{ffmt(r['cpu_ns_per_packet_min'], 0)}–{ffmt(r['cpu_ns_per_packet_max'], 0)}",
-                             ffmt(r["p50_us"], 1), f"**{ffmt(r['p99_us'], 1)}**", f"{ffmt(r['p99_us_min'], 1)}–{ffmt(r['p99_us_max'], 1)}",
-                             ffmt(r["p999_us"], 1), ffmt(r["max_us_max"], 0), ffmt((r["loss_max"] or 0) * 100, 2, "%"),
-                             r["samples"], "; ".join(r["notes"])])
-            a(md_table(["gateway", "delivered pps", "machine busy (CPUs)", "CPU ns/packet (median)", "min–max",
-                        "p50 µs", "p99 µs", "p99 min–max", "p99.9 µs", "max µs", "lost (worst run)", "samples", "note"], rows))
+                if r["mode"] == "base":
+                    continue
+                def spread(x):
+                    m = med(x)
+                    return f"{(max(x) - min(x)) / abs(m) * 100:.0f}%" if x and m else "-"
+                srows.append([SHORT[r["mode"]], self.rate_label(r["rate_target"]),
+                              ", ".join(f"{x:.0f}" for x in r["gw_cpu_ns_per_packet_all"]) or "-",
+                              f"{ffmt(r['gw_cpu_ns_per_packet_min'], 0)}–{ffmt(r['gw_cpu_ns_per_packet_max'], 0)}",
+                              spread(r["gw_cpu_ns_per_packet_all"]),
+                              ", ".join(f"{x:.0f}" for x in r["cpu_ns_per_packet_all"]) or "-",
+                              spread(r["cpu_ns_per_packet_all"])])
+            a(md_table(["gateway", "rate", "gateway CPU per repetition", "min–max", "spread",
+                        "machine-wide per repetition", "spread"], srows))
             a("")
-            if self.cpu_invalid:
-                a(f"**CPU per packet is not valid in this run:** {self.cpu_invalid}.")
-                a("")
-            pn, pk = self.get_paced("natgw"), self.get_paced("kernel")
-            if pn and pk and pn["cpu_ns_per_packet_median"] and pk["cpu_ns_per_packet_median"] and not self.cpu_invalid:
-                a(f"natgw / kernel: CPU per packet **{pn['cpu_ns_per_packet_median'] / pk['cpu_ns_per_packet_median']:.2f}×**, "
-                  f"p99 latency **{pn['p99_us'] / pk['p99_us']:.2f}×**.")
-                a("")
         else:
             a("Not run.")
             a("")
@@ -860,7 +1026,8 @@ class Report:
           "- **Where the work runs.** natgw and xdpfwd attach native XDP on veth (natgw's default `mode = \"auto\"`): "
           "the lan0 XDP program and the copy into the AF_XDP UMEM run in the *sender's* softirq, i.e. on CPU 0 next "
           "to the generator, before RPS. The kernel paths do all their forwarding on CPU 1. So in the floods natgw "
-          "gets part of CPU 0 the kernel does not use; figure 2 counts CPU on both CPUs, so it is fair there.\n"
+          "gets part of CPU 0 the kernel does not use; figure 2's machine-wide measure counts CPU on both CPUs, so it "
+          "is fair there, while its gateway-CPU measure (CPU 1 and natgw's own time) leaves that part out.\n"
           "- **Closed vs open loop.** trafgen's TX ring (256 frames) gets a slot back only when the skb is freed. "
           "For the kernel paths that happens after forwarding, so trafgen slows to the kernel's pace and the kernel "
           "never drops; natgw's AF_XDP receive frees the skb once copied, so the generator runs ahead and loss shows "
@@ -891,8 +1058,10 @@ class Report:
           "- veth, not a NIC: AF_XDP is copy mode (one skb allocated and copied per transmitted frame).\n"
           "- A figure within 10% of the generator's ceiling at the same flow count is flagged generator-bound: "
           "it shows the generator's limit, not the gateway's.\n"
-          "- CPU per packet depends on /proc/stat tick accounting (10 ms ticks) over a few seconds on a VM; "
-          "other processes' CPU time is included. Treat differences under ~100 ns as noise.\n"
+          "- CPU per packet depends on /proc/stat tick accounting (10 ms ticks) over a few seconds on a VM. The "
+          "machine-wide measure includes other processes' CPU time; treat its differences under ~100 ns as noise and "
+          "compare its run-to-run spread with the gateway-CPU measure's (figure 2). The gateway-CPU measure counts "
+          "softirq run in natgw's context twice and leaves out natgw's work on CPU 0 (figure 2 explains both).\n"
           "- Latency includes the client veth's transmit and the gateway; the generator sends in small bursts "
           "(what came due during one sleep: at most "
           f"{max([r.get('max_batch') or 0 for r in paced], default=0)} frames in one sendmmsg), which shows in p99.9.\n"
@@ -945,7 +1114,12 @@ class Report:
         for r in qs:
             a(f"fig7 {r['mode']:<8} pps {r['pps_all']}")
         for r in paced:
-            a(f"fig2 {r['mode']:<8} CPU ns/packet {[round(x) for x in r['cpu_ns_per_packet_all']]}")
+            if r["mode"] == "base":
+                continue
+            a(f"fig2 {r['mode']:<8} {r['rate_target']:>7} pps: gateway CPU ns/packet {[round(x) for x in r['gw_cpu_ns_per_packet_all']]}"
+              f", machine-wide {[round(x) for x in r['cpu_ns_per_packet_all']]}, CPU 1 busy {[round(x) for x in r['cpu1_busy_ns_per_packet_all']]}"
+              f", CPU 0 irq+softirq {[round(x) for x in r['gen_softirq_ns_per_packet_all']]}")
+            a(f"fig3 {r['mode']:<8} {r['rate_target']:>7} pps: p99 us {[round(x, 1) for x in r['p99_us_all']]}")
         for r in conn:
             a(f"fig4 {r['mode']:<8} conn/s {[round(x) for x in r['rate_all']]}")
         for r in ip:
@@ -971,15 +1145,24 @@ class Report:
             p(text_table(["gateway", "pps", "min-max", "note"],
                          [[SHORT[r["mode"]], kfmt(r["pps_median"]), f"{kfmt(r['pps_min'])}-{kfmt(r['pps_max'])}", "; ".join(r["notes"])] for r in qs]))
         paced = self.summary.get("paced", [])
-        if paced:
-            p(f"\n2+3. paced {paced[0]['rate_target']} pps: CPU per packet and latency")
-            p(text_table(["gateway", "rx pps", "CPU ns/pkt", "p50 us", "p99 us", "p99.9 us", "lost", "note"],
-                         [[SHORT[r["mode"]], kfmt(r["rx_pps_median"]), "-" if r["mode"] == "base" else
-                           (f"({ffmt(r['cpu_ns_per_packet_median'], 0)})" if self.cpu_invalid else ffmt(r["cpu_ns_per_packet_median"], 0)),
-                           ffmt(r["p50_us"], 1), ffmt(r["p99_us"], 1), ffmt(r["p999_us"], 1),
-                           ffmt((r["loss_max"] or 0) * 100, 2, "%"), "; ".join(r["notes"])] for r in paced]))
-            if self.cpu_invalid:
-                p(f"(CPU per packet in parentheses: invalid, {self.cpu_invalid})")
+        for rate in self.paced_rates():
+            rr = [r for r in paced if r["rate_target"] == rate]
+            inv = rate in self.cpu_invalid
+            p(f"\n2+3. paced {self.rate_label(rate, long=True)}: CPU per packet (gateway CPU, machine-wide) and latency")
+            p(text_table(["gateway", "rx pps", "gw CPU ns/pkt", "min-max", "machine ns/pkt", "min-max", "p50 us", "p99 us",
+                          "p99.9 us", "lost", "note"],
+                         [[SHORT[r["mode"]], kfmt(r["rx_pps_median"])]
+                          + (["-", "-", "-", "-"] if r["mode"] == "base" else
+                             [ffmt(r["gw_cpu_ns_per_packet_median"], 0),
+                              f"{ffmt(r['gw_cpu_ns_per_packet_min'], 0)}-{ffmt(r['gw_cpu_ns_per_packet_max'], 0)}",
+                              f"({ffmt(r['cpu_ns_per_packet_median'], 0)})" if inv else ffmt(r["cpu_ns_per_packet_median"], 0),
+                              f"{ffmt(r['cpu_ns_per_packet_min'], 0)}-{ffmt(r['cpu_ns_per_packet_max'], 0)}"])
+                          + [ffmt(r["p50_us"], 1), ffmt(r["p99_us"], 1), ffmt(r["p999_us"], 1),
+                             ffmt((r["loss_max"] or 0) * 100, 2, "%"), "; ".join(r["notes"])] for r in rr]))
+            if inv:
+                p(f"(machine-wide CPU per packet in parentheses: invalid, {self.cpu_invalid[rate]})")
+            if rate in self.gw_cpu_invalid:
+                p(f"(gateway CPU per packet invalid: {self.gw_cpu_invalid[rate]})")
         conn = self.summary.get("conn", [])
         if conn:
             p("\n4. new TCP connections/s")

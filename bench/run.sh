@@ -2,8 +2,8 @@
 # natgw's benchmark harness (issue 4): natgw beside the Linux kernel, same
 # topology, same traffic, same run.
 #
-#   sudo ./bench/run.sh            # full run, about 15 minutes
-#   sudo ./bench/run.sh --quick    # about 2 minutes: 1 repetition, shorter runs, fewer cases
+#   sudo ./bench/run.sh            # full run, about 25 minutes
+#   sudo ./bench/run.sh --quick    # about 3 minutes: 1 repetition, shorter runs, fewer cases
 #
 # Sets up three network namespaces, measures, tears them down, prints a
 # table (with progress while it runs) and writes perf/bench-latest.json,
@@ -25,13 +25,33 @@
 #   tun      natgw on TUN, masquerade
 #   xdpfwd   a minimal AF_XDP forwarder without NAT (bench/xdpfwd: MAC rewrite + TTL)
 #   natgw2q  natgw on AF_XDP with two queues per interface (figure 7)
+#   natgwc   natgw on AF_XDP with receive coalescing (afxdp.coalesce_us = NATGW_COALESCE_US,
+#            default 50), masquerade
 #
 # Figures (bench/report.py computes medians, ratios, flags and PASS/MISS):
 #   1 pps     64-byte UDP (trafgen, full speed), 1 / 1k / 100k / 1M flows, delivered pps
-#   2 cpu     CPU per packet at a fixed paced rate (bench/udpgen.c): machine busy time
-#             minus the generator+sink-only run, divided by packets
+#   2 cpu     CPU per packet at several fixed paced rates (bench/udpgen.c; by default 25%
+#             and 50% of the kernel NAT's 1k-flow rate from figure 1). Two measures, each
+#             minus the same for the generator+sink-only run (base) of the same repetition
+#             and rate, divided by delivered packets per second:
+#             - machine-wide: busy time of all CPUs from /proc/stat; others' processes count.
+#             - gateway CPU: irq + softirq of the gateway's CPU 1 (GW_CPU) from /proc/stat,
+#               plus natgw's own utime + stime (/proc/PID/stat, all threads) when a natgw
+#               process runs. The gateway's work is pinned to CPU 1: natgw's threads by
+#               taskset, the kernel's forwarding by RPS on lan0/wan0 (the base's delivery to
+#               the sink by RPS on the direct link). This kernel accounts CPU by tick
+#               (CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING): each tick goes to the
+#               CPU's irq/softirq if it lands there, else to the running task, so natgw's
+#               threads and CPU 1's softirq do not double count in /proc/stat, and other
+#               users' processes are not counted. Two gaps remain, recorded per run for a
+#               cross-check: a tick in softirq while a natgw thread is current also lands in
+#               that thread's stime (natgw's AF_XDP TX kick runs the receiving side's softirq
+#               inline; compare with cpu1_busy_ns_per_s, CPU 1's whole busy time), and work
+#               natgw leaves on the generator's CPU 0 is not counted (the lan0 XDP program
+#               and the copy into the UMEM run in the sender's softirq; natgw TUN moves
+#               lan0/wan0's RPS there; see gen_softirq_ns_per_s).
 #   3 latency the same paced runs: p50/p99/p99.9 from send time stamps in the payload to
-#             the server's kernel receive time stamp, at 50% of the kernel's max rate
+#             the server's kernel receive time stamp, at each paced rate
 #   4 conn    new TCP connections/s through the gateway to nginx (bench/tcpchurn.c,
 #             Connection: close), with connect-time percentiles
 #   5 iperf   iperf3 TCP throughput, 1 and 4 streams
@@ -42,7 +62,11 @@
 # Environment overrides (defaults: full run; --quick changes them):
 #   FIGS="1 2 3 4 5 6 7"  REPS=3 DUR=4 WARM=2  FLOWS="1 1k 100k 1M"
 #   PPS_MODES="ceiling kernel natgw"  PPS_1K_MODES="route raw xdpfwd tun"
-#   PACED_MODES="base route kernel natgw tun"  PACED_RATE=(50% of the kernel's 1k-flow pps)
+#   PACED_MODES="base route kernel natgw tun"  PACED_REPS=5 PACED_DUR=10
+#   PACED_FRACS="25 50" (percents of the kernel NAT's median 1k-flow pps from figure 1; without
+#   figure 1 its peak is taken as 202000 pps)  PACED_RATES="50000 100000" (explicit rates in
+#   pps, override PACED_FRACS)  PACED_RATE=N (one explicit rate, overrides both)
+#   (figures 2+3 run for rep; for rate; for mode, i.e. interleaved; REPS drives the others)
 #   CONN_MODES="route kernel natgw tun lbdnat lb"  CONN_CONCURRENCY=32
 #   IPERF_MODES="route kernel natgw tun"  MEM_FLOWS=1000000 MEM_RATE=100000
 #   WAIT_MAX=120 (wait this long for others' builds/benchmarks before starting)
@@ -68,7 +92,7 @@ done
 
 if [ "$QUICK" = 1 ]; then
     : "${REPS:=1}" "${DUR:=2}" "${WARM:=1}" "${FLOWS:=1k 100k}"
-    : "${PACED_MODES:=base kernel natgw}" "${PACED_DUR:=3}"
+    : "${PACED_MODES:=base kernel natgw}" "${PACED_DUR:=3}" "${PACED_REPS:=1}"
     : "${CONN_MODES:=kernel natgw lbdnat lb}" "${CONN_DUR:=2}"
     : "${IPERF_MODES:=kernel natgw}" "${IPERF_DUR:=2}"
     : "${MEM_FLOWS:=100000}" "${WAIT_MAX:=0}"
@@ -81,9 +105,14 @@ FLOWS=${FLOWS:-"1 1k 100k 1M"}
 PPS_MODES=${PPS_MODES-"ceiling kernel natgw"}
 PPS_1K_MODES=${PPS_1K_MODES-"route raw xdpfwd tun"}
 PACED_MODES=${PACED_MODES-"base route kernel natgw tun"}
-PACED_DUR=${PACED_DUR:-5}
+PACED_DUR=${PACED_DUR:-10}
+PACED_REPS=${PACED_REPS:-5}
+PACED_FRACS=${PACED_FRACS:-"25 50"}
+PACED_RATES=${PACED_RATES:-}
 PACED_RATE=${PACED_RATE:-}
+PACED_PEAK_FALLBACK=202000 # the kernel NAT's 1k-flow pps taken when figure 1 did not run
 PACED_FLOWS=1024
+NATGW_COALESCE_US=${NATGW_COALESCE_US:-50} # afxdp.coalesce_us of mode natgwc
 CONN_MODES=${CONN_MODES-"route kernel natgw tun lbdnat lb"}
 CONN_DUR=${CONN_DUR:-5}
 CONN_CONCURRENCY=${CONN_CONCURRENCY:-32}
@@ -378,8 +407,8 @@ done
 
 # --- gateways ----------------------------------------------------------------------------
 natgw_pid=""
-natgw_config() { # backend ruleset(nat|raw|lb|lbdnat) queues cpus
-    local backend=$1 rules=$2 queues=${3:-1} cpus=${4:-$GW_CPU}
+natgw_config() { # backend ruleset(nat|raw|lb|lbdnat) queues cpus coalesce_us
+    local backend=$1 rules=$2 queues=${3:-1} cpus=${4:-$GW_CPU} coalesce=${5:-0}
     cat <<EOF
 # bench/run.sh: natgw $backend, ruleset $rules, $queues queue(s) per interface
 [gateway]
@@ -395,6 +424,7 @@ max_flows = $CT_MAX
 mode = "auto"
 queues = $queues
 cpus = [$cpus]
+coalesce_us = $coalesce
 
 [[interface]]
 name = "lan0"
@@ -469,6 +499,7 @@ EOF
 natgw_config afxdp nat >"$work/meta/natgw_config"
 natgw_config afxdp raw >"$work/meta/natgw_raw_config"
 natgw_config afxdp nat 0 "$GW_CPU, $GEN_CPU" >"$work/meta/natgw2q_config"
+natgw_config afxdp nat 1 "$GW_CPU" "$NATGW_COALESCE_US" >"$work/meta/natgwc_config"
 "$NATGW" check --config "$work/meta/natgw_config" >/dev/null || die "natgw check refused the bench config"
 "$NATGW" check --config "$work/meta/natgw_raw_config" >/dev/null || die "natgw check refused the raw (accept-all) config"
 
@@ -560,6 +591,7 @@ gw_mode() { # mode; returns 1 if the gateway did not start
     raw) natgw_start afxdp raw ;;
     tun) natgw_start tun nat ;;
     natgw2q) natgw_start afxdp nat 0 "$GW_CPU, $GEN_CPU" ;;
+    natgwc) natgw_start afxdp nat 1 "$GW_CPU" "$NATGW_COALESCE_US" ;;
     lb) natgw_start afxdp lb ;;
     lbdnat) natgw_start afxdp lbdnat ;;
     xdpfwd) xdpfwd_start ;;
@@ -617,6 +649,31 @@ cpu_delta() { # before after
     STEAL1=$(( 100 * (s1b - s1a) / (t1b - t1a > 0 ? t1b - t1a : 1) ))
     BUSY_JIFFIES=$(( bb - ba ))
 }
+# The gateway's own CPU (figure 2), in jiffies: "gwirq genirq gwbusy natgw" = irq + softirq
+# of CPU $GW_CPU, irq + softirq of CPU $GEN_CPU, busy (as cpu_ticks) of CPU $GW_CPU, and
+# utime + stime of the running natgw process, all its threads ("-" when none runs). natgw_pid
+# is natgw itself (ip netns exec, taskset and setsid exec); its comm is checked, and it
+# is parsed after the last ')' since a comm may hold spaces and parentheses.
+NATGW_COMM=${NATGW##*/}
+NATGW_COMM=${NATGW_COMM:0:15}
+gw_ticks() {
+    local n=-
+    if [ -n "$natgw_pid" ]; then
+        n=$(awk -v want="$NATGW_COMM" '{
+            s = $0; c = s; sub(/^[^(]*\(/, "", c); sub(/\)[^)]*$/, "", c)
+            sub(/^.*\) /, "", s); split(s, f, " ")
+            # after the comm: f[1] = field 3 (state), f[12] = field 14 (utime), f[13] = field 15 (stime)
+            if (c == want && f[1] != "Z") print f[12] + f[13]; else print "-" }' "/proc/$natgw_pid/stat" 2>/dev/null) || n=-
+        [ -n "$n" ] || n=-
+    fi
+    awk -v a="cpu$GEN_CPU" -v b="cpu$GW_CPU" -v n="$n" '
+        $1 == b { g = $7 + $8; gb = $2 + $3 + $4 + $7 + $8 } $1 == a { s = $7 + $8 }
+        END { printf "%d %d %d %s\n", g, s, gb, n }' /proc/stat
+}
+# ns of CPU per second of wall time from a jiffy difference over dt ns; "null" if unknown.
+jiffy_ns_per_s() { # jiffies dt_ns
+    awk -v j="$1" -v hz="$CLK_TCK" -v dt="$2" 'BEGIN { if (j == "" || j == "null" || dt <= 0) print "null"; else printf "%.0f\n", j / hz * 1e9 / (dt / 1e9) }'
+}
 natgw_flows() { # live flows, all protocols (like nf_conntrack_count); `natgw flows --count` is slow at 1M
     "$NATGW" stats --socket "$work/natgw.sock" --json 2>/dev/null |
         python3 -c 'import json, sys; j = json.load(sys.stdin); print(j.get("data", j)["flows"])' 2>/dev/null || echo null
@@ -624,7 +681,7 @@ natgw_flows() { # live flows, all protocols (like nf_conntrack_count); `natgw fl
 flows_seen() { # mode -> flows the gateway holds now
     case $1 in
     kernel) inns gw cat /proc/sys/net/netfilter/nf_conntrack_count ;;
-    natgw | raw | tun | natgw2q) natgw_flows ;;
+    natgw | raw | tun | natgw2q | natgwc) natgw_flows ;;
     *) echo null ;;
     esac
 }
@@ -738,14 +795,14 @@ pps_run() { # fig mode flows rep
 }
 
 # === figures 2 + 3: paced UDP, CPU per packet and latency ======================================
-paced_run() { # mode rate rep
-    local mode=$1 rate=$2 rep=$3
+paced_run() { # mode rate rep frac (percent of the kernel's peak, or null)
+    local mode=$1 rate=$2 rep=$3 frac=${4:-null}
     local tag
     progress
-    tag="$PROG fig2+3 $mode ${rate} pps rep $rep/$REPS"
+    tag="$PROG fig2+3 $mode ${rate} pps$([ "$frac" != null ] && echo " (${frac}%)") rep $rep/$PACED_REPS"
     if ! gw_mode "$mode"; then
         log "$tag: gateway did not start"
-        rec fig=paced mode="$mode" rep="$rep" rate="$rate" error="gateway did not start"
+        rec fig=paced mode="$mode" rep="$rep" rate="$rate" frac="$frac" error="gateway did not start"
         return 0
     fi
     prime "$mode"
@@ -761,11 +818,11 @@ paced_run() { # mode rate rep
     local gpid=$BG
     sleep "$WARM"
     sleep 0.2
-    local busy c0 c1 r0 r1 t0 t1
+    local busy c0 c1 g0 g1 r0 r1 t0 t1
     busy=$(busy_now)
-    t0=$(date +%s%N); r0=$(if_stat "$rxns" "$rxdev" rx_packets); c0=$(cpu_ticks)
+    t0=$(date +%s%N); r0=$(if_stat "$rxns" "$rxdev" rx_packets); c0=$(cpu_ticks); g0=$(gw_ticks)
     sleep "$(awk -v d="$PACED_DUR" 'BEGIN { print d - 0.5 }')"
-    t1=$(date +%s%N); r1=$(if_stat "$rxns" "$rxdev" rx_packets); c1=$(cpu_ticks)
+    t1=$(date +%s%N); r1=$(if_stat "$rxns" "$rxdev" rx_packets); c1=$(cpu_ticks); g1=$(gw_ticks)
     [ -n "$busy" ] || busy=$(busy_now)
     local i
     for i in $(seq 100); do kill -0 "$gpid" 2>/dev/null || break; sleep 0.1; done
@@ -780,10 +837,32 @@ paced_run() { # mode rate rep
     pps=$(( (r1 - r0) * 1000000000 / dt ))
     # Busy CPU-nanoseconds per second, whole machine.
     busy_ns=$(awk -v j="$BUSY_JIFFIES" -v hz="$CLK_TCK" -v dt="$dt" 'BEGIN { printf "%.0f", j / hz * 1e9 / (dt / 1e9) }')
+    # The gateway's own CPU: irq + softirq of CPU $GW_CPU plus natgw's utime + stime (see the
+    # header). natgw_ns is null when no natgw runs, gw_ns null when one should but could not be read.
+    local gi0 gs0 gb0 n0 gi1 gs1 gb1 n1 irq_ns gen_ns cpu1_ns natgw_ns=null gw_ns
+    read -r gi0 gs0 gb0 n0 <<<"$g0"
+    read -r gi1 gs1 gb1 n1 <<<"$g1"
+    irq_ns=$(jiffy_ns_per_s $((gi1 - gi0)) "$dt")
+    gen_ns=$(jiffy_ns_per_s $((gs1 - gs0)) "$dt")
+    cpu1_ns=$(jiffy_ns_per_s $((gb1 - gb0)) "$dt")
+    gw_ns=$irq_ns
+    case $mode in
+    natgw | raw | tun | natgw2q | natgwc)
+        if [ "$n0" != - ] && [ "$n1" != - ]; then
+            natgw_ns=$(jiffy_ns_per_s $((n1 - n0)) "$dt")
+            gw_ns=$(jiffy_ns_per_s $((gi1 - gi0 + n1 - n0)) "$dt")
+        else
+            gw_ns=null
+            log "warning: natgw's /proc/$natgw_pid/stat not readable (natgw ended?): no gateway-CPU figure"
+        fi
+        ;;
+    esac
     local gen sink
     gen=$(cat "$work/gen.json" 2>/dev/null); [ -n "$gen" ] || gen=null
     sink=$(cat "$work/sink.json" 2>/dev/null); [ -n "$sink" ] || sink=null
-    rec fig=paced mode="$mode" rep="$rep" rate="$rate" rx_pps="$pps" busy_ns_per_s="$busy_ns" cpu0="$CPU0" cpu1="$CPU1" \
+    rec fig=paced mode="$mode" rep="$rep" rate="$rate" frac="$frac" rx_pps="$pps" busy_ns_per_s="$busy_ns" \
+        gw_cpu_ns_per_s="$gw_ns" gw_irq_ns_per_s="$irq_ns" natgw_ns_per_s="$natgw_ns" cpu1_busy_ns_per_s="$cpu1_ns" \
+        gen_softirq_ns_per_s="$gen_ns" cpu0="$CPU0" cpu1="$CPU1" \
         steal0="$STEAL0" steal1="$STEAL1" gen="$gen" sink="$sink" flows_seen="${fs:-null}" disturbed="$busy" dur_s="$PACED_DUR"
     local p50 p99 p999 lost
     read -r p50 p99 p999 lost < <(python3 -c '
@@ -793,7 +872,7 @@ s=json.loads(sys.argv[2]) if sys.argv[2]!="null" else {}
 sm=g.get("sent_measured",0); rm=s.get("received_measured",0)
 print("%.1f %.1f %.1f %.2f%%" % (s.get("p50_ns",0)/1e3, s.get("p99_ns",0)/1e3, s.get("p999_ns",0)/1e3, 100.0*(sm-rm)/sm if sm else 100))
 ' "$gen" "$sink")
-    log "$tag: rx $(k "$pps") pps, machine busy $(awk -v b="$busy_ns" 'BEGIN { printf "%.2f", b/1e9 }') CPUs, latency p50 ${p50} p99 ${p99} p99.9 ${p999} us, lost ${lost}${busy:+  [others busy: $busy]}"
+    log "$tag: rx $(k "$pps") pps, machine busy $(awk -v b="$busy_ns" 'BEGIN { printf "%.2f", b/1e9 }') CPUs, gateway CPU $(awk -v b="$gw_ns" 'BEGIN { if (b == "null") print "-"; else printf "%.2f", b/1e9 }'), latency p50 ${p50} p99 ${p99} p99.9 ${p999} us, lost ${lost}${busy:+  [others busy: $busy]}"
 }
 
 listening() { # ns port: waits up to 5 s for a TCP listener
@@ -960,16 +1039,22 @@ if has_fig 1; then
     for f in $FLOWS; do for m in $PPS_MODES; do TOTAL=$((TOTAL + REPS)); done; done
     for m in $PPS_1K_MODES; do TOTAL=$((TOTAL + REPS)); done
 fi
-if has_fig 2 || has_fig 3; then for m in $PACED_MODES; do TOTAL=$((TOTAL + REPS)); done; fi
+# Figures 2+3: how many rates (the rates themselves may need figure 1's results).
+if [ -n "$PACED_RATE" ]; then PACED_NRATES=1
+elif [ -n "$PACED_RATES" ]; then PACED_NRATES=$(wc -w <<<"$PACED_RATES")
+else PACED_NRATES=$(wc -w <<<"$PACED_FRACS"); fi
+[ "$PACED_NRATES" -ge 1 ] || die "no paced rates (PACED_FRACS, PACED_RATES and PACED_RATE all empty)"
+if has_fig 2 || has_fig 3; then for m in $PACED_MODES; do TOTAL=$((TOTAL + PACED_REPS * PACED_NRATES)); done; fi
 if has_fig 4; then for m in $CONN_MODES; do TOTAL=$((TOTAL + REPS)); done; fi
 if has_fig 5; then for m in $IPERF_MODES; do for s in $IPERF_STREAMS; do TOTAL=$((TOTAL + REPS)); done; done; fi
 if has_fig 6; then TOTAL=$((TOTAL + 2)); fi
 if has_fig 7; then TOTAL=$((TOTAL + 2 * REPS)); fi
-log "plan: figures $FIGS, $TOTAL measurements, $REPS repetition(s), ${DUR}s after ${WARM}s warm-up$QUICK_TAG"
+log "plan: figures $FIGS, $TOTAL measurements, $REPS repetition(s), ${DUR}s after ${WARM}s warm-up$( (has_fig 2 || has_fig 3) && echo "; figures 2+3: $PACED_REPS repetition(s) x $PACED_NRATES rate(s), ${PACED_DUR}s")$QUICK_TAG"
 cat >"$work/meta/settings.json" <<EOF
 {"quick": $([ "$QUICK" = 1 ] && echo true || echo false), "figs": "$FIGS", "reps": $REPS, "dur_s": $DUR, "warm_s": $WARM,
  "flows": "$FLOWS", "pps_modes": "$PPS_MODES", "pps_1k_modes": "$PPS_1K_MODES", "paced_modes": "$PACED_MODES",
- "paced_dur_s": $PACED_DUR, "paced_flows": $PACED_FLOWS, "conn_modes": "$CONN_MODES", "conn_dur_s": $CONN_DUR,
+ "paced_dur_s": $PACED_DUR, "paced_flows": $PACED_FLOWS, "paced_reps": $PACED_REPS, "paced_fracs": "$PACED_FRACS",
+ "paced_rates_set": "${PACED_RATE:-$PACED_RATES}", "paced_peak_fallback": $PACED_PEAK_FALLBACK, "natgw_coalesce_us": $NATGW_COALESCE_US, "conn_modes": "$CONN_MODES", "conn_dur_s": $CONN_DUR,
  "conn_concurrency": $CONN_CONCURRENCY, "iperf_modes": "$IPERF_MODES", "iperf_dur_s": $IPERF_DUR, "iperf_streams": "$IPERF_STREAMS",
  "mem_flows": $MEM_FLOWS, "mem_rate": $MEM_RATE, "queue_modes": "$QUEUE_MODES", "gen_cpu": $GEN_CPU, "gw_cpu": $GW_CPU,
  "ct_max": $CT_MAX, "ct_buckets": $CT_BUCKETS, "offloads": "$OFFLOADS", "sndbuf_bytes": $SNDBUF_BYTES,
@@ -988,19 +1073,47 @@ if has_fig 1; then
     done
 fi
 if has_fig 2 || has_fig 3; then
-    if [ -z "$PACED_RATE" ]; then
-        PACED_RATE=$(python3 - "$RESULTS" <<'EOF'
-import json, statistics, sys
-v = [r["pps"] for r in map(json.loads, open(sys.argv[1])) if r.get("fig") == "pps" and r.get("mode") == "kernel" and r.get("flows") == "1k" and "pps" in r]
-print(int(statistics.median(v) * 0.5 / 1000) * 1000 if v else 100000)
-EOF
-)
-        echo "50% of the kernel's median 1k-flow rate from figure 1" >"$work/meta/paced_rate_source"
+    # PACED_LIST: "rate:frac" words (frac = percent of the kernel's peak, or null).
+    PACED_LIST=""
+    if [ -n "$PACED_RATE" ] || [ -n "$PACED_RATES" ]; then
+        for r in ${PACED_RATE:-$PACED_RATES}; do
+            [[ $r =~ ^[0-9]+$ ]] && [ "$r" -gt 0 ] || die "paced rate '$r' is not a number of pps"
+            PACED_LIST+=" $r:null"
+        done
+        echo "set by $([ -n "$PACED_RATE" ] && echo PACED_RATE || echo PACED_RATES)" >"$work/meta/paced_rate_source"
     else
-        echo "set by PACED_RATE" >"$work/meta/paced_rate_source"
+        PACED_LIST=$(python3 - "$RESULTS" "$work/meta/paced_rate_source" "$PACED_PEAK_FALLBACK" $PACED_FRACS <<'EOF'
+import json, statistics, sys
+res, src, fallback, fracs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+v = [r["pps"] for r in map(json.loads, open(res)) if r.get("fig") == "pps" and r.get("mode") == "kernel" and r.get("flows") == "1k" and "pps" in r]
+peak = statistics.median(v) if v else fallback
+out = []
+for f in fracs:
+    try:
+        x = float(f)
+    except ValueError:
+        x = 0
+    if not 0 < x <= 1000:
+        sys.exit(f"PACED_FRACS: {f} is not a percent")
+    out.append(f"{int(peak * x / 100 / 100) * 100}:{f}")
+pct = [f"{f}%" for f in fracs]
+pct = pct[0] if len(pct) == 1 else ", ".join(pct[:-1]) + " and " + pct[-1]
+with open(src, "w") as o:
+    if v:
+        print(f"{pct} of the kernel's median 1k-flow rate from figure 1, {peak:.0f} pps", file=o)
+    else:
+        print(f"{pct} of {fallback} pps, taken as the kernel's 1k-flow peak: figure 1 did not run", file=o)
+print(" ".join(out))
+EOF
+) || die "could not work out the paced rates"
     fi
-    log "figures 2+3: paced UDP at $PACED_RATE pps, $PACED_FLOWS flows ($(cat "$work/meta/paced_rate_source"))"
-    for rep in $(seq "$REPS"); do for m in $PACED_MODES; do paced_run "$m" "$PACED_RATE" "$rep"; done; done
+    echo "$PACED_LIST" >"$work/meta/paced_rates"
+    log "figures 2+3: paced UDP at$(for x in $PACED_LIST; do printf ' %s' "${x%%:*}"; done) pps, $PACED_FLOWS flows, $PACED_REPS repetition(s) of ${PACED_DUR}s ($(cat "$work/meta/paced_rate_source"))"
+    for rep in $(seq "$PACED_REPS"); do
+        for x in $PACED_LIST; do
+            for m in $PACED_MODES; do paced_run "$m" "${x%%:*}" "$rep" "${x#*:}"; done
+        done
+    done
 fi
 if has_fig 4; then
     log "figure 4: TCP connection churn to nginx, $CONN_CONCURRENCY in flight"

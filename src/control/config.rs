@@ -61,7 +61,7 @@ pub struct ServiceConfig {
 
 // The data plane's own settings live with it (the data plane does not
 // import control); re-exported here for the config's users.
-pub use crate::dataplane::config::{AfxdpConfig, Backend, XdpMode};
+pub use crate::dataplane::config::{AfxdpConfig, Backend, COALESCE_US_MAX, XdpMode};
 
 /// Periodic snapshots (crash recovery) — `[snapshot]`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -127,6 +127,7 @@ struct RawAfxdp {
     batch: Option<Spanned<u32>>,
     queues: Option<u32>,
     cpus: Option<Vec<usize>>,
+    coalesce_us: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -901,6 +902,16 @@ fn build_run(raw: &RawConfig, src: &Src<'_>) -> Result<RunConfig, ConfigError> {
         }
         run.afxdp.batch = v;
     }
+    if let Some(c) = &a.coalesce_us {
+        let v = *c.get_ref();
+        if v > COALESCE_US_MAX {
+            return Err(src.err(
+                c.span(),
+                format!("afxdp.coalesce_us: 0 (off) to {COALESCE_US_MAX}, not {v}"),
+            ));
+        }
+        run.afxdp.coalesce_us = v;
+    }
     run.afxdp.queues = a.queues.unwrap_or(0);
     run.afxdp.cpus = a.cpus.clone().unwrap_or_default();
     if let Some(p) = &raw.tun.prefix {
@@ -1595,6 +1606,39 @@ mapping = "endpoint-independent"
 
         let e = err_of(&GOOD.replace("[[set]]", "[[set]\n"));
         assert!(e.starts_with("t.toml:22:"), "{e}");
+    }
+
+    #[test]
+    fn afxdp_coalescing_is_checked() {
+        let with = |body: &str| GOOD.replace("[limits]", &format!("[afxdp]\n{body}\n\n[limits]"));
+        let c = parse(GOOD).unwrap();
+        assert_eq!(
+            c.run.afxdp.coalesce_us,
+            crate::dataplane::config::COALESCE_US_DEFAULT
+        );
+        assert_eq!(
+            parse(&with("coalesce_us = 0"))
+                .unwrap()
+                .run
+                .afxdp
+                .coalesce_us,
+            0
+        );
+        assert_eq!(
+            parse(&with("coalesce_us = 1000"))
+                .unwrap()
+                .run
+                .afxdp
+                .coalesce_us,
+            1000
+        );
+        let e = err_of(&with("coalesce_us = 1001"));
+        assert!(
+            e.contains("afxdp.coalesce_us: 0 (off) to 1000, not 1001"),
+            "{e}"
+        );
+        let e = err_of(&with("coalesce_us = -5"));
+        assert!(e.contains("-5"), "{e}");
     }
 
     #[test]

@@ -317,7 +317,7 @@ pub fn stats_text(r: &crate::protocol::StatsReport) -> String {
     );
     let _ = writeln!(
         s,
-        "fast path {}, icmp errors translated {}, fragments {}, ttl-exceeded sent {}, tcp invalid {}, early drops {}, local {}, passed {}, parked {}",
+        "fast path {}, icmp errors translated {}, fragments {}, ttl-exceeded sent {}, tcp invalid {}, early drops {}, local {}, passed {}, parked {}, coalescing sleeps {}",
         t.fast_path,
         t.icmp_errors_translated,
         t.frags_translated,
@@ -326,7 +326,8 @@ pub fn stats_text(r: &crate::protocol::StatsReport) -> String {
         t.early_drops,
         t.local,
         t.passed,
-        t.parked
+        t.parked,
+        t.coalesce_sleeps
     );
     let ring: u64 = r
         .workers

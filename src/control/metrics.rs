@@ -91,6 +91,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "natgw_local_packets_total",
     "natgw_passed_packets_total",
     "natgw_parked_packets_total",
+    "natgw_coalesce_sleeps_total",
     "natgw_nat_port_flows",
     "natgw_nat_port_exhausted_total",
     "natgw_source_flows_limit",
@@ -411,6 +412,11 @@ fn add_workers(f: &mut Families, m: &MetricsInput) {
         "parked_packets",
         "Frames the XDP program parked while no natgw read its queue, processed afterwards.",
         per(|c| c.parked),
+    );
+    f.counter(
+        "coalesce_sleeps",
+        "Receive-coalescing sleeps of the workers (afxdp.coalesce_us): rounds that took less than a batch and waited before the next.",
+        per(|c| c.coalesce_sleeps),
     );
 
     let bounds: Vec<f64> = LATENCY_BUCKETS_NS

@@ -121,6 +121,8 @@ pub struct Prepared {
     queues: Vec<QueuePrep>,
     ring: usize,
     batch: usize,
+    /// Receive coalescing of the workers (`afxdp.coalesce_us`).
+    coalesce: Duration,
     zero_copy: bool,
     cpus: Vec<usize>,
     /// Shared by the bridge and the workers.
@@ -261,6 +263,7 @@ pub fn prepare(
         queues: Vec::new(),
         ring,
         batch: a.batch as usize,
+        coalesce: Duration::from_micros(a.coalesce_us.into()),
         zero_copy: a.zero_copy,
         cpus: a.cpus.clone(),
         neigh: Arc::new(Neighbours::default()),
@@ -336,6 +339,7 @@ impl Prepared {
             queues,
             ring,
             batch,
+            coalesce,
             zero_copy,
             cpus,
             neigh,
@@ -346,7 +350,7 @@ impl Prepared {
         }
         let drain = Arc::new(AtomicBool::new(false));
         let (bound, bridged) = bind_queues(
-            queues, &ifs, &progs, ring, batch, zero_copy, &engine, &neigh, bridge,
+            queues, &ifs, &progs, ring, batch, coalesce, zero_copy, &engine, &neigh, bridge,
         );
         let mut running = Running::default();
         if let Some(b) = bridged {
@@ -506,6 +510,7 @@ fn bind_queues(
     progs: &[Arc<XdpProg>],
     ring: usize,
     batch: usize,
+    coalesce: Duration,
     zero_copy: bool,
     engine: &Arc<Engine>,
     neigh: &Arc<Neighbours>,
@@ -569,7 +574,8 @@ fn bind_queues(
                 Err(e) => return Err(DataplaneError(format!("XDP park queue: {e}"))),
             };
             let stats = Arc::new(WorkerStats::new(format!("q{q}")));
-            let w = Worker::new(dev, SysClock, engine.clone(), neigh.clone(), stats, batch);
+            let w = Worker::new(dev, SysClock, engine.clone(), neigh.clone(), stats, batch)
+                .with_coalesce(coalesce);
             workers.push((q, w, regs, parks));
         }
         Ok(workers)

@@ -37,6 +37,9 @@ pub struct AfxdpConfig {
     pub queues: u32,
     /// CPU for worker i is `cpus[i % len]`; empty = worker i on CPU i.
     pub cpus: Vec<usize>,
+    /// Receive coalescing in microseconds (0 = off): see
+    /// [`Worker`](super::worker::Worker)'s module docs.
+    pub coalesce_us: u32,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -46,6 +49,11 @@ pub struct TunConfig {
     /// First policy-routing table and rule preference natgw uses.
     pub table_base: u32,
 }
+
+/// The default of `afxdp.coalesce_us`.
+pub const COALESCE_US_DEFAULT: u32 = 0;
+/// The largest `afxdp.coalesce_us` accepted (1 ms).
+pub const COALESCE_US_MAX: u32 = 1000;
 
 impl Default for AfxdpConfig {
     /// natgw's defaults (the `[afxdp]` table when left out).
@@ -57,6 +65,7 @@ impl Default for AfxdpConfig {
             batch: 64,
             queues: 0,
             cpus: vec![],
+            coalesce_us: COALESCE_US_DEFAULT,
         }
     }
 }

@@ -176,6 +176,8 @@ pub struct Counters {
     /// Frames the XDP program parked while no natgw read its queue (a
     /// handover's cut, a restart), taken and processed afterwards.
     pub parked: AtomicU64,
+    /// Receive-coalescing sleeps of the worker (`afxdp.coalesce_us`).
+    pub coalesce_sleeps: AtomicU64,
     drops: Drops,
     lane: Lane,
 }
@@ -248,6 +250,7 @@ impl Counters {
             local: l(&self.local),
             passed: l(&self.passed),
             parked: l(&self.parked),
+            coalesce_sleeps: l(&self.coalesce_sleeps),
             drops: DropReason::ALL
                 .iter()
                 .map(|&r| (r.name().to_string(), self.drops(r)))
@@ -279,6 +282,9 @@ pub struct CounterSnapshot {
     /// See [`Counters::parked`].
     #[serde(default)]
     pub parked: u64,
+    /// See [`Counters::coalesce_sleeps`].
+    #[serde(default)]
+    pub coalesce_sleeps: u64,
     /// Non-zero drop counters by name.
     pub drops: BTreeMap<String, u64>,
 }
@@ -304,6 +310,7 @@ impl CounterSnapshot {
         self.local += o.local;
         self.passed += o.passed;
         self.parked += o.parked;
+        self.coalesce_sleeps += o.coalesce_sleeps;
         for (k, v) in &o.drops {
             *self.drops.entry(k.clone()).or_default() += v;
         }
