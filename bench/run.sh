@@ -62,7 +62,7 @@
 # Environment overrides (defaults: full run; --quick changes them):
 #   FIGS="1 2 3 4 5 6 7"  REPS=3 DUR=4 WARM=2  FLOWS="1 1k 100k 1M"
 #   PPS_MODES="ceiling kernel natgw"  PPS_1K_MODES="route raw xdpfwd tun"
-#   PACED_MODES="base route kernel natgw tun"  PACED_REPS=5 PACED_DUR=10
+#   PACED_MODES="base route kernel natgw natgwc tun"  PACED_REPS=5 PACED_DUR=10
 #   PACED_FRACS="25 50" (percents of the kernel NAT's median 1k-flow pps from figure 1; without
 #   figure 1 its peak is taken as 202000 pps)  PACED_RATES="50000 100000" (explicit rates in
 #   pps, override PACED_FRACS)  PACED_RATE=N (one explicit rate, overrides both)
@@ -104,7 +104,7 @@ WARM=${WARM:-2}
 FLOWS=${FLOWS:-"1 1k 100k 1M"}
 PPS_MODES=${PPS_MODES-"ceiling kernel natgw"}
 PPS_1K_MODES=${PPS_1K_MODES-"route raw xdpfwd tun"}
-PACED_MODES=${PACED_MODES-"base route kernel natgw tun"}
+PACED_MODES=${PACED_MODES-"base route kernel natgw natgwc tun"}
 PACED_DUR=${PACED_DUR:-10}
 PACED_REPS=${PACED_REPS:-5}
 PACED_FRACS=${PACED_FRACS:-"25 50"}
@@ -799,7 +799,7 @@ paced_run() { # mode rate rep frac (percent of the kernel's peak, or null)
     local mode=$1 rate=$2 rep=$3 frac=${4:-null}
     local tag
     progress
-    tag="$PROG fig2+3 $mode ${rate} pps$([ "$frac" != null ] && echo " (${frac}%)") rep $rep/$PACED_REPS"
+    tag="$PROG fig2+3 $mode ${rate} pps$([ "$frac" = null ] || echo " (${frac}%)") rep $rep/$PACED_REPS"
     if ! gw_mode "$mode"; then
         log "$tag: gateway did not start"
         rec fig=paced mode="$mode" rep="$rep" rate="$rate" frac="$frac" error="gateway did not start"
