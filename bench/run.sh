@@ -40,16 +40,14 @@
 #               process runs. The gateway's work is pinned to CPU 1: natgw's threads by
 #               taskset, the kernel's forwarding by RPS on lan0/wan0 (the base's delivery to
 #               the sink by RPS on the direct link). This kernel accounts CPU by tick
-#               (CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING): each tick goes to the
-#               CPU's irq/softirq if it lands there, else to the running task, so natgw's
-#               threads and CPU 1's softirq do not double count in /proc/stat, and other
-#               users' processes are not counted. Two gaps remain, recorded per run for a
-#               cross-check: a tick in softirq while a natgw thread is current also lands in
-#               that thread's stime (natgw's AF_XDP TX kick runs the receiving side's softirq
-#               inline; compare with cpu1_busy_ns_per_s, CPU 1's whole busy time), and work
-#               natgw leaves on the generator's CPU 0 is not counted (the lan0 XDP program
-#               and the copy into the UMEM run in the sender's softirq; natgw TUN moves
-#               lan0/wan0's RPS there; see gen_softirq_ns_per_s).
+#               (CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING); a tick in softirq while
+#               a natgw thread is current goes to CPU 1's softirq AND to the thread's stime
+#               (natgw's AF_XDP TX kick runs the receiving side's softirq inline), so for natgw
+#               bench/report.py takes min(that sum, CPU 1's whole busy time cpu1_busy_ns_per_s),
+#               an upper bound of the true figure; other users' processes elsewhere are not
+#               counted. Work natgw leaves on the generator's CPU 0 is not counted (the lan0
+#               XDP program and the copy into the UMEM run in the sender's softirq; natgw TUN
+#               moves lan0/wan0's RPS there; see gen_softirq_ns_per_s).
 #   3 latency the same paced runs: p50/p99/p99.9 from send time stamps in the payload to
 #             the server's kernel receive time stamp, at each paced rate
 #   4 conn    new TCP connections/s through the gateway to nginx (bench/tcpchurn.c,
