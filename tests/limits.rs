@@ -463,3 +463,47 @@ fn a_backlog_of_expiries_waits_for_the_session_log() {
     assert_eq!(gw.engine.table().len(), 0);
     assert_eq!(gw.engine.sessions().missed(), 0, "no event lost");
 }
+
+/// A full table never reports more flows than `max_flows`, not even for the
+/// moment a refused insert is undone: under a SYN flood `natgw stats` once
+/// read 2049 flows of 2048 (tests/e2e_flood.rs), when the count was taken
+/// with an add and given back with a subtract. One thread keeps offering
+/// new flows to a full table while another reads the count.
+#[test]
+fn a_full_table_never_counts_past_max_flows() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let gw = Gw::of(
+        ConfigText::seeded()
+            .table("limits", "max_flows = 16\nearly_drop = false")
+            .rule(masquerade_lan()),
+    );
+    for p in 0..16 {
+        let _ = gw.on_lan(&query(OTHER, 20000 + p)).seen();
+    }
+    assert_eq!(gw.engine.table().len(), 16);
+    let stop = AtomicBool::new(false);
+    let (refused, most) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut most = 0;
+            while !stop.load(Relaxed) {
+                most = most.max(gw.engine.table().len());
+            }
+            most
+        });
+        let start = Instant::now();
+        let mut refused = 0u32;
+        while start.elapsed() < Duration::from_millis(300) {
+            let port = 1024 + (refused % 60000) as u16;
+            assert_eq!(
+                gw.on_lan(&query(GREEDY, port)),
+                Out::Drop(DropReason::FlowTableFull)
+            );
+            refused += 1;
+        }
+        stop.store(true, Relaxed);
+        (refused, reader.join().unwrap())
+    });
+    assert!(refused > 1000, "only {refused} new flows offered");
+    assert_eq!(most, 16, "the count went past max_flows");
+    assert_eq!(gw.engine.table().len(), 16);
+}

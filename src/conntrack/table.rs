@@ -636,9 +636,18 @@ impl FlowTable {
         r
     }
 
+    /// Counts one more live flow unless the table holds `max_flows`
+    /// already. Never counts past the limit, even for a moment (a
+    /// fetch_add undone by a fetch_sub did: `natgw stats` could read
+    /// `max_flows + 1` while the table was full).
+    fn reserve(&self) -> bool {
+        self.live
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1))
+            .is_ok()
+    }
+
     fn insert_counted(&self, f: &NewFlow, counted: u32, now: Time) -> Result<FlowId, InsertError> {
-        if self.live.fetch_add(1, Relaxed) >= self.max {
-            self.live.fetch_sub(1, Relaxed);
+        if !self.reserve() {
             return Err(InsertError::Full);
         }
         let Some(idx) = self.alloc_slot() else {
@@ -688,8 +697,7 @@ impl FlowTable {
     /// A restored flow is counted in its source's flows but never refused
     /// for the per-source limit: it exists already.
     pub fn insert_record(&self, rec: &FlowRecord) -> Result<FlowId, InsertError> {
-        if self.live.fetch_add(1, Relaxed) >= self.max {
-            self.live.fetch_sub(1, Relaxed);
+        if !self.reserve() {
             return Err(InsertError::Full);
         }
         let slot = self.alloc_slot().and_then(|i| self.slot(i).map(|s| (i, s)));
