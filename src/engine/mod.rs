@@ -497,7 +497,10 @@ impl Engine {
         now: Time,
         c: &Counters,
     ) -> Verdict {
-        let p = match packet::parse(&buf[..len], link) {
+        // Matched by reference: moving the parsed headers out of the
+        // Result copied them (~50 instructions a packet under callgrind).
+        let parsed = packet::parse(&buf[..len], link);
+        let p = match &parsed {
             Ok(p) => p,
             Err(ParseError::NotIpv4(EtherKind::Arp)) => return Verdict::Pass,
             Err(ParseError::NotIpv4(EtherKind::Ipv6)) => {
@@ -506,7 +509,7 @@ impl Engine {
                     Ipv6Policy::Drop => Verdict::Drop(DropReason::Ipv6),
                 };
             }
-            Err(e) => return Verdict::Drop(e.into()),
+            Err(e) => return Verdict::Drop((*e).into()),
         };
         // 224.0.0.0/4 and 255.255.255.255: link-local chatter (IGMP, mDNS, ...).
         if p.tuple.dst >> 28 == 0xe || p.tuple.dst == u32::MAX {
