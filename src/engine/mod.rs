@@ -530,17 +530,17 @@ impl Engine {
                 .is_some()
                 || self.table.peek(&p.tuple, now).is_none())
         {
-            return self.decapsulate(buf, len, &p, link, now, c);
+            return self.decapsulate(buf, len, p, link, now, c);
         }
         if p.ttl <= 1 {
-            return self.ttl_expired(buf, &p, iif, now, c);
+            return self.ttl_expired(buf, p, iif, now, c);
         }
         if p.frag == Frag::Later {
-            return self.later_fragment(buf, len, &p, now, c);
+            return self.later_fragment(buf, len, p, now, c);
         }
         let (tcp_flags, seg) = match p.kind {
             L4::Tcp { flags } => (Some(flags), TcpSeg::parse(&buf[p.l4..p.end])),
-            L4::IcmpError(e) => return self.icmp_error(buf, len, &p, &e, now, c),
+            L4::IcmpError(e) => return self.icmp_error(buf, len, p, &e, now, c),
             _ => (None, None),
         };
         let info = PacketInfo {
@@ -593,7 +593,7 @@ impl Engine {
                 {
                     self.end(&r, c.lane(), now);
                 }
-                match self.new_flow(&p, iif, info, now, c) {
+                match self.new_flow(p, iif, info, now, c) {
                     Ok(t) => {
                         self.changes.note(c.lane(), p.tuple);
                         (t, 0)
@@ -607,10 +607,10 @@ impl Engine {
             return Verdict::Drop(DropReason::NoRoute);
         };
         let tunneled = self.tunnel(hop.oif).is_some();
-        if tunneled && let Some(v) = self.tunnel_too_big(buf, &p, hop, iif, now, c) {
+        if tunneled && let Some(v) = self.tunnel_too_big(buf, p, hop, iif, now, c) {
             return v;
         }
-        packet::rewrite_tuple(&mut buf[..len], &p, &out);
+        packet::rewrite_tuple(&mut buf[..len], p, &out);
         if p.frag == Frag::First {
             let key = (p.tuple.src, p.tuple.dst, p.tuple.proto, p.ip_id);
             self.frags.record(key, out.src, out.dst, now);
