@@ -870,7 +870,7 @@ s=json.loads(sys.argv[2]) if sys.argv[2]!="null" else {}
 sm=g.get("sent_measured",0); rm=s.get("received_measured",0)
 print("%.1f %.1f %.1f %.2f%%" % (s.get("p50_ns",0)/1e3, s.get("p99_ns",0)/1e3, s.get("p999_ns",0)/1e3, 100.0*(sm-rm)/sm if sm else 100))
 ' "$gen" "$sink")
-    log "$tag: rx $(k "$pps") pps, machine busy $(awk -v b="$busy_ns" 'BEGIN { printf "%.2f", b/1e9 }') CPUs, gateway CPU $(awk -v b="$gw_ns" 'BEGIN { if (b == "null") print "-"; else printf "%.2f", b/1e9 }'), latency p50 ${p50} p99 ${p99} p99.9 ${p999} us, lost ${lost}${busy:+  [others busy: $busy]}"
+    log "$tag: rx $(k "$pps") pps, machine busy $(awk -v b="$busy_ns" 'BEGIN { printf "%.2f", b/1e9 }') CPUs, gateway CPU $(awk -v b="$gw_ns" 'BEGIN { if (b == "null") print "-"; else printf "%.2f", b/1e9 }') (CPU $GW_CPU busy $(awk -v b="$cpu1_ns" 'BEGIN { if (b == "null") print "-"; else printf "%.2f", b/1e9 }'); the report takes the smaller for natgw), latency p50 ${p50} p99 ${p99} p99.9 ${p999} us, lost ${lost}${busy:+  [others busy: $busy]}"
 }
 
 listening() { # ns port: waits up to 5 s for a TCP listener
