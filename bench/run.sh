@@ -27,6 +27,8 @@
 #   natgw2q  natgw on AF_XDP with two queues per interface (figure 7)
 #   natgwc   natgw on AF_XDP with receive coalescing (afxdp.coalesce_us = NATGW_COALESCE_US,
 #            default 50), masquerade
+#   natgwb   as natgw, but the binary NATGW_B (another build, for an A/B comparison of two
+#            builds interleaved in one run; needs NATGW_B)
 #
 # Figures (bench/report.py computes medians, ratios, flags and PASS/MISS):
 #   1 pps     64-byte UDP (trafgen, full speed), 1 / 1k / 100k / 1M flows, delivered pps
@@ -50,6 +52,8 @@
 #               moves lan0/wan0's RPS there; see gen_softirq_ns_per_s).
 #   3 latency the same paced runs: p50/p99/p99.9 from send time stamps in the payload to
 #             the server's kernel receive time stamp, at each paced rate
+#             (figures 2+3 verdicts pair natgw and the kernel NAT repetition by repetition:
+#             PASS or MISS when 4 of 5 agree, INCONCLUSIVE when they split; bench/report.py)
 #   4 conn    new TCP connections/s through the gateway to nginx (bench/tcpchurn.c,
 #             Connection: close), with connect-time percentiles
 #   5 iperf   iperf3 TCP throughput, 1 and 4 streams
@@ -69,6 +73,7 @@
 #   IPERF_MODES="route kernel natgw tun"  MEM_FLOWS=1000000 MEM_RATE=100000
 #   WAIT_MAX=120 (wait this long for others' builds/benchmarks before starting)
 #   NATGW=path/to/natgw (use this binary instead of building target/release/natgw)
+#   NATGW_B=path/to/natgw (the binary of mode natgwb)
 #   OUT=perf/bench-latest  BENCH_KEEP=DIR (keep a copy of the raw work directory there;
 #   then `python3 bench/report.py --work DIR --out ...` redoes the report)
 # Needs root and 2 CPUs. Installs what it needs (scripts/setup.sh names every
@@ -151,6 +156,11 @@ else
     cargo build --release --quiet --bin natgw
     NATGW=$ROOT/target/release/natgw
     NATGW_BUILD="target/release/natgw, built by this run (cargo build --release) from the working tree at $(git rev-parse --short HEAD)"
+fi
+if [[ " $PPS_MODES $PPS_1K_MODES $PACED_MODES $CONN_MODES $IPERF_MODES " == *" natgwb "* ]]; then
+    [ -n "${NATGW_B:-}" ] || die "mode natgwb needs NATGW_B=path/to/natgw (the second build to compare)"
+    [ -x "$NATGW_B" ] || die "NATGW_B=$NATGW_B is not an executable"
+    NATGW_BUILD="$NATGW_BUILD; mode natgwb: NATGW_B=$NATGW_B (sha256 $(sha256sum "$NATGW_B" | cut -c1-16))"
 fi
 XDPFWD=""
 XDPFWD_NOTE=""
@@ -405,6 +415,7 @@ done
 
 # --- gateways ----------------------------------------------------------------------------
 natgw_pid=""
+natgw_run=$NATGW
 natgw_config() { # backend ruleset(nat|raw|lb|lbdnat) queues cpus coalesce_us
     local backend=$1 rules=$2 queues=${3:-1} cpus=${4:-$GW_CPU} coalesce=${5:-0}
     cat <<EOF
@@ -501,12 +512,13 @@ natgw_config afxdp nat 1 "$GW_CPU" "$NATGW_COALESCE_US" >"$work/meta/natgwc_conf
 "$NATGW" check --config "$work/meta/natgw_config" >/dev/null || die "natgw check refused the bench config"
 "$NATGW" check --config "$work/meta/natgw_raw_config" >/dev/null || die "natgw check refused the raw (accept-all) config"
 
-natgw_start() { # backend rules [queues cpus]
+natgw_start() { # backend rules [queues cpus]; runs $NATGW_RUN (default $NATGW)
     natgw_config "$@" >"$work/natgw.toml"
     rm -f "$work/natgw.sock"
     : >"$work/natgw.log"
+    natgw_run=${NATGW_RUN:-$NATGW}
     bg ip netns exec "$P-gw" taskset -c "$([ "${3:-1}" = 1 ] && echo $GW_CPU || echo "$GW_CPU,$GEN_CPU")" \
-        "$NATGW" run --config "$work/natgw.toml" >>"$work/natgw.log" 2>&1
+        "$natgw_run" run --config "$work/natgw.toml" >>"$work/natgw.log" 2>&1
     natgw_pid=$BG
     local i
     for i in $(seq 150); do
@@ -590,6 +602,7 @@ gw_mode() { # mode; returns 1 if the gateway did not start
     tun) natgw_start tun nat ;;
     natgw2q) natgw_start afxdp nat 0 "$GW_CPU, $GEN_CPU" ;;
     natgwc) natgw_start afxdp nat 1 "$GW_CPU" "$NATGW_COALESCE_US" ;;
+    natgwb) NATGW_RUN=$NATGW_B natgw_start afxdp nat ;;
     lb) natgw_start afxdp lb ;;
     lbdnat) natgw_start afxdp lbdnat ;;
     xdpfwd) xdpfwd_start ;;
@@ -652,12 +665,11 @@ cpu_delta() { # before after
 # utime + stime of the running natgw process, all its threads ("-" when none runs). natgw_pid
 # is natgw itself (ip netns exec, taskset and setsid exec); its comm is checked, and it
 # is parsed after the last ')' since a comm may hold spaces and parentheses.
-NATGW_COMM=${NATGW##*/}
-NATGW_COMM=${NATGW_COMM:0:15}
 gw_ticks() {
-    local n=-
+    local n=- comm=${natgw_run##*/}
+    comm=${comm:0:15}
     if [ -n "$natgw_pid" ]; then
-        n=$(awk -v want="$NATGW_COMM" '{
+        n=$(awk -v want="$comm" '{
             s = $0; c = s; sub(/^[^(]*\(/, "", c); sub(/\)[^)]*$/, "", c)
             sub(/^.*\) /, "", s); split(s, f, " ")
             # after the comm: f[1] = field 3 (state), f[12] = field 14 (utime), f[13] = field 15 (stime)
@@ -679,7 +691,7 @@ natgw_flows() { # live flows, all protocols (like nf_conntrack_count); `natgw fl
 flows_seen() { # mode -> flows the gateway holds now
     case $1 in
     kernel) inns gw cat /proc/sys/net/netfilter/nf_conntrack_count ;;
-    natgw | raw | tun | natgw2q | natgwc) natgw_flows ;;
+    natgw | raw | tun | natgw2q | natgwc | natgwb) natgw_flows ;;
     *) echo null ;;
     esac
 }
@@ -845,7 +857,7 @@ paced_run() { # mode rate rep frac (percent of the kernel's peak, or null)
     cpu1_ns=$(jiffy_ns_per_s $((gb1 - gb0)) "$dt")
     gw_ns=$irq_ns
     case $mode in
-    natgw | raw | tun | natgw2q | natgwc)
+    natgw | raw | tun | natgw2q | natgwc | natgwb)
         if [ "$n0" != - ] && [ "$n1" != - ]; then
             natgw_ns=$(jiffy_ns_per_s $((n1 - n0)) "$dt")
             gw_ns=$(jiffy_ns_per_s $((gi1 - gi0 + n1 - n0)) "$dt")
