@@ -523,12 +523,12 @@ class Report:
             detail = (f"gateway CPU {a:.0f} ns ({pn['gw_cpu_ns_per_packet_min']:.0f}–{pn['gw_cpu_ns_per_packet_max']:.0f}) "
                       f"vs {b:.0f} ns ({pk['gw_cpu_ns_per_packet_min']:.0f}–{pk['gw_cpu_ns_per_packet_max']:.0f}), "
                       f"median (min–max) of {pn['reps']}/{pk['reps']} runs{mw}")
-            ok, wins, n = self.paired_verdict(pn.get("gw_cpu_ns_per_packet_by_rep", {}),
-                                              pk.get("gw_cpu_ns_per_packet_by_rep", {}))
+            ok, wins, pairs = self.paired_verdict(pn.get("gw_cpu_ns_per_packet_by_rep", {}),
+                                                  pk.get("gw_cpu_ns_per_packet_by_rep", {}))
             if ok is None:
                 ok = a <= b
             else:
-                detail += f"; natgw at or below the kernel in {wins} of {n} side-by-side repetitions" + (
+                detail += f"; natgw at or below the kernel in {wins} of {pairs} side-by-side repetitions" + (
                     " (within run-to-run noise: no verdict)" if ok == "?" else "")
             if a <= 0 or b <= 0:
                 self.target(name, "?", detail + f" — a gateway-CPU median is <= 0, not valid ({self.gw_cpu_invalid.get(rate, '')})")
@@ -562,11 +562,11 @@ class Report:
                 extra = ""
                 if pn["loss_max"] and pn["loss_max"] > 0.01:
                     extra = f" (natgw lost {pn['loss_max'] * 100:.1f}%)"
-                ok, wins, n = self.paired_verdict(pn.get("p99_us_by_rep", {}), pk.get("p99_us_by_rep", {}))
+                ok, wins, pairs = self.paired_verdict(pn.get("p99_us_by_rep", {}), pk.get("p99_us_by_rep", {}))
                 if ok is None:
                     ok = pn["p99_us"] <= pk["p99_us"]
                 else:
-                    extra += f"; natgw at or below the kernel in {wins} of {n} side-by-side repetitions" + (
+                    extra += f"; natgw at or below the kernel in {wins} of {pairs} side-by-side repetitions" + (
                         " (within run-to-run noise: no verdict)" if ok == "?" else "")
                 self.target(name, ok,
                             f"{pn['p99_us']:.1f} us ({pn['p99_us_min']:.1f}–{pn['p99_us_max']:.1f}) vs "

@@ -1155,4 +1155,8 @@ inns gw ip -d link show lan0 | grep -o 'xdp[a-z]*' | head -1 >"$work/meta/xdp_le
 
 # === report ============================================================================================
 log "writing the report"
-python3 bench/report.py --work "$work" --out "$OUT" --natgw "$NATGW" ${XDPFWD:+--xdpfwd "$XDPFWD"}
+if ! python3 bench/report.py --work "$work" --out "$OUT" --natgw "$NATGW" ${XDPFWD:+--xdpfwd "$XDPFWD"}; then
+    # A report bug must not lose the run's measurements: keep them to redo the report.
+    BENCH_KEEP=${BENCH_KEEP:-$ROOT/target/bench-work-$P}
+    die "bench/report.py failed; the raw measurements are kept in $BENCH_KEEP (redo: python3 bench/report.py --work $BENCH_KEEP --out $OUT)"
+fi
