@@ -898,7 +898,7 @@ class Report:
               "receiving side's softirq inline (perf/profile-misses.md), so this is not small. Everything in the sum "
               f"lies within CPU {gcpu}'s busy time, which also holds others' processes there, so the smaller of the two "
               "is an upper bound of natgw's true figure (the raw sum is `gw_cpu_sum_ns_per_s` in the JSON). For the "
-              "kernel gateways it is CPU 1's irq + softirq alone: other users' processes are not counted.")
+              f"kernel gateways it is CPU {gcpu}'s irq + softirq alone: other users' processes are not counted.")
             a(f"- ***Machine-wide***: busy time (user + nice + system + irq + softirq) of all CPUs from /proc/stat. "
               "Complete, but it counts everything else that ran on the shared machine, so it is noisy.")
             a(f"- Cross-check columns: *CPU {gcpu} busy* is the whole busy time of CPU {gcpu} (others' processes "
@@ -957,8 +957,8 @@ class Report:
                     # A/B of two builds (NATGW_B): per repetition, side by side.
                     ga, gb = pn.get("gw_cpu_ns_per_packet_by_rep", {}), pb.get("gw_cpu_ns_per_packet_by_rep", {})
                     reps = sorted(set(ga) & set(gb))
-                    if reps:
-                        rs = [gb[r] / ga[r] for r in reps if ga[r] > 0]
+                    rs = [gb[r] / ga[r] for r in reps if ga[r] > 0]
+                    if rs:
                         lower = sum(1 for r in reps if gb[r] <= ga[r])
                         pa99, pb99 = pn.get("p99_us_by_rep", {}), pb.get("p99_us_by_rep", {})
                         r99 = [pb99[r] / pa99[r] for r in sorted(set(pa99) & set(pb99)) if pa99[r] > 0]
