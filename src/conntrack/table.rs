@@ -10,7 +10,10 @@
 //!   deletion, growth by doubling per shard at 75% load.
 //! - A lookup takes one shard's read lock, compares the tag, then the tuple
 //!   stored in the slot, and updates the slot's state, timer and counters
-//!   with atomic operations while still holding that read lock.
+//!   with atomic operations while still holding that read lock. The shard
+//!   locks are big-reader locks (`brlock.rs`): a reader writes only its
+//!   own thread's line, so workers reading the same shards do not bounce a
+//!   lock word between their cores; a writer pays for that.
 //! - Removing a flow takes the write locks of both of its index shards (in
 //!   shard order), so no reader can be looking at a slot being freed; a
 //!   per-slot generation makes stale [`FlowId`]s harmless.
@@ -19,12 +22,12 @@
 //! of a flow may be handled on another worker thread than its original
 //! direction without any hand-off.
 
+use super::brlock::ShardLocks;
 use super::source::{Admit, SourceCounts};
 use super::state::{Dir, TcpEvent, TcpState, Time, Timeouts, Transition, tcp_transition};
 use super::window::{self, TcpSeg, Windows};
 use crate::packet::{Tuple, proto};
-use crossbeam_utils::CachePadded;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 use std::sync::atomic::{
@@ -335,7 +338,9 @@ struct SlotAlloc {
 
 /// The shared flow table. See the module docs for its layout.
 pub struct FlowTable {
-    shards: Box<[CachePadded<RwLock<Index>>]>,
+    /// The index shards, each behind a lock whose readers write only
+    /// their own thread's lines (`brlock.rs`).
+    shards: ShardLocks<Index>,
     chunks: Box<[OnceLock<Box<[Slot]>>]>,
     /// TCP window state, indexed like `chunks`; a chunk's comes with its
     /// first TCP flow (UDP-only tables never pay for it).
@@ -366,9 +371,7 @@ impl FlowTable {
         let chunks = max.div_ceil(CHUNK);
         let mix = |k: u64| fold_mul(seed ^ k, 0x9e37_79b9_7f4a_7c15) | 1;
         let table = FlowTable {
-            shards: (0..SHARDS)
-                .map(|_| CachePadded::new(RwLock::new(Index::new())))
-                .collect(),
+            shards: ShardLocks::new(SHARDS, Index::new),
             chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
             windows: (0..chunks).map(|_| OnceLock::new()).collect(),
             liberal: AtomicBool::new(false),
@@ -455,8 +458,8 @@ impl FlowTable {
     }
 
     #[inline]
-    fn shard(&self, h: u64) -> &RwLock<Index> {
-        &self.shards[h as usize & (SHARDS - 1)]
+    fn shard(&self, h: u64) -> usize {
+        h as usize & (SHARDS - 1)
     }
 
     #[inline]
@@ -471,7 +474,7 @@ impl FlowTable {
     pub fn track(&self, key: &Tuple, pkt: PacketInfo, now: Time) -> Lookup {
         let h = self.hash(key);
         let tag = (h >> 32) as u32;
-        let index = self.shard(h).read();
+        let index = self.shards.read(self.shard(h));
         let found = index.find(tag, |idx, dir| {
             self.slot(idx).is_some_and(|s| s.tuple(dir.index()) == *key)
         });
@@ -595,7 +598,7 @@ impl FlowTable {
     /// (state byte masked out).
     pub fn peek_flags(&self, key: &Tuple, now: Time) -> Option<(Dir, Tuple, u32)> {
         let h = self.hash(key);
-        let index = self.shard(h).read();
+        let index = self.shards.read(self.shard(h));
         let pos = index.find((h >> 32) as u32, |idx, dir| {
             self.slot(idx).is_some_and(|s| s.tuple(dir.index()) == *key)
         })?;
@@ -613,7 +616,7 @@ impl FlowTable {
     /// True if some live or not-yet-swept flow uses `key` in either direction.
     pub fn contains(&self, key: &Tuple) -> bool {
         let h = self.hash(key);
-        let index = self.shard(h).read();
+        let index = self.shards.read(self.shard(h));
         index
             .find((h >> 32) as u32, |idx, dir| {
                 self.slot(idx).is_some_and(|s| s.tuple(dir.index()) == *key)
@@ -747,7 +750,7 @@ impl FlowTable {
             }
             let orig = s.tuple(0);
             let h = self.hash(&orig);
-            let index = self.shard(h).read();
+            let index = self.shards.read(self.shard(h));
             let linked = index
                 .find((h >> 32) as u32, |i, d| i == idx && d == Dir::Orig)
                 .is_some();
@@ -821,12 +824,12 @@ impl FlowTable {
     ) -> R {
         let (s1, s2) = (h1 as usize & (SHARDS - 1), h2 as usize & (SHARDS - 1));
         if s1 == s2 {
-            let mut a = self.shards[s1].write();
+            let mut a = self.shards.write(s1);
             return f(&mut a, None);
         }
         let (lo, hi) = (s1.min(s2), s1.max(s2));
-        let mut g_lo = self.shards[lo].write();
-        let mut g_hi = self.shards[hi].write();
+        let mut g_lo = self.shards.write(lo);
+        let mut g_hi = self.shards.write(hi);
         if s1 == lo {
             f(&mut g_lo, Some(&mut g_hi))
         } else {
@@ -982,7 +985,7 @@ impl FlowTable {
     /// hands meanwhile).
     fn with_orig<R>(&self, orig: &Tuple, f: impl FnOnce(u32, &Slot) -> R) -> Option<R> {
         let h = self.hash(orig);
-        let index = self.shard(h).read();
+        let index = self.shards.read(self.shard(h));
         let pos = index.find((h >> 32) as u32, |idx, dir| {
             dir == Dir::Orig && self.slot(idx).is_some_and(|s| s.tuple(0) == *orig)
         })?;
