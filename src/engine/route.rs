@@ -84,6 +84,10 @@ pub struct RouteTable {
     version: u64,
     /// Longest prefix first.
     routes: Vec<Route>,
+    /// `(network, mask)` of each of `routes`, in the same order: what the
+    /// per-packet scan compares (the mask is not rebuilt from the prefix
+    /// length for every route of every packet).
+    keys: Vec<(u32, u32)>,
     /// Longest prefix first; empty on most gateways.
     policy: Vec<PolicyRoute>,
 }
@@ -105,6 +109,10 @@ impl RouteTable {
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len));
         RouteTable {
             version: 0,
+            keys: routes
+                .iter()
+                .map(|r| (r.prefix.addr, r.prefix.mask()))
+                .collect(),
             routes,
             policy: Vec::new(),
         }
@@ -144,13 +152,15 @@ impl RouteTable {
 
     #[inline]
     pub fn lookup(&self, dst: u32) -> Option<NextHop> {
-        self.routes
+        let i = self
+            .keys
             .iter()
-            .find(|r| r.prefix.contains(dst))
-            .map(|r| NextHop {
-                oif: r.oif,
-                addr: r.via.unwrap_or(dst),
-            })
+            .position(|&(net, mask)| dst & mask == net)?;
+        let r = self.routes.get(i)?;
+        Some(NextHop {
+            oif: r.oif,
+            addr: r.via.unwrap_or(dst),
+        })
     }
 
     pub fn routes(&self) -> &[Route] {
