@@ -5,8 +5,8 @@
 //! (an atomic add on lock and on unlock). Two workers reading the same
 //! shards (a packet of any flow may take any shard) make that word's line
 //! bounce between their cores on every packet, although their flows are
-//! disjoint: two threads on one table reached x0.8 of one thread on table
-//! lookups alone (perf/core-microbench.md, "Two threads").
+//! disjoint: two threads on one table reached x0.7–1.1 of one thread on
+//! table lookups alone (perf/core-microbench.md, "Two threads").
 //!
 //! Here each thread has a lane (one of [`LANES`], given out in turn at its
 //! first lock) with a reader count per shard, in memory no other lane
@@ -21,8 +21,8 @@
 //!
 //! Crossbeam's `ShardedLock` does the same with a whole `RwLock` per lane;
 //! its writer takes all eight of them, which made a new flow (two shard
-//! write locks) ~470 instructions and ~35% slower. A writer here is a mutex,
-//! two stores and one load per lane.
+//! write locks) ~460 instructions dearer and 35–50% slower. A writer here
+//! is a mutex, two stores and one load per lane.
 //!
 //! As with most reader-writer locks, a thread must not take a shard it
 //! already holds again (reading or writing): that deadlocks.
