@@ -307,7 +307,7 @@ impl Hash for Key {
     }
 }
 
-/// Same fields (and size, 88 bytes) as the table's private `Slot`.
+/// Same fields (and size, 104 bytes) as the table's private `Slot`.
 #[derive(Default)]
 pub struct Slot {
     tuples: [[AtomicU64; 2]; 2],
@@ -315,8 +315,10 @@ pub struct Slot {
     state: AtomicU32,
     gen_: AtomicU32,
     mark: AtomicU32,
+    _born: AtomicU32,
     packets: [AtomicU64; 2],
     bytes: [AtomicU64; 2],
+    _hops: [AtomicU64; 2],
 }
 
 impl Slot {

@@ -1973,3 +1973,67 @@ to = "192.0.2.50"
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Routes of live flows (each flow caches its next hops: they must follow
+// the routing table, never outlive it)
+
+/// `gw` reloaded with [`masq`] plus `extra` TOML (routes).
+fn reload_masq(gw: &Gw, extra: &str) {
+    let cfg = natgw::control::config::Config::parse(
+        &masq().raw(extra).text(),
+        std::path::Path::new("reload.toml"),
+    )
+    .unwrap();
+    gw.engine
+        .reload(&cfg.engine, cfg.ruleset, &cfg.sets, gw.now)
+        .unwrap();
+}
+
+const NEARER: &str = "\n[[route]]\nto = \"198.51.100.0/24\"\nvia = \"203.0.113.253\"\n";
+
+/// An operator adds a more specific route for a network while inside hosts
+/// talk to it: the live connection's next packets take the new route at
+/// once, and the old one again when the route is removed; its replies
+/// still reach the inside host.
+#[test]
+fn live_flow_follows_a_reloaded_route() {
+    let gw = Gw::of(masq());
+    let q = udp("10.0.0.2:40000", "198.51.100.20:53", b"q");
+    for _ in 0..3 {
+        assert_eq!(gw.on_lan(&q).next_hop(), ip(UPSTREAM));
+    }
+    let port = gw.on_lan(&q).seen().sport;
+    let answer = udp("198.51.100.20:53", &public(port), b"a");
+    assert_eq!(gw.on_wan(&answer).next_hop(), ip("10.0.0.2"));
+
+    reload_masq(&gw, NEARER);
+    for _ in 0..3 {
+        let out = gw.on_lan(&q);
+        assert_eq!(out.next_hop(), ip("203.0.113.253"), "the new route");
+        assert_eq!(out.seen().sport, port, "the same flow");
+    }
+    assert_eq!(gw.on_wan(&answer).next_hop(), ip("10.0.0.2"));
+
+    reload_masq(&gw, "");
+    assert_eq!(gw.on_lan(&q).next_hop(), ip(UPSTREAM), "route removed");
+    assert_eq!(gw.flows().len(), 1);
+}
+
+/// A flow that ends leaves nothing of its route to the next flow that
+/// takes its place in the table.
+#[test]
+fn a_new_flow_does_not_inherit_an_old_flows_route() {
+    let mut gw = Gw::of(masq().raw(NEARER));
+    let old = udp("10.0.0.2:40000", "198.51.100.20:53", b"q");
+    for _ in 0..3 {
+        assert_eq!(gw.on_lan(&old).next_hop(), ip("203.0.113.253"));
+    }
+    gw.advance_secs(3600);
+    assert_eq!(gw.sweep(), 1, "the old flow expired");
+    let new = udp("10.0.0.2:40000", "192.0.2.7:53", b"q");
+    for _ in 0..3 {
+        assert_eq!(gw.on_lan(&new).next_hop(), ip(UPSTREAM));
+    }
+    assert_eq!(gw.flows().len(), 1);
+}

@@ -19,7 +19,7 @@ pub use state::{
     tcp_transition,
 };
 pub use table::{
-    BORN_UNIT_NS, FlowId, FlowRecord, FlowTable, Hit, InsertError, Lookup, MAX_FLOWS_LIMIT,
-    NewFlow, PacketInfo, flags,
+    BORN_UNIT_NS, FlowId, FlowRecord, FlowTable, HOP_TAG_BITS, HOP_TAG_MASK, Hit, InsertError,
+    Lookup, MAX_FLOWS_LIMIT, NewFlow, PacketInfo, flags,
 };
 pub use window::TcpSeg;

@@ -41,6 +41,11 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// Largest supported `max_flows` (slot index + 1 must fit in 31 bits).
 pub const MAX_FLOWS_LIMIT: u32 = 1 << 30;
 
+/// Low bits of a cached next-hop word ([`Hit::hop`]) that tag what it was
+/// computed from; the rest is the caller's.
+pub const HOP_TAG_BITS: u32 = 24;
+pub const HOP_TAG_MASK: u64 = (1 << HOP_TAG_BITS) - 1;
+
 /// Flag bits stored with the flow's protocol state.
 pub mod flags {
     /// A packet was seen in the reply direction.
@@ -73,11 +78,15 @@ struct Slot {
     /// Opaque word for the NAT layer (e.g. the rule that created the flow).
     mark: AtomicU32,
     /// When the flow was created, in [`BORN_UNIT_NS`] units, wrapped to 32
-    /// bits (it fits in the slot's padding: the slot stays 88 bytes);
+    /// bits (it shares a word with `mark`, so the slot needs no padding);
     /// [`Slot::record`] widens it again from `expires`.
     born: AtomicU32,
     packets: [AtomicU64; 2],
     bytes: [AtomicU64; 2],
+    /// Per direction, the next hop its packets leave by, as the NAT layer
+    /// cached it ([`FlowTable::track_routed`]); 0: none. Opaque here; reset
+    /// when the slot takes a new flow.
+    hops: [AtomicU64; 2],
 }
 
 impl Slot {
@@ -182,6 +191,9 @@ pub struct Hit {
     /// The TCP states this packet moved the flow from and to, when it
     /// changed the state.
     pub tcp_change: Option<(TcpState, TcpState)>,
+    /// The next hop cached for this direction (see
+    /// [`track_routed`](FlowTable::track_routed)); 0: none.
+    pub hop: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -472,6 +484,25 @@ impl FlowTable {
     /// its protocol state, timer and counters.
     #[inline]
     pub fn track(&self, key: &Tuple, pkt: PacketInfo, now: Time) -> Lookup {
+        self.track_routed(key, pkt, now, 0, |_| 0)
+    }
+
+    /// [`track`](Self::track) that also reads the next hop cached in the
+    /// flow for the packet's direction. A cached word whose low
+    /// [`HOP_TAG_BITS`] equal `hop_tag` (non-zero) is returned as [`Hit::hop`];
+    /// otherwise `fill` computes the word from the hit (0: nothing to
+    /// cache), and it is stored in the flow and returned. `fill` runs under
+    /// the index shard's read lock, so the flow cannot be removed, nor its
+    /// slot reused, while its word is stored.
+    #[inline]
+    pub fn track_routed(
+        &self,
+        key: &Tuple,
+        pkt: PacketInfo,
+        now: Time,
+        hop_tag: u32,
+        fill: impl FnOnce(&Hit) -> u64,
+    ) -> Lookup {
         let h = self.hash(key);
         let tag = (h >> 32) as u32;
         let index = self.shards.read(self.shard(h));
@@ -508,7 +539,7 @@ impl FlowTable {
         // these; a rare race costs a count, never a flow.
         s.packets[d].store(s.packets[d].load(Relaxed) + 1, Relaxed);
         s.bytes[d].store(s.bytes[d].load(Relaxed) + pkt.len as u64, Relaxed);
-        Lookup::Hit(Hit {
+        let mut hit = Hit {
             id,
             dir,
             other: s.tuple(1 - d),
@@ -521,7 +552,29 @@ impl FlowTable {
                     (state(old), state(st))
                 },
             ),
-        })
+            hop: s.hops[d].load(Relaxed),
+        };
+        if hop_tag == 0 || hit.hop & HOP_TAG_MASK != hop_tag as u64 {
+            hit.hop = fill(&hit);
+            if hit.hop != 0 {
+                s.hops[d].store(hit.hop, Relaxed);
+            }
+        }
+        drop(index);
+        Lookup::Hit(hit)
+    }
+
+    /// Forgets every flow's cached next hops (the NAT layer's tags are
+    /// about to repeat).
+    pub fn clear_hops(&self) {
+        let high = self.alloc.lock().next;
+        for idx in 0..high {
+            if let Some(s) = self.slot(idx) {
+                for h in &s.hops {
+                    h.store(0, Relaxed);
+                }
+            }
+        }
     }
 
     /// Window tracking of a segment of a live TCP flow: false when it is
@@ -776,6 +829,9 @@ impl FlowTable {
         );
         s.mark.store(rec.mark, Relaxed);
         s.born.store(narrow_born(rec.born), Relaxed);
+        for h in &s.hops {
+            h.store(0, Relaxed);
+        }
         for d in 0..2 {
             s.packets[d].store(rec.packets[d], Relaxed);
             s.bytes[d].store(rec.bytes[d], Relaxed);
@@ -1028,5 +1084,76 @@ impl FlowTable {
                 f(id, rec);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod hop_tests {
+    use super::*;
+
+    fn flow() -> NewFlow {
+        let orig = Tuple {
+            src: 0x0a00_0002,
+            dst: 0xc633_6414,
+            sport: 40000,
+            dport: 53,
+            proto: proto::UDP,
+        };
+        NewFlow {
+            orig,
+            reply: orig.invert(),
+            tcp_flags: None,
+            seg: None,
+            flags: 0,
+            mark: 0,
+            len: 40,
+        }
+    }
+
+    fn pkt() -> PacketInfo {
+        PacketInfo {
+            tcp_flags: None,
+            len: 40,
+            seg: None,
+        }
+    }
+
+    /// The hop a `track_routed` call ends with, and whether it had to
+    /// compute it.
+    fn hop(t: &FlowTable, key: &Tuple, tag: u32, word: u64) -> (u64, bool) {
+        let mut filled = false;
+        let l = t.track_routed(key, pkt(), Time::from_secs(1), tag, |_| {
+            filled = true;
+            word
+        });
+        let Lookup::Hit(h) = l else { panic!("{l:?}") };
+        (h.hop, filled)
+    }
+
+    #[test]
+    fn a_flow_keeps_each_directions_hop_while_the_tag_holds() {
+        let t = FlowTable::new(16, Timeouts::default(), 1);
+        let f = flow();
+        t.insert(&f, Time::from_secs(1)).unwrap();
+        let out = 7 << HOP_TAG_BITS | 5;
+        assert_eq!(
+            hop(&t, &f.orig, 5, out),
+            (out, true),
+            "first packet computes"
+        );
+        assert_eq!(hop(&t, &f.orig, 5, 1), (out, false), "next ones take it");
+        let back = 9 << HOP_TAG_BITS | 5;
+        assert_eq!(hop(&t, &f.reply, 5, back), (back, true), "per direction");
+        assert_eq!(hop(&t, &f.orig, 5, 1), (out, false));
+        // Another tag (the routes changed): computed again.
+        let out6 = 8 << HOP_TAG_BITS | 6;
+        assert_eq!(hop(&t, &f.orig, 6, out6), (out6, true));
+        // Tag 0 never takes a cached word; a fill of 0 stores nothing.
+        assert_eq!(hop(&t, &f.orig, 0, 0), (0, true));
+        assert_eq!(hop(&t, &f.orig, 6, 1), (out6, false));
+        // Forgotten by clear_hops.
+        t.clear_hops();
+        assert_eq!(hop(&t, &f.orig, 6, out6), (out6, true));
+        assert_eq!(hop(&t, &f.reply, 5, back), (back, true));
     }
 }

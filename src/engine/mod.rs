@@ -451,8 +451,16 @@ impl Engine {
 
     /// Replaces the routing table, policy routes included.
     pub fn set_routes_policy(&self, extra: &[Route], policy: &[PolicyRoute]) {
+        let before = self.routes.version();
         self.routes
             .store(RouteTable::with_policy(&self.cfg.interfaces, extra, policy));
+        // Flows cache next hops tagged with the low bits of a version: when
+        // those bits wrap, old tags could match again, so they go.
+        if before >> crate::conntrack::HOP_TAG_BITS
+            != self.routes.version() >> crate::conntrack::HOP_TAG_BITS
+        {
+            self.table.clear_hops();
+        }
     }
 
     /// True for addresses the gateway owns (see [`local_ranges`]).
@@ -549,7 +557,24 @@ impl Engine {
             len: (p.end - p.l3) as u32,
             seg,
         };
-        let out = match self.table.track(&p.tuple, info, now) {
+        // The flow's cached next hop is taken while the routing table it
+        // was looked up in is the published one (see `route::pack_hop`).
+        let route_tag = route::hop_tag(self.routes.version());
+        let src = p.tuple.src;
+        let fill = |h: &crate::conntrack::Hit| {
+            let mark = match h.dir {
+                crate::conntrack::Dir::Reply => nat_flags::mark_of(h.flags),
+                crate::conntrack::Dir::Orig => 0,
+            };
+            self.routes.with(|t| {
+                t.lookup_from(h.other.src, src, mark)
+                    .map_or(0, |hop| route::pack_hop(hop, t.version()))
+            })
+        };
+        let out = match self
+            .table
+            .track_routed(&p.tuple, info, now, route_tag, fill)
+        {
             Lookup::OutOfWindow => return Verdict::Drop(DropReason::TcpOutOfWindow),
             Lookup::Hit(h) if !self.lb_reuse(&h) => {
                 if h.tcp_invalid {
@@ -576,7 +601,7 @@ impl Engine {
                     crate::conntrack::Dir::Reply => nat_flags::mark_of(h.flags),
                     crate::conntrack::Dir::Orig => 0,
                 };
-                (h.other.invert(), mark)
+                (h.other.invert(), mark, h.hop)
             }
             // No live flow for the packet, or one that must give way: an
             // expired one, or a finished load-balanced connection that a
@@ -597,15 +622,20 @@ impl Engine {
                 match self.new_flow(p, iif, info, now, c) {
                     Ok(t) => {
                         self.changes.note(c.lane(), p.tuple);
-                        (t, 0)
+                        (t, 0, 0)
                     }
                     Err(v) => return v,
                 }
             }
         };
-        let (out, mark) = out;
-        let Some(hop) = self.route_from(out.dst, p.tuple.src, mark) else {
-            return Verdict::Drop(DropReason::NoRoute);
+        let (out, mark, cached) = out;
+        let hop = if cached != 0 {
+            route::unpack_hop(cached)
+        } else {
+            let Some(hop) = self.route_from(out.dst, p.tuple.src, mark) else {
+                return Verdict::Drop(DropReason::NoRoute);
+            };
+            hop
         };
         let tunneled = self.tunnel(hop.oif).is_some();
         if tunneled && let Some(v) = self.tunnel_too_big(buf, p, hop, iif, now, c) {

@@ -12,6 +12,7 @@
 //! among those whose selectors match); when none matches, the main table
 //! decides, as Linux falls through to `main` when table T has no route.
 
+use crate::conntrack::{HOP_TAG_BITS, HOP_TAG_MASK};
 use crate::nat::{IfAddr, IfId, Prefix};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -146,6 +147,12 @@ impl RouteTable {
         self.lookup(dst)
     }
 
+    /// Names this table among every table the process published (0: not
+    /// published).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     pub fn policy(&self) -> &[PolicyRoute] {
         &self.policy
     }
@@ -209,6 +216,12 @@ impl SharedRoutes {
         self.version.store(v, Ordering::Release);
     }
 
+    /// The version of the table published last.
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// The current table (an `ArcSwap` load: for the control side).
     pub fn load(&self) -> arc_swap::Guard<Arc<RouteTable>> {
         self.table.load()
@@ -228,6 +241,36 @@ impl SharedRoutes {
             }
         })
     }
+}
+
+/// A next hop as a flow caches it ([`crate::conntrack::Hit::hop`]): the
+/// address, the interface and the low [`HOP_TAG_BITS`] of the version of
+/// the table it was looked up in; the flow's next packets take it while
+/// that table is the published one. 0 (nothing cached) when the tag bits
+/// are 0 or the interface does not fit in 8 bits.
+#[inline]
+pub fn pack_hop(hop: NextHop, version: u64) -> u64 {
+    let tag = version & HOP_TAG_MASK;
+    if tag == 0 || hop.oif > 0xff {
+        return 0;
+    }
+    (hop.addr as u64) << 32 | (hop.oif as u64) << HOP_TAG_BITS | tag
+}
+
+/// The next hop of a non-zero [`pack_hop`] word.
+#[inline]
+pub fn unpack_hop(w: u64) -> NextHop {
+    NextHop {
+        oif: ((w >> HOP_TAG_BITS) & 0xff) as IfId,
+        addr: (w >> 32) as u32,
+    }
+}
+
+/// The tag a cached next hop must carry to be taken while `version` is
+/// the published table.
+#[inline]
+pub fn hop_tag(version: u64) -> u32 {
+    (version & HOP_TAG_MASK) as u32
 }
 
 impl std::fmt::Display for Route {
@@ -373,5 +416,25 @@ mod tests {
         let t = RouteTable::with_policy(&ifs, &[def], &[narrow]);
         assert_eq!(t.lookup_from(c, 0, 3).map(|h| h.oif), Some(1));
         assert_eq!(t.lookup_from(a("192.0.2.9"), 0, 3).map(|h| h.oif), Some(2));
+    }
+
+    #[test]
+    fn a_packed_hop_unpacks_to_itself_or_is_not_cached() {
+        let hop = NextHop {
+            oif: 3,
+            addr: u32::from(Ipv4Addr::new(203, 0, 113, 254)),
+        };
+        let w = pack_hop(hop, (1 << 40) + 77);
+        assert_eq!(unpack_hop(w), hop);
+        assert_eq!(w & HOP_TAG_MASK, hop_tag(77) as u64);
+        // Tags whose low bits are 0 would match an empty word's: not cached.
+        assert_eq!(pack_hop(hop, 1 << HOP_TAG_BITS), 0);
+        // Interfaces past 255 do not fit the word: not cached.
+        assert_eq!(pack_hop(NextHop { oif: 256, ..hop }, 77), 0);
+        let all = NextHop {
+            oif: 255,
+            addr: u32::MAX,
+        };
+        assert_eq!(unpack_hop(pack_hop(all, HOP_TAG_MASK)), all);
     }
 }
