@@ -32,6 +32,7 @@ LABELS = {
     "xdpfwd": "minimal AF_XDP forwarder (bench/xdpfwd, no NAT)",
     "natgw2q": "natgw AF_XDP, 2 queues per interface",
     "natgwc": "natgw AF_XDP with receive coalescing (afxdp.coalesce_us), masquerade",
+    "natgwrt": "natgw AF_XDP with its workers at real-time priority (afxdp.rt_priority), masquerade",
     "natgwb": "natgw AF_XDP, masquerade, second build (NATGW_B)",
     "lbdnat": "natgw AF_XDP, client -> DNAT rule -> server (+ masquerade)",
     "lb": "natgw AF_XDP, client -> virtual service (rr, 2 real servers) -> server (+ masquerade)",
@@ -39,9 +40,9 @@ LABELS = {
 SHORT = {
     "ceiling": "ceiling", "base": "base", "route": "kernel route", "kernel": "kernel NAT",
     "natgw": "natgw AF_XDP", "raw": "natgw raw", "tun": "natgw TUN", "xdpfwd": "xdpfwd",
-    "natgw2q": "natgw 2 queues", "natgwc": "natgw coalescing", "natgwb": "natgw (B build)", "lbdnat": "natgw DNAT rule", "lb": "natgw LB service",
+    "natgw2q": "natgw 2 queues", "natgwc": "natgw coalescing", "natgwrt": "natgw real-time", "natgwb": "natgw (B build)", "lbdnat": "natgw DNAT rule", "lb": "natgw LB service",
 }
-ORDER = ["ceiling", "base", "route", "kernel", "natgw", "natgwb", "natgwc", "raw", "tun", "xdpfwd", "natgw2q", "lbdnat", "lb"]
+ORDER = ["ceiling", "base", "route", "kernel", "natgw", "natgwb", "natgwc", "natgwrt", "raw", "tun", "xdpfwd", "natgw2q", "lbdnat", "lb"]
 FLOW_ORDER = ["1", "1k", "100k", "1M"]
 
 
@@ -217,7 +218,7 @@ class Report:
             return False, wins, n
         return "?", wins, n
 
-    NATGW_MODES = ("natgw", "raw", "tun", "natgw2q", "natgwc", "natgwb")
+    NATGW_MODES = ("natgw", "raw", "tun", "natgw2q", "natgwc", "natgwrt", "natgwb")
 
     @staticmethod
     def _dedup_gw(r):

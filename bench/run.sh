@@ -27,6 +27,8 @@
 #   natgw2q  natgw on AF_XDP with two queues per interface (figure 7)
 #   natgwc   natgw on AF_XDP with receive coalescing (afxdp.coalesce_us = NATGW_COALESCE_US,
 #            default 50), masquerade
+#   natgwrt  natgw on AF_XDP with its workers at real-time priority (afxdp.rt_priority =
+#            NATGW_RT_PRIORITY, default 10), masquerade
 #   natgwb   as natgw, but the binary NATGW_B (another build, for an A/B comparison of two
 #            builds interleaved in one run; needs NATGW_B)
 #
@@ -64,7 +66,7 @@
 # Environment overrides (defaults: full run; --quick changes them):
 #   FIGS="1 2 3 4 5 6 7"  REPS=3 DUR=4 WARM=2  FLOWS="1 1k 100k 1M"
 #   PPS_MODES="ceiling kernel natgw"  PPS_1K_MODES="route raw xdpfwd tun"
-#   PACED_MODES="base route kernel natgw natgwc tun"  PACED_REPS=5 PACED_DUR=10
+#   PACED_MODES="base route kernel natgw natgwc natgwrt tun"  PACED_REPS=5 PACED_DUR=10
 #   PACED_FRACS="25 50" (percents of the kernel NAT's median 1k-flow pps from figure 1; without
 #   figure 1 its peak is taken as 202000 pps)  PACED_RATES="50000 100000" (explicit rates in
 #   pps, override PACED_FRACS)  PACED_RATE=N (one explicit rate, overrides both)
@@ -107,7 +109,7 @@ WARM=${WARM:-2}
 FLOWS=${FLOWS:-"1 1k 100k 1M"}
 PPS_MODES=${PPS_MODES-"ceiling kernel natgw"}
 PPS_1K_MODES=${PPS_1K_MODES-"route raw xdpfwd tun"}
-PACED_MODES=${PACED_MODES-"base route kernel natgw natgwc tun"}
+PACED_MODES=${PACED_MODES-"base route kernel natgw natgwc natgwrt tun"}
 PACED_DUR=${PACED_DUR:-10}
 PACED_REPS=${PACED_REPS:-5}
 PACED_FRACS=${PACED_FRACS:-"25 50"}
@@ -116,6 +118,7 @@ PACED_RATE=${PACED_RATE:-}
 PACED_PEAK_FALLBACK=202000 # the kernel NAT's 1k-flow pps taken when figure 1 did not run
 PACED_FLOWS=1024
 NATGW_COALESCE_US=${NATGW_COALESCE_US:-50} # afxdp.coalesce_us of mode natgwc
+NATGW_RT_PRIORITY=${NATGW_RT_PRIORITY:-10} # afxdp.rt_priority of mode natgwrt
 CONN_MODES=${CONN_MODES-"route kernel natgw tun lbdnat lb"}
 CONN_DUR=${CONN_DUR:-5}
 CONN_CONCURRENCY=${CONN_CONCURRENCY:-32}
@@ -416,8 +419,8 @@ done
 # --- gateways ----------------------------------------------------------------------------
 natgw_pid=""
 natgw_run=$NATGW
-natgw_config() { # backend ruleset(nat|raw|lb|lbdnat) queues cpus coalesce_us
-    local backend=$1 rules=$2 queues=${3:-1} cpus=${4:-$GW_CPU} coalesce=${5:-0}
+natgw_config() { # backend ruleset(nat|raw|lb|lbdnat) queues cpus coalesce_us rt_priority
+    local backend=$1 rules=$2 queues=${3:-1} cpus=${4:-$GW_CPU} coalesce=${5:-0} rt=${6:-0}
     cat <<EOF
 # bench/run.sh: natgw $backend, ruleset $rules, $queues queue(s) per interface
 [gateway]
@@ -434,6 +437,7 @@ mode = "auto"
 queues = $queues
 cpus = [$cpus]
 coalesce_us = $coalesce
+rt_priority = $rt
 
 [[interface]]
 name = "lan0"
@@ -509,6 +513,7 @@ natgw_config afxdp nat >"$work/meta/natgw_config"
 natgw_config afxdp raw >"$work/meta/natgw_raw_config"
 natgw_config afxdp nat 0 "$GW_CPU, $GEN_CPU" >"$work/meta/natgw2q_config"
 natgw_config afxdp nat 1 "$GW_CPU" "$NATGW_COALESCE_US" >"$work/meta/natgwc_config"
+natgw_config afxdp nat 1 "$GW_CPU" 0 "$NATGW_RT_PRIORITY" >"$work/meta/natgwrt_config"
 "$NATGW" check --config "$work/meta/natgw_config" >/dev/null || die "natgw check refused the bench config"
 "$NATGW" check --config "$work/meta/natgw_raw_config" >/dev/null || die "natgw check refused the raw (accept-all) config"
 
@@ -602,6 +607,7 @@ gw_mode() { # mode; returns 1 if the gateway did not start
     tun) natgw_start tun nat ;;
     natgw2q) natgw_start afxdp nat 0 "$GW_CPU, $GEN_CPU" ;;
     natgwc) natgw_start afxdp nat 1 "$GW_CPU" "$NATGW_COALESCE_US" ;;
+    natgwrt) natgw_start afxdp nat 1 "$GW_CPU" 0 "$NATGW_RT_PRIORITY" ;;
     natgwb) NATGW_RUN=$NATGW_B natgw_start afxdp nat ;;
     lb) natgw_start afxdp lb ;;
     lbdnat) natgw_start afxdp lbdnat ;;
@@ -691,7 +697,7 @@ natgw_flows() { # live flows, all protocols (like nf_conntrack_count); `natgw fl
 flows_seen() { # mode -> flows the gateway holds now
     case $1 in
     kernel) inns gw cat /proc/sys/net/netfilter/nf_conntrack_count ;;
-    natgw | raw | tun | natgw2q | natgwc | natgwb) natgw_flows ;;
+    natgw | raw | tun | natgw2q | natgwc | natgwrt | natgwb) natgw_flows ;;
     *) echo null ;;
     esac
 }
@@ -857,7 +863,7 @@ paced_run() { # mode rate rep frac (percent of the kernel's peak, or null)
     cpu1_ns=$(jiffy_ns_per_s $((gb1 - gb0)) "$dt")
     gw_ns=$irq_ns
     case $mode in
-    natgw | raw | tun | natgw2q | natgwc | natgwb)
+    natgw | raw | tun | natgw2q | natgwc | natgwrt | natgwb)
         if [ "$n0" != - ] && [ "$n1" != - ]; then
             natgw_ns=$(jiffy_ns_per_s $((n1 - n0)) "$dt")
             gw_ns=$(jiffy_ns_per_s $((gi1 - gi0 + n1 - n0)) "$dt")
@@ -1064,7 +1070,7 @@ cat >"$work/meta/settings.json" <<EOF
 {"quick": $([ "$QUICK" = 1 ] && echo true || echo false), "figs": "$FIGS", "reps": $REPS, "dur_s": $DUR, "warm_s": $WARM,
  "flows": "$FLOWS", "pps_modes": "$PPS_MODES", "pps_1k_modes": "$PPS_1K_MODES", "paced_modes": "$PACED_MODES",
  "paced_dur_s": $PACED_DUR, "paced_flows": $PACED_FLOWS, "paced_reps": $PACED_REPS, "paced_fracs": "$PACED_FRACS",
- "paced_rates_set": "${PACED_RATE:-$PACED_RATES}", "paced_peak_fallback": $PACED_PEAK_FALLBACK, "natgw_coalesce_us": $NATGW_COALESCE_US, "conn_modes": "$CONN_MODES", "conn_dur_s": $CONN_DUR,
+ "paced_rates_set": "${PACED_RATE:-$PACED_RATES}", "paced_peak_fallback": $PACED_PEAK_FALLBACK, "natgw_coalesce_us": $NATGW_COALESCE_US, "natgw_rt_priority": $NATGW_RT_PRIORITY, "conn_modes": "$CONN_MODES", "conn_dur_s": $CONN_DUR,
  "conn_concurrency": $CONN_CONCURRENCY, "iperf_modes": "$IPERF_MODES", "iperf_dur_s": $IPERF_DUR, "iperf_streams": "$IPERF_STREAMS",
  "mem_flows": $MEM_FLOWS, "mem_rate": $MEM_RATE, "queue_modes": "$QUEUE_MODES", "gen_cpu": $GEN_CPU, "gw_cpu": $GW_CPU,
  "ct_max": $CT_MAX, "ct_buckets": $CT_BUCKETS, "offloads": "$OFFLOADS", "sndbuf_bytes": $SNDBUF_BYTES,

@@ -311,6 +311,78 @@ fn tun_pinned_moves_receive_work_off_its_cpus_and_back() {
 
 /// A config natgw cannot apply is refused with a clear error before
 /// anything is attached.
+/// `(policy, rt_priority)` of each thread of process `pid`, by name
+/// (/proc/PID/task/TID/stat fields 41 and 40; policy 1 = SCHED_FIFO).
+fn thread_policies(pid: u32) -> Vec<(String, u32, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = e.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the ")" that ends the name: the 3rd field is first.
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |x| x.1)
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| {
+            rest.get(n - 3)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u32::MAX)
+        };
+        out.push((comm.trim().to_string(), field(41), field(40)));
+    }
+    out
+}
+
+/// `[afxdp] rt_priority = 10`: the workers run under SCHED_FIFO at 10 (so
+/// a frame's wake-up preempts ordinary threads on their CPU), the rest of
+/// natgw stays ordinary, and traffic flows.
+#[test]
+fn afxdp_rt_priority_runs_the_workers_real_time() {
+    let Some(t) = Topology::new_or_skip(Spec::standard(), "afxdp_rt_priority") else {
+        return;
+    };
+    let mut cfg = netns::natgw_config(&t.natgw_control_socket(), "backend = \"afxdp\"");
+    cfg.push_str("\n[afxdp]\nrt_priority = 10\n");
+    let path = t.write_file("rt.toml", &cfg);
+    let gw = t.spawn(
+        "gw",
+        &format!("exec {NATGW} run --config {} 2>&1", path.display()),
+    );
+    assert!(
+        gw.wait_for_line("natgw running", Duration::from_secs(20))
+            .is_some(),
+        "natgw did not start:\n{}",
+        gw.stdout()
+    );
+    scenarios::ping_two_hosts(&t);
+    let threads = thread_policies(gw.pid());
+    let workers: Vec<_> = threads
+        .iter()
+        .filter(|t| t.0.starts_with("natgw-q"))
+        .collect();
+    assert!(!workers.is_empty(), "no worker threads: {threads:?}");
+    for w in &workers {
+        assert_eq!(
+            (w.1, w.2),
+            (1, 10),
+            "worker {} not SCHED_FIFO 10: {threads:?}",
+            w.0
+        );
+    }
+    let main = threads
+        .iter()
+        .find(|t| t.0 == "natgw")
+        .expect("main thread");
+    assert_eq!(main.1, 0, "the main thread stays ordinary: {threads:?}");
+    assert!(
+        gw.stdout().contains("real-time priority 10 (SCHED_FIFO)"),
+        "{}",
+        gw.stdout()
+    );
+}
+
 #[test]
 fn config_it_cannot_apply_is_refused_before_attaching() {
     let Some(t) = Topology::new_or_skip(Spec::minimal(), "refuse_bad_config") else {

@@ -61,7 +61,9 @@ pub struct ServiceConfig {
 
 // The data plane's own settings live with it (the data plane does not
 // import control); re-exported here for the config's users.
-pub use crate::dataplane::config::{AfxdpConfig, Backend, COALESCE_US_MAX, XdpMode};
+pub use crate::dataplane::config::{
+    AfxdpConfig, Backend, COALESCE_US_MAX, RT_PRIORITY_MAX, XdpMode,
+};
 
 /// Periodic snapshots (crash recovery) — `[snapshot]`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -128,6 +130,7 @@ struct RawAfxdp {
     queues: Option<u32>,
     cpus: Option<Vec<usize>>,
     coalesce_us: Option<Spanned<u32>>,
+    rt_priority: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -912,6 +915,16 @@ fn build_run(raw: &RawConfig, src: &Src<'_>) -> Result<RunConfig, ConfigError> {
         }
         run.afxdp.coalesce_us = v;
     }
+    if let Some(c) = &a.rt_priority {
+        let v = *c.get_ref();
+        if v > RT_PRIORITY_MAX {
+            return Err(src.err(
+                c.span(),
+                format!("afxdp.rt_priority: 0 (off) to {RT_PRIORITY_MAX}, not {v}"),
+            ));
+        }
+        run.afxdp.rt_priority = v;
+    }
     run.afxdp.queues = a.queues.unwrap_or(0);
     run.afxdp.cpus = a.cpus.clone().unwrap_or_default();
     if let Some(p) = &raw.tun.prefix {
@@ -1639,6 +1652,23 @@ mapping = "endpoint-independent"
         );
         let e = err_of(&with("coalesce_us = -5"));
         assert!(e.contains("-5"), "{e}");
+    }
+
+    #[test]
+    fn afxdp_rt_priority_is_off_by_default_and_checked() {
+        let with = |body: &str| GOOD.replace("[limits]", &format!("[afxdp]\n{body}\n\n[limits]"));
+        assert_eq!(parse(GOOD).unwrap().run.afxdp.rt_priority, 0);
+        for v in [0, 1, 50, 99] {
+            let c = parse(&with(&format!("rt_priority = {v}"))).unwrap();
+            assert_eq!(c.run.afxdp.rt_priority, v);
+        }
+        let e = err_of(&with("rt_priority = 100"));
+        assert!(
+            e.contains("afxdp.rt_priority: 0 (off) to 99, not 100"),
+            "{e}"
+        );
+        let e = err_of(&with("rt_priority = -1"));
+        assert!(e.contains("`-1`, expected u32"), "{e}");
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct Prepared {
     batch: usize,
     /// Receive coalescing of the workers (`afxdp.coalesce_us`).
     coalesce: Duration,
+    /// `SCHED_FIFO` priority of the workers (`afxdp.rt_priority`; 0: off).
+    rt_priority: u32,
     zero_copy: bool,
     cpus: Vec<usize>,
     /// Shared by the bridge and the workers.
@@ -264,6 +266,7 @@ pub fn prepare(
         ring,
         batch: a.batch as usize,
         coalesce: Duration::from_micros(a.coalesce_us.into()),
+        rt_priority: a.rt_priority,
         zero_copy: a.zero_copy,
         cpus: a.cpus.clone(),
         neigh: Arc::new(Neighbours::default()),
@@ -340,6 +343,7 @@ impl Prepared {
             ring,
             batch,
             coalesce,
+            rt_priority,
             zero_copy,
             cpus,
             neigh,
@@ -405,6 +409,16 @@ impl Prepared {
                 .spawn(move || {
                     if let Err(e) = sys::pin_to_cpu(cpu) {
                         log::warn!("worker q{q}: cannot pin to CPU {cpu}: {e}");
+                    }
+                    if rt_priority > 0 {
+                        match sys::set_realtime(rt_priority) {
+                            Ok(()) => log::info!(
+                                "worker q{q}: real-time priority {rt_priority} (SCHED_FIFO)"
+                            ),
+                            Err(e) => log::warn!(
+                                "worker q{q}: afxdp.rt_priority = {rt_priority} not applied ({e}): the worker runs as an ordinary thread"
+                            ),
+                        }
                     }
                     // Fill rings first, so registered sockets get frames.
                     w.poll()?;

@@ -40,6 +40,9 @@ pub struct AfxdpConfig {
     /// Receive coalescing in microseconds (0 = off): see
     /// [`Worker`](super::worker::Worker)'s module docs.
     pub coalesce_us: u32,
+    /// `SCHED_FIFO` priority of the worker threads (1-99), 0 = ordinary
+    /// threads (the default): see the README, "Latency at low rates".
+    pub rt_priority: u32,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -54,6 +57,8 @@ pub struct TunConfig {
 pub const COALESCE_US_DEFAULT: u32 = 0;
 /// The largest `afxdp.coalesce_us` accepted (1 ms).
 pub const COALESCE_US_MAX: u32 = 1000;
+/// The largest `afxdp.rt_priority` (Linux's highest `SCHED_FIFO` priority).
+pub const RT_PRIORITY_MAX: u32 = 99;
 
 impl Default for AfxdpConfig {
     /// natgw's defaults (the `[afxdp]` table when left out).
@@ -66,6 +71,7 @@ impl Default for AfxdpConfig {
             queues: 0,
             cpus: vec![],
             coalesce_us: COALESCE_US_DEFAULT,
+            rt_priority: 0,
         }
     }
 }

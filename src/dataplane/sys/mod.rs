@@ -58,6 +58,22 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(io::Error::from)
 }
 
+/// Runs the calling thread under `SCHED_FIFO` at `priority` (1-99): it
+/// then preempts every ordinary thread on its CPU as soon as it is woken.
+pub fn set_realtime(priority: u32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority as libc::c_int,
+    };
+    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0
+    // is the calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The CPUs this process may run on (its affinity mask, e.g. from
 /// `taskset`), in ascending order.
 pub fn affinity() -> io::Result<Vec<usize>> {
