@@ -412,9 +412,12 @@ impl Prepared {
                     }
                     if rt_priority > 0 {
                         match sys::set_realtime(rt_priority) {
-                            Ok(()) => log::info!(
-                                "worker q{q}: real-time priority {rt_priority} (SCHED_FIFO)"
-                            ),
+                            Ok(()) => {
+                                w.set_yield_rounds(true);
+                                log::info!(
+                                    "worker q{q}: real-time priority {rt_priority} (SCHED_FIFO)"
+                                )
+                            }
                             Err(e) => log::warn!(
                                 "worker q{q}: afxdp.rt_priority = {rt_priority} not applied ({e}): the worker runs as an ordinary thread"
                             ),

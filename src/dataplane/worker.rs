@@ -124,6 +124,9 @@ pub struct Worker<D: Device, C: Clock> {
     /// Frames the last round took off the receive rings.
     rx_last: usize,
     last_housekeeping: Time,
+    /// Give the CPU up after every round that does not sleep (see
+    /// [`set_yield_rounds`](Self::set_yield_rounds)).
+    yield_rounds: bool,
 }
 
 impl<D: Device, C: Clock> Worker<D, C> {
@@ -156,7 +159,18 @@ impl<D: Device, C: Clock> Worker<D, C> {
             coalesce: Duration::ZERO,
             rx_last: 0,
             last_housekeeping: now,
+            yield_rounds: false,
         }
+    }
+
+    /// For a worker under `SCHED_FIFO` (`afxdp.rt_priority`): at full
+    /// load it never sleeps, and a FIFO thread keeps its CPU until it
+    /// blocks or yields (sched(7)), so another real-time thread at its priority on that CPU
+    /// (a second worker, or the old process's worker draining in a
+    /// handover) would never run. Yielding after each such round lets
+    /// them take turns; with no one else waiting it returns at once.
+    pub fn set_yield_rounds(&mut self, on: bool) {
+        self.yield_rounds = on;
     }
 
     /// Sets the host's addresses (IP devices; see [`Worker`]).
@@ -216,7 +230,11 @@ impl<D: Device, C: Clock> Worker<D, C> {
                 return self.drain_out();
             }
             let work = self.poll()?;
-            if (0..self.dev.ports()).any(|p| self.dev.tx_in_flight(p) > 0) {
+            let in_flight = (0..self.dev.ports()).any(|p| self.dev.tx_in_flight(p) > 0);
+            if self.yield_rounds && (work > 0 || in_flight) {
+                std::thread::yield_now();
+            }
+            if in_flight {
                 continue;
             }
             let holding = !(self.held.is_empty() && self.frags.is_empty());
@@ -1207,6 +1225,29 @@ mod tests {
         r.poll();
         assert_eq!(r.sent(1).len(), 2);
         assert_eq!(r.dev().frames_out(), 0);
+    }
+
+    /// A worker that yields after its busy rounds (real-time workers)
+    /// still sends every frame.
+    #[test]
+    fn yielding_rounds_send_everything() {
+        let mut r = rig();
+        r.learn_router();
+        r.neigh.learn(0, ip("10.0.0.2"), HOST, r.now());
+        for sport in 0..60 {
+            r.dev().inject(0, &from_host(6000 + sport));
+        }
+        let mut w = r.w;
+        w.set_yield_rounds(true);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| w.run(&stop, &AtomicBool::new(false)));
+            std::thread::sleep(Duration::from_millis(50));
+            stop.store(true, Ordering::Relaxed);
+            h.join().unwrap().unwrap();
+        });
+        assert_eq!(w.stats().counters.snapshot().tx_packets, 60);
+        assert_eq!(w.device_mut().take_sent(1).len(), 60);
     }
 
     /// With receive coalescing, a round that took less than a batch and
