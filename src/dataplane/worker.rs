@@ -167,8 +167,9 @@ impl<D: Device, C: Clock> Worker<D, C> {
     /// load it never sleeps, and a FIFO thread keeps its CPU until it
     /// blocks or yields (sched(7)), so another real-time thread at its priority on that CPU
     /// (a second worker, or the old process's worker draining in a
-    /// handover) would never run. Yielding after each such round lets
-    /// them take turns; with no one else waiting it returns at once.
+    /// handover) would never run. Yielding after the second and every
+    /// further round in a row that does not sleep lets them take turns;
+    /// with no one else waiting it returns at once.
     pub fn set_yield_rounds(&mut self, on: bool) {
         self.yield_rounds = on;
     }
@@ -225,13 +226,22 @@ impl<D: Device, C: Clock> Worker<D, C> {
                 );
             }
         }
+        // Rounds in a row that did not sleep.
+        let mut busy = 0u32;
         while !stop.load(Ordering::Relaxed) {
             if drain.load(Ordering::Relaxed) {
                 return self.drain_out();
             }
             let work = self.poll()?;
             let in_flight = (0..self.dev.ports()).any(|p| self.dev.tx_in_flight(p) > 0);
-            if self.yield_rounds && (work > 0 || in_flight) {
+            busy = if work > 0 || in_flight {
+                busy.saturating_add(1)
+            } else {
+                0
+            };
+            // Not after a wake-up's first round: at moderate rates the
+            // next one finds nothing and the worker sleeps anyway.
+            if self.yield_rounds && busy >= 2 {
                 std::thread::yield_now();
             }
             if in_flight {
