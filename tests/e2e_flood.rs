@@ -15,7 +15,7 @@
 mod netns;
 
 use netns::traffic::{CHAT_CLIENTS, ECHO_SERVER};
-use netns::{CL1, CL2, GW_WAN, OUT, Proc, Spec, Topology, natgw_config};
+use netns::{CL1, CL2, GW_WAN, OUT, Proc, Spec, Topology};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -26,19 +26,7 @@ const VIP: &str = "203.0.113.10";
 
 /// Starts natgw with the standard config plus `tables` (TOML appended).
 fn start(t: &Topology, tables: &str) -> Proc {
-    let sock = t.natgw_control_socket();
-    let cfg = t.write_file("natgw.toml", &(natgw_config(&sock, "") + tables));
-    let p = t.spawn(
-        "gw",
-        &format!("exec {NATGW} run --config {} 2>&1", cfg.display()),
-    );
-    assert!(
-        p.wait_for_line("natgw running", Duration::from_secs(20))
-            .is_some(),
-        "natgw did not start:\n{}",
-        p.stdout()
-    );
-    p
+    t.spawn_natgw_tables(NATGW, "", tables)
 }
 
 /// `natgw ARGS --json --socket S`, parsed, and how long it took.

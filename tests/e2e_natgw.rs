@@ -343,18 +343,10 @@ fn afxdp_rt_priority_runs_the_workers_real_time() {
     let Some(t) = Topology::new_or_skip(Spec::standard(), "afxdp_rt_priority") else {
         return;
     };
-    let mut cfg = netns::natgw_config(&t.natgw_control_socket(), "backend = \"afxdp\"");
-    cfg.push_str("\n[afxdp]\nrt_priority = 10\n");
-    let path = t.write_file("rt.toml", &cfg);
-    let gw = t.spawn(
-        "gw",
-        &format!("exec {NATGW} run --config {} 2>&1", path.display()),
-    );
-    assert!(
-        gw.wait_for_line("natgw running", Duration::from_secs(20))
-            .is_some(),
-        "natgw did not start:\n{}",
-        gw.stdout()
+    let gw = t.spawn_natgw_tables(
+        NATGW,
+        "backend = \"afxdp\"",
+        "\n[afxdp]\nrt_priority = 10\n",
     );
     scenarios::ping_two_hosts(&t);
     let threads = thread_policies(gw.pid());

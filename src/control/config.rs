@@ -905,26 +905,27 @@ fn build_run(raw: &RawConfig, src: &Src<'_>) -> Result<RunConfig, ConfigError> {
         }
         run.afxdp.batch = v;
     }
-    if let Some(c) = &a.coalesce_us {
-        let v = *c.get_ref();
-        if v > COALESCE_US_MAX {
-            return Err(src.err(
-                c.span(),
-                format!("afxdp.coalesce_us: 0 (off) to {COALESCE_US_MAX}, not {v}"),
-            ));
-        }
-        run.afxdp.coalesce_us = v;
-    }
-    if let Some(c) = &a.rt_priority {
-        let v = *c.get_ref();
-        if v > RT_PRIORITY_MAX {
-            return Err(src.err(
-                c.span(),
-                format!("afxdp.rt_priority: 0 (off) to {RT_PRIORITY_MAX}, not {v}"),
-            ));
-        }
-        run.afxdp.rt_priority = v;
-    }
+    // Settings that are 0 when off, up to a maximum.
+    let up_to = |key: &str, v: &Option<Spanned<u32>>, max: u32, dflt: u32| match v {
+        Some(c) if *c.get_ref() > max => Err(src.err(
+            c.span(),
+            format!("afxdp.{key}: 0 (off) to {max}, not {}", c.get_ref()),
+        )),
+        Some(c) => Ok(*c.get_ref()),
+        None => Ok(dflt),
+    };
+    run.afxdp.coalesce_us = up_to(
+        "coalesce_us",
+        &a.coalesce_us,
+        COALESCE_US_MAX,
+        run.afxdp.coalesce_us,
+    )?;
+    run.afxdp.rt_priority = up_to(
+        "rt_priority",
+        &a.rt_priority,
+        RT_PRIORITY_MAX,
+        run.afxdp.rt_priority,
+    )?;
     run.afxdp.queues = a.queues.unwrap_or(0);
     run.afxdp.cpus = a.cpus.clone().unwrap_or_default();
     if let Some(p) = &raw.tun.prefix {

@@ -1237,6 +1237,17 @@ mod tests {
         assert_eq!(r.dev().frames_out(), 0);
     }
 
+    /// Runs `w`'s loop on another thread for 50 ms, then stops it.
+    fn run_for_50ms(w: &mut Worker<MemDevice, VirtualClock>) {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| w.run(&stop, &AtomicBool::new(false)));
+            std::thread::sleep(Duration::from_millis(50));
+            stop.store(true, Ordering::Relaxed);
+            h.join().unwrap().unwrap();
+        });
+    }
+
     /// A worker that yields after its busy rounds (real-time workers)
     /// still sends every frame.
     #[test]
@@ -1249,13 +1260,7 @@ mod tests {
         }
         let mut w = r.w;
         w.set_yield_rounds(true);
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let h = s.spawn(|| w.run(&stop, &AtomicBool::new(false)));
-            std::thread::sleep(Duration::from_millis(50));
-            stop.store(true, Ordering::Relaxed);
-            h.join().unwrap().unwrap();
-        });
+        run_for_50ms(&mut w);
         assert_eq!(w.stats().counters.snapshot().tx_packets, 60);
         assert_eq!(w.device_mut().take_sent(1).len(), 60);
     }
@@ -1273,13 +1278,7 @@ mod tests {
                 r.dev().inject(0, &from_host(6000 + sport));
             }
             let mut w = r.w.with_coalesce(Duration::from_micros(coalesce_us));
-            let stop = AtomicBool::new(false);
-            std::thread::scope(|s| {
-                let h = s.spawn(|| w.run(&stop, &AtomicBool::new(false)));
-                std::thread::sleep(Duration::from_millis(50));
-                stop.store(true, Ordering::Relaxed);
-                h.join().unwrap().unwrap();
-            });
+            run_for_50ms(&mut w);
             let c = w.stats().counters.snapshot();
             assert_eq!(c.tx_packets, 3, "coalesce {coalesce_us} us");
             assert_eq!(

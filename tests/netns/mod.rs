@@ -539,7 +539,14 @@ impl Topology {
     /// ip_forward at 0 for AF_XDP (natgw takes the frames); the TUN
     /// backend may need [`Topology::set_gw_forwarding`].
     pub fn spawn_natgw(&self, natgw_bin: &str, extra: &str) -> Proc {
-        let cfg = self.natgw_config_file(extra);
+        self.spawn_natgw_tables(natgw_bin, extra, "")
+    }
+
+    /// [`Topology::spawn_natgw`] with `tables` (whole TOML tables such as
+    /// `[afxdp]`) appended to the config.
+    pub fn spawn_natgw_tables(&self, natgw_bin: &str, extra: &str, tables: &str) -> Proc {
+        let sock = self.natgw_control_socket();
+        let cfg = self.write_file("natgw.toml", &(natgw_config(&sock, extra) + tables));
         let p = self.spawn(
             "gw",
             &format!("exec {natgw_bin} run --config {} 2>&1", cfg.display()),
