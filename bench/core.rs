@@ -19,7 +19,8 @@
 //! and noisy, every 2-thread run is bracketed by a 0.2 s pure-ALU control on
 //! 2 threads; a sample is "clean" when both controls reached x1.85 of one
 //! thread, and medians are printed over all samples and over clean ones.
-//! Set `NATGW_BENCH_REPS` / `NATGW_BENCH_SECS` to change the schedule.
+//! Set `NATGW_BENCH_REPS` / `NATGW_BENCH_SECS` to change the schedule,
+//! `NATGW_BENCH_ONLY=<text>` to run only the configurations named with it.
 
 #[path = "common.rs"]
 mod common;
@@ -472,6 +473,30 @@ fn engine_worker<'a>(e: &'a [Engine], sets: &'a [Vec<Template>]) -> Worker<'a> {
     })
 }
 
+/// Thread `i` creates the flows of `frames[i]` in `e[i]` (or the one
+/// shared engine), then removes them, until stopped; counts flows created.
+fn churn_worker<'a>(e: &'a [Engine], frames: &'a [Vec<([u8; FRAME], Tuple)>]) -> Worker<'a> {
+    Box::new(move |i, stop| {
+        let e = &e[i.min(e.len() - 1)];
+        let ctr = Counters::default();
+        let mut buf = [0u8; 256];
+        let mut n = 0;
+        while !stop.load(Relaxed) {
+            for (f, _) in &frames[i] {
+                buf[..FRAME].copy_from_slice(f);
+                let _ = black_box(e.process(&mut buf, FRAME, Link::Ethernet, LAN, NOW, &ctr));
+            }
+            for (_, o) in &frames[i] {
+                assert!(e.remove_flow(o));
+            }
+            n += frames[i].len() as u64;
+        }
+        let s = ctr.snapshot();
+        assert!(s.total_drops() == 0 && s.flows_created == n, "{s:?}");
+        n
+    })
+}
+
 /// Interleaved 1- and 2-thread runs of every configuration: each
 /// repetition runs all of them once, so load changes hit them alike.
 fn threads() {
@@ -538,8 +563,31 @@ fn threads() {
             n
         })
     };
+    // New flows: each thread creates its own 4,096 flows through the
+    // engine, then removes them (as the sweeper would), over and over; the
+    // count is flows created. Shared: one engine for both threads.
+    let churn_frames: Vec<Vec<([u8; FRAME], Tuple)>> = (0..2u32)
+        .map(|t| {
+            (0..4096)
+                .map(|k| {
+                    let o = orig(NEW_BASE + t * 65_536 + k, Ports::Keep);
+                    (frame(&o), o)
+                })
+                .collect()
+        })
+        .collect();
+    let churn_shared = [engine(1 << 16)];
+    let churn_separate = [engine(1 << 16), engine(1 << 16)];
     let configs: Vec<(&str, Worker<'_>)> = vec![
         ("alu_control", Box::new(alu)),
+        (
+            "new_flow_churn/shared",
+            churn_worker(&churn_shared, &churn_frames),
+        ),
+        (
+            "new_flow_churn/separate",
+            churn_worker(&churn_separate, &churn_frames),
+        ),
         ("rwlock_256/shared", lock_worker(true)),
         ("rwlock_256/separate", lock_worker(false)),
         ("engine_1k/shared", engine_worker(&shared, &sets)),
@@ -572,6 +620,14 @@ fn threads() {
         ),
     ];
 
+    // NATGW_BENCH_ONLY=<text>: only the configurations whose name holds it.
+    let only: String = env_or("NATGW_BENCH_ONLY", String::new());
+    let configs: Vec<(&str, Worker<'_>)> = configs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (name, _))| *i == 0 || name.contains(only.as_str()))
+        .map(|(_, c)| c)
+        .collect();
     // Control: pure ALU work on 2 threads right before and after each
     // 2-thread run, relative to the best 1-thread ALU rate. A 2-thread
     // sample counts as "clean" if both controls reached x1.85, i.e. the

@@ -535,6 +535,26 @@ fn udp_eim_with_eif_lets_new_remote_in() {
     assert!(usage.iter().all(|u| u.flows == 0), "{usage:?}");
 }
 
+/// An outside port held by an EIM mapping is not given to another inside
+/// host, even towards a remote where its tuple would be free: a peer that
+/// knocks on it must reach the mapping's owner and nobody else.
+#[test]
+fn a_port_held_by_an_eim_mapping_is_not_given_to_another_host() {
+    let gw = Gw::of(ConfigText::seeded().rule(eim_eif()));
+    let m = gw
+        .on_lan(&udp("10.0.0.2:5000", "198.51.100.20:3478", b"binding"))
+        .seen()
+        .sport;
+    // Another host with the same source port, to another remote.
+    let other = gw
+        .on_lan(&udp("10.0.0.3:5000", "192.0.2.99:7000", b"hello"))
+        .seen()
+        .sport;
+    assert_ne!(other, m, "the mapping's port went to a second host");
+    let knock = gw.on_wan(&udp("192.0.2.77:6000", &public(m), b"knock"));
+    assert_eq!(knock.seen().dst_sa(), sa("10.0.0.2:5000"));
+}
+
 // ---------------------------------------------------------------------------
 // Story 2: publish an inside server
 

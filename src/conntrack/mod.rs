@@ -8,6 +8,7 @@
 // system module (three guarded dereferences, see its SAFETY notes).
 #[allow(unsafe_code)]
 mod brlock;
+mod slots;
 mod source;
 mod state;
 mod table;

@@ -23,11 +23,11 @@
 //! direction without any hand-off.
 
 use super::brlock::ShardLocks;
+use super::slots::SlotAlloc;
 use super::source::{Admit, SourceCounts};
 use super::state::{Dir, TcpEvent, TcpState, Time, Timeouts, Transition, tcp_transition};
 use super::window::{self, TcpSeg, Windows};
 use crate::packet::{Tuple, proto};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 use std::sync::atomic::{
@@ -343,11 +343,6 @@ impl Index {
     }
 }
 
-struct SlotAlloc {
-    next: u32,
-    free: Vec<u32>,
-}
-
 /// The shared flow table. See the module docs for its layout.
 pub struct FlowTable {
     /// The index shards, each behind a lock whose readers write only
@@ -359,7 +354,7 @@ pub struct FlowTable {
     windows: Box<[OnceLock<Box<[Windows]>>]>,
     /// `tcp_window = "liberal"`: no segment is refused for its window.
     liberal: AtomicBool,
-    alloc: Mutex<SlotAlloc>,
+    alloc: SlotAlloc,
     live: AtomicUsize,
     max: usize,
     seed: [u64; 3],
@@ -387,10 +382,7 @@ impl FlowTable {
             chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
             windows: (0..chunks).map(|_| OnceLock::new()).collect(),
             liberal: AtomicBool::new(false),
-            alloc: Mutex::new(SlotAlloc {
-                next: 0,
-                free: Vec::new(),
-            }),
+            alloc: SlotAlloc::new((chunks * max.min(CHUNK)) as u32),
             live: AtomicUsize::new(0),
             max,
             seed: [mix(1), mix(2), mix(3)],
@@ -567,7 +559,7 @@ impl FlowTable {
     /// Forgets every flow's cached next hops (the NAT layer's tags are
     /// about to repeat).
     pub fn clear_hops(&self) {
-        let high = self.alloc.lock().next;
+        let high = self.alloc.high();
         for idx in 0..high {
             if let Some(s) = self.slot(idx) {
                 for h in &s.hops {
@@ -795,7 +787,7 @@ impl FlowTable {
         if !self.sources.set_limit(limit) {
             return;
         }
-        let high = self.alloc.lock().next;
+        let high = self.alloc.high();
         for idx in 0..high {
             let Some(s) = self.slot(idx) else { continue };
             if s.expires.load(Relaxed) == 0 {
@@ -894,18 +886,7 @@ impl FlowTable {
     }
 
     fn alloc_slot(&self) -> Option<u32> {
-        let mut a = self.alloc.lock();
-        let idx = match a.free.pop() {
-            Some(i) => i,
-            None => {
-                if a.next as usize >= self.chunks.len() * self.chunk_len() {
-                    return None;
-                }
-                a.next += 1;
-                a.next - 1
-            }
-        };
-        drop(a);
+        let idx = self.alloc.take()?;
         let chunk = self.chunks.get((idx >> CHUNK_BITS) as usize)?;
         chunk.get_or_init(|| self.new_chunk());
         Some(idx)
@@ -913,7 +894,7 @@ impl FlowTable {
 
     fn free_slot(&self, idx: u32, s: &Slot) {
         s.gen_.fetch_add(1, Relaxed);
-        self.alloc.lock().free.push(idx);
+        self.alloc.put(idx);
         self.live.fetch_sub(1, Relaxed);
     }
 
@@ -956,7 +937,7 @@ impl FlowTable {
             s.gen_.fetch_add(1, Relaxed);
             Some(rec)
         })?;
-        self.alloc.lock().free.push(id.idx);
+        self.alloc.put(id.idx);
         self.live.fetch_sub(1, Relaxed);
         if rec.flags & flags::COUNTED != 0 {
             self.sources.release(rec.orig.src);
@@ -970,7 +951,7 @@ impl FlowTable {
     /// covered over time whatever its size) and removes the first flow
     /// that is expired or not assured. Returns the removed flow.
     pub fn evict_unassured(&self, now: Time) -> Option<FlowRecord> {
-        let high = self.alloc.lock().next;
+        let high = self.alloc.high();
         if high == 0 {
             return None;
         }
@@ -995,7 +976,7 @@ impl FlowTable {
     /// removes the flows whose timer ran out by `now`, handing each to `out`.
     /// Returns how many were removed.
     pub fn sweep(&self, now: Time, budget: usize, mut out: impl FnMut(FlowRecord)) -> usize {
-        let high = self.alloc.lock().next;
+        let high = self.alloc.high();
         if high == 0 {
             return 0;
         }
@@ -1069,7 +1050,7 @@ impl FlowTable {
     /// Calls `f` for every live flow (a moment's view; flows may come and
     /// go meanwhile).
     pub fn for_each(&self, mut f: impl FnMut(FlowId, FlowRecord)) {
-        let high = self.alloc.lock().next;
+        let high = self.alloc.high();
         for idx in 0..high {
             let Some(s) = self.slot(idx) else { continue };
             if s.expires.load(Relaxed) == 0 {

@@ -30,7 +30,7 @@ use crate::conntrack::{FlowId, FlowRecord, FlowTable, InsertError, NewFlow, Time
 use crate::packet::{Tuple, proto};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// NAT-layer flow flags (stored above `flags::USER_SHIFT`).
 pub mod nat_flags {
@@ -151,8 +151,14 @@ pub struct NatState {
     usage: Map<(u32, u8), Usage>,
     eim: Map<(u32, u16), EimMapping>,
     eim_rev: Map<(u32, u16), (u32, u16)>,
+    /// Entries in `eim_rev`, readable without its locks (`DashMap::len`
+    /// and `is_empty` lock every shard: per port tried, that bounced
+    /// eight lock words between the workers creating flows).
+    eim_rev_len: AtomicUsize,
     /// Same-source mappings by inside (address, port, protocol).
     same_src: Map<(u32, u16, u8), SameSrc>,
+    /// Entries in `same_src` (see `eim_rev_len`).
+    same_src_len: AtomicUsize,
     seed: u64,
 }
 
@@ -182,7 +188,9 @@ impl NatState {
             usage: map(seed, 1),
             eim: map(seed, 2),
             eim_rev: map(seed, 3),
+            eim_rev_len: AtomicUsize::new(0),
             same_src: map(seed, 4),
+            same_src_len: AtomicUsize::new(0),
             seed,
         }
     }
@@ -235,6 +243,7 @@ impl NatState {
         // is one this request may give and is free towards `dst:dport`.
         if req.translated
             && !eim
+            && self.same_src_len.load(Relaxed) != 0
             && let Some(m) = self.same_src.get(&(orig.src, keep, p)).map(|m| *m)
         {
             let (addr, port) = m.outside;
@@ -244,7 +253,7 @@ impl NatState {
             };
             let port_ok = req.ports.contains(port) || (req.keep_any && port == keep);
             let reserved = (reserve_checks && PortRange::HEALTH_CHECK.contains(port))
-                || (p == proto::UDP && self.eim_rev.contains_key(&(addr, port)));
+                || (p == proto::UDP && self.has_eim() && self.eim_rev.contains_key(&(addr, port)));
             if addr_ok && port_ok && !reserved {
                 let mut nf = *base;
                 nf.reply = Tuple {
@@ -300,6 +309,10 @@ impl NatState {
                 ..
             }
         );
+        // After one port turned out taken, the next ones are looked up
+        // (a read of one index shard) before a slot is filled and both
+        // shards are write-locked for them: in a busy range most are taken.
+        let mut collided = false;
         for a in 0..tries {
             let addr = addr_at(a);
             let keep_ok = req.keep_any || req.ports.contains(keep);
@@ -318,10 +331,7 @@ impl NatState {
                 if reserve_checks && PortRange::HEALTH_CHECK.contains(port) {
                     continue;
                 }
-                if !self.eim_rev.is_empty()
-                    && self.eim_rev.contains_key(&(addr, port))
-                    && p == proto::UDP
-                {
+                if self.has_eim() && self.eim_rev.contains_key(&(addr, port)) && p == proto::UDP {
                     continue;
                 }
                 let mut nf = *base;
@@ -333,6 +343,9 @@ impl NatState {
                     proto: p,
                 };
                 nf.reply = translated.invert();
+                if collided && table.contains(&nf.reply) {
+                    continue;
+                }
                 if req.translated || addr != orig.src || port != orig.sport {
                     nf.flags |= nat_flags::SNAT;
                 }
@@ -354,7 +367,10 @@ impl NatState {
                         self.count_flow(&nf);
                         return Ok((id, nf.reply));
                     }
-                    Err(InsertError::ReplyTaken) => continue,
+                    Err(InsertError::ReplyTaken) => {
+                        collided = true;
+                        continue;
+                    }
                     Err(InsertError::Full) => return Err(AllocError::Full),
                     Err(InsertError::OrigExists) => return Err(AllocError::OrigExists),
                     Err(InsertError::SourceLimit) => return Err(AllocError::SourceLimit),
@@ -369,6 +385,29 @@ impl NatState {
         Err(AllocError::Exhausted(addr_at(0)))
     }
 
+    /// Whether any EIM mapping exists (one atomic load).
+    #[inline]
+    fn has_eim(&self) -> bool {
+        self.eim_rev_len.load(Relaxed) != 0
+    }
+
+    fn rev_insert(&self, outside: (u32, u16), inside: (u32, u16)) {
+        if self.eim_rev.insert(outside, inside).is_none() {
+            self.eim_rev_len.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Removes `outside`'s reverse entry if it still points at `inside`.
+    fn rev_remove(&self, outside: (u32, u16), inside: (u32, u16)) {
+        if self
+            .eim_rev
+            .remove_if(&outside, |_, v| *v == inside)
+            .is_some()
+        {
+            self.eim_rev_len.fetch_sub(1, Relaxed);
+        }
+    }
+
     fn add_eim(&self, inside: (u32, u16), outside: (u32, u16), eif: bool) {
         use dashmap::mapref::entry::Entry;
         match self.eim.entry(inside) {
@@ -379,7 +418,7 @@ impl NatState {
                     refs: 1,
                     eif,
                 });
-                self.eim_rev.insert(outside, inside);
+                self.rev_insert(outside, inside);
             }
             Entry::Occupied(mut o) => {
                 // Normally the mapping is ours; if a concurrent flow created
@@ -399,6 +438,7 @@ impl NatState {
         match self.same_src.entry(inside) {
             Entry::Vacant(v) => {
                 v.insert(SameSrc { outside, refs: 1 });
+                self.same_src_len.fetch_add(1, Relaxed);
             }
             Entry::Occupied(mut o) if o.get().outside == outside => o.get_mut().refs += 1,
             Entry::Occupied(_) => {}
@@ -412,7 +452,7 @@ impl NatState {
 
     /// Inside endpoints with a same-source mapping.
     pub fn same_source_len(&self) -> usize {
-        self.same_src.len()
+        self.same_src_len.load(Relaxed)
     }
 
     fn count_flow(&self, nf: &NewFlow) {
@@ -437,7 +477,7 @@ impl NatState {
     /// The EIM mapping that owns outside endpoint `addr:port`, if it lets
     /// any remote in (endpoint-independent filtering).
     pub fn eif_target(&self, addr: u32, port: u16) -> Option<(u32, u16)> {
-        if self.eim_rev.is_empty() {
+        if !self.has_eim() {
             return None;
         }
         let inside = *self.eim_rev.get(&(addr, port))?;
@@ -459,12 +499,15 @@ impl NatState {
         if r.flags & nat_flags::SAME_SRC != 0 {
             let k = (r.orig.src, r.orig.sport, r.orig.proto);
             let outside = (r.reply.dst, r.reply.dport);
-            self.same_src.remove_if_mut(&k, |_, m| {
+            let gone = self.same_src.remove_if_mut(&k, |_, m| {
                 if m.outside == outside {
                     m.refs = m.refs.saturating_sub(1);
                 }
                 m.refs == 0
             });
+            if gone.is_some() {
+                self.same_src_len.fetch_sub(1, Relaxed);
+            }
         }
         let key = if r.flags & nat_flags::EIM != 0 {
             Some((r.orig.src, r.orig.sport))
@@ -480,7 +523,7 @@ impl NatState {
             });
             if let Some(Some(outside)) = gone {
                 self.eim.remove_if(&k, |_, m| m.refs == 0);
-                self.eim_rev.remove_if(&outside, |_, v| *v == k);
+                self.rev_remove(outside, k);
             }
         }
     }
@@ -526,7 +569,7 @@ impl NatState {
                     refs: 0,
                     eif,
                 });
-                self.eim_rev.insert(outside, inside);
+                self.rev_insert(outside, inside);
                 true
             }
         }
@@ -585,7 +628,7 @@ impl NatState {
             .collect();
         for m in &idle {
             self.eim.remove_if(&m.inside, |_, m| m.refs == 0);
-            self.eim_rev.remove_if(&m.outside, |_, v| *v == m.inside);
+            self.rev_remove(m.outside, m.inside);
         }
         idle.len()
     }
