@@ -31,6 +31,7 @@ LABELS = {
     "tun": "natgw TUN, masquerade",
     "xdpfwd": "minimal AF_XDP forwarder (bench/xdpfwd, no NAT)",
     "natgw2q": "natgw AF_XDP, 2 queues per interface",
+    "natgw2qrt": "natgw AF_XDP, 2 queues per interface, both real-time workers on the gateway's one CPU",
     "natgwc": "natgw AF_XDP with receive coalescing (afxdp.coalesce_us), masquerade",
     "natgwrt": "natgw AF_XDP with its workers at real-time priority (afxdp.rt_priority), masquerade",
     "natgwb": "natgw AF_XDP, masquerade, second build (NATGW_B)",
@@ -40,9 +41,9 @@ LABELS = {
 SHORT = {
     "ceiling": "ceiling", "base": "base", "route": "kernel route", "kernel": "kernel NAT",
     "natgw": "natgw AF_XDP", "raw": "natgw raw", "tun": "natgw TUN", "xdpfwd": "xdpfwd",
-    "natgw2q": "natgw 2 queues", "natgwc": "natgw coalescing", "natgwrt": "natgw real-time", "natgwb": "natgw (B build)", "lbdnat": "natgw DNAT rule", "lb": "natgw LB service",
+    "natgw2q": "natgw 2 queues", "natgw2qrt": "natgw 2 real-time queues, 1 CPU", "natgwc": "natgw coalescing", "natgwrt": "natgw real-time", "natgwb": "natgw (B build)", "lbdnat": "natgw DNAT rule", "lb": "natgw LB service",
 }
-ORDER = ["ceiling", "base", "route", "kernel", "natgw", "natgwb", "natgwc", "natgwrt", "raw", "tun", "xdpfwd", "natgw2q", "lbdnat", "lb"]
+ORDER = ["ceiling", "base", "route", "kernel", "natgw", "natgwb", "natgwc", "natgwrt", "raw", "tun", "xdpfwd", "natgw2q", "natgw2qrt", "lbdnat", "lb"]
 FLOW_ORDER = ["1", "1k", "100k", "1M"]
 
 
@@ -218,7 +219,7 @@ class Report:
             return False, wins, n
         return "?", wins, n
 
-    NATGW_MODES = ("natgw", "raw", "tun", "natgw2q", "natgwc", "natgwrt", "natgwb")
+    NATGW_MODES = ("natgw", "raw", "tun", "natgw2q", "natgw2qrt", "natgwc", "natgwrt", "natgwb")
 
     @staticmethod
     def _dedup_gw(r):
@@ -1079,9 +1080,12 @@ class Report:
         if qs:
             a("The gateway path's veths (both ends of client–gateway and gateway–server) switched with "
               "`ethtool -L rx N tx N` between 1 and 2 channels; natgw with `[afxdp] queues = 0` (all) and "
-              "`cpus = [1, 0]`: worker 0 on CPU 1, worker 1 on CPU 0, next to the generator. trafgen spreads the "
-              "1k flows over the two TX queues by flow hash, and veth delivers TX queue *n* to RX queue *n*. "
-              "Same 64-byte flood as figure 1.")
+              "`cpus = [1, 0]`: worker 0 on CPU 1, worker 1 on CPU 0, next to the generator. A packet socket "
+              "sends on TX queue (sending CPU mod queues), whatever the flow, and veth delivers TX queue *n* to "
+              "RX queue *n*; so the two-queue modes run one trafgen process on each CPU (`-P 2`), the one-queue "
+              "mode one on CPU 0. Same 64-byte flood as figure 1. Mode natgw2qrt (when run) puts both workers "
+              "on CPU 1 at real-time priority (`cpus = [1, 1]`, `rt_priority`): they must take turns, and the "
+              "trafgen on CPU 1 gets only what real-time threads leave to ordinary ones, so its queue carries less.")
             a("")
             a(md_table(["gateway", "delivered pps (median)", "min–max", "sent pps", "CPU0 / CPU1", "per-worker rx packets (last run)", "note"],
                        [[SHORT[r["mode"]], f"**{kfmt(r['pps_median'])}**", f"{kfmt(r['pps_min'])}–{kfmt(r['pps_max'])}",

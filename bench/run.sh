@@ -29,6 +29,10 @@
 #            default 50), masquerade
 #   natgwrt  natgw on AF_XDP with its workers at real-time priority (afxdp.rt_priority =
 #            NATGW_RT_PRIORITY, default 10), masquerade
+#   natgw2qrt natgw with two queues per interface whose two workers run at real-time
+#            priority on the gateway's one CPU (afxdp.cpus = [1, 1], rt_priority =
+#            NATGW_RT_PRIORITY): the case where real-time workers must take turns
+#            (figure 7, not in the default QUEUE_MODES)
 #   natgwb   as natgw, but the binary NATGW_B (another build, for an A/B comparison of two
 #            builds interleaved in one run; needs NATGW_B)
 #
@@ -127,7 +131,7 @@ IPERF_DUR=${IPERF_DUR:-4}
 IPERF_STREAMS="1 4"
 MEM_FLOWS=${MEM_FLOWS:-1000000}
 MEM_RATE=${MEM_RATE:-100000}
-QUEUE_MODES="natgw natgw2q"
+QUEUE_MODES=${QUEUE_MODES-"natgw natgw2q"}
 WAIT_MAX=${WAIT_MAX:-120}
 OUT=${OUT:-perf/bench-latest}
 GEN_CPU=0
@@ -590,7 +594,7 @@ CUR_CHANNELS=1
 gw_mode() { # mode; returns 1 if the gateway did not start
     gw_bare
     local want=1
-    [ "$1" = natgw2q ] && want=2
+    case $1 in natgw2q | natgw2qrt) want=2 ;; esac
     if [ "$want" != "$CUR_CHANNELS" ]; then
         set_channels "$want"
         CUR_CHANNELS=$want
@@ -606,6 +610,7 @@ gw_mode() { # mode; returns 1 if the gateway did not start
     raw) natgw_start afxdp raw ;;
     tun) natgw_start tun nat ;;
     natgw2q) natgw_start afxdp nat 0 "$GW_CPU, $GEN_CPU" ;;
+    natgw2qrt) natgw_start afxdp nat 0 "$GW_CPU, $GW_CPU" 0 "$NATGW_RT_PRIORITY" ;;
     natgwc) natgw_start afxdp nat 1 "$GW_CPU" "$NATGW_COALESCE_US" ;;
     natgwrt) natgw_start afxdp nat 1 "$GW_CPU" 0 "$NATGW_RT_PRIORITY" ;;
     natgwb) NATGW_RUN=$NATGW_B natgw_start afxdp nat ;;
@@ -697,7 +702,7 @@ natgw_flows() { # live flows, all protocols (like nf_conntrack_count); `natgw fl
 flows_seen() { # mode -> flows the gateway holds now
     case $1 in
     kernel) inns gw cat /proc/sys/net/netfilter/nf_conntrack_count ;;
-    natgw | raw | tun | natgw2q | natgwc | natgwrt | natgwb) natgw_flows ;;
+    natgw | raw | tun | natgw2q | natgw2qrt | natgwc | natgwrt | natgwb) natgw_flows ;;
     *) echo null ;;
     esac
 }
@@ -731,10 +736,15 @@ busy_now() { others | head -1 | cut -c1-100; }
 # --- generators ---------------------------------------------------------------------------------
 gen_pid=""
 trafgen_start() { # mode flows [count]
-    local dev=eth0 conf=$work/gw-$2.trafgen n=${3:-0}
+    local dev=eth0 conf=$work/gw-$2.trafgen n=${3:-0} cpus=$GEN_CPU procs=1
     if [ "$1" = ceiling ]; then dev=eth1; conf=$work/direct-$2.trafgen; fi
+    # A packet socket sends on TX queue (sending CPU mod queues) (af_packet.c,
+    # packet_pick_tx_queue), and veth hands TX queue n to RX queue n: one trafgen
+    # on one CPU fills one queue whatever the flows. So the two-queue modes run a
+    # trafgen process on each CPU (-P 2 pins fork i to CPU i).
+    case $1 in natgw2q | natgw2qrt) cpus=0,1 procs=2 ;; esac
     bg ip netns exec "$P-cli" env LD_PRELOAD="$work/sndbuf.so" BENCH_SNDBUF=$SNDBUF_BYTES \
-        taskset -c "$GEN_CPU" trafgen -o "$dev" -i "$conf" -P 1 -Q --no-sock-mem -n "$n" \
+        taskset -c "$cpus" trafgen -o "$dev" -i "$conf" -P "$procs" -Q --no-sock-mem -n "$n" \
         >"$work/trafgen.log" 2>&1
     gen_pid=$BG
     sleep 0.2
@@ -863,7 +873,7 @@ paced_run() { # mode rate rep frac (percent of the kernel's peak, or null)
     cpu1_ns=$(jiffy_ns_per_s $((gb1 - gb0)) "$dt")
     gw_ns=$irq_ns
     case $mode in
-    natgw | raw | tun | natgw2q | natgwc | natgwrt | natgwb)
+    natgw | raw | tun | natgw2q | natgw2qrt | natgwc | natgwrt | natgwb)
         if [ "$n0" != - ] && [ "$n1" != - ]; then
             natgw_ns=$(jiffy_ns_per_s $((n1 - n0)) "$dt")
             gw_ns=$(jiffy_ns_per_s $((gi1 - gi0 + n1 - n0)) "$dt")
@@ -1064,7 +1074,7 @@ if has_fig 2 || has_fig 3; then for m in $PACED_MODES; do TOTAL=$((TOTAL + PACED
 if has_fig 4; then for m in $CONN_MODES; do TOTAL=$((TOTAL + REPS)); done; fi
 if has_fig 5; then for m in $IPERF_MODES; do for s in $IPERF_STREAMS; do TOTAL=$((TOTAL + REPS)); done; done; fi
 if has_fig 6; then TOTAL=$((TOTAL + 2)); fi
-if has_fig 7; then TOTAL=$((TOTAL + 2 * REPS)); fi
+if has_fig 7; then for m in $QUEUE_MODES; do TOTAL=$((TOTAL + REPS)); done; fi
 log "plan: figures $FIGS, $TOTAL measurements, $REPS repetition(s), ${DUR}s after ${WARM}s warm-up$( (has_fig 2 || has_fig 3) && echo "; figures 2+3: $PACED_REPS repetition(s) x $PACED_NRATES rate(s), ${PACED_DUR}s")$QUICK_TAG"
 cat >"$work/meta/settings.json" <<EOF
 {"quick": $([ "$QUICK" = 1 ] && echo true || echo false), "figs": "$FIGS", "reps": $REPS, "dur_s": $DUR, "warm_s": $WARM,
