@@ -1620,12 +1620,24 @@ fn port_exhaustion_is_counted_and_visible() {
         .seen();
     assert!((1000..=1009).contains(&seen.sport));
 
-    // When the unanswered SYNs time out, ports come back.
+    // When the unanswered SYNs time out, ports come back. The sweep runs
+    // on another thread, as the gateway's sweeper does: the flows created
+    // here are counted down there, and the port use still adds up.
     gw.advance_secs(gw.engine.config().timeouts.tcp_syn_sent as u64);
-    assert_eq!(gw.sweep(), 11);
+    let swept = std::thread::scope(|s| s.spawn(|| gw.sweep()).join().expect("sweeper"));
+    assert_eq!(swept, 11);
+    let tcp_flows = |gw: &Gw| {
+        let usage = gw.engine.nat().port_usage();
+        let u = usage
+            .iter()
+            .find(|u| u.addr == gw_out() && u.proto == "tcp");
+        u.map(|u| (u.flows, u.exhausted))
+    };
+    assert_eq!(tcp_flows(&gw), Some((0, 1)));
     let _ = gw
         .on_lan(&tcp("10.0.0.12:40000", "198.51.100.20:80", SYN, b""))
         .seen();
+    assert_eq!(tcp_flows(&gw), Some((1, 1)));
 }
 
 // ---------------------------------------------------------------------------

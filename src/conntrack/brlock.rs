@@ -41,8 +41,9 @@ thread_local! {
 }
 
 /// This thread's lane.
+/// This thread's lane (given out in turn at its first call).
 #[inline]
-fn lane() -> usize {
+pub(crate) fn lane() -> usize {
     LANE.with(|l| {
         let v = l.get();
         if v != usize::MAX {

@@ -14,6 +14,10 @@ mod state;
 mod table;
 mod window;
 
+/// This thread's lane, one of [`LANES`] (threads beyond that many share
+/// lanes): the index of per-thread state that is summed or shared out
+/// rarely (reader counts, free slots, port use).
+pub(crate) use brlock::{LANES, lane as thread_lane};
 pub use source::{Offender, SourceCounts, TOP as SOURCE_TOP};
 pub use state::{
     Dir, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpEvent, TcpState, Time, Timeouts, Transition,

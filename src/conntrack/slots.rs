@@ -14,11 +14,10 @@
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Acquire, Ordering::Relaxed};
 
-/// Number of stripes (threads beyond this share them, round-robin).
-const STRIPES: usize = 16;
+/// One stripe per thread lane.
+const STRIPES: usize = super::brlock::LANES;
 /// Slots a dry stripe takes at once, from another stripe or fresh.
 const BATCH: u32 = 64;
 
@@ -40,20 +39,6 @@ pub(super) struct SlotAlloc {
     next: AtomicU32,
     cap: u32,
     stripes: Box<[CachePadded<Stripe>]>,
-}
-
-/// This thread's stripe.
-fn home() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    HOME.with(|h| {
-        if h.get() == usize::MAX {
-            h.set(NEXT.fetch_add(1, Relaxed) % STRIPES);
-        }
-        h.get()
-    })
 }
 
 impl SlotAlloc {
@@ -80,7 +65,7 @@ impl SlotAlloc {
 
     /// A free slot, or `None` when all `cap` are in use.
     pub(super) fn take(&self) -> Option<u32> {
-        let h = home();
+        let h = super::brlock::lane();
         let mine = &self.stripes[h];
         {
             let mut f = mine.free.lock();
@@ -133,7 +118,7 @@ impl SlotAlloc {
 
     /// Gives slot `idx` back (to this thread's stripe).
     pub(super) fn put(&self, idx: u32) {
-        let mine = &self.stripes[home()];
+        let mine = &self.stripes[super::brlock::lane()];
         let mut f = mine.free.lock();
         f.push(idx);
         mine.set_len(&f);

@@ -26,8 +26,11 @@
 //! - per (outside address, protocol) counters of flows and exhaustion.
 
 use super::addr::{AddrPool, PortRange};
-use crate::conntrack::{FlowId, FlowRecord, FlowTable, InsertError, NewFlow, Time, flags};
+use crate::conntrack::{
+    FlowId, FlowRecord, FlowTable, InsertError, LANES, NewFlow, Time, flags, thread_lane,
+};
 use crate::packet::{Tuple, proto};
+use crossbeam_utils::CachePadded;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -70,11 +73,19 @@ const MAX_PORT_ATTEMPTS: u32 = 2048;
 /// Most pool addresses tried (non-persistent pools).
 const MAX_ADDR_ATTEMPTS: u64 = 16;
 
+/// An outside address and protocol that has had translated flows.
 #[derive(Default)]
 struct Usage {
-    flows: AtomicU64,
     exhausted: AtomicU64,
 }
+
+/// Live translated flows per (outside address, protocol), counted per
+/// thread lane (a flow is counted up on the lane that created it and
+/// down on the lane that removed it, so one lane's count may be negative;
+/// the sum is right). One shared counter per address was written by every
+/// new flow and every removal on every worker, and read under its map
+/// shard's lock.
+type LaneFlows = parking_lot::Mutex<std::collections::HashMap<(u32, u8), i64, ahash::RandomState>>;
 
 /// Port use of one outside address and protocol, for `natgw stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +160,7 @@ pub enum AllocError {
 /// Shared NAT state besides the flows themselves.
 pub struct NatState {
     usage: Map<(u32, u8), Usage>,
+    flows: Box<[CachePadded<LaneFlows>]>,
     eim: Map<(u32, u16), EimMapping>,
     eim_rev: Map<(u32, u16), (u32, u16)>,
     /// Entries in `eim_rev`, readable without its locks (`DashMap::len`
@@ -186,6 +198,9 @@ impl NatState {
     pub fn new(seed: u64) -> NatState {
         NatState {
             usage: map(seed, 1),
+            flows: (0..LANES)
+                .map(|_| CachePadded::new(LaneFlows::new(std::collections::HashMap::default())))
+                .collect(),
             eim: map(seed, 2),
             eim_rev: map(seed, 3),
             eim_rev_len: AtomicUsize::new(0),
@@ -456,22 +471,23 @@ impl NatState {
     }
 
     fn count_flow(&self, nf: &NewFlow) {
-        if nf.flags & nat_flags::SNAT == 0 {
-            return;
+        if nf.flags & nat_flags::SNAT != 0 {
+            self.count((nf.reply.dst, nf.orig.proto), 1);
         }
-        // Under the map shard's read lock when the address has its entry
-        // (every flow but its address's first): workers creating flows
-        // on one address do not queue for its write lock.
-        let key = (nf.reply.dst, nf.orig.proto);
-        match self.usage.get(&key) {
-            Some(u) => u.flows.fetch_add(1, Relaxed),
-            None => self
-                .usage
-                .entry(key)
-                .or_default()
-                .flows
-                .fetch_add(1, Relaxed),
-        };
+    }
+
+    /// Adds `n` to the live flows of `key` on this thread's lane; the
+    /// address's first flow on a lane also makes sure it is listed.
+    fn count(&self, key: (u32, u8), n: i64) {
+        let mut lane = self.flows[thread_lane()].lock();
+        match lane.get_mut(&key) {
+            Some(v) => *v += n,
+            None => {
+                lane.insert(key, n);
+                drop(lane);
+                self.usage.entry(key).or_default();
+            }
+        }
     }
 
     /// The EIM mapping that owns outside endpoint `addr:port`, if it lets
@@ -491,10 +507,8 @@ impl NatState {
 
     /// Bookkeeping when a flow goes away (expiry, eviction, flush).
     pub fn release(&self, r: &FlowRecord) {
-        if r.flags & nat_flags::SNAT != 0
-            && let Some(u) = self.usage.get(&(r.reply.dst, r.orig.proto))
-        {
-            let _ = u.flows.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+        if r.flags & nat_flags::SNAT != 0 {
+            self.count((r.reply.dst, r.orig.proto), -1);
         }
         if r.flags & nat_flags::SAME_SRC != 0 {
             let k = (r.orig.src, r.orig.sport, r.orig.proto);
@@ -530,13 +544,19 @@ impl NatState {
 
     /// Port use per outside address and protocol, sorted.
     pub fn port_usage(&self) -> Vec<PortUsage> {
+        let mut live: std::collections::HashMap<(u32, u8), i64> = Default::default();
+        for lane in self.flows.iter() {
+            for (k, n) in lane.lock().iter() {
+                *live.entry(*k).or_default() += n;
+            }
+        }
         let mut v: Vec<PortUsage> = self
             .usage
             .iter()
             .map(|e| PortUsage {
                 addr: e.key().0.into(),
                 proto: crate::packet::proto_name(e.key().1).into(),
-                flows: e.value().flows.load(Relaxed),
+                flows: live.get(e.key()).copied().unwrap_or(0).max(0) as u64,
                 exhausted: e.value().exhausted.load(Relaxed),
             })
             .collect();
@@ -582,11 +602,7 @@ impl NatState {
     /// bring it back), so that [`release`](Self::release) stays balanced.
     pub fn adopt_flow(&self, r: &FlowRecord) {
         if r.flags & nat_flags::SNAT != 0 {
-            self.usage
-                .entry((r.reply.dst, r.orig.proto))
-                .or_default()
-                .flows
-                .fetch_add(1, Relaxed);
+            self.count((r.reply.dst, r.orig.proto), 1);
         }
         if r.flags & nat_flags::SAME_SRC != 0 {
             self.add_same_src(
