@@ -742,7 +742,7 @@ trafgen_start() { # mode flows [count]
     # packet_pick_tx_queue), and veth hands TX queue n to RX queue n: one trafgen
     # on one CPU fills one queue whatever the flows. So the two-queue modes run a
     # trafgen process on each CPU (-P 2 pins fork i to CPU i).
-    case $1 in natgw2q | natgw2qrt) cpus=0,1 procs=2 ;; esac
+    case $1 in natgw2q | natgw2qrt) cpus=$GEN_CPU,$GW_CPU procs=2 ;; esac
     bg ip netns exec "$P-cli" env LD_PRELOAD="$work/sndbuf.so" BENCH_SNDBUF=$SNDBUF_BYTES \
         taskset -c "$cpus" trafgen -o "$dev" -i "$conf" -P "$procs" -Q --no-sock-mem -n "$n" \
         >"$work/trafgen.log" 2>&1

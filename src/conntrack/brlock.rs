@@ -40,7 +40,6 @@ thread_local! {
     static LANE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-/// This thread's lane.
 /// This thread's lane (given out in turn at its first call).
 #[inline]
 pub(crate) fn lane() -> usize {

@@ -1,7 +1,7 @@
 //! Which flow-table slots are free.
 //!
 //! Every thread takes and returns slot numbers through its own stripe (a
-//! free list behind a lock of its own, chosen once per thread), so workers
+//! free list behind a lock of its own; one per thread lane), so workers
 //! creating flows on different cores never wait on one another's lock nor
 //! bounce one shared lock word between them (a single free list did: a
 //! new flow took its mutex once per port tried, and again to give back a
@@ -35,7 +35,8 @@ impl Stripe {
 
 /// Free-slot lists of a table of `cap` slots.
 pub(super) struct SlotAlloc {
-    /// Slots ever handed out: `0..next` have been used at least once.
+    /// Slots `0..next` have left the high-water mark (in batches, so some
+    /// may still wait unused on a stripe); the rest were never used.
     next: AtomicU32,
     cap: u32,
     stripes: Box<[CachePadded<Stripe>]>,
@@ -57,8 +58,8 @@ impl SlotAlloc {
         }
     }
 
-    /// Slots `0..high()` have been handed out at least once; the rest were
-    /// never used.
+    /// Every slot that was ever used is below `high()` (scans of the table
+    /// stop there).
     pub(super) fn high(&self) -> u32 {
         self.next.load(Acquire)
     }
