@@ -1265,6 +1265,70 @@ mod tests {
         assert_eq!(w.device_mut().take_sent(1).len(), 60);
     }
 
+    /// Two real-time (SCHED_FIFO) workers pinned to one CPU, each with
+    /// more frames waiting than it can send in the time given: both send
+    /// some. Without the yield the first to run keeps the CPU until it
+    /// blocks, which a worker with frames waiting never does, and the
+    /// other sends nothing. Needs root (CAP_SYS_NICE) and two CPUs.
+    #[test]
+    fn two_real_time_workers_on_one_cpu_both_send() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if !nix::unistd::geteuid().is_root() || cpus < 2 {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs as root on two CPUs or more"
+            );
+            eprintln!("skipped: needs root and two CPUs");
+            return;
+        }
+        const FRAMES: usize = 50_000;
+        let mut ws: Vec<_> = (0..2)
+            .map(|_| {
+                let mut r = rig_with(FRAMES + 64, 16);
+                r.learn_router();
+                r.neigh.learn(0, ip("10.0.0.2"), HOST, r.now());
+                for k in 0..FRAMES {
+                    r.dev().inject(0, &from_host(1024 + (k % 60_000) as u16));
+                }
+                let mut w = r.w;
+                w.set_yield_rounds(true);
+                w
+            })
+            .collect();
+        let (worker_cpu, main_cpu) = (cpus - 1, 0);
+        let stop = AtomicBool::new(false);
+        // Both are real-time before either runs (an ordinary thread would
+        // not get onto a CPU where a real-time one is busy).
+        let ready = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            // This thread must not share the workers' CPU: it stops them.
+            crate::dataplane::sys::pin_to_cpu(main_cpu).expect("pin the test thread");
+            for w in ws.iter_mut() {
+                let (stop, ready) = (&stop, &ready);
+                s.spawn(move || {
+                    crate::dataplane::sys::pin_to_cpu(worker_cpu).expect("pin");
+                    crate::dataplane::sys::set_realtime(10).expect("SCHED_FIFO as root");
+                    ready.wait();
+                    w.run(stop, &AtomicBool::new(false))
+                });
+            }
+            std::thread::sleep(Duration::from_millis(15));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let sent: Vec<u64> = ws
+            .iter()
+            .map(|w| w.stats().counters.snapshot().tx_packets)
+            .collect();
+        assert!(
+            sent.iter().all(|&n| n > 0),
+            "each worker sent some: {sent:?}"
+        );
+        assert!(
+            sent.iter().all(|&n| (n as usize) < FRAMES),
+            "the workers ran out of frames, so they slept and this proves nothing: {sent:?}"
+        );
+    }
+
     /// With receive coalescing, a round that took less than a batch and
     /// left nothing in flight is followed by one sleep (counted); without
     /// it, none. Every frame goes out either way.
