@@ -124,7 +124,7 @@ pub struct Worker<D: Device, C: Clock> {
     /// Frames the last round took off the receive rings.
     rx_last: usize,
     last_housekeeping: Time,
-    /// Give the CPU up after every round that does not sleep (see
+    /// Give the CPU up from the second round in a row that does not sleep (see
     /// [`set_yield_rounds`](Self::set_yield_rounds)).
     yield_rounds: bool,
 }

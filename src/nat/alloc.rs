@@ -346,7 +346,7 @@ impl NatState {
                 if reserve_checks && PortRange::HEALTH_CHECK.contains(port) {
                     continue;
                 }
-                if self.has_eim() && self.eim_rev.contains_key(&(addr, port)) && p == proto::UDP {
+                if p == proto::UDP && self.has_eim() && self.eim_rev.contains_key(&(addr, port)) {
                     continue;
                 }
                 let mut nf = *base;
