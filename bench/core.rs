@@ -263,7 +263,7 @@ const INFO: PacketInfo = PacketInfo {
 
 #[inline(always)]
 fn track_ours(t: &FlowTable, k: &Tuple) -> bool {
-    matches!(t.track(k, INFO, NOW), Lookup::Hit(_))
+    matches!(t.track(k, &INFO, NOW), Lookup::Hit(_))
 }
 
 #[inline(always)]

@@ -459,7 +459,7 @@ mod tests {
         let e = icmp_error_about(&f, Link::Ethernet, 3, 3, None, 8).unwrap();
         let p = parse(&e, Link::Ethernet);
         assert!(
-            matches!(p.map(|p| p.kind), Ok(L4::IcmpError(_))),
+            matches!(p.map(|p| p.kind), Ok(L4::IcmpError { .. })),
             "{p:?} {e:02x?}"
         );
         let r = reply_to(&f, Link::Ethernet, 0).unwrap();

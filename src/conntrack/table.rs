@@ -90,6 +90,13 @@ struct Slot {
 }
 
 impl Slot {
+    /// True if direction `d`'s tuple packs to `w` (two word compares
+    /// instead of five field compares after an unpack).
+    #[inline]
+    fn has(&self, d: usize, w: [u64; 2]) -> bool {
+        self.tuples[d][0].load(Relaxed) == w[0] && self.tuples[d][1].load(Relaxed) == w[1]
+    }
+
     #[inline]
     fn tuple(&self, d: usize) -> Tuple {
         Tuple::unpack([
@@ -457,7 +464,12 @@ impl FlowTable {
 
     #[inline]
     fn hash(&self, t: &Tuple) -> u64 {
-        let [a, b] = t.pack();
+        self.hash_packed(t.pack())
+    }
+
+    /// [`hash`](Self::hash) of a tuple already packed.
+    #[inline]
+    fn hash_packed(&self, [a, b]: [u64; 2]) -> u64 {
         fold_mul(fold_mul(a ^ self.seed[0], b ^ self.seed[1]), self.seed[2])
     }
 
@@ -475,37 +487,43 @@ impl FlowTable {
     /// Finds the flow of a packet with tuple `key` and, on a hit, advances
     /// its protocol state, timer and counters.
     #[inline]
-    pub fn track(&self, key: &Tuple, pkt: PacketInfo, now: Time) -> Lookup {
-        self.track_routed(key, pkt, now, 0, |_| 0)
+    pub fn track(&self, key: &Tuple, pkt: &PacketInfo, now: Time) -> Lookup {
+        self.track_routed(key, pkt, now, 0, |_, _, _| 0)
     }
 
     /// [`track`](Self::track) that also reads the next hop cached in the
     /// flow for the packet's direction. A cached word whose low
     /// [`HOP_TAG_BITS`] equal `hop_tag` (non-zero) is returned as [`Hit::hop`];
-    /// otherwise `fill` computes the word from the hit (0: nothing to
-    /// cache), and it is stored in the flow and returned. `fill` runs under
-    /// the index shard's read lock, so the flow cannot be removed, nor its
-    /// slot reused, while its word is stored.
+    /// otherwise `fill` computes the word from the packet's direction, the
+    /// source of the other direction's tuple and the flow's flags (state
+    /// byte masked out) (0: nothing to cache), and it is stored in the flow
+    /// and returned. `fill` runs under the index shard's read lock, so the
+    /// flow cannot be removed, nor its slot reused, while its word is
+    /// stored.
     #[inline]
     pub fn track_routed(
         &self,
         key: &Tuple,
-        pkt: PacketInfo,
+        pkt: &PacketInfo,
         now: Time,
         hop_tag: u32,
-        fill: impl FnOnce(&Hit) -> u64,
+        fill: impl FnOnce(Dir, u32, u32) -> u64,
     ) -> Lookup {
-        let h = self.hash(key);
+        let w = key.pack();
+        let h = self.hash_packed(w);
         let tag = (h >> 32) as u32;
         let index = self.shards.read(self.shard(h));
-        let found = index.find(tag, |idx, dir| {
-            self.slot(idx).is_some_and(|s| s.tuple(dir.index()) == *key)
+        // The probe keeps the slot it matched: no second decode and chunk
+        // lookup after it.
+        let mut found = None;
+        index.find(tag, |idx, dir| match self.slot(idx) {
+            Some(s) if s.has(dir.index(), w) => {
+                found = Some((idx, dir, s));
+                true
+            }
+            _ => false,
         });
-        let Some(pos) = found else {
-            return Lookup::Miss;
-        };
-        let (_, idx, dir) = decode(index.words[pos]);
-        let Some(s) = self.slot(idx) else {
+        let Some((idx, dir, s)) = found else {
             return Lookup::Miss;
         };
         let id = FlowId {
@@ -531,12 +549,23 @@ impl FlowTable {
         // these; a rare race costs a count, never a flow.
         s.packets[d].store(s.packets[d].load(Relaxed) + 1, Relaxed);
         s.bytes[d].store(s.bytes[d].load(Relaxed) + pkt.len as u64, Relaxed);
-        let mut hit = Hit {
+        let other = s.tuple(1 - d);
+        let flags = st & !flags::STATE_MASK;
+        let mut hop = s.hops[d].load(Relaxed);
+        if hop_tag == 0 || hop & HOP_TAG_MASK != hop_tag as u64 {
+            hop = fill(dir, other.src, flags);
+            if hop != 0 {
+                s.hops[d].store(hop, Relaxed);
+            }
+        }
+        let mark = s.mark.load(Relaxed);
+        drop(index);
+        Lookup::Hit(Hit {
             id,
             dir,
-            other: s.tuple(1 - d),
-            flags: st & !flags::STATE_MASK,
-            mark: s.mark.load(Relaxed),
+            other,
+            flags,
+            mark,
             tcp_invalid,
             tcp_change: (key.proto == proto::TCP && (old ^ st) & flags::STATE_MASK != 0).then(
                 || {
@@ -544,16 +573,8 @@ impl FlowTable {
                     (state(old), state(st))
                 },
             ),
-            hop: s.hops[d].load(Relaxed),
-        };
-        if hop_tag == 0 || hit.hop & HOP_TAG_MASK != hop_tag as u64 {
-            hit.hop = fill(&hit);
-            if hit.hop != 0 {
-                s.hops[d].store(hit.hop, Relaxed);
-            }
-        }
-        drop(index);
-        Lookup::Hit(hit)
+            hop,
+        })
     }
 
     /// Forgets every flow's cached next hops (the NAT layer's tags are
@@ -594,8 +615,35 @@ impl FlowTable {
     /// Protocol state machine step; returns the new state word, the timeout
     /// that now applies, whether a TCP segment was out of state, and the
     /// state word it replaced.
+    #[inline]
     fn advance(&self, s: &Slot, p: u8, dir: Dir, tcp_flags: Option<u8>) -> (u32, u32, bool, u32) {
-        let t = &self.timeouts;
+        if let (proto::TCP, Some(f)) = (p, tcp_flags) {
+            return self.advance_tcp(s, dir, f);
+        }
+        // Without a TCP state machine, a packet can only add flags: a reply
+        // marks the flow as seen both ways, and a UDP flow seen both ways is
+        // assured. Bits are only ever added here, so one atomic OR is
+        // exact however other workers race, and the usual packet (nothing
+        // to add) writes nothing.
+        let old = s.state.load(Relaxed);
+        let mut add = match dir {
+            Dir::Reply => flags::SEEN_REPLY,
+            Dir::Orig => 0,
+        };
+        if p == proto::UDP && (old | add) & flags::SEEN_REPLY != 0 {
+            add |= flags::ASSURED;
+        }
+        let prev = if old | add != old {
+            s.state.fetch_or(add, Relaxed)
+        } else {
+            old
+        };
+        let st = prev | add;
+        (st, self.timeouts.of(p, st), false, prev)
+    }
+
+    /// [`advance`](Self::advance) for a TCP segment with flags `f`.
+    fn advance_tcp(&self, s: &Slot, dir: Dir, f: u8) -> (u32, u32, bool, u32) {
         let mut invalid = false;
         let mut st = 0;
         let mut prev = 0;
@@ -608,28 +656,22 @@ impl FlowTable {
             if dir == Dir::Reply {
                 new |= flags::SEEN_REPLY;
             }
-            match (p, tcp_flags) {
-                (proto::TCP, Some(f)) => {
-                    let cur = TcpState::from_u8((old & flags::STATE_MASK) as u8);
-                    match tcp_transition(dir, TcpEvent::from_flags(f), cur) {
-                        Transition::To(n) => {
-                            if cur == TcpState::SynRecv && n == TcpState::Established {
-                                new |= flags::ASSURED;
-                            }
-                            new = (new & !flags::STATE_MASK) | n as u32;
-                        }
-                        Transition::Ignore => {}
-                        Transition::Invalid => invalid = true,
+            let cur = TcpState::from_u8((old & flags::STATE_MASK) as u8);
+            match tcp_transition(dir, TcpEvent::from_flags(f), cur) {
+                Transition::To(n) => {
+                    if cur == TcpState::SynRecv && n == TcpState::Established {
+                        new |= flags::ASSURED;
                     }
+                    new = (new & !flags::STATE_MASK) | n as u32;
                 }
-                (proto::UDP, _) if new & flags::SEEN_REPLY != 0 => new |= flags::ASSURED,
-                _ => {}
+                Transition::Ignore => {}
+                Transition::Invalid => invalid = true,
             }
             st = new;
             prev = old;
             (new != old).then_some(new)
         });
-        (st, t.of(p, st), invalid, prev)
+        (st, self.timeouts.of(proto::TCP, st), invalid, prev)
     }
 
     /// Finds the live flow of `key` without touching its state or timer
@@ -642,10 +684,11 @@ impl FlowTable {
     /// [`peek`](FlowTable::peek) that also returns the flow's flag word
     /// (state byte masked out).
     pub fn peek_flags(&self, key: &Tuple, now: Time) -> Option<(Dir, Tuple, u32)> {
-        let h = self.hash(key);
+        let w = key.pack();
+        let h = self.hash_packed(w);
         let index = self.shards.read(self.shard(h));
         let pos = index.find((h >> 32) as u32, |idx, dir| {
-            self.slot(idx).is_some_and(|s| s.tuple(dir.index()) == *key)
+            self.slot(idx).is_some_and(|s| s.has(dir.index(), w))
         })?;
         let (_, idx, dir) = decode(index.words[pos]);
         let s = self.slot(idx)?;
@@ -660,11 +703,12 @@ impl FlowTable {
 
     /// True if some live or not-yet-swept flow uses `key` in either direction.
     pub fn contains(&self, key: &Tuple) -> bool {
-        let h = self.hash(key);
+        let w = key.pack();
+        let h = self.hash_packed(w);
         let index = self.shards.read(self.shard(h));
         index
             .find((h >> 32) as u32, |idx, dir| {
-                self.slot(idx).is_some_and(|s| s.tuple(dir.index()) == *key)
+                self.slot(idx).is_some_and(|s| s.has(dir.index(), w))
             })
             .is_some()
     }
@@ -1021,10 +1065,11 @@ impl FlowTable {
     /// `orig`, under its index shard's read lock (so the slot cannot change
     /// hands meanwhile).
     fn with_orig<R>(&self, orig: &Tuple, f: impl FnOnce(u32, &Slot) -> R) -> Option<R> {
-        let h = self.hash(orig);
+        let w = orig.pack();
+        let h = self.hash_packed(w);
         let index = self.shards.read(self.shard(h));
         let pos = index.find((h >> 32) as u32, |idx, dir| {
-            dir == Dir::Orig && self.slot(idx).is_some_and(|s| s.tuple(0) == *orig)
+            dir == Dir::Orig && self.slot(idx).is_some_and(|s| s.has(0, w))
         })?;
         let (_, idx, _) = decode(index.words[pos]);
         Some(f(idx, self.slot(idx)?))
@@ -1069,7 +1114,7 @@ impl FlowTable {
 }
 
 #[cfg(test)]
-mod hop_tests {
+mod tests {
     use super::*;
 
     fn flow() -> NewFlow {
@@ -1103,12 +1148,45 @@ mod hop_tests {
     /// compute it.
     fn hop(t: &FlowTable, key: &Tuple, tag: u32, word: u64) -> (u64, bool) {
         let mut filled = false;
-        let l = t.track_routed(key, pkt(), Time::from_secs(1), tag, |_| {
+        let l = t.track_routed(key, &pkt(), Time::from_secs(1), tag, |_, _, _| {
             filled = true;
             word
         });
         let Lookup::Hit(h) = l else { panic!("{l:?}") };
         (h.hop, filled)
+    }
+
+    /// A UDP flow is assured (and gets the stream timeout) from its first
+    /// reply on, and stays so; an ICMP flow only records the reply.
+    #[test]
+    fn packets_without_a_tcp_state_only_add_flags() {
+        let t = FlowTable::new(16, Timeouts::default(), 1);
+        let tm = Timeouts::default();
+        let now = Time::from_secs(1);
+        let at = |secs: u32| Time(now.0 + secs as u64 * 1_000_000_000);
+        // The flags a packet of `key` leaves on flow `f`, and its deadline.
+        let track = |f: &NewFlow, key: &Tuple| {
+            let l = t.track(key, &pkt(), now);
+            let Lookup::Hit(h) = l else { panic!("{l:?}") };
+            let rec = t.get(&f.orig).unwrap();
+            assert_eq!(h.flags & flags::STATE_MASK, 0);
+            (h.flags & (flags::SEEN_REPLY | flags::ASSURED), rec.expires)
+        };
+        let both = flags::SEEN_REPLY | flags::ASSURED;
+        let udp = flow();
+        t.insert(&udp, now).unwrap();
+        assert_eq!(track(&udp, &udp.orig), (0, at(tm.udp)), "one way");
+        assert_eq!(track(&udp, &udp.reply), (both, at(tm.udp_stream)), "reply");
+        assert_eq!(track(&udp, &udp.orig), (both, at(tm.udp_stream)), "kept");
+
+        let mut icmp = flow();
+        icmp.orig.proto = proto::ICMP;
+        icmp.reply = icmp.orig.invert();
+        t.insert(&icmp, now).unwrap();
+        assert_eq!(track(&icmp, &icmp.orig), (0, at(tm.icmp)));
+        let seen = (flags::SEEN_REPLY, at(tm.icmp));
+        assert_eq!(track(&icmp, &icmp.reply), seen, "not assured");
+        assert_eq!(track(&icmp, &icmp.orig), seen);
     }
 
     #[test]

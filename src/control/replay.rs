@@ -71,8 +71,8 @@ pub struct ReplayReport {
 
 fn describe(buf: &[u8], link: Link) -> String {
     match packet::parse(buf, link) {
-        Ok(p) => match p.kind {
-            packet::L4::IcmpError(e) => format!(
+        Ok(p) => match p.icmp_error_info(buf) {
+            Some(e) => format!(
                 "icmp {} > {} type={} code={} quoting [{}]",
                 p.tuple.src_ip(),
                 p.tuple.dst_ip(),

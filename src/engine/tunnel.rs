@@ -317,7 +317,7 @@ impl Engine {
         let dropped = self.tunnels.drop(k, DropReason::TunnelTooBig);
         let df = tunnel::dont_fragment(buf, p);
         // Never answer an ICMP error with another.
-        if !df || matches!(p.kind, crate::packet::L4::IcmpError(_)) || !self.icmp_allowed(now) {
+        if !df || matches!(p.kind, crate::packet::L4::IcmpError { .. }) || !self.icmp_allowed(now) {
             return Some(dropped);
         }
         let from = self.if_addr(iif);

@@ -103,7 +103,7 @@ pub fn rewrite_tuple(b: &mut [u8], p: &Parsed, to: &Tuple) {
         // Later fragments and untracked protocols: addresses only. A first
         // fragment's transport checksum covers the whole datagram, and was
         // updated with the first fragment.
-        L4::IcmpError(_) | L4::IcmpOther { .. } | L4::Other => {}
+        L4::IcmpError { .. } | L4::IcmpOther { .. } | L4::Other => {}
     }
 }
 
@@ -452,7 +452,7 @@ mod tests {
         let n = build_time_exceeded(&mut f, &p, 0x0a000001).unwrap();
         f.truncate(n);
         let q = parse(&f, Link::Ethernet).unwrap();
-        let L4::IcmpError(e) = q.kind else {
+        let Some(e) = q.icmp_error_info(&f) else {
             panic!("not an icmp error: {:?}", q.kind)
         };
         assert_eq!(e.ty, ICMP_TIME_EXCEEDED);
@@ -564,7 +564,7 @@ mod tests {
             .write(&mut f, &about[14..])
             .unwrap();
         let p = parse(&f, Link::Ethernet).unwrap();
-        let L4::IcmpError(e) = p.kind else {
+        let Some(e) = p.icmp_error_info(&f) else {
             panic!("not an icmp error")
         };
         // An echo reply carries its id in `dport`.
@@ -620,7 +620,7 @@ mod tests {
         assert_eq!(&f[14 + 28..], &orig[14..]);
         assert_checksums_ok(&f);
         let q = parse(&f, Link::Ethernet).unwrap();
-        let L4::IcmpError(e) = q.kind else {
+        let Some(e) = q.icmp_error_info(&f) else {
             panic!("not an icmp error")
         };
         assert_eq!(e.inner.dport, 33434);
