@@ -160,6 +160,83 @@ pub const ICMP_PARAM_PROBLEM: u8 = 12;
 
 /// Parses `frame` and validates everything the rewrite functions touch.
 pub fn parse(frame: &[u8], link: Link) -> Result<Parsed, ParseError> {
+    match plain(frame, link) {
+        Some(p) => Ok(p),
+        None => general(frame, link),
+    }
+}
+
+/// The usual frame, read in one pass with its fields at fixed offsets:
+/// Ethernet II without VLAN tags (or bare IP), IPv4 without options and
+/// with a verifying header checksum, not fragmented, carrying a whole UDP
+/// or TCP header. `None` for every other frame, which [`general`] then
+/// parses; for the frames this takes it gives what `general` gives (tested
+/// byte by byte in `plain_agrees_with_general`). ~60 instructions fewer
+/// per packet than `general` alone (callgrind).
+#[inline(always)]
+fn plain(frame: &[u8], link: Link) -> Option<Parsed> {
+    let l3 = match link {
+        Link::Ethernet if frame.get(12..14)? == [0x08, 0x00] => ETH_HLEN,
+        Link::Ethernet => return None,
+        Link::Ip => 0,
+    };
+    let h = frame.get(l3..)?.first_chunk::<20>()?;
+    // Version 4, IHL 5; MF clear and offset 0 (DF and the reserved bit
+    // are not looked at, as in `general`).
+    if h[0] != 0x45 || h[6] & 0x3f != 0 || h[7] != 0 {
+        return None;
+    }
+    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+    let end = l3 + total;
+    if total < 20 || frame.len() < end || sum20(h) != 0xffff {
+        return None;
+    }
+    let l4 = l3 + 20;
+    let avail = total - 20;
+    let t = frame.get(l4..)?;
+    let (kind, ports) = match h[9] {
+        proto::UDP => {
+            let u = t.first_chunk::<8>()?;
+            let ulen = u16::from_be_bytes([u[4], u[5]]) as usize;
+            if avail < 8 || ulen < 8 || ulen > avail {
+                return None;
+            }
+            (L4::Udp, [u[0], u[1], u[2], u[3]])
+        }
+        proto::TCP => {
+            let th = t.first_chunk::<20>()?;
+            let doff = (th[12] >> 4) as usize * 4;
+            if avail < 20 || doff < 20 || doff > avail {
+                return None;
+            }
+            (L4::Tcp { flags: th[13] }, [th[0], th[1], th[2], th[3]])
+        }
+        _ => return None,
+    };
+    Some(Parsed {
+        l3,
+        l4,
+        end,
+        tuple: Tuple {
+            src: u32::from_be_bytes([h[12], h[13], h[14], h[15]]),
+            dst: u32::from_be_bytes([h[16], h[17], h[18], h[19]]),
+            sport: u16::from_be_bytes([ports[0], ports[1]]),
+            dport: u16::from_be_bytes([ports[2], ports[3]]),
+            proto: h[9],
+        },
+        ttl: h[8],
+        ip_id: u16::from_be_bytes([h[4], h[5]]),
+        frag: Frag::No,
+        kind,
+        vlan: None,
+        icmp_type: 0,
+    })
+}
+
+/// [`parse`] of any frame: VLAN tags, IP options, fragments, ICMP, other
+/// protocols, and the reason a frame is refused.
+#[inline(never)]
+fn general(frame: &[u8], link: Link) -> Result<Parsed, ParseError> {
     let (l3, vlan) = match link {
         Link::Ethernet => ether(frame)?,
         Link::Ip => match frame.first().map(|b| b >> 4) {
@@ -460,6 +537,60 @@ mod tests {
         assert_eq!(p.kind, L4::Udp);
         assert_eq!(p.frag, Frag::No);
         assert_eq!(p.ttl, 64);
+    }
+
+    /// Every frame the fast path takes parses the same the general way:
+    /// valid UDP and TCP frames (bare IP too), each header byte set to
+    /// values that matter (and each cut short), the IP checksum made to
+    /// verify again or left wrong.
+    #[test]
+    fn plain_agrees_with_general() {
+        let mut tcp = udp_frame();
+        tcp.truncate(34);
+        tcp[23] = proto::TCP;
+        tcp.extend_from_slice(&[0x04, 0xd2, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0]);
+        tcp.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0, b'h', b'i']);
+        tcp[16..18].copy_from_slice(&42u16.to_be_bytes());
+        let fix = |f: &mut Vec<u8>, l3: usize| {
+            if f.len() >= l3 + 20 {
+                f[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+                let c = checksum::checksum(&f[l3..l3 + 20]);
+                f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+            }
+        };
+        fix(&mut tcp, 14);
+        let mut taken = 0;
+        for base in [udp_frame(), tcp] {
+            for (link, f0) in [
+                (Link::Ethernet, base.clone()),
+                (Link::Ip, base[14..].to_vec()),
+            ] {
+                let l3 = if link == Link::Ethernet { 14 } else { 0 };
+                let mut cases = vec![f0.clone()];
+                for n in 0..f0.len() {
+                    cases.push(f0[..n].to_vec());
+                }
+                for i in 0..f0.len() {
+                    for v in [
+                        0x00, 0x01, 0x06, 0x08, 0x11, 0x20, 0x3f, 0x40, 0x45, 0x46, 0x50, 0x80,
+                        0xff,
+                    ] {
+                        let mut f = f0.clone();
+                        f[i] = v;
+                        cases.push(f.clone());
+                        fix(&mut f, l3);
+                        cases.push(f);
+                    }
+                }
+                for f in &cases {
+                    if let Some(p) = plain(f, link) {
+                        taken += 1;
+                        assert_eq!(Ok(p), general(f, link), "{f:02x?}");
+                    }
+                }
+            }
+        }
+        assert!(taken > 500, "the fast path took only {taken} frames");
     }
 
     #[test]
