@@ -547,8 +547,9 @@ impl Engine {
         if p.frag == Frag::Later {
             return self.later_fragment(buf, len, p, now, c);
         }
-        // Built in place, one arm per kind: a `(flags, seg)` pair moved into
-        // the struct afterwards cost ~35 instructions of copies a packet.
+        // Built in place, one arm per kind, and lent to the table: built
+        // from a `(flags, seg)` pair and moved in by value, it was copied
+        // twice a packet (~20 instructions under callgrind).
         let dlen = (p.end - p.l3) as u32;
         let info = match p.kind {
             L4::Tcp { flags } => PacketInfo {
