@@ -238,8 +238,23 @@ class Report:
             r["gw_cpu_ns_per_s"] = min(g, c1)
         return r
 
+    @staticmethod
+    def _precise(r):
+        """Runs of a run.sh that recorded the precise measure (gw_work_ns_per_s, from CPU idle
+        time, see precise_now in run.sh) take it as the gateway and machine-wide CPU; the tick-based
+        figures stay beside it (cpu1_busy_ns_per_s, gw_tick_ns_per_s, busy_tick_ns_per_s). Older
+        runs keep the tick-based measure, without the double count (_dedup_gw)."""
+        if r.get("gw_work_ns_per_s") is None:
+            return Report._dedup_gw(r)
+        r = dict(r)
+        r["gw_tick_ns_per_s"], r["busy_tick_ns_per_s"] = r.get("gw_cpu_ns_per_s"), r.get("busy_ns_per_s")
+        r["gw_cpu_ns_per_s"], r["busy_ns_per_s"] = r["gw_work_ns_per_s"], r.get("work_ns_per_s")
+        r["gen_softirq_ns_per_s"] = r.get("gen_work_ns_per_s")
+        r["precise"] = True
+        return r
+
     def fig_paced(self):
-        runs = [self._dedup_gw(r) for r in self.sel("paced")]
+        runs = [self._precise(r) for r in self.sel("paced")]
         base = {(r["rep"], r["rate"]): r for r in runs if r["mode"] == "base"}
         keys = sorted({(r["mode"], r["rate"]) for r in runs}, key=lambda k: (k[1], mode_order(k[0])))
         out = []
@@ -275,7 +290,7 @@ class Report:
             # softirq + natgw's time) is part of CPU 1's whole busy time; what it exceeds that by
             # was counted twice (softirq run in natgw's context, charged to the thread as well).
             over = None
-            if m in self.NATGW_MODES:
+            if m in self.NATGW_MODES and not any(r.get("precise") for r in v):
                 over = med([r["gw_cpu_sum_ns_per_s"] - r["cpu1_busy_ns_per_s"] for r in v
                             if r.get("gw_cpu_sum_ns_per_s") is not None and r.get("cpu1_busy_ns_per_s") is not None])
                 if over is not None and over > 0.05e9:
@@ -298,6 +313,10 @@ class Report:
                 "gw_cpu_ns_per_packet_min": rng(gw_pkt)[0], "gw_cpu_ns_per_packet_max": rng(gw_pkt)[1],
                 "cpu1_busy_ns_per_packet_median": c1_med, "cpu1_busy_ns_per_packet_all": cpu1_pkt,
                 "gw_cpu_over_cpu1_busy_ns_per_s_median": over,
+                "precise": all(r.get("precise") for r in v),
+                "natgw_run_ns_per_packet_median": med([r["natgw_run_ns_per_s"] / r["rx_pps"] for r in v
+                                                       if r.get("natgw_run_ns_per_s") is not None and r.get("rx_pps", 0) > 0]),
+                "steal1_median": med([r.get("steal1") for r in v if r.get("steal1") is not None]),
                 "gen_softirq_ns_per_packet_median": med(gen_pkt), "gen_softirq_ns_per_packet_all": gen_pkt,
                 "p50_us": med([s["p50_ns"] / 1e3 for s in sinks]), "p90_us": med([s["p90_ns"] / 1e3 for s in sinks]),
                 "p99_us": med([s["p99_ns"] / 1e3 for s in sinks]), "p999_us": med([s["p999_ns"] / 1e3 for s in sinks]),
@@ -888,27 +907,50 @@ class Report:
               "generator+sink-only run (*base*, over the direct veth) of the same repetition and rate) ÷ delivered "
               "packets per second:")
             a("")
-            a("- ***Gateway CPU*** (the headline figure and the target): irq + softirq time of the gateway's CPU "
-              f"{gcpu} from /proc/stat, plus, for the natgw gateways, the natgw process's own utime + stime "
-              "(/proc/PID/stat, all its threads), but for natgw never more than CPU "
-              f"{gcpu}'s whole busy time. The gateway's work is pinned to CPU "
-              f"{gcpu}: natgw's threads by `taskset`, the kernel's forwarding by RPS on lan0/wan0 (and the base's "
-              f"delivery to the sink by RPS on the direct link). This kernel accounts CPU time by tick "
-              "(CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING), and a tick that lands in softirq while a natgw "
-              "thread is current is charged both to the CPU's softirq and to the thread's stime "
-              "(account_system_index_time), so the plain sum counts that softirq twice; natgw's AF_XDP TX kick runs the "
-              "receiving side's softirq inline (perf/profile-misses.md), so this is not small. Everything in the sum "
-              f"lies within CPU {gcpu}'s busy time, which also holds others' processes there, so the smaller of the two "
-              "is an upper bound of natgw's true figure (the raw sum is `gw_cpu_sum_ns_per_s` in the JSON). For the "
-              f"kernel gateways it is CPU {gcpu}'s irq + softirq alone: other users' processes are not counted.")
-            a(f"- ***Machine-wide***: busy time (user + nice + system + irq + softirq) of all CPUs from /proc/stat. "
-              "Complete, but it counts everything else that ran on the shared machine, so it is noisy.")
-            a(f"- Cross-check columns: *CPU {gcpu} busy* is the whole busy time of CPU {gcpu} (others' processes "
-              f"there included) the same way. One thing the gateway-CPU figure leaves out for natgw, recorded per run: "
-              f"work natgw leaves on the generator's CPU {ncpu} is not counted: "
-              f"the lan0 XDP program and the copy into the UMEM run in the sender's softirq, and natgw TUN moves lan0/wan0's "
-              f"RPS to CPU {ncpu}; the JSON has it as `gen_softirq_ns_per_packet` (CPU {ncpu} irq + softirq over the base). "
-              "The machine-wide figure counts it.")
+            precise = all(r.get("precise") for r in paced)
+            if precise:
+                a(f"- ***Gateway CPU*** (the headline figure and the target): the work time of the gateway's CPU {gcpu}, "
+                  "that is wall time − its idle time (idle + iowait of /proc/stat), the same measure for every gateway. "
+                  f"The gateway's work is pinned to CPU {gcpu}: natgw's threads by `taskset`, the kernel's forwarding by RPS "
+                  "on lan0/wan0 (and the base's delivery to the sink by RPS on the direct link). Why not the busy fields: "
+                  "this kernel accounts busy time by tick (CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING), and with "
+                  "NO_HZ_IDLE a softirq that runs out of idle, which is how the kernel forwards at paced rates (an RPS "
+                  "IPI wakes the idle CPU), is almost never seen by a tick: at 25% of the peak the kernel NAT's forwarding "
+                  "showed as ~0.05 CPU of irq + softirq ticks while an ftrace of softirq_entry/exit on that CPU summed "
+                  "~0.35 CPU (perf/profile-misses.md). The idle time is not sampled: it runs from idle entry to exit, and "
+                  "an interrupt, with the softirq at its end, stops it (tick_nohz_irq_enter). So work time counts the "
+                  "kernel's softirq and natgw's threads alike. It also counts others' processes on that CPU (runs where "
+                  "others' builds ran are marked) and the time the hypervisor took the CPU away while it worked (steal; "
+                  f"the median steal of CPU {gcpu} is shown).")
+                a("- ***Machine-wide***: the work time of all CPUs the same way. It also counts the work natgw leaves on "
+                  f"the generator's CPU {ncpu} (the lan0 XDP program and the copy into the UMEM run in the sender's softirq; "
+                  f"natgw TUN moves lan0/wan0's RPS to CPU {ncpu}), and everything else that ran on the shared machine.")
+                a(f"- Cross-check columns: *CPU {gcpu} by ticks* is the tick-based busy time (user + nice + system + irq + "
+                  f"softirq of /proc/stat) of CPU {gcpu} over the base, the measure earlier reports used; *natgw threads* "
+                  "is the run time of natgw's threads (/proc/PID/task/*/schedstat, exact, without steal) per packet, not "
+                  "over the base; it includes the receiving side's softirq that natgw's AF_XDP TX kick runs inline.")
+            else:
+                a("- ***Gateway CPU*** (the headline figure and the target): irq + softirq time of the gateway's CPU "
+                  f"{gcpu} from /proc/stat, plus, for the natgw gateways, the natgw process's own utime + stime "
+                  "(/proc/PID/stat, all its threads), but for natgw never more than CPU "
+                  f"{gcpu}'s whole busy time. The gateway's work is pinned to CPU "
+                  f"{gcpu}: natgw's threads by `taskset`, the kernel's forwarding by RPS on lan0/wan0 (and the base's "
+                  f"delivery to the sink by RPS on the direct link). This kernel accounts CPU time by tick "
+                  "(CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING), and a tick that lands in softirq while a natgw "
+                  "thread is current is charged both to the CPU's softirq and to the thread's stime "
+                  "(account_system_index_time), so the plain sum counts that softirq twice; natgw's AF_XDP TX kick runs the "
+                  "receiving side's softirq inline (perf/profile-misses.md), so this is not small. Everything in the sum "
+                  f"lies within CPU {gcpu}'s busy time, which also holds others' processes there, so the smaller of the two "
+                  "is an upper bound of natgw's true figure (the raw sum is `gw_cpu_sum_ns_per_s` in the JSON). For the "
+                  f"kernel gateways it is CPU {gcpu}'s irq + softirq alone: other users' processes are not counted.")
+                a(f"- ***Machine-wide***: busy time (user + nice + system + irq + softirq) of all CPUs from /proc/stat. "
+                  "Complete, but it counts everything else that ran on the shared machine, so it is noisy.")
+                a(f"- Cross-check columns: *CPU {gcpu} busy* is the whole busy time of CPU {gcpu} (others' processes "
+                  f"there included) the same way. One thing the gateway-CPU figure leaves out for natgw, recorded per run: "
+                  f"work natgw leaves on the generator's CPU {ncpu} is not counted: "
+                  f"the lan0 XDP program and the copy into the UMEM run in the sender's softirq, and natgw TUN moves lan0/wan0's "
+                  f"RPS to CPU {ncpu}; the JSON has it as `gen_softirq_ns_per_packet` (CPU {ncpu} irq + softirq over the base). "
+                  "The machine-wide figure counts it.")
             a("")
             for rate in rates:
                 rr = [r for r in paced if r["rate_target"] == rate]
@@ -925,13 +967,17 @@ class Report:
                                  "-" if isb else (f"({ffmt(c, 0)})" if inv else ffmt(c, 0)),
                                  "-" if isb else f"{ffmt(r['cpu_ns_per_packet_min'], 0)}–{ffmt(r['cpu_ns_per_packet_max'], 0)}",
                                  "-" if isb else ffmt(r["cpu1_busy_ns_per_packet_median"], 0),
+                                 ffmt(r.get("natgw_run_ns_per_packet_median"), 0),
                                  f"{ffmt(r['gw_cpus_median'], 2)} / {ffmt(r['busy_cpus_median'], 2)}",
+                                 ffmt(r.get("steal1_median"), 0, "%"),
                                  ffmt(r["p50_us"], 1), f"**{ffmt(r['p99_us'], 1)}**", f"{ffmt(r['p99_us_min'], 1)}–{ffmt(r['p99_us_max'], 1)}",
                                  ffmt(r["p999_us"], 1), ffmt(r["max_us_max"], 0), ffmt((r["loss_max"] or 0) * 100, 2, "%"),
                                  r["samples"], "; ".join(r["notes"])])
                 a(md_table(["gateway", "delivered pps", "gateway CPU ns/packet (median)", "min–max",
-                            "machine-wide ns/packet (median)", "min–max", f"CPU {gcpu} busy ns/packet",
-                            "gateway / machine CPUs busy", "p50 µs", "p99 µs", "p99 min–max", "p99.9 µs", "max µs",
+                            "machine-wide ns/packet (median)", "min–max",
+                            f"CPU {gcpu} by ticks ns/packet" if precise else f"CPU {gcpu} busy ns/packet",
+                            "natgw threads ns/packet", "gateway / machine CPUs working" if precise else "gateway / machine CPUs busy",
+                            f"CPU {gcpu} steal", "p50 µs", "p99 µs", "p99 min–max", "p99.9 µs", "max µs",
                             "lost (worst run)", "samples", "note"], rows))
                 a("")
                 if inv:
@@ -1141,11 +1187,16 @@ class Report:
           "- veth, not a NIC: AF_XDP is copy mode (one skb allocated and copied per transmitted frame).\n"
           "- A figure within 10% of the generator's ceiling at the same flow count is flagged generator-bound: "
           "it shows the generator's limit, not the gateway's.\n"
-          "- CPU per packet depends on /proc/stat tick accounting (10 ms ticks) over a few seconds on a VM. The "
-          "machine-wide measure includes other processes' CPU time; treat its differences under ~100 ns as noise and "
-          "compare its run-to-run spread with the gateway-CPU measure's (figure 2). The gateway-CPU measure counts "
-          "softirq run in natgw's context twice and leaves out natgw's work on CPU 0 (figure 2 explains both).\n"
-          "- Latency includes the client veth's transmit and the gateway; the generator sends in small bursts "
+          + ("- CPU per packet is work time (wall − idle, figure 2) on a VM whose host takes CPU time away (steal, "
+             "shown per row): steal while a CPU works counts as work for every gateway alike, so compare gateways "
+             "repetition by repetition (the verdicts do) and read the spread. The gateway-CPU measure leaves out "
+             "natgw's work on CPU 0 (the machine-wide one counts it).\n"
+             if paced and all(r.get("precise") for r in paced) else
+             "- CPU per packet depends on /proc/stat tick accounting (10 ms ticks) over a few seconds on a VM. The "
+             "machine-wide measure includes other processes' CPU time; treat its differences under ~100 ns as noise and "
+             "compare its run-to-run spread with the gateway-CPU measure's (figure 2). The gateway-CPU measure counts "
+             "softirq run in natgw's context twice and leaves out natgw's work on CPU 0 (figure 2 explains both).\n")
+          + "- Latency includes the client veth's transmit and the gateway; the generator sends in small bursts "
           "(what came due during one sleep: at most "
           f"{max([r.get('max_batch') or 0 for r in paced], default=0)} frames in one sendmmsg), which shows in p99.9.\n"
           "- Figure 6 reads host-wide slab counters; others' activity in the same seconds adds noise (small against "

@@ -691,6 +691,33 @@ gw_ticks() {
         $1 == b { g = $7 + $8; gb = $2 + $3 + $4 + $7 + $8 } $1 == a { s = $7 + $8 }
         END { printf "%d %d %d %s\n", g, s, gb, n }' /proc/stat
 }
+# Figure 2's precise CPU measure: "idlegw idlegen idleall natgw_ns" = idle + iowait of CPU
+# $GW_CPU, of CPU $GEN_CPU and of all CPUs, in jiffies, and the summed run time (ns) of the
+# running natgw's threads from /proc/PID/task/*/schedstat ("-" when none runs). This kernel
+# accounts busy time by tick (CONFIG_TICK_CPU_ACCOUNTING), and with NO_HZ_IDLE a softirq that
+# runs out of idle (an RPS IPI, the kernel gateway's whole forwarding at paced rates) is not
+# seen by any tick: it shows in no busy field of /proc/stat. The idle time is not sampled: it
+# is measured from idle entry to exit (get_cpu_idle_time_us), and an interrupt, with the
+# softirq at its end, stops the idle clock (tick_nohz_irq_enter). So wall time - idle time is
+# the CPU's work, whoever did it; schedstat's run time is exact too (and leaves out steal).
+precise_now() {
+    local n=- comm=${natgw_run##*/} t
+    comm=${comm:0:15}
+    if [ -n "$natgw_pid" ] && [ "$(cat "/proc/$natgw_pid/comm" 2>/dev/null)" = "$comm" ]; then
+        n=0
+        for t in /proc/"$natgw_pid"/task/*/schedstat; do
+            read -r t _ <"$t" 2>/dev/null || continue
+            n=$((n + t))
+        done
+    fi
+    awk -v a="cpu$GEN_CPU" -v b="cpu$GW_CPU" -v n="$n" '
+        $1 == b { g = $5 + $6 } $1 == a { s = $5 + $6 } $1 == "cpu" { t = $5 + $6 }
+        END { printf "%d %d %d %s\n", g, s, t, n }' /proc/stat
+}
+# ns of work per second of wall time on `cpus` CPUs from an idle-jiffy difference over dt ns.
+notidle_ns_per_s() { # idle_jiffies dt_ns cpus
+    awk -v j="$1" -v hz="$CLK_TCK" -v dt="$2" -v c="$3" 'BEGIN { if (dt <= 0) print "null"; else printf "%.0f\n", c * 1e9 - j / hz * 1e9 / (dt / 1e9) }'
+}
 # ns of CPU per second of wall time from a jiffy difference over dt ns; "null" if unknown.
 jiffy_ns_per_s() { # jiffies dt_ns
     awk -v j="$1" -v hz="$CLK_TCK" -v dt="$2" 'BEGIN { if (j == "" || j == "null" || dt <= 0) print "null"; else printf "%.0f\n", j / hz * 1e9 / (dt / 1e9) }'
@@ -844,11 +871,11 @@ paced_run() { # mode rate rep frac (percent of the kernel's peak, or null)
     local gpid=$BG
     sleep "$WARM"
     sleep 0.2
-    local busy c0 c1 g0 g1 r0 r1 t0 t1
+    local busy c0 c1 g0 g1 q0 q1 r0 r1 t0 t1
     busy=$(busy_now)
-    t0=$(date +%s%N); r0=$(if_stat "$rxns" "$rxdev" rx_packets); c0=$(cpu_ticks); g0=$(gw_ticks)
+    t0=$(date +%s%N); r0=$(if_stat "$rxns" "$rxdev" rx_packets); c0=$(cpu_ticks); g0=$(gw_ticks); q0=$(precise_now)
     sleep "$(awk -v d="$PACED_DUR" 'BEGIN { print d - 0.5 }')"
-    t1=$(date +%s%N); r1=$(if_stat "$rxns" "$rxdev" rx_packets); c1=$(cpu_ticks); g1=$(gw_ticks)
+    t1=$(date +%s%N); r1=$(if_stat "$rxns" "$rxdev" rx_packets); c1=$(cpu_ticks); g1=$(gw_ticks); q1=$(precise_now)
     [ -n "$busy" ] || busy=$(busy_now)
     local i
     for i in $(seq 100); do kill -0 "$gpid" 2>/dev/null || break; sleep 0.1; done
@@ -883,12 +910,24 @@ paced_run() { # mode rate rep frac (percent of the kernel's peak, or null)
         fi
         ;;
     esac
+    # The precise measure (precise_now): work time of CPU $GW_CPU, CPU $GEN_CPU and all CPUs,
+    # and natgw's threads' run time.
+    local qg0 qs0 qa0 qn0 qg1 qs1 qa1 qn1 gw_work gen_work all_work natgw_run=null
+    read -r qg0 qs0 qa0 qn0 <<<"$q0"
+    read -r qg1 qs1 qa1 qn1 <<<"$q1"
+    gw_work=$(notidle_ns_per_s $((qg1 - qg0)) "$dt" 1)
+    gen_work=$(notidle_ns_per_s $((qs1 - qs0)) "$dt" 1)
+    all_work=$(notidle_ns_per_s $((qa1 - qa0)) "$dt" "$(getconf _NPROCESSORS_ONLN)")
+    if [ "$qn0" != - ] && [ "$qn1" != - ]; then
+        natgw_run=$(awk -v n=$((qn1 - qn0)) -v dt="$dt" 'BEGIN { printf "%.0f\n", n * 1e9 / dt }')
+    fi
     local gen sink
     gen=$(cat "$work/gen.json" 2>/dev/null); [ -n "$gen" ] || gen=null
     sink=$(cat "$work/sink.json" 2>/dev/null); [ -n "$sink" ] || sink=null
     rec fig=paced mode="$mode" rep="$rep" rate="$rate" frac="$frac" rx_pps="$pps" busy_ns_per_s="$busy_ns" \
         gw_cpu_ns_per_s="$gw_ns" gw_irq_ns_per_s="$irq_ns" natgw_ns_per_s="$natgw_ns" cpu1_busy_ns_per_s="$cpu1_ns" \
-        gen_softirq_ns_per_s="$gen_ns" cpu0="$CPU0" cpu1="$CPU1" \
+        gen_softirq_ns_per_s="$gen_ns" gw_work_ns_per_s="$gw_work" gen_work_ns_per_s="$gen_work" \
+        work_ns_per_s="$all_work" natgw_run_ns_per_s="$natgw_run" cpu0="$CPU0" cpu1="$CPU1" \
         steal0="$STEAL0" steal1="$STEAL1" gen="$gen" sink="$sink" flows_seen="${fs:-null}" disturbed="$busy" dur_s="$PACED_DUR"
     local p50 p99 p999 lost
     read -r p50 p99 p999 lost < <(python3 -c '
@@ -898,7 +937,8 @@ s=json.loads(sys.argv[2]) if sys.argv[2]!="null" else {}
 sm=g.get("sent_measured",0); rm=s.get("received_measured",0)
 print("%.1f %.1f %.1f %.2f%%" % (s.get("p50_ns",0)/1e3, s.get("p99_ns",0)/1e3, s.get("p999_ns",0)/1e3, 100.0*(sm-rm)/sm if sm else 100))
 ' "$gen" "$sink")
-    log "$tag: rx $(k "$pps") pps, machine busy $(awk -v b="$busy_ns" 'BEGIN { printf "%.2f", b/1e9 }') CPUs, gateway CPU $(awk -v b="$gw_ns" 'BEGIN { if (b == "null") print "-"; else printf "%.2f", b/1e9 }') (CPU $GW_CPU busy $(awk -v b="$cpu1_ns" 'BEGIN { if (b == "null") print "-"; else printf "%.2f", b/1e9 }'); the report takes the smaller for natgw), latency p50 ${p50} p99 ${p99} p99.9 ${p999} us, lost ${lost}${busy:+  [others busy: $busy]}"
+    cpus() { awk -v b="$1" 'BEGIN { if (b == "null" || b == "") print "-"; else printf "%.2f", b/1e9 }'; }
+    log "$tag: rx $(k "$pps") pps, CPU $GW_CPU working $(cpus "$gw_work") (by ticks $(cpus "$cpu1_ns"), natgw's threads $(cpus "$natgw_run"), steal ${STEAL1}%), machine working $(cpus "$all_work") CPUs, latency p50 ${p50} p99 ${p99} p99.9 ${p999} us, lost ${lost}${busy:+  [others busy: $busy]}"
 }
 
 listening() { # ns port: waits up to 5 s for a TCP listener
