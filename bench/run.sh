@@ -706,7 +706,7 @@ precise_now() {
     if [ -n "$natgw_pid" ] && [ "$(cat "/proc/$natgw_pid/comm" 2>/dev/null)" = "$comm" ]; then
         n=0
         for t in /proc/"$natgw_pid"/task/*/schedstat; do
-            read -r t _ <"$t" 2>/dev/null || continue
+            read -r t _ 2>/dev/null <"$t" || continue
             n=$((n + t))
         done
     fi
