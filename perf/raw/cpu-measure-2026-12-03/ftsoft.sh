@@ -1,6 +1,8 @@
 #!/bin/bash
-# ftsoft.sh SECONDS: trace softirq entry/exit on CPU 1, print total softirq time per second by context
+# ftsoft.sh SECONDS [WAIT]: trace softirq entry/exit on CPU 1 for SECONDS, wait WAIT more seconds,
+# then print the softirq time per second of wall time, by the context it ran in (root; mounts tracefs)
 T=/sys/kernel/tracing
+mountpoint -q $T || mount -t tracefs nodev $T
 echo 0 > $T/tracing_on
 echo > $T/trace
 echo 2 > $T/tracing_cpumask

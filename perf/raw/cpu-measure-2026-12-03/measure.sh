@@ -79,7 +79,7 @@ one() { # mode
     sleep 1.5
     rt() { local s=0 t; if [ -n "$pid" ]; then for t in /proc/$pid/task/*/schedstat; do read -r t _ <"$t"; s=$((s + t)); done; fi; echo $s; }
     cpu1() { awk '/^cpu1 /{ print $2+$3+$4+$7+$8, $9, $5+$6 }' /proc/stat; }
-    rx() { ip netns exec "$P-out" cat /sys/class/net/eth0/statistics/rx_packets /sys/class/net/eth1/statistics/rx_packets | paste -sd+ | bc; }
+    rx() { ip netns exec "$P-out" cat /sys/class/net/eth0/statistics/rx_packets /sys/class/net/eth1/statistics/rx_packets | awk '{ s += $1 } END { print s }'; }
     local ft=""
     if [ -n "${FT:-}" ]; then (sleep 0.5; "$here/ftsoft.sh" 4 2 >"$work/ft.out") & ft=$!; fi
     local r0 c0 x0 t0 r1 c1 x1 t1
