@@ -42,20 +42,20 @@
 #             and 50% of the kernel NAT's 1k-flow rate from figure 1). Two measures, each
 #             minus the same for the generator+sink-only run (base) of the same repetition
 #             and rate, divided by delivered packets per second:
-#             - machine-wide: busy time of all CPUs from /proc/stat; others' processes count.
-#             - gateway CPU: irq + softirq of the gateway's CPU 1 (GW_CPU) from /proc/stat,
-#               plus natgw's own utime + stime (/proc/PID/stat, all threads) when a natgw
-#               process runs. The gateway's work is pinned to CPU 1: natgw's threads by
-#               taskset, the kernel's forwarding by RPS on lan0/wan0 (the base's delivery to
-#               the sink by RPS on the direct link). This kernel accounts CPU by tick
-#               (CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING); a tick in softirq while
-#               a natgw thread is current goes to CPU 1's softirq AND to the thread's stime
-#               (natgw's AF_XDP TX kick runs the receiving side's softirq inline), so for natgw
-#               bench/report.py takes min(that sum, CPU 1's whole busy time cpu1_busy_ns_per_s),
-#               an upper bound of the true figure; other users' processes elsewhere are not
-#               counted. Work natgw leaves on the generator's CPU 0 is not counted (the lan0
-#               XDP program and the copy into the UMEM run in the sender's softirq; natgw TUN
-#               moves lan0/wan0's RPS there; see gen_softirq_ns_per_s).
+#             - gateway CPU: work time (wall - idle - iowait, /proc/stat) of the gateway's
+#               CPU 1 (GW_CPU), the same for every gateway. The gateway's work is pinned to
+#               CPU 1: natgw's threads by taskset, the kernel's forwarding by RPS on lan0/wan0
+#               (the base's delivery to the sink by RPS on the direct link). Not the busy
+#               fields: this kernel counts busy time by tick, and a softirq run out of idle
+#               (the kernel's forwarding at paced rates) is almost never seen by a tick, while
+#               idle time is measured, not sampled (see precise_now; perf/profile-misses.md).
+#               Counts steal while the CPU works (recorded, steal1) and others' processes
+#               there. Work natgw leaves on the generator's CPU 0 is not counted (the lan0 XDP
+#               program and the copy into the UMEM run in the sender's softirq; natgw TUN moves
+#               lan0/wan0's RPS there).
+#             - machine-wide: work time of all CPUs the same way; others' processes count.
+#             Recorded beside them: the tick-based figures of earlier reports (gw_cpu_ns_per_s,
+#             cpu1_busy_ns_per_s, busy_ns_per_s) and natgw's threads' run time (schedstat).
 #   3 latency the same paced runs: p50/p99/p99.9 from send time stamps in the payload to
 #             the server's kernel receive time stamp, at each paced rate
 #             (figures 2+3 verdicts pair natgw and the kernel NAT repetition by repetition:
@@ -695,8 +695,8 @@ gw_ticks() {
 # $GW_CPU, of CPU $GEN_CPU and of all CPUs, in jiffies, and the summed run time (ns) of the
 # running natgw's threads from /proc/PID/task/*/schedstat ("-" when none runs). This kernel
 # accounts busy time by tick (CONFIG_TICK_CPU_ACCOUNTING), and with NO_HZ_IDLE a softirq that
-# runs out of idle (an RPS IPI, the kernel gateway's whole forwarding at paced rates) is not
-# seen by any tick: it shows in no busy field of /proc/stat. The idle time is not sampled: it
+# runs out of idle (an RPS IPI, the kernel gateway's whole forwarding at paced rates) is
+# almost never seen by a tick, so it hardly shows in the busy fields of /proc/stat. The idle time is not sampled: it
 # is measured from idle entry to exit (get_cpu_idle_time_us), and an interrupt, with the
 # softirq at its end, stops the idle clock (tick_nohz_irq_enter). So wall time - idle time is
 # the CPU's work, whoever did it; schedstat's run time is exact too (and leaves out steal).
