@@ -903,6 +903,14 @@ class Report:
               "receive time stamp, set when the frame enters the server's namespace, so the sink's own scheduling is not "
               "counted. Percentiles are exact, over every frame sent after the warm-up.")
             a("")
+            knobs = []
+            if any(r["mode"] == "natgwc" for r in paced) and s.get("natgw_coalesce_us") is not None:
+                knobs.append(f"*natgw coalescing* runs with `[afxdp] coalesce_us = {s.get('natgw_coalesce_us')}`")
+            if any(r["mode"] == "natgwrt" for r in paced) and s.get("natgw_rt_priority") is not None:
+                knobs.append(f"*natgw real-time* with `[afxdp] rt_priority = {s.get('natgw_rt_priority')}`")
+            if knobs:
+                a("; ".join(knobs) + "; the other natgw rows with neither.")
+                a("")
             a("CPU per packet, two measures, both = (CPU time per second of the gateway run − the same for the "
               "generator+sink-only run (*base*, over the direct veth) of the same repetition and rate) ÷ delivered "
               "packets per second:")

@@ -26,7 +26,7 @@
 #   xdpfwd   a minimal AF_XDP forwarder without NAT (bench/xdpfwd: MAC rewrite + TTL)
 #   natgw2q  natgw on AF_XDP with two queues per interface (figure 7)
 #   natgwc   natgw on AF_XDP with receive coalescing (afxdp.coalesce_us = NATGW_COALESCE_US,
-#            default 50), masquerade
+#            default 200), masquerade
 #   natgwrt  natgw on AF_XDP with its workers at real-time priority (afxdp.rt_priority =
 #            NATGW_RT_PRIORITY, default 10), masquerade
 #   natgw2qrt natgw with two queues per interface whose two workers run at real-time
@@ -121,7 +121,7 @@ PACED_RATES=${PACED_RATES:-}
 PACED_RATE=${PACED_RATE:-}
 PACED_PEAK_FALLBACK=202000 # the kernel NAT's 1k-flow pps taken when figure 1 did not run
 PACED_FLOWS=1024
-NATGW_COALESCE_US=${NATGW_COALESCE_US:-50} # afxdp.coalesce_us of mode natgwc
+NATGW_COALESCE_US=${NATGW_COALESCE_US:-200} # afxdp.coalesce_us of mode natgwc (200: where it pays, perf/profile-misses.md)
 NATGW_RT_PRIORITY=${NATGW_RT_PRIORITY:-10} # afxdp.rt_priority of mode natgwrt
 CONN_MODES=${CONN_MODES-"route kernel natgw tun lbdnat lb"}
 CONN_DUR=${CONN_DUR:-5}
