@@ -27,10 +27,27 @@ fn natgw(args: &[&str]) -> Output {
         .expect("run natgw")
 }
 
-fn tmpdir(name: &str) -> PathBuf {
+/// A scratch directory, removed when the test ends, pass or fail.
+struct TmpDir(PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmpdir(name: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("natgw-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TmpDir(d)
 }
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {

@@ -415,10 +415,22 @@ mod tests {
     use super::*;
     use crate::protocol::{self, StatsReport, answer};
 
-    fn sock(name: &str) -> std::path::PathBuf {
+    /// A scratch directory, removed when the test ends, pass or fail.
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A control socket's path in a fresh scratch directory (keep the
+    /// directory's guard for the test's life).
+    fn sock(name: &str) -> (Scratch, std::path::PathBuf) {
         let d = std::env::temp_dir().join(format!("natgw-sock-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        d.join("ctl.sock")
+        let path = d.join("ctl.sock");
+        (Scratch(d), path)
     }
 
     /// Answers requests on this thread, like the control loop, until `n`
@@ -444,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_silent_client_holds_up_neither_the_loop_nor_other_clients() {
-        let path = sock("silent");
+        let (_dir, path) = sock("silent");
         let server = Server::start(bind(&path).unwrap()).unwrap();
         // Connected, says nothing.
         let _silent = UnixStream::connect(&path).unwrap();
@@ -467,7 +479,7 @@ mod tests {
 
     #[test]
     fn many_slow_clients_do_not_keep_a_quick_one_waiting() {
-        let path = sock("many");
+        let (_dir, path) = sock("many");
         let server = Server::start(bind(&path).unwrap()).unwrap();
         // More half-written requests than the server has connections for.
         let mut slow = Vec::new();
@@ -496,7 +508,7 @@ mod tests {
 
     #[test]
     fn a_huge_request_is_refused_without_reading_it_all() {
-        let path = sock("huge");
+        let (_dir, path) = sock("huge");
         let server = Server::start(bind(&path).unwrap()).unwrap();
         let s = UnixStream::connect(&path).unwrap();
         let mut w = s.try_clone().unwrap();
@@ -522,7 +534,7 @@ mod tests {
 
     #[test]
     fn bad_requests_get_an_error_reply() {
-        let path = sock("bad");
+        let (_dir, path) = sock("bad");
         let server = Server::start(bind(&path).unwrap()).unwrap();
         for (req, want) in [
             (&b"not json\n"[..], "bad request"),
@@ -543,7 +555,7 @@ mod tests {
 
     #[test]
     fn requests_waiting_at_shutdown_are_told() {
-        let path = sock("shutdown");
+        let (_dir, path) = sock("shutdown");
         let server = Server::start(bind(&path).unwrap()).unwrap();
         let p = path.clone();
         let client = std::thread::spawn(move || call(&p, protocol::Stats {}));
