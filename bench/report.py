@@ -241,13 +241,13 @@ class Report:
     @staticmethod
     def _precise(r):
         """Runs of a run.sh that recorded the precise measure (gw_work_ns_per_s, from CPU idle
-        time, see precise_now in run.sh) take it as the gateway and machine-wide CPU; the tick-based
-        figures stay beside it (cpu1_busy_ns_per_s, gw_tick_ns_per_s, busy_tick_ns_per_s). Older
-        runs keep the tick-based measure, without the double count (_dedup_gw)."""
+        time, see precise_now in run.sh) take it as the gateway and machine-wide CPU; CPU 1's
+        tick-based busy time (cpu1_busy_ns_per_s) stays beside it, and every tick figure stays in
+        the raw results. Older runs keep the tick-based measure, without the double count
+        (_dedup_gw)."""
         if r.get("gw_work_ns_per_s") is None:
             return Report._dedup_gw(r)
         r = dict(r)
-        r["gw_tick_ns_per_s"], r["busy_tick_ns_per_s"] = r.get("gw_cpu_ns_per_s"), r.get("busy_ns_per_s")
         r["gw_cpu_ns_per_s"], r["busy_ns_per_s"] = r["gw_work_ns_per_s"], r.get("work_ns_per_s")
         r["gen_softirq_ns_per_s"] = r.get("gen_work_ns_per_s")
         r["precise"] = True
@@ -923,9 +923,9 @@ class Report:
                   "on lan0/wan0 (and the base's delivery to the sink by RPS on the direct link). Why not the busy fields: "
                   "this kernel accounts busy time by tick (CONFIG_TICK_CPU_ACCOUNTING, no IRQ_TIME_ACCOUNTING), and with "
                   "NO_HZ_IDLE a softirq that runs out of idle, which is how the kernel forwards at paced rates (an RPS "
-                  "IPI wakes the idle CPU), is almost never seen by a tick: at 25% of the peak the kernel NAT's forwarding "
-                  "showed as ~0.05 CPU of irq + softirq ticks while an ftrace of softirq_entry/exit on that CPU summed "
-                  "~0.35 CPU (perf/profile-misses.md). The idle time is not sampled: it runs from idle entry to exit, and "
+                  "IPI wakes the idle CPU), is almost never seen by a tick (on 2026-12-03, at 25% of the peak, the kernel "
+                  "NAT's forwarding showed as ~0.05 CPU of irq + softirq ticks where an ftrace of softirq_entry/exit on "
+                  "that CPU summed ~0.35 CPU: perf/profile-misses.md; this run's tick figure is in the table). The idle time is not sampled: it runs from idle entry to exit, and "
                   "an interrupt, with the softirq at its end, stops it (tick_nohz_irq_enter). So work time counts the "
                   "kernel's softirq and natgw's threads alike. It also counts others' processes on that CPU (runs where "
                   "others' builds ran are marked) and the time the hypervisor took the CPU away while it worked (steal; "

@@ -28,26 +28,11 @@ fn natgw(args: &[&str]) -> Output {
 }
 
 /// A scratch directory, removed when the test ends, pass or fail.
-struct TmpDir(PathBuf);
-
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmpdir(name: &str) -> TmpDir {
-    let d = std::env::temp_dir().join(format!("natgw-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TmpDir(d)
+fn tmpdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("natgw-cli-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
@@ -59,7 +44,7 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 #[test]
 fn check_prints_the_effective_ruleset() {
     let d = tmpdir("check-ok");
-    let cfg = write_config(&d, &config());
+    let cfg = write_config(d.path(), &config());
     let out = natgw(&["check", "--config", cfg.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -84,7 +69,10 @@ fn check_prints_the_effective_ruleset() {
 #[test]
 fn check_refuses_a_bad_config_naming_file_line_and_field() {
     let d = tmpdir("check-bad");
-    let cfg = write_config(&d, &config().replace("oif = \"wan0\"", "oif = \"eth9\""));
+    let cfg = write_config(
+        d.path(),
+        &config().replace("oif = \"wan0\"", "oif = \"eth9\""),
+    );
     let out = natgw(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -180,8 +168,8 @@ fn capture(path: &Path) {
 #[test]
 fn replay_holds_a_fragment_ahead_of_its_first() {
     let d = tmpdir("replay-frag");
-    let cfg = write_config(&d, &config());
-    let (inp, outp) = (d.join("in.pcap"), d.join("out.pcap"));
+    let cfg = write_config(d.path(), &config());
+    let (inp, outp) = (d.path().join("in.pcap"), d.path().join("out.pcap"));
     let mut whole = Vec::new();
     PacketBuilder::ethernet2([2, 0, 0, 0, 0, 10], [2, 0, 0, 0, 0, 1])
         .ipv4([10, 0, 0, 10], [198, 51, 100, 9], 64)
@@ -228,8 +216,8 @@ fn replay_holds_a_fragment_ahead_of_its_first() {
 #[test]
 fn replay_writes_translated_frames() {
     let d = tmpdir("replay");
-    let cfg = write_config(&d, &config());
-    let (inp, outp) = (d.join("in.pcap"), d.join("out.pcap"));
+    let cfg = write_config(d.path(), &config());
+    let (inp, outp) = (d.path().join("in.pcap"), d.path().join("out.pcap"));
     capture(&inp);
     let report = replay_json(&cfg, &inp, &outp);
     assert_eq!(report["packets_in"], 3);
@@ -287,8 +275,8 @@ fn replay_writes_translated_frames() {
 #[test]
 fn replay_refuses_an_unknown_interface() {
     let d = tmpdir("replay-iif");
-    let cfg = write_config(&d, &config());
-    let inp = d.join("in.pcap");
+    let cfg = write_config(d.path(), &config());
+    let inp = d.path().join("in.pcap");
     capture(&inp);
     let out = natgw(&[
         "replay",
@@ -297,7 +285,7 @@ fn replay_refuses_an_unknown_interface() {
         "--in",
         inp.to_str().unwrap(),
         "--out",
-        d.join("o.pcap").to_str().unwrap(),
+        d.path().join("o.pcap").to_str().unwrap(),
         "--iif",
         "eth7",
     ]);

@@ -22,7 +22,7 @@ use natgw::snapshot::{
 };
 use proptest::prelude::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const FIN: u8 = 0x01;
@@ -206,25 +206,6 @@ impl Gw {
     }
 }
 
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn new(tag: &str) -> TmpDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("natgw-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TmpDir(p)
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 const T0: Time = Time::from_secs(1_000);
 /// The new process's clock has nothing to do with the old one's.
 const TB: Time = Time::from_secs(77_000);
@@ -318,9 +299,12 @@ fn build_old() -> Built {
 /// Old engine -> file -> new engine; the old one's clock moved on by
 /// [`GAP`] too, so both agree on every timer.
 fn handover(b: &mut Built, opts: RestoreOptions) -> (Gw, snapshot::RestoreReport) {
-    let dir = TmpDir::new("snapshot-handover");
+    let dir = tempfile::Builder::new()
+        .prefix("natgw-snapshot-")
+        .tempdir()
+        .unwrap();
     let snap = Snapshot::capture(&b.gw.engine, b.gw.now);
-    let path = dir.0.join("natgw.snap");
+    let path = dir.path().join("natgw.snap");
     write_atomic(&path, &snap).unwrap();
     let loaded = read(&path, max_bytes_for(4096)).unwrap();
     assert_eq!(loaded, snap);
@@ -1003,8 +987,11 @@ fn one_million_flows() {
     fill(&old.engine, N, old.now);
     eprintln!("fill (insert {N} flows): {:?}", t.elapsed());
 
-    let dir = TmpDir::new("snapshot-1m");
-    let path = dir.0.join("natgw.snap");
+    let dir = tempfile::Builder::new()
+        .prefix("natgw-snapshot-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("natgw.snap");
     let t = Instant::now();
     let snap = Snapshot::capture(&old.engine, old.now);
     let capture = t.elapsed();

@@ -415,22 +415,15 @@ mod tests {
     use super::*;
     use crate::protocol::{self, StatsReport, answer};
 
-    /// A scratch directory, removed when the test ends, pass or fail.
-    struct Scratch(std::path::PathBuf);
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// A control socket's path in a fresh scratch directory (keep the
-    /// directory's guard for the test's life).
-    fn sock(name: &str) -> (Scratch, std::path::PathBuf) {
-        let d = std::env::temp_dir().join(format!("natgw-sock-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let path = d.join("ctl.sock");
-        (Scratch(d), path)
+    /// A control socket's path in a fresh scratch directory, removed when
+    /// the returned guard is dropped (keep it for the test's life).
+    fn sock(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::Builder::new()
+            .prefix(&format!("natgw-sock-{name}-"))
+            .tempdir()
+            .unwrap();
+        let path = d.path().join("ctl.sock");
+        (d, path)
     }
 
     /// Answers requests on this thread, like the control loop, until `n`

@@ -13,8 +13,8 @@ echo 1 > $T/events/irq/softirq_entry/enable
 echo 1 > $T/events/irq/softirq_exit/enable
 echo 1 > $T/tracing_on
 sleep $1
-echo 0 > $T/tracing_on; sleep ${2:-0}
 echo 0 > $T/tracing_on
+sleep ${2:-0}
 echo 0 > $T/events/enable
 cat $T/per_cpu/cpu1/stats | grep -E "overrun|entries"
 cat $T/per_cpu/cpu1/trace | python3 -c '
